@@ -1,0 +1,86 @@
+"""Score a model on a POP909-style folder with the protocol of EVALUATION.md.
+
+    python -m model.evaluate FOLDER --json [--checkpoint PATH] [--held-out]
+
+For each song the first 32 steps are the primer; every later step is predicted from everything
+before it (teacher forcing). As in the reference counts (912,292 predicted steps on 818 songs),
+the first step scored is step 33: targets are events[1:] and the first 32 of them are primer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from model.data import Song, load_songs, split
+from model.events import FIRST_NOTE_ON, PAD
+from model.network import DEFAULT_WEIGHTS, load_checkpoint
+
+PRIMER_STEPS = 32
+FIRST_SCORED_STEP = PRIMER_STEPS + 1
+
+
+@torch.no_grad()
+def score(model, songs: list[Song], batch_size: int = 16, device: str = "cpu") -> dict:
+    """Total nll (nats) and note accuracy over the scored steps of all songs."""
+    model.eval()
+    total_nll, steps, notes, notes_right = 0.0, 0, 0, 0
+    ordered = sorted((s for s in songs if len(s.events) > FIRST_SCORED_STEP), key=lambda s: len(s.events))
+    for i in range(0, len(ordered), batch_size):
+        batch = ordered[i : i + batch_size]
+        longest = max(len(s.events) for s in batch)
+        sequence = torch.full((len(batch), longest), PAD, dtype=torch.long)
+        for row, song in enumerate(batch):
+            sequence[row, : len(song.events)] = torch.as_tensor(song.events)
+        logits = model(sequence[:, :PRIMER_STEPS].to(device), sequence[:, PRIMER_STEPS:].to(device)).cpu()
+        # logits[:, k] predicts step PRIMER_STEPS + k; score from FIRST_SCORED_STEP on.
+        first = FIRST_SCORED_STEP - PRIMER_STEPS
+        logits, truth = logits[:, first:], sequence[:, FIRST_SCORED_STEP:]
+        real = truth != PAD
+        nll = F.cross_entropy(logits.transpose(1, 2), truth.clamp(max=PAD - 1), reduction="none")
+        total_nll += nll[real].sum().item()
+        steps += int(real.sum())
+        is_note = real & (truth >= FIRST_NOTE_ON)
+        notes += int(is_note.sum())
+        notes_right += int((is_note & (logits.argmax(-1) == truth)).sum())
+    return {
+        "nll": total_nll / max(steps, 1),
+        "note_accuracy": notes_right / max(notes, 1),
+        "steps": steps,
+        "notes": notes,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folder", type=Path, help="folder of songs laid out as NNN/NNN.mid")
+    parser.add_argument("--checkpoint", type=Path, default=DEFAULT_WEIGHTS, help="weights to score")
+    parser.add_argument("--held-out", action="store_true", help="score only this project's held-out split")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args(argv)
+
+    if not args.folder.is_dir():
+        print(f"error: {args.folder} is not a folder", file=sys.stderr)
+        return 2
+    songs, skipped = load_songs(args.folder)
+    if args.held_out:
+        songs = split(songs)[1]
+    model, _ = load_checkpoint(args.checkpoint, args.device)
+    result = {"songs": len(songs), "skipped": len(skipped), **score(model, songs, device=args.device)}
+    result["checkpoint"] = str(args.checkpoint)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key:>14}: {value:.4f}" if isinstance(value, float) else f"{key:>14}: {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

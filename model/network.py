@@ -1,0 +1,193 @@
+"""The attention encoder/decoder LSTM and its sampler.
+
+The encoder reads the primer; the decoder predicts the continuation one sixteenth at a time. Each
+decoder step sees the previous event, its position in the bar, and the events one and two bars
+back (pop melodies repeat by the bar). Attention looks back over a memory of everything so far,
+encoder states for the primer and decoder states after it: a key is a state and the position in
+the bar of the step after it, a value is that state with the event that actually followed it. So
+attention can find "where the melody was like this before" and copy what came next, while
+teacher-forced training stays parallel (no attention fed back into the LSTM input).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from model.events import NUM_CLASSES, PAD, STEPS_PER_BAR
+
+DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "melody.pt"  # shipped, loaded by default
+LOOKBACKS = (STEPS_PER_BAR, 2 * STEPS_PER_BAR)  # steps; events this far back are decoder inputs
+
+
+@dataclass
+class NetworkConfig:
+    embed: int = 64  # event embedding size
+    hidden: int = 256  # LSTM units per layer, also the attention width
+    layers: int = 2  # LSTM layers in encoder and decoder each
+    heads: int = 4  # attention heads
+    window: int = 256  # steps of memory attention may look back over (16 bars)
+    dropout: float = 0.2
+
+
+class MelodyNet(nn.Module):
+    def __init__(self, config: NetworkConfig):
+        super().__init__()
+        self.config = c = config
+        self.event_embed = nn.Embedding(NUM_CLASSES + 1, c.embed)  # + PAD
+        self.position_embed = nn.Embedding(STEPS_PER_BAR, c.embed)
+        self.encoder = nn.LSTM(2 * c.embed, c.hidden, c.layers, batch_first=True, dropout=c.dropout)
+        decoder_input = (2 + len(LOOKBACKS)) * c.embed
+        self.decoder = nn.LSTM(decoder_input, c.hidden, c.layers, batch_first=True, dropout=c.dropout)
+        self.query = nn.Linear(c.hidden + c.embed, c.hidden)
+        self.key = nn.Linear(c.hidden + c.embed, c.hidden)
+        self.value = nn.Linear(c.hidden + c.embed, c.hidden)
+        self.null_key = nn.Parameter(torch.zeros(1, 1, c.hidden))  # always visible: lets a head
+        self.null_value = nn.Parameter(torch.zeros(1, 1, c.hidden))  # attend to "nothing"
+        self.head = nn.Sequential(
+            nn.Linear(2 * c.hidden, c.hidden), nn.GELU(), nn.Dropout(c.dropout), nn.Linear(c.hidden, NUM_CLASSES)
+        )
+        self.drop = nn.Dropout(c.dropout)
+
+    # -- pieces shared by teacher forcing and sampling --------------------------------------
+    def _positions(self, steps: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+        """Position-in-bar embeddings (B, len(steps), E); row b's bar starts at step offset[b]."""
+        return self.position_embed((steps[None, :] - offset[:, None]) % STEPS_PER_BAR)
+
+    def _encode(self, primer: torch.Tensor, offset: torch.Tensor):
+        """primer (B, P) -> encoder outputs (B, P, H) and the final LSTM state."""
+        steps = torch.arange(primer.shape[1], device=primer.device)
+        x = torch.cat([self.event_embed(primer), self._positions(steps, offset)], -1)
+        return self.encoder(self.drop(x))
+
+    def _decoder_inputs(self, sequence: torch.Tensor, targets: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+        """Inputs for predicting `sequence[:, t]` for each t in `targets` (absolute steps)."""
+        parts = [self.event_embed(sequence[:, targets - 1]), self._positions(targets, offset)]
+        for lookback in LOOKBACKS:
+            back = targets - lookback
+            events = sequence[:, back.clamp(min=0)]
+            events = torch.where(back >= 0, events, torch.full_like(events, PAD))
+            parts.append(self.event_embed(events))
+        return self.drop(torch.cat(parts, -1))
+
+    def _keys_values(self, states, next_events, next_steps, offset):
+        """Memory entries: states (B, M, H) and the events that followed them (B, M) at steps (M,)."""
+        positions = self._positions(next_steps, offset)
+        keys = self.key(torch.cat([states, positions], -1))
+        values = self.value(torch.cat([states, self.event_embed(next_events)], -1))
+        return keys, values
+
+    def _attend(self, queries, keys, values, allowed):
+        """queries (B, Q, H); keys/values (B, M, H); allowed (Q, M) bool -> context (B, Q, H)."""
+        batch, q_len, hidden = queries.shape
+        heads = self.config.heads
+        keys = torch.cat([self.null_key.expand(batch, -1, -1), keys], 1)
+        values = torch.cat([self.null_value.expand(batch, -1, -1), values], 1)
+        allowed = torch.cat([torch.ones_like(allowed[:, :1]), allowed], 1)
+
+        def split(x):
+            return x.view(batch, x.shape[1], heads, hidden // heads).transpose(1, 2)  # (B, heads, L, h)
+
+        context = F.scaled_dot_product_attention(split(queries), split(keys), split(values), attn_mask=allowed)
+        return context.transpose(1, 2).reshape(batch, q_len, hidden)
+
+    def _window_mask(self, query_pos: torch.Tensor, memory_pos: torch.Tensor) -> torch.Tensor:
+        """Memory position m is visible from query position q when q - window <= m < q."""
+        diff = query_pos[:, None] - memory_pos[None, :]
+        return (diff >= 1) & (diff <= self.config.window)
+
+    # -- teacher forcing -----------------------------------------------------------------------
+    def forward(self, primer: torch.Tensor, target: torch.Tensor, offset: torch.Tensor | None = None) -> torch.Tensor:
+        """primer (B, P), target (B, T) -> logits (B, T, NUM_CLASSES) for each target step.
+        offset (B,): the step where row b's first bar starts (its left padding); default 0."""
+        p_len, t_len = primer.shape[1], target.shape[1]
+        sequence = torch.cat([primer, target], 1)  # (B, P+T)
+        device = primer.device
+        offset = torch.zeros(len(primer), dtype=torch.long, device=device) if offset is None else offset
+        encoded, state = self._encode(primer, offset)  # (B, P, H)
+        targets = torch.arange(p_len, p_len + t_len, device=device)
+        decoded, _ = self.decoder(self._decoder_inputs(sequence, targets, offset), state)  # (B, T, H)
+        queries = self.query(torch.cat([decoded, self._positions(targets, offset)], -1))
+
+        # Memory position m holds the state that has read events[..m]; its value carries events[m+1].
+        memory = torch.cat([encoded[:, : p_len - 1], decoded[:, :-1]], 1)  # (B, P+T-2, H)
+        memory_pos = torch.arange(memory.shape[1], device=device)
+        keys, values = self._keys_values(memory, sequence[:, 1 : memory.shape[1] + 1], memory_pos + 1, offset)
+        context = self._attend(queries, keys, values, self._window_mask(targets - 1, memory_pos))
+        return self.head(self.drop(torch.cat([decoded, context], -1)))
+
+    # -- sampling --------------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(
+        self,
+        primer: torch.Tensor,
+        steps: int,
+        temperature: torch.Tensor,
+        top_p: torch.Tensor,
+        allowed_events: torch.Tensor,
+        seeds: list[int],
+        offset: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Continue each primer row by `steps` events, all rows in one batched pass.
+
+        primer (B, P) with P >= 2; temperature, top_p (B,); allowed_events (B, NUM_CLASSES) bool
+        masks events out (e.g. notes outside the key); seeds: one per row; offset (B,) as in
+        forward, for left-padded primers. A row's result depends
+        only on its own inputs and seed, never on what else shares the batch. -> (B, steps)"""
+        batch, p_len = primer.shape
+        device = primer.device
+        noise = gumbel_noise(seeds, steps).to(device)  # (B, steps, C), drawn up front per row
+        sequence = torch.cat([primer, torch.full((batch, steps), PAD, dtype=primer.dtype, device=device)], 1)
+        offset = torch.zeros(batch, dtype=torch.long, device=device) if offset is None else offset
+        encoded, state = self._encode(primer, offset)
+        memory_pos = torch.arange(p_len - 1, device=device)
+        keys, values = self._keys_values(encoded[:, :-1], primer[:, 1:], memory_pos + 1, offset)
+        for t in range(p_len, p_len + steps):
+            target = torch.tensor([t], device=device)
+            decoded, state = self.decoder(self._decoder_inputs(sequence, target, offset), state)  # (B, 1, H)
+            query = self.query(torch.cat([decoded, self._positions(target, offset)], -1))
+            visible = slice(max(0, keys.shape[1] - self.config.window), keys.shape[1])
+            allowed = torch.ones(1, visible.stop - visible.start, dtype=torch.bool, device=device)
+            context = self._attend(query, keys[:, visible], values[:, visible], allowed)
+            logits = self.head(torch.cat([decoded, context], -1))[:, 0]  # (B, C)
+            log_probs = nucleus(logits / temperature[:, None].clamp(min=1e-3), top_p, allowed_events)
+            sequence[:, t] = (log_probs + noise[:, t - p_len]).argmax(-1)  # Gumbel-max sampling
+            new_key, new_value = self._keys_values(decoded, sequence[:, t : t + 1], target, offset)
+            keys, values = torch.cat([keys, new_key], 1), torch.cat([values, new_value], 1)
+        return sequence[:, p_len:]
+
+
+def gumbel_noise(seeds: list[int], steps: int) -> torch.Tensor:
+    """(B, steps, NUM_CLASSES) Gumbel noise, each row from its own seeded generator."""
+    rows = []
+    for seed in seeds:
+        uniform = torch.rand(steps, NUM_CLASSES, generator=torch.Generator().manual_seed(seed))
+        rows.append(-torch.log(-torch.log(uniform.clamp(1e-10, 1 - 1e-7))))
+    return torch.stack(rows)
+
+
+def nucleus(logits: torch.Tensor, top_p: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    """Log-probabilities restricted to allowed events and, per row, to the smallest set of
+    events whose probability reaches top_p (B,); everything else gets -inf."""
+    logits = logits.masked_fill(~allowed, float("-inf"))
+    probs = torch.softmax(logits, -1)
+    sorted_probs, order = probs.sort(-1, descending=True)
+    outside_sorted = sorted_probs.cumsum(-1) - sorted_probs >= top_p[:, None]  # keeps the top event
+    outside = torch.zeros_like(outside_sorted).scatter(-1, order, outside_sorted)
+    return torch.log_softmax(logits, -1).masked_fill(outside | ~allowed, float("-inf"))
+
+
+def save_checkpoint(path, model: MelodyNet, **extra) -> None:
+    torch.save({"model_args": asdict(model.config), "state_dict": model.state_dict(), **extra}, path)
+
+
+def load_checkpoint(path, device: str = "cpu") -> tuple[MelodyNet, dict]:
+    checkpoint = torch.load(path, map_location=device, weights_only=True)
+    model = MelodyNet(NetworkConfig(**checkpoint["model_args"])).to(device)
+    model.load_state_dict(checkpoint["state_dict"])
+    model.eval()
+    return model, checkpoint

@@ -1,0 +1,139 @@
+"""Train the melody network on a POP909-style folder.
+
+    python -m model.train ../shared/data/pop909 --out runs/main --steps 6000
+
+Cuts (primer, continuation) pairs from random bar lines of the training songs, transposed at
+random; scores the held-out split (every 10th song id) with the evaluation protocol; keeps the
+best checkpoint; resumes from `--out` when a checkpoint is there. `--export` writes the small
+float16 weights file the project ships.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from model.data import load_songs, sample_batch, split
+from model.evaluate import score
+from model.events import PAD
+from model.network import MelodyNet, NetworkConfig, load_checkpoint, save_checkpoint
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 6000  # optimizer steps
+    batch_size: int = 64  # windows per step
+    primer_steps: tuple[int, ...] = (8, 16, 32, 32, 48, 64)  # primer length drawn per batch, in steps
+    target_steps: int = 192  # continuation length per window, in steps
+    max_shift: int = 5  # transposition augmentation, +- semitones
+    lr: float = 2e-3  # peak learning rate (cosine decay to 5% after warm-up)
+    warmup: int = 200  # steps
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    eval_every: int = 500  # steps between held-out scorings
+    seed: int = 1234
+
+
+def learning_rate(step: int, config: TrainConfig) -> float:
+    if step < config.warmup:
+        return config.lr * (step + 1) / config.warmup
+    progress = (step - config.warmup) / max(1, config.steps - config.warmup)
+    return config.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def train(folder: Path, out: Path, config: TrainConfig, net: NetworkConfig, device: str, threads: int) -> dict:
+    torch.set_num_threads(threads)
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    songs, _ = load_songs(folder)
+    train_songs, held_out = split(songs)
+    print(f"{len(train_songs)} training songs, {len(held_out)} held out")
+
+    out.mkdir(parents=True, exist_ok=True)
+    last, best = out / "last.pt", out / "best.pt"
+    model = MelodyNet(net).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    start, best_nll, history = 0, float("inf"), []
+    if last.exists():
+        checkpoint = torch.load(last, map_location=device, weights_only=False)
+        model = MelodyNet(NetworkConfig(**checkpoint["model_args"])).to(device)
+        model.load_state_dict(checkpoint["state_dict"])
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        start, best_nll, history = checkpoint["step"], checkpoint["best_nll"], checkpoint["history"]
+        rng = np.random.default_rng([config.seed, start])  # a resumed run draws fresh batches
+        print(f"resumed at step {start} (best held-out nll {best_nll:.4f})")
+    print(f"{sum(p.numel() for p in model.parameters()):,} parameters on {device}")
+
+    progress = tqdm(range(start, config.steps), initial=start, total=config.steps, desc="training")
+    began, running = time.time(), None
+    for step in progress:
+        model.train()
+        primer_steps = int(rng.choice(config.primer_steps))
+        primer, target, mask = (torch.as_tensor(a).to(device) for a in sample_batch(
+            train_songs, config.batch_size, primer_steps, config.target_steps, rng, config.max_shift))
+        logits = model(primer, target)
+        loss = F.cross_entropy(logits[mask], target[mask].clamp(max=PAD - 1))
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, config)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        progress.set_postfix(loss=f"{running:.3f}")
+
+        done = step + 1
+        if done % config.eval_every == 0 or done == config.steps:
+            result = score(model, held_out, device=device)
+            result.update(step=done, train_loss=running, minutes=(time.time() - began) / 60)
+            history.append(result)
+            tqdm.write(json.dumps(result))
+            extra = dict(step=done, history=history, train_config=asdict(config))
+            if result["nll"] < best_nll:
+                best_nll = result["nll"]
+                save_checkpoint(best, model, **extra)
+            save_checkpoint(last, model, optimizer=optimizer.state_dict(), best_nll=best_nll, **extra)
+    return history[-1] if history else {}
+
+
+def export(checkpoint_path: Path, weights_path: Path) -> None:
+    """Write the model's weights in float16 with its constructor arguments (a few MB)."""
+    model, checkpoint = load_checkpoint(checkpoint_path)
+    state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    weights_path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model_args": checkpoint["model_args"], "state_dict": state,
+                "history": checkpoint.get("history", []), "train_config": checkpoint.get("train_config")},
+               weights_path)
+    print(f"wrote {weights_path} ({weights_path.stat().st_size / 1e6:.1f} MB)")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folder", type=Path, help="folder of songs laid out as NNN/NNN.mid")
+    parser.add_argument("--out", type=Path, default=Path("runs/main"), help="checkpoint folder (resumes)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="CPU threads")
+    parser.add_argument("--export", type=Path, help="after training, write float16 weights here")
+    for group in (TrainConfig, NetworkConfig):
+        for f in fields(group):
+            if f.type in ("int", "float"):
+                parser.add_argument(f"--{f.name.replace('_', '-')}", type=eval(f.type), default=f.default)
+    args = parser.parse_args(argv)
+    pick = lambda cls: cls(**{f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)})  # noqa: E731
+    train(args.folder, args.out, pick(TrainConfig), pick(NetworkConfig), args.device, args.threads)
+    if args.export:
+        export(args.out / "best.pt", args.export)
+
+
+if __name__ == "__main__":
+    main()

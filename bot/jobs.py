@@ -1,0 +1,104 @@
+"""What the bot asks of a worker, and what comes back: plain data, no I/O, no torch, no discord.
+
+message -> primer -> Job -> queue -> worker -> Result -> reply. Both queue backends (the embedded
+SQLite one and the Redis one) carry exactly these types (as dicts through `to_dict`/`from_dict`).
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import secrets
+import time
+from dataclasses import asdict, dataclass, field
+
+
+class JobState(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobState.DONE, JobState.FAILED, JobState.CANCELLED)
+
+
+def new_job_id() -> str:
+    """Short, unambiguous, easy to type: 6 characters of lowercase letters and digits."""
+    alphabet = "abcdefghjkmnpqrstuvwxyz23456789"
+    return "".join(secrets.choice(alphabet) for _ in range(6))
+
+
+@dataclass
+class Job:
+    user_id: int  # who asked
+    channel_id: int  # where to answer
+    primer: list[int]  # melody events on the sixteenth grid (model.events)
+    bpm: float = 120.0  # the primer's tempo, kept in the results
+    bars: int = 8  # continuation length
+    variations: int = 4
+    temperature: float = 1.0
+    top_p: float = 0.95
+    seed: int = 0
+    instrument: str = "piano"  # a name from bot.render's instrument table
+    keep_key: bool = True
+    user_name: str = ""  # for display only
+    status_message_id: int | None = None  # the "queued, position N" message the bot edits
+    parent: str | None = None  # "jobid:variation" this job extends, if any
+    job_id: str = field(default_factory=new_job_id)
+    created_at: float = field(default_factory=time.time)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Job:
+        return cls(**data)
+
+
+@dataclass
+class Variation:
+    events: list[int]  # primer + continuation
+    midi: bytes
+    mp3: bytes
+    png: bytes
+
+
+@dataclass
+class Result:
+    job_id: str
+    primer_steps: int  # how many of each variation's events are the primer
+    variations: list[Variation]
+    combined_png: bytes  # all variations in one picture, for one message
+    key: str | None  # the primer's key as the sampler saw it, e.g. "C major"
+    timings: dict[str, float]  # seconds per stage: queued, sample, render, total
+
+    def to_dict(self) -> dict:
+        """JSON-safe: bytes as base64 text."""
+        data = asdict(self)
+        for variation in data["variations"]:
+            for name in ("midi", "mp3", "png"):
+                variation[name] = base64.b64encode(variation[name]).decode()
+        data["combined_png"] = base64.b64encode(self.combined_png).decode()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Result:
+        data = dict(data)
+        data["variations"] = [
+            Variation(v["events"], *(base64.b64decode(v[name]) for name in ("midi", "mp3", "png")))
+            for v in data["variations"]
+        ]
+        data["combined_png"] = base64.b64decode(data["combined_png"])
+        return cls(**data)
+
+
+@dataclass
+class JobStatus:
+    job: Job
+    state: JobState
+    position: int | None = None  # 1 = next to run; only while queued
+    error: str | None = None  # user-facing reason, only when failed
+    result: Result | None = None  # only when done

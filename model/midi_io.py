@@ -49,8 +49,11 @@ def read_midi(source: str | os.PathLike | bytes, max_bytes: int = MAX_MIDI_BYTES
         raise MidiError("this is not a MIDI file (it does not start with the MIDI header 'MThd')")
     try:
         pm = pretty_midi.PrettyMIDI(io.BytesIO(data))
+    except EOFError as error:  # mido's EOFError has no message
+        raise MidiError("the MIDI file is truncated (it ends in the middle of its data)") from error
     except Exception as error:  # the parser raises many types for corrupt files
-        raise MidiError(f"the MIDI file is damaged or truncated ({error})") from error
+        detail = f" ({error})" if str(error) else ""
+        raise MidiError(f"the MIDI file is damaged or truncated{detail}") from error
 
     ticks_per_step = pm.resolution / STEPS_PER_BEAT
     note_count = sum(len(instrument.notes) for instrument in pm.instruments)

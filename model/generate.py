@@ -1,0 +1,146 @@
+"""Continue a melody from the command line: typed notes or a MIDI sketch -> MIDI files.
+
+    python -m model.generate "C4 E4 G4 A4" --bars 8 --variations 4 --out out
+    python -m model.generate --midi sketch.mid --out out
+    python -m model.generate --midi sketch.mid "G4 A4:2"     (typed notes follow the sketch)
+
+Writes DIR/variation-N.mid (the primer, then the continuation, at the primer's tempo) and prints
+the key it heard and each path. Mistakes in the notes, the file or the options end with one line
+on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from model.events import NO_EVENT, NOTE_OFF, STEPS_PER_BAR, is_note_on
+from model.midi_io import DEFAULT_BPM, MidiError, write_midi
+from model.primer import (
+    DEFAULT_MAX_BARS,
+    NOTATION,
+    Primer,
+    PrimerError,
+    parse_notes,
+    primer_from_midi,
+    primer_from_text,
+)
+
+MIN_BPM, MAX_BPM = 20.0, 400.0  # inclusive
+
+
+class UsageError(Exception):
+    """A mistake of the caller, reported in one line with exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line instead of usage + message
+        raise UsageError(f"{message} (see --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="python -m model.generate",
+        description=__doc__,
+        epilog="Typed notes:\n" + NOTATION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("notes", nargs="?", default="", help='typed notes, e.g. "C4 E4 G4 A4" (quote them)')
+    parser.add_argument("--midi", type=Path, help="a MIDI sketch to continue (its melody track)")
+    parser.add_argument("--max-bars", type=int, default=DEFAULT_MAX_BARS, help="bars of a sketch kept, its last ones")
+    parser.add_argument("--bars", type=int, default=8, help="length of each continuation in bars (default 8)")
+    parser.add_argument("--variations", type=int, default=4, help="continuations to write (default 4)")
+    parser.add_argument("--temperature", type=float, default=1.0, help="> 1 wilder, < 1 safer (default 1.0)")
+    parser.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling mass (default 0.95)")
+    parser.add_argument("--seed", type=int, default=0, help="same seed, same result (default 0)")
+    parser.add_argument("--program", "--instrument", type=int, default=0, metavar="0-127",
+                        help="General MIDI program of the written track (default 0, piano)")
+    parser.add_argument("--bpm", type=float, help=f"tempo (default {DEFAULT_BPM:g} for typed notes, the sketch's)")
+    parser.add_argument("--no-key", action="store_true", help="allow notes outside the primer's key")
+    parser.add_argument("--weights", type=Path, help="network weights (default: the shipped ones)")
+    parser.add_argument("--out", type=Path, default=Path("out"), help="folder for the MIDI files (default out)")
+    return parser
+
+
+def load_primer(notes: str, midi: Path | None, max_bars: int) -> Primer:
+    """The primer from typed notes, a sketch, or a sketch followed by typed notes."""
+    if midi is None:
+        if not notes.strip():
+            raise UsageError("give notes to continue, e.g. \"C4 E4 G4 A4\", or --midi FILE")
+        return primer_from_text(notes)
+    primer = primer_from_midi(midi, max_bars)
+    if notes.strip():
+        typed = parse_notes(notes)
+        primer.events = join(primer.events, typed)
+        primer.notes += sum(map(is_note_on, typed))
+        primer.source += " + typed notes"
+    return primer
+
+
+def join(first: list[int], second: list[int]) -> list[int]:
+    """`second` played right where `first`'s last note ends (first ends with that NOTE_OFF)."""
+    second = list(second)
+    if second[0] == NO_EVENT:  # `second` begins with a rest: end `first`'s last note there
+        second[0] = NOTE_OFF
+    return first[:-1] + second
+
+
+def run(args: argparse.Namespace) -> int:
+    if not 0 <= args.program <= 127:
+        raise UsageError(f"--program must be between 0 and 127, not {args.program}")
+    if args.bpm is not None and not MIN_BPM <= args.bpm <= MAX_BPM:
+        raise UsageError(f"--bpm must be between {MIN_BPM:g} and {MAX_BPM:g}, not {args.bpm:g}")
+    if args.max_bars < 1:
+        raise UsageError(f"--max-bars must be at least 1, not {args.max_bars}")
+    primer = load_primer(args.notes, args.midi, args.max_bars)  # before torch loads: bad notes fail fast
+
+    from model.network import DEFAULT_WEIGHTS  # torch: about 1.5 s
+    from model.sampling import SamplingOptions, continue_melodies, detect_key, load_model, prepare_primer
+
+    options = SamplingOptions(bars=args.bars, variations=args.variations, temperature=args.temperature,
+                              top_p=args.top_p, seed=args.seed, keep_key=not args.no_key)
+    try:
+        options.check()
+    except ValueError as error:
+        raise UsageError(str(error).replace("top_p", "top-p")) from error
+    weights = args.weights or DEFAULT_WEIGHTS
+    if not weights.is_file():
+        raise UsageError(f"no weights at {weights}; pass --weights PATH or export a trained model there "
+                         f"(python -m model.train FOLDER --export {weights})")
+    try:
+        model = load_model(str(weights))
+    except Exception as error:  # torch raises many types for a file that is not a checkpoint
+        raise UsageError(f"cannot load weights from {weights}: {error}") from error
+
+    bpm = args.bpm or primer.bpm
+    try:
+        events = prepare_primer(primer.events)
+    except ValueError as error:  # rests so long that the last 64 bars hold no note
+        raise UsageError(str(error)) from error
+    key = detect_key(events)
+    continuations = continue_melodies(model, [events], [options])[0]
+    print(f"primer: {primer.notes} notes, {len(events) / STEPS_PER_BAR:g} bars from {primer.source}, "
+          f"{bpm:g} bpm" + (f" (kept the last {args.max_bars} bars)" if primer.trimmed_bars else ""))
+    print(f"key: {key.name if key else 'none'}" + (" (not enforced)" if args.no_key else ""))
+    args.out.mkdir(parents=True, exist_ok=True)
+    for number, continuation in enumerate(continuations, 1):
+        path = args.out / f"variation-{number}.mid"
+        path.write_bytes(write_midi(events + continuation, bpm, args.program, f"melodybot variation {number}"))
+        print(path)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        return run(build_parser().parse_args(argv))
+    except (UsageError, PrimerError, MidiError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # the output folder cannot be written
+        print(f"error: {error.strerror}: {error.filename}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

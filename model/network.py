@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from model.events import NUM_CLASSES, PAD, STEPS_PER_BAR
+from model.events import NO_EVENT, NUM_CLASSES, PAD, STEPS_PER_BAR
 
 DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "melody.pt"  # shipped, loaded by default
 LOOKBACKS = (STEPS_PER_BAR, 2 * STEPS_PER_BAR)  # steps; events this far back are decoder inputs
@@ -131,12 +131,14 @@ class MelodyNet(nn.Module):
         allowed_events: torch.Tensor,
         seeds: list[int],
         offset: torch.Tensor | None = None,
+        max_run: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Continue each primer row by `steps` events, all rows in one batched pass.
 
         primer (B, P) with P >= 2; temperature, top_p (B,); allowed_events (B, NUM_CLASSES) bool
         masks events out (e.g. notes outside the key); seeds: one per row; offset (B,) as in
-        forward, for left-padded primers. A row's result depends
+        forward, for left-padded primers; max_run (B,): the most NO_EVENTs in a row (a held note or
+        a rest) before something must happen, 0 for no limit. A row's result depends
         only on its own inputs and seed, never on what else shares the batch. -> (B, steps)"""
         batch, p_len = primer.shape
         device = primer.device
@@ -146,6 +148,9 @@ class MelodyNet(nn.Module):
         encoded, state = self._encode(primer, offset)
         memory_pos = torch.arange(p_len - 1, device=device)
         keys, values = self._keys_values(encoded[:, :-1], primer[:, 1:], memory_pos + 1, offset)
+        run = _trailing_no_events(primer)  # (B,) NO_EVENTs in a row at the end so far
+        no_limit = torch.zeros(batch, dtype=torch.long, device=device)
+        max_run = no_limit if max_run is None else max_run
         for t in range(p_len, p_len + steps):
             target = torch.tensor([t], device=device)
             decoded, state = self.decoder(self._decoder_inputs(sequence, target, offset), state)  # (B, 1, H)
@@ -154,11 +159,21 @@ class MelodyNet(nn.Module):
             allowed = torch.ones(1, visible.stop - visible.start, dtype=torch.bool, device=device)
             context = self._attend(query, keys[:, visible], values[:, visible], allowed)
             logits = self.head(torch.cat([decoded, context], -1))[:, 0]  # (B, C)
-            log_probs = nucleus(logits / temperature[:, None].clamp(min=1e-3), top_p, allowed_events)
+            allowed_now = allowed_events.clone()
+            allowed_now[:, NO_EVENT] &= (max_run == 0) | (run < max_run)
+            log_probs = nucleus(logits / temperature[:, None].clamp(min=1e-3), top_p, allowed_now)
             sequence[:, t] = (log_probs + noise[:, t - p_len]).argmax(-1)  # Gumbel-max sampling
+            run = torch.where(sequence[:, t] == NO_EVENT, run + 1, 0)
             new_key, new_value = self._keys_values(decoded, sequence[:, t : t + 1], target, offset)
             keys, values = torch.cat([keys, new_key], 1), torch.cat([values, new_value], 1)
         return sequence[:, p_len:]
+
+
+def _trailing_no_events(primer: torch.Tensor) -> torch.Tensor:
+    """(B, P) -> (B,) how many NO_EVENTs end each row."""
+    is_event = primer != NO_EVENT
+    last_event = torch.where(is_event, torch.arange(primer.shape[1], device=primer.device), -1).max(1).values
+    return primer.shape[1] - 1 - last_event
 
 
 def gumbel_noise(seeds: list[int], steps: int) -> torch.Tensor:

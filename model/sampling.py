@@ -35,6 +35,7 @@ class SamplingOptions:
     top_p: float = 0.95  # nucleus: sample among the likeliest events holding this much probability
     seed: int = 0  # same seed, same primer, same options -> same continuations
     keep_key: bool = True  # only notes of the primer's key (and any other pitch class it uses)
+    max_rest: int = 16  # steps a note may be held or a rest may last before something happens; 0: no limit
 
     def check(self) -> None:
         """Raise ValueError naming the first option out of range."""
@@ -46,6 +47,8 @@ class SamplingOptions:
             raise ValueError(f"temperature must be between 0.05 and 3.0, not {self.temperature}")
         if not 0.05 <= self.top_p <= 1.0:
             raise ValueError(f"top_p must be between 0.05 and 1.0, not {self.top_p}")
+        if not 0 <= self.max_rest <= 256:
+            raise ValueError(f"max_rest must be between 0 and 256 steps, not {self.max_rest}")
         if not 0 <= self.seed < 2**31:
             raise ValueError(f"seed must be between 0 and {2**31 - 1}, not {self.seed}")
 
@@ -166,6 +169,7 @@ def _sample(primers: list[list[int]], options: list[SamplingOptions], model: Mel
         allowed_events=torch.stack([keys[i] for i, _ in rows]).to(device),
         seeds=[variation_seed(options[i].seed, v) for i, v in rows],
         offset=offset,
+        max_run=torch.tensor([options[i].max_rest for i, _ in rows], device=device),
     ).cpu()
     answers: list[list[list[int]]] = [[] for _ in options]
     for row, (i, _) in enumerate(rows):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from model.events import NO_EVENT, NOTE_OFF, STEPS_PER_BAR, is_note_on
@@ -58,7 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="General MIDI program of the written track (default 0, piano)")
     parser.add_argument("--bpm", type=float, help=f"tempo (default {DEFAULT_BPM:g} for typed notes, the sketch's)")
     parser.add_argument("--no-key", action="store_true", help="allow notes outside the primer's key")
+    parser.add_argument("--max-rest", type=int, metavar="STEPS",
+                        help="sixteenths a note may be held or a rest may last, 0 for no limit (default 16)")
     parser.add_argument("--weights", type=Path, help="network weights (default: the shipped ones)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads for torch (default 1: sampling goes step by step, more threads gain "
+                             "little and slow down badly when the cores are busy)")
     parser.add_argument("--out", type=Path, default=Path("out"), help="folder for the MIDI files (default out)")
     return parser
 
@@ -69,7 +75,10 @@ def load_primer(notes: str, midi: Path | None, max_bars: int) -> Primer:
         if not notes.strip():
             raise UsageError("give notes to continue, e.g. \"C4 E4 G4 A4\", or --midi FILE")
         return primer_from_text(notes)
-    primer = primer_from_midi(midi, max_bars)
+    try:
+        primer = primer_from_midi(midi, max_bars)
+    except MidiError as error:
+        raise MidiError(f"{midi}: {error}") from error
     if notes.strip():
         typed = parse_notes(notes)
         primer.events = join(primer.events, typed)
@@ -93,17 +102,25 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--bpm must be between {MIN_BPM:g} and {MAX_BPM:g}, not {args.bpm:g}")
     if args.max_bars < 1:
         raise UsageError(f"--max-bars must be at least 1, not {args.max_bars}")
+    if args.threads < 1:
+        raise UsageError(f"--threads must be at least 1, not {args.threads}")
     primer = load_primer(args.notes, args.midi, args.max_bars)  # before torch loads: bad notes fail fast
 
-    from model.network import DEFAULT_WEIGHTS  # torch: about 1.5 s
+    import torch  # about 1.5 s
+
+    from model.network import DEFAULT_WEIGHTS
     from model.sampling import SamplingOptions, continue_melodies, detect_key, load_model, prepare_primer
+
+    torch.set_num_threads(args.threads)
 
     options = SamplingOptions(bars=args.bars, variations=args.variations, temperature=args.temperature,
                               top_p=args.top_p, seed=args.seed, keep_key=not args.no_key)
+    if args.max_rest is not None:
+        options = replace(options, max_rest=args.max_rest)
     try:
         options.check()
     except ValueError as error:
-        raise UsageError(str(error).replace("top_p", "top-p")) from error
+        raise UsageError("--" + str(error).replace("_", "-", 1)) from error  # "top_p must be ..."
     weights = args.weights or DEFAULT_WEIGHTS
     if not weights.is_file():
         raise UsageError(f"no weights at {weights}; pass --weights PATH or export a trained model there "
@@ -111,7 +128,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         model = load_model(str(weights))
     except Exception as error:  # torch raises many types for a file that is not a checkpoint
-        raise UsageError(f"cannot load weights from {weights}: {error}") from error
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise UsageError(f"cannot load weights from {weights} (not a checkpoint?): {first_line}") from error
 
     bpm = args.bpm or primer.bpm
     try:
@@ -120,7 +138,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(error)) from error
     key = detect_key(events)
     continuations = continue_melodies(model, [events], [options])[0]
-    print(f"primer: {primer.notes} notes, {len(events) / STEPS_PER_BAR:g} bars from {primer.source}, "
+    bars = len(events) / STEPS_PER_BAR
+    print(f"primer: {primer.notes} notes, {bars:g} bar{'s' * (bars != 1)} from {primer.source}, "
           f"{bpm:g} bpm" + (f" (kept the last {args.max_bars} bars)" if primer.trimmed_bars else ""))
     print(f"key: {key.name if key else 'none'}" + (" (not enforced)" if args.no_key else ""))
     args.out.mkdir(parents=True, exist_ok=True)

@@ -68,7 +68,7 @@ def read_midi(source: str | os.PathLike | bytes, max_bytes: int = MAX_MIDI_BYTES
             end = round(pm.time_to_tick(note.end) / ticks_per_step)
             notes.append(Note(start, end, note.pitch, note.velocity))
         notes.sort(key=lambda n: (n.start, -n.pitch))
-        tracks.append(Track(instrument.name.strip(), instrument.program, instrument.is_drum, notes))
+        tracks.append(Track(instrument.name.strip(), int(instrument.program), bool(instrument.is_drum), notes))
     return MidiFile(tracks, _bpm_at_first_note(pm))
 
 

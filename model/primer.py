@@ -18,8 +18,9 @@ A MIDI sketch (`primer_from_midi`): the melody is the first non-drum track whose
 "melody" (any case); otherwise the most melodic non-drum track (see `pick_melody`). The track is
 reduced to its top line (`model.events.monophonic`), quantised to the grid through ticks
 (`model.midi_io.read_midi`), and a sketch longer than `max_bars` keeps its last `max_bars` bars,
-since the continuation follows the end of the sketch. Bars are counted as 4 beats (the grid's
-bars) whatever the file's time signature. The tempo is the sketch's tempo at its first note.
+since the continuation follows the end of the sketch (its last note counts for at most two bars).
+Bars are counted as 4 beats (the grid's bars) whatever the file's time signature. The tempo is the
+sketch's tempo at its first note.
 
 Typed-note mistakes raise `PrimerError`, unusable files `MidiError`; both are `ValueError`s with a
 message meant for the songwriter.
@@ -52,6 +53,7 @@ MAX_LENGTH = Fraction(8)  # beats, inclusive: two bars
 DEFAULT_LENGTH = Fraction(1)  # beats
 DEFAULT_OCTAVE = 4  # for a first note written without an octave
 DEFAULT_MAX_BARS = 16  # bars of a MIDI sketch kept (its last ones)
+MAX_HELD_STEPS = 2 * STEPS_PER_BAR  # a sketch's last note is cut to this length
 MELODY_NAME = "melody"  # a track whose name contains this (any case) is the melody
 MONOPHONIC_SHARE = 0.8  # a track is "monophonic" when this share of its notes start alone
 BUSY_SHARE = 0.25  # a candidate track has at least this share of the busiest track's top-line notes
@@ -82,7 +84,7 @@ class PrimerError(ValueError):
 class Primer:
     events: list[int]  # melody events on the grid, starting at a bar line
     bpm: float  # tempo for the primer and its continuations
-    source: str  # where the melody came from, for the reply: "typed notes" or the track's name
+    source: str  # where the melody came from, for the reply: "typed notes", the track's name or "track N"
     notes: int  # notes in `events`
     program: int = 0  # General MIDI program of the source track (0 for typed notes)
     trimmed_bars: int = 0  # bars cut from the front of a long sketch
@@ -100,18 +102,20 @@ def parse_notes(text: str, default_octave: int = DEFAULT_OCTAVE) -> list[int]:
             raise PrimerError(f"too many notes: at most {MAX_TYPED_TOKENS} notes and rests (token {position} is "
                               f"{_quote(token)})")
         word, colon, length_text = token.partition(":")
+        rest = word.lower() in REST_WORDS
+        pitch = None if rest else _pitch(word, previous, default_octave, token, position)
         steps = _length_steps(token, length_text, position) if colon else int(DEFAULT_LENGTH * STEPS_PER_BEAT)
-        if word.lower() in REST_WORDS:
-            now += steps
-            continue
-        pitch = _pitch(word, previous, default_octave, token, position)
-        notes.append(Note(now, now + steps, pitch))
-        now, previous = now + steps, pitch
+        if pitch is not None:
+            notes.append(Note(now, now + steps, pitch))
+            previous = pitch
+        now += steps
     if not notes:
         raise PrimerError("no notes given" if not tokens else "only rests given; the melody needs at least one note, "
                           "e.g. C4 E4 G4")
     events, _ = notes_to_events(notes)
-    trailing = now - notes[-1].end  # the last NOTE_OFF is the first step of the trailing rest
+    # The last NOTE_OFF is the first step of a trailing rest. (A rest of one step alone is lost:
+    # prepare_primer drops a final NOTE_OFF so that the network decides how the last note ends.)
+    trailing = now - notes[-1].end
     return events + [NO_EVENT] * max(0, trailing - 1)
 
 
@@ -168,13 +172,14 @@ def primer_from_midi(source: bytes | str | os.PathLike, max_bars: int = DEFAULT_
     Raises MidiError with a message for the songwriter when the file cannot be used."""
     if max_bars < 1:
         raise ValueError(f"max_bars must be at least 1, not {max_bars}")
-    midi = read_midi(source)
+    midi = read_midi(bytes(source) if isinstance(source, bytearray | memoryview) else source)
     index, track = pick_melody(midi.tracks)
     notes = monophonic(track.notes)
-    # The window's end: the last note's end, but a held last note counts for at most max_bars bars
-    # (bounding the work a hostile file can ask for).
-    end = min(notes[-1].end, notes[-1].start + max_bars * STEPS_PER_BAR)
-    first_bar = max(0, (end - 1) // STEPS_PER_BAR - max_bars + 1)
+    # The window ends with the last note, held for at most MAX_HELD_STEPS: a long last note would
+    # push the rest of the tune out of the window (and a hostile one would cost memory). The
+    # network decides how the last note ends anyway (`model.sampling.prepare_primer`).
+    end = min(notes[-1].end, notes[-1].start + MAX_HELD_STEPS)
+    first_bar = max(0, min((end - 1) // STEPS_PER_BAR - max_bars + 1, notes[-1].start // STEPS_PER_BAR))
     kept = [n for n in notes if n.start >= first_bar * STEPS_PER_BAR]
     kept[-1] = Note(kept[-1].start, end, kept[-1].pitch, kept[-1].velocity)
     events, offset = notes_to_events(kept)

@@ -42,8 +42,9 @@ def make_midi(
     midi_type: int = 1,
     ticks_per_beat: int = 480,
 ) -> bytes:
-    """A type 0 or type 1 file; fractions of a step land on the nearest tick. Type 1: a conductor track (tempo, time signature) then one track
-    per spec. Type 0: everything merged into one track, channels kept apart."""
+    """A type 0 or type 1 file; fractions of a step land on the nearest tick. Type 1: a conductor
+    track (tempo, time signature) then one track per spec. Type 0: everything merged into one
+    track, channels kept apart."""
     ticks_per_step = ticks_per_beat // 4
     conductor = [
         (0, mido.MetaMessage("time_signature", numerator=time_signature[0], denominator=time_signature[1])),

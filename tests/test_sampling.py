@@ -1,0 +1,286 @@
+"""Sampling continuations with a tiny untrained network (never the shipped weights), and the CLI
+that writes them to MIDI files (`model.generate`)."""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from midi_factory import TrackSpec, make_midi
+
+from model import generate
+from model.events import (
+    NO_EVENT,
+    NOTE_OFF,
+    NUM_CLASSES,
+    STEPS_PER_BAR,
+    event_pitch,
+    events_to_notes,
+    is_note_on,
+    note_on,
+)
+from model.midi_io import read_midi
+from model.primer import parse_notes
+from model.sampling import (
+    MAX_PRIMER_STEPS,
+    Key,
+    SamplingOptions,
+    allowed_events,
+    continue_melodies,
+    detect_key,
+    load_model,
+    prepare_primer,
+)
+
+C_MAJOR = parse_notes("C4 D E F G A B C")  # two bars
+OTHER = parse_notes("A3 C E A C E G:2")  # also two bars
+WILD = dict(temperature=3.0, top_p=1.0)  # near-uniform choices: every event gets its chance
+
+
+def continue_one(model, primer, **options) -> list[list[int]]:
+    return continue_melodies(model, [primer], [SamplingOptions(**options)])[0]
+
+
+def test_shape_and_values(tiny_model):
+    continuations = continue_one(tiny_model, C_MAJOR, bars=3, variations=5, seed=1)
+    assert len(continuations) == 5
+    assert all(len(c) == 3 * STEPS_PER_BAR for c in continuations)
+    assert all(0 <= e < NUM_CLASSES for c in continuations for e in c)
+
+
+def test_requests_get_their_own_lengths_and_counts(tiny_model):
+    answers = continue_melodies(tiny_model, [C_MAJOR, OTHER, parse_notes("E4")],
+                                [SamplingOptions(bars=1, variations=2), SamplingOptions(bars=2, variations=1),
+                                 SamplingOptions(bars=1, variations=3)])
+    assert [[len(c) for c in a] for a in answers] == [[16, 16], [32], [16, 16, 16]]
+
+
+def test_same_seed_same_result_other_seed_other_result(tiny_model):
+    first = continue_one(tiny_model, C_MAJOR, bars=2, variations=3, seed=42)
+    assert continue_one(tiny_model, C_MAJOR, bars=2, variations=3, seed=42) == first
+    assert continue_one(tiny_model, C_MAJOR, bars=2, variations=3, seed=43) != first
+    assert len({tuple(c) for c in first}) == 3  # the variations differ from each other
+
+
+def test_a_request_does_not_depend_on_its_batch(tiny_model):
+    alone = continue_one(tiny_model, C_MAJOR, bars=2, variations=2, seed=7)
+    batched = continue_melodies(
+        tiny_model,
+        [OTHER, C_MAJOR, parse_notes("C4 E G")],  # OTHER has the same length: one batch with C_MAJOR
+        [SamplingOptions(bars=3, variations=3, seed=7, temperature=0.5, keep_key=False),
+         SamplingOptions(bars=2, variations=2, seed=7),
+         SamplingOptions(bars=1, variations=1)],
+    )
+    assert batched[1] == alone
+    assert batched[0] == continue_one(tiny_model, OTHER, bars=3, variations=3, seed=7, temperature=0.5, keep_key=False)
+
+
+def test_more_variations_keep_the_first_ones(tiny_model):
+    """Variation v's noise depends only on (seed, v)."""
+    two = continue_one(tiny_model, C_MAJOR, bars=1, variations=2, seed=3)
+    assert continue_one(tiny_model, C_MAJOR, bars=1, variations=4, seed=3)[:2] == two
+
+
+def test_keep_key_keeps_notes_in_the_primer_key(tiny_model):
+    assert detect_key(prepare_primer(C_MAJOR)) == Key(0, minor=False)
+    c_major = {0, 2, 4, 5, 7, 9, 11}
+    kept = continue_one(tiny_model, C_MAJOR, bars=4, variations=4, seed=0, **WILD)
+    notes = [event_pitch(e) % 12 for c in kept for e in c if is_note_on(e)]
+    assert len(notes) > 50 and set(notes) <= c_major
+    free = continue_one(tiny_model, C_MAJOR, bars=4, variations=4, seed=0, keep_key=False, **WILD)
+    assert {event_pitch(e) % 12 for c in free for e in c if is_note_on(e)} - c_major  # the check can fail
+
+
+def test_keep_key_also_allows_the_primer_own_chromatic_notes():
+    primer = parse_notes("C4 E G C:2 F E D C# D C:2")
+    assert detect_key(primer) == Key(0, minor=False)
+    allowed = allowed_events(primer, keep_key=True)
+    allowed_classes = {event_pitch(e) % 12 for e in range(NUM_CLASSES) if is_note_on(e) and allowed[e]}
+    assert allowed_classes == {0, 1, 2, 4, 5, 7, 9, 11}  # C major and the primer's C#
+    assert allowed[NO_EVENT] and allowed[NOTE_OFF]
+    assert allowed_events(C_MAJOR, keep_key=False).all()
+
+
+def longest_run_of_no_events(events: list[int]) -> int:
+    longest = run = 0
+    for event in events:
+        run = run + 1 if event == NO_EVENT else 0
+        longest = max(longest, run)
+    return longest
+
+
+def test_max_rest_limits_held_notes_and_rests(tiny_model):
+    lazy = copy.deepcopy(tiny_model)
+    with torch.no_grad():
+        lazy.head[-1].bias[NO_EVENT] += 30.0  # a network that would hold its last note for ever
+    assert continue_one(lazy, C_MAJOR, bars=2, variations=1, max_rest=0) == [[NO_EVENT] * 32]
+    primer = prepare_primer(parse_notes("C4 D E F G:1.5"))  # ends with 5 NO_EVENTs
+    for max_rest in (1, 4, 6, 16):
+        [continuation] = continue_one(lazy, primer, bars=4, variations=1, max_rest=max_rest)
+        assert longest_run_of_no_events(continuation) == max_rest
+        leading = next(i for i, e in enumerate(continuation) if e != NO_EVENT)
+        assert leading == max(0, max_rest - 5)  # the primer's last 5 count
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("C4 D E F G A B C", "C major"),
+        ("G4 A B C D E F# G", "G major"),
+        ("C4 E G C:2", "C major"),
+        ("A3 B C D E F G A", "A minor"),
+        ("A3:2 C E A:2 E C A:2", "A minor"),
+        ("D4 F A D:2 C# D:2", "D minor"),
+    ],
+)
+def test_detect_key(text, key):
+    assert detect_key(parse_notes(text)).name == key
+
+
+def test_detect_key_follows_transposition():
+    for shift in range(12):
+        moved = [e + shift if is_note_on(e) else e for e in C_MAJOR]
+        assert detect_key(moved) == Key(shift, minor=False)
+
+
+def test_no_notes_no_key():
+    assert detect_key([NO_EVENT] * 8) is None
+
+
+@pytest.mark.parametrize(
+    "options",
+    [dict(bars=0), dict(bars=33), dict(variations=0), dict(variations=17), dict(temperature=0.0),
+     dict(temperature=3.5), dict(top_p=0.0), dict(top_p=1.01), dict(seed=-1), dict(seed=2**31), dict(max_rest=-1),
+     dict(max_rest=257)],
+)
+def test_options_out_of_range(tiny_model, options):
+    name = next(iter(options))
+    with pytest.raises(ValueError, match=name):
+        SamplingOptions(**options).check()
+    with pytest.raises(ValueError, match=name):
+        continue_melodies(tiny_model, [C_MAJOR], [SamplingOptions(**options)])
+
+
+def test_prepare_primer():
+    assert prepare_primer(parse_notes("C4 E4")) == [note_on(60), 0, 0, 0, note_on(64), 0, 0, 0]  # last note open
+    assert prepare_primer(parse_notes("C4 r")) == [note_on(60), 0, 0, 0, NOTE_OFF, 0, 0, 0]  # a rest stays
+    bars = [e for b in range(70) for e in [note_on(48 + b % 24)] + [NO_EVENT] * (STEPS_PER_BAR - 1)]
+    assert prepare_primer(bars) == bars[-MAX_PRIMER_STEPS:]  # the last 64 bars, cut at a bar line
+    with pytest.raises(ValueError, match="no notes"):
+        prepare_primer([NO_EVENT] * 4)
+
+
+def test_a_one_step_primer_is_continued(tiny_model):
+    [[continuation]] = continue_melodies(tiny_model, [parse_notes("C4:0.25")], [SamplingOptions(bars=1, variations=1)])
+    assert len(continuation) == STEPS_PER_BAR
+
+
+def test_load_model_from_a_checkpoint(tiny_model, tiny_weights):
+    model = load_model(str(tiny_weights))
+    assert not model.training and next(model.parameters()).dtype == torch.float32
+    assert continue_one(model, C_MAJOR, bars=1, seed=5) == continue_one(tiny_model, C_MAJOR, bars=1, seed=5)
+
+
+# -- the command line (model.generate) --------------------------------------------------------------
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "model.generate", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def written_notes(path: Path):
+    midi = read_midi(path)
+    [track] = midi.tracks
+    return midi.bpm, track, track.notes
+
+
+def test_cli_writes_one_midi_file_per_variation(tiny_weights, tmp_path):
+    text = "C4 E4 G4 A4"
+    done = run_cli(text, "--bars", "2", "--variations", "4", "--seed", "9", "--program", "40", "--bpm", "90",
+                   "--weights", str(tiny_weights), "--out", str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr
+    paths = [tmp_path / "out" / f"variation-{n}.mid" for n in range(1, 5)]
+    assert done.stdout.splitlines() == [
+        "primer: 4 notes, 1 bar from typed notes, 90 bpm", "key: C major", *map(str, paths)]
+    assert sorted((tmp_path / "out").iterdir()) == paths
+
+    # Each file is the primer and then exactly what the sampler gives for the same options.
+    primer = prepare_primer(parse_notes(text))
+    expected = continue_one(load_model(str(tiny_weights)), primer, bars=2, variations=4, seed=9)
+    for number, (path, continuation) in enumerate(zip(paths, expected), 1):
+        bpm, track, notes = written_notes(path)
+        assert (bpm, track.name, track.program) == (90, f"melodybot variation {number}", 40)
+        assert [(n.start, n.pitch) for n in notes[:4]] == [(0, 60), (4, 64), (8, 67), (12, 69)]
+        assert notes == events_to_notes(primer + continuation)
+
+
+def test_cli_bad_notes_exit_2_with_one_line_naming_the_token(tmp_path):
+    done = run_cli("C4 E4 H4 A4", "--out", str(tmp_path / "out"))
+    assert done.returncode == 2
+    assert done.stderr.startswith('error: "H4" is not a note (token 3).')
+    assert len(done.stderr.splitlines()) == 1 and "Traceback" not in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_continues_a_midi_sketch_at_its_tempo(tiny_weights, tmp_path, capsys):
+    sketch = tmp_path / "sketch.mid"
+    sketch.write_bytes(make_midi([TrackSpec("Lead", [(4, 8, 67), (8, 16, 72)]), TrackSpec("Bass", [(0, 16, 36)])],
+                                 bpm=93))
+    assert generate.main(["--midi", str(sketch), "--bars", "1", "--variations", "2", "--no-key",
+                          "--weights", str(tiny_weights), "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[:2] == ["primer: 2 notes, 1 bar from Lead, 93 bpm", "key: C major (not enforced)"]
+    for number in (1, 2):
+        bpm, track, notes = written_notes(tmp_path / f"variation-{number}.mid")
+        assert (bpm, track.program) == (93, 0)
+        assert [(n.start, n.pitch) for n in notes[:2]] == [(4, 67), (8, 72)]
+
+
+def test_cli_typed_notes_follow_a_sketch(tiny_weights, tmp_path, capsys):
+    sketch = tmp_path / "sketch.mid"
+    sketch.write_bytes(make_midi([TrackSpec("Melody", [(0, 4, 60), (4, 6, 62)])]))
+    assert generate.main(["--midi", str(sketch), "r:0.5 E4 G4:2", "--bars", "1", "--variations", "1",
+                          "--weights", str(tiny_weights), "--out", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.startswith("primer: 4 notes, 1.25 bars from Melody + typed notes, 120 bpm")
+    _, _, notes = written_notes(tmp_path / "variation-1.mid")
+    assert [(n.start, n.end, n.pitch) for n in notes[:3]] == [(0, 4, 60), (4, 6, 62), (8, 12, 64)]
+    assert (notes[3].start, notes[3].pitch) == (12, 67)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["C4", "--bars", "0"], "error: --bars must be between 1 and 32, not 0"),
+        (["C4", "--top-p", "2"], "error: --top-p must be between 0.05 and 1.0, not 2.0"),
+        (["C4", "--max-rest", "300"], "error: --max-rest must be between 0 and 256 steps, not 300"),
+        (["C4", "--program", "128"], "error: --program must be between 0 and 127, not 128"),
+        (["C4", "--bpm", "1000"], "error: --bpm must be between 20 and 400, not 1000"),
+        (["C4", "--bars", "eight"], "error: argument --bars: invalid int value: 'eight' (see --help)"),
+        (["C4", "--colour", "red"], "error: unrecognized arguments: --colour red (see --help)"),
+        ([], 'error: give notes to continue, e.g. "C4 E4 G4 A4", or --midi FILE'),
+        (["C4:1/3"], 'error: "C4:1/3" does not fit the grid (token 1)'),
+        (["--midi", "{tmp}/missing.mid"], "error: {tmp}/missing.mid: cannot read {tmp}/missing.mid"),
+        (["--midi", "{tmp}/notes.txt"], "error: {tmp}/notes.txt: this is not a MIDI file"),
+        (["--midi", "{tmp}/drums.mid"], "error: {tmp}/drums.mid: the file has only drum tracks"),
+        (["C4", "--weights", "{tmp}/notes.txt"], "error: cannot load weights from {tmp}/notes.txt"),
+        (["C4", "--weights", "{tmp}/none.pt"], "error: no weights at {tmp}/none.pt; pass --weights PATH"),
+    ],
+)
+def test_cli_mistakes_exit_2_with_one_line(args, message, tmp_path, tiny_weights, capsys):
+    (tmp_path / "notes.txt").write_text("C4 E4 G4\n")
+    (tmp_path / "drums.mid").write_bytes(make_midi([TrackSpec("Kit", [(0, 1, 36), (4, 5, 38)], drum=True)]))
+    args = [a.format(tmp=tmp_path) for a in args]
+    weights = [] if "--weights" in args else ["--weights", str(tiny_weights)]
+    assert generate.main([*args, *weights, "--out", str(tmp_path / "out")]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith(message.format(tmp=tmp_path))
+    assert len(captured.err.splitlines()) == 1 and captured.out == ""
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,78 @@
+"""A tiny training run on a POP909-style folder the test writes: the loss falls, a run resumes,
+and the exported weights load."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+from midi_factory import TrackSpec, make_midi, write_song_folder
+
+import model.data
+from model.events import note_on
+from model.network import load_checkpoint
+from model.sampling import SamplingOptions, continue_melodies, load_model
+from model.train import TrainConfig, export, train
+
+TRAIN_IDS = ["001", "002", "003", "004", "005", "006", "007", "008", "009"]
+HELD_OUT_IDS = ["010", "020", "030"]  # ids divisible by 10 are held out
+CONFIG = TrainConfig(steps=60, batch_size=8, primer_steps=(16, 32), target_steps=64, max_shift=2, lr=1e-2,
+                     warmup=5, eval_every=20, seed=0)
+UNIFORM_NLL = math.log(63)
+
+
+def song(song_id: str) -> bytes:
+    """Sixteen bars: a two-bar phrase (its key depends on the song) eight times, over chords."""
+    base = 55 + int(song_id) % 7
+    phrase, t = [], 0
+    for step, length in zip((0, 2, 4, 5, 7, 5, 4, 2), (4, 2, 2, 4, 4, 4, 4, 8)):
+        phrase.append((t, t + length, base + step))
+        t += length
+    melody = [(s + 32 * r, e + 32 * r, p) for r in range(8) for s, e, p in phrase]
+    chords = [(16 * b, 16 * b + 16, base - 12 + k) for b in range(16) for k in (0, 4, 7)]
+    return make_midi([TrackSpec("MELODY", melody), TrackSpec("PIANO", chords)], bpm=100)
+
+
+@pytest.fixture
+def songs_folder(tmp_path, monkeypatch):
+    monkeypatch.setattr(model.data, "CACHE_DIR", tmp_path / "cache")  # never ~/.cache
+    songs = {i: song(i) for i in TRAIN_IDS + HELD_OUT_IDS}
+    songs["011"] = make_midi([TrackSpec("PIANO", [(0, 16, 60)])])  # no MELODY track: skipped
+    return write_song_folder(tmp_path / "pop909", songs)
+
+
+def test_training_lowers_the_loss_resumes_and_exports(songs_folder, tmp_path, capsys, tiny_config):
+    out = tmp_path / "run"
+    last = train(songs_folder, out, CONFIG, tiny_config, device="cpu", threads=1)
+    printed = capsys.readouterr().out
+    assert "9 training songs, 3 held out" in printed
+    assert list((tmp_path / "cache").glob("songs-*.npz"))  # the parsed songs were cached there
+
+    history = torch.load(out / "last.pt", weights_only=False)["history"]
+    assert [h["step"] for h in history] == [20, 40, 60]
+    assert last == history[-1]
+    assert history[-1]["nll"] < history[0]["nll"]
+    assert history[-1]["nll"] < UNIFORM_NLL - 1.0
+    assert history[-1]["steps"] == 3 * (257 - 33)  # 256 steps and the last NOTE_OFF; scored from step 33
+
+    train(songs_folder, out, replace(CONFIG, steps=80), tiny_config, device="cpu", threads=1)
+    assert "resumed at step 60" in capsys.readouterr().out
+    resumed = torch.load(out / "last.pt", weights_only=False)
+    assert resumed["step"] == 80
+    assert [h["step"] for h in resumed["history"]] == [20, 40, 60, 80]
+    assert resumed["history"][:3] == history
+
+    weights = tmp_path / "weights" / "melody.pt"
+    export(out / "best.pt", weights)
+    stored = torch.load(weights, weights_only=True)
+    assert stored["model_args"] == vars(tiny_config)
+    assert {v.dtype for v in stored["state_dict"].values() if v.is_floating_point()} == {torch.float16}
+    assert weights.stat().st_size < (out / "best.pt").stat().st_size
+    best, _ = load_checkpoint(out / "best.pt")
+    exported = load_model(str(weights))
+    for name, value in exported.state_dict().items():
+        torch.testing.assert_close(value, best.state_dict()[name], atol=1e-2, rtol=1e-2)
+    [[continuation]] = continue_melodies(exported, [[note_on(60), 0, 0, 0]], [SamplingOptions(bars=1, variations=1)])
+    assert len(continuation) == 16

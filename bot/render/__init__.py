@@ -8,8 +8,10 @@ continuation. To hear where the model takes over, the primer is played softer (v
 100) by default; `primer_gap=True` also puts one beat of silence between primer and continuation.
 The MIDI file in a Preview is the plain melody (one velocity, no gap) for the songwriter's DAW.
 
-Needs the `fluidsynth` and `ffmpeg` programs and a General MIDI soundfont (scripts/apt-packages.txt).
+Needs the `fluidsynth` program, a General MIDI soundfont and the `ffmpeg` program (MP3 through its
+libmp3lame encoder): see scripts/apt-packages.txt.
 Every failure raises RenderError with a message that says what is missing and how to install it.
+Modules: audio (FluidSynth, trim, normalise), mp3 (ffmpeg), pianoroll (Pillow), instruments, errors.
 """
 
 from __future__ import annotations
@@ -22,22 +24,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from bot.render import pianoroll
-from bot.render.audio import (
-    DEFAULT_INSTRUMENT,
-    INSTRUMENTS,
-    SAMPLE_RATE,
-    SOUNDFONT_ENV,
-    RenderError,
-    audio_midi,
-    encode_mp3,
-    find_program,
-    find_soundfont,
-    finish,
-    resolve_instrument,
-    synthesize,
-)
-from model.events import events_to_notes
+import numpy as np
+
+from bot.render import mp3, pianoroll
+from bot.render.audio import SAMPLE_RATE, SOUNDFONT_ENV, find_soundfont, finish, performance_midi, synthesize
+from bot.render.errors import RenderError, find_program
+from bot.render.instruments import DEFAULT_INSTRUMENT, INSTRUMENTS, resolve_instrument
 from model.midi_io import write_midi
 
 __all__ = [
@@ -65,8 +57,8 @@ class Preview:
 
 
 def check_setup(soundfont: str | None = None) -> str:
-    """Raise RenderError if FluidSynth, ffmpeg or the soundfont is missing; return the soundfont
-    path. Cheap: call it when the bot starts so a broken install shows up before the first song."""
+    """Raise RenderError if FluidSynth, the soundfont or the MP3 encoder is missing; return the
+    soundfont path. Cheap: call it when the bot starts so a broken install shows up at once."""
     find_program("fluidsynth")
     path = find_soundfont(soundfont)
     find_program("ffmpeg")
@@ -87,7 +79,8 @@ def render_variations(
     """Render every melody (events, primer first). Returns the previews, one PNG stacking all
     variations labelled 1..N, and seconds spent per stage (midi_write, synth, trim_normalise,
     mp3_encode, png, total). Blocks: from asyncio use render_variations_async."""
-    return _render(melodies, primer_steps, bpm, instrument, primer_gap, soft_primer, soundfont, timeout, True)
+    options = (primer_gap, soft_primer, soundfont, timeout)
+    return _render(melodies, primer_steps, bpm, instrument, *options, numbered=True)
 
 
 def render_variation(
@@ -102,7 +95,8 @@ def render_variation(
     timeout: float = DEFAULT_TIMEOUT_S,
 ) -> Preview:
     """Render one melody; see render_variations."""
-    previews, _, _ = _render([events], primer_steps, bpm, instrument, primer_gap, soft_primer, soundfont, timeout, False)
+    options = (primer_gap, soft_primer, soundfont, timeout)
+    previews, _, _ = _render([events], primer_steps, bpm, instrument, *options, numbered=False)
     return previews[0]
 
 
@@ -132,47 +126,43 @@ def _render(melodies, primer_steps, bpm, instrument, primer_gap, soft_primer, so
     if not bpm > 0 or primer_steps < 0:
         raise RenderError(f"cannot render at {bpm} bpm with a primer of {primer_steps} steps")
     program = INSTRUMENTS[resolve_instrument(instrument)]
-    fluidsynth, soundfont, ffmpeg = find_program("fluidsynth"), find_soundfont(soundfont), find_program("ffmpeg")
+    fluidsynth, soundfont = find_program("fluidsynth"), find_soundfont(soundfont)
+    ffmpeg = find_program("ffmpeg")
     timings: dict[str, float] = {}
 
     def lap(stage: str) -> None:
         timings[stage] = time.perf_counter() - started - sum(timings.values())
 
+    # One group of melodies per CPU core: one FluidSynth and one ffmpeg process per group.
     count = len(melodies)
-    workers = min(count, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
-    with tempfile.TemporaryDirectory(prefix="melodybot-render-") as folder, ThreadPoolExecutor(count) as pool:
-        paths = [os.path.join(folder, str(index)) for index in range(count)]
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    groups = [list(range(start, count, min(count, cores))) for start in range(min(count, cores))]
+    with tempfile.TemporaryDirectory(prefix="melodybot-render-") as folder, ThreadPoolExecutor(len(groups)) as pool:
         midis = [write_midi(events, bpm, program) for events in melodies]
-        played = [audio_midi(events, primer_steps, bpm, program, primer_gap, soft_primer) for events in melodies]
-        for path, (midi, _) in zip(paths, played):
-            with open(path + ".mid", "wb") as f:
-                f.write(midi)
+        windows: list[tuple[float, float]] = [(0.0, 0.0)] * count
+        for number, group in enumerate(groups):
+            played, group_windows = performance_midi(
+                [melodies[i] for i in group], primer_steps, bpm, program, primer_gap, soft_primer
+            )
+            for index, window in zip(group, group_windows):
+                windows[index] = window
+            with open(os.path.join(folder, f"group{number}.mid"), "wb") as f:
+                f.write(played)
         lap("midi_write")
 
-        # One FluidSynth process per melody, all at once: the threads only wait on the processes.
-        samples = list(pool.map(lambda path: synthesize(fluidsynth, soundfont, path + ".mid", deadline), paths))
+        def synth(number: int):  # the threads only wait on the FluidSynth processes
+            return synthesize(fluidsynth, soundfont, os.path.join(folder, f"group{number}.mid"), deadline)
+
+        group_samples = list(pool.map(synth, range(len(groups))))
         lap("synth")
 
-        durations = []
-        for path, rendered, (_, end_s), events in zip(paths, samples, played, melodies):
-            pcm = finish(rendered, end_s, bool(events_to_notes(events)))
-            durations.append(len(pcm) / SAMPLE_RATE)
-            with open(path + ".pcm", "wb") as f:
-                f.write(pcm.tobytes())
+        pcms = [np.empty(0, np.int16)] * count
+        for group, samples in zip(groups, group_samples):
+            for index in group:
+                pcms[index] = finish(samples, *windows[index])
         lap("trim_normalise")
 
-        # ffmpeg costs ~0.1 s of CPU to start, so one process per core, each encoding several files.
-        groups = [paths[index::workers] for index in range(workers)]
-        list(
-            pool.map(
-                lambda group: encode_mp3(ffmpeg, [p + ".pcm" for p in group], [p + ".mp3" for p in group], deadline),
-                groups,
-            )
-        )
-        mp3s = []
-        for path in paths:
-            with open(path + ".mp3", "rb") as f:
-                mp3s.append(f.read())
+        mp3s = _encode(pcms, groups, ffmpeg, folder, pool, deadline)
         lap("mp3_encode")
 
     layout = pianoroll.shared_layout(melodies)
@@ -184,5 +174,17 @@ def _render(melodies, primer_steps, bpm, instrument, primer_gap, soft_primer, so
     combined = pianoroll.png_bytes(pianoroll.stack(panels)) if numbered else pngs[0]
     lap("png")
     timings["total"] = time.perf_counter() - started
+    durations = [len(pcm) / SAMPLE_RATE for pcm in pcms]
     previews = [Preview(*fields) for fields in zip(midis, mp3s, pngs, durations)]
     return previews, combined, timings
+
+
+def _encode(pcms, groups, ffmpeg, folder, pool, deadline) -> list[bytes]:
+    mp3s = [b""] * len(pcms)
+    prefixes = [os.path.join(folder, f"group{number}-") for number in range(len(groups))]
+    jobs = [[pcms[index] for index in group] for group in groups]
+    encoded = pool.map(mp3.encode_with_ffmpeg, [ffmpeg] * len(groups), jobs, prefixes, [deadline] * len(groups))
+    for group, group_mp3s in zip(groups, encoded):
+        for index, data in zip(group, group_mp3s):
+            mp3s[index] = data
+    return mp3s

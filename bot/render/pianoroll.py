@@ -16,10 +16,11 @@ from PIL import Image, ImageDraw, ImageFont
 from model.events import STEPS_PER_BAR, STEPS_PER_BEAT, events_to_notes, pitch_name
 
 WIDTH = 960  # px; Discord shows it scaled down in the message and full size when clicked
-PANEL_HEIGHT = 220  # px per variation
-HEADER = 30  # px above the grid: variation number, bar numbers, legend
+PANEL_HEIGHT = 230  # px per variation
+HEADER = 30  # px above the grid: variation number and legend
+FOOTER = 20  # px below the grid: bar numbers
 GUTTER = 54  # px left of the grid for the note names
-MARGIN = 8  # px right of and below the grid
+MARGIN = 8  # px right of the grid
 SEPARATOR = 4  # px between stacked panels
 MIN_PITCH_SPAN = 24  # semitones shown at least (two octaves always contain a C to label)
 FONT_PX = 17  # text height; still readable when Discord halves the picture
@@ -62,7 +63,7 @@ def draw_panel(events: list[int], primer_steps: int, layout: tuple[int, int, int
     low, high, steps = layout
     image = Image.new("RGB", (WIDTH, PANEL_HEIGHT), BACKGROUND)
     draw = ImageDraw.Draw(image)
-    left, top, right, bottom = GUTTER, HEADER, WIDTH - MARGIN, PANEL_HEIGHT - MARGIN
+    left, top, right, bottom = GUTTER, HEADER, WIDTH - MARGIN, PANEL_HEIGHT - FOOTER
     step_px = (right - left) / steps
     row_px = (bottom - top) / (high - low + 1)
     primer_x = left + min(primer_steps, steps) * step_px
@@ -90,12 +91,12 @@ def draw_panel(events: list[int], primer_steps: int, layout: tuple[int, int, int
         if step % STEPS_PER_BAR:
             draw.line((x(step), top, x(step), bottom), fill=BEAT_LINE)
             continue
-        draw.line((x(step), top - 4, x(step), bottom), fill=BAR_LINE, width=2)
+        draw.line((x(step), top, x(step), bottom + 4), fill=BAR_LINE, width=2)
         bar = step // STEPS_PER_BAR
         if step < steps and bar % bar_every == 0:
-            draw.text((x(step) + 4, top - 4), str(bar + 1), DIM_TEXT, _font(FONT_PX - 3), "ld")
+            draw.text((x(step) + 4, bottom + 2), str(bar + 1), DIM_TEXT, _font(FONT_PX - 3), "lt")
     if 0 < primer_steps < steps:
-        draw.line((primer_x, top - 4, primer_x, bottom), fill=PRIMER_END_LINE, width=3)
+        draw.line((primer_x, top, primer_x, bottom), fill=PRIMER_END_LINE, width=3)
 
     for note in events_to_notes(events):
         colour = PRIMER_NOTE if note.start < primer_steps else CONTINUATION_NOTE

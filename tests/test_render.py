@@ -1,0 +1,260 @@
+"""Previews rendered for real: FluidSynth, the TimGM6mb soundfont, LAME and ffmpeg, no mocks.
+
+MP3s are decoded back with pydub (ffmpeg) and measured: length, level, peak, silence where there
+should be silence. Melodies are made here from C major scales at 120 bpm (a beat is 0.5 s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import math
+import os
+import shutil
+import struct
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+from pydub import AudioSegment
+
+from bot.render import (
+    INSTRUMENTS,
+    RenderError,
+    check_setup,
+    pianoroll,
+    render_variation,
+    render_variations,
+    render_variations_async,
+    resolve_instrument,
+)
+from bot.render.audio import PRIMER_VELOCITY, SAMPLE_RATE, TAIL_S
+from model.events import NO_EVENT, NOTE_OFF, events_to_notes, note_on
+from model.midi_io import read_midi
+
+BPM = 120
+STEP_S = 60 / BPM / 4  # a sixteenth note: 0.125 s
+C_MAJOR = [60, 62, 64, 65, 67, 69, 71, 72]
+
+
+def legato(pitches: list[int], steps: int = 4) -> list[int]:
+    """Quarter notes, each held until the next starts (the last until the end)."""
+    return [event for pitch in pitches for event in [note_on(pitch)] + [NO_EVENT] * (steps - 1)]
+
+
+SCALE = legato(C_MAJOR)  # 2 bars: the first bar is the primer
+PRIMER_STEPS = 16
+REST_BAR = [NO_EVENT] * 16
+CONTINUATIONS = [
+    legato([67, 69, 71, 72]),
+    legato([72, 71, 69, 67]),
+    legato([60, 64, 67, 72]),
+    [note_on(67), NO_EVENT, NOTE_OFF, NO_EVENT] * 4,  # staccato, ends in a rest
+]
+# A bar of rest first: anything heard there would be another melody's sound leaking in.
+BATCH = [REST_BAR + legato(C_MAJOR[:4]) + continuation for continuation in CONTINUATIONS]
+
+
+def decode(data: bytes) -> tuple[AudioSegment, np.ndarray]:
+    segment = AudioSegment.from_file(io.BytesIO(data), format="mp3")
+    return segment, np.array(segment.get_array_of_samples(), dtype=np.float64)
+
+
+def dbfs(samples: np.ndarray) -> float:
+    rms = math.sqrt(float(np.mean(samples**2))) if len(samples) else 0.0
+    return 20 * math.log10(rms / 32768) if rms > 0 else -math.inf
+
+
+def part(samples: np.ndarray, start_s: float, end_s: float) -> np.ndarray:
+    return samples[round(start_s * SAMPLE_RATE) : round(end_s * SAMPLE_RATE)]
+
+
+@pytest.fixture(scope="module")
+def preview():
+    return render_variation(SCALE, PRIMER_STEPS, BPM)
+
+
+@pytest.fixture(scope="module")
+def batch():
+    return render_variations(BATCH, 32, BPM, "Strings")
+
+
+def test_mp3_is_mono_small_and_as_long_as_the_melody_plus_a_short_tail(preview):
+    segment, _ = decode(preview.mp3)
+    expected = len(SCALE) * STEP_S + TAIL_S  # 4.5 s
+    assert (segment.channels, segment.frame_rate) == (1, SAMPLE_RATE)
+    assert segment.duration_seconds == pytest.approx(expected, abs=0.03)
+    assert preview.duration_s == pytest.approx(expected, abs=0.001)
+    assert len(preview.mp3) < 100_000  # 96 kbit/s: ~54 KB for 4.5 s
+
+
+def test_mp3_is_loud_normalised_to_minus_1_dbfs_and_never_clips(preview):
+    segment, samples = decode(preview.mp3)
+    assert segment.dBFS > -25  # not silent: a melody at a normal listening level
+    assert -2.0 < segment.max_dBFS < -0.5  # normalised to -1 dBFS; MP3 moves peaks a little
+    assert np.abs(samples).max() < 32767  # no clipped samples
+
+
+def test_tail_fades_out_to_silence(preview):
+    _, samples = decode(preview.mp3)
+    assert dbfs(samples[-220:]) < dbfs(samples) - 30  # the last 10 ms
+
+
+def test_midi_is_the_plain_melody_on_the_instrument(preview, batch):
+    song = read_midi(preview.midi)
+    assert song.bpm == BPM
+    [track] = song.tracks
+    assert track.program == INSTRUMENTS["piano"]
+    assert [note.pitch for note in track.notes] == C_MAJOR
+    assert {note.velocity for note in track.notes} == {100}  # the soft primer is for listening only
+    assert read_midi(batch[0][0].midi).tracks[0].program == INSTRUMENTS["strings"]
+
+
+def test_primer_is_played_softer_than_the_continuation():
+    soft, loud = (render_variation(SCALE, PRIMER_STEPS, BPM, soft_primer=flag) for flag in (True, False))
+    # Primer 0-2 s, continuation 2-4 s: how much quieter the primer is, soft minus loud.
+    levels = []
+    for rendered in (soft, loud):
+        _, samples = decode(rendered.mp3)
+        levels.append(dbfs(part(samples, 0.1, 1.9)) - dbfs(part(samples, 2.1, 3.9)))
+    assert levels[0] < levels[1] - 2.0
+    assert PRIMER_VELOCITY < 100
+
+
+def test_primer_gap_adds_one_silent_beat(preview):
+    gapped = render_variation(SCALE, PRIMER_STEPS, BPM, primer_gap=True)
+    segment, samples = decode(gapped.mp3)
+    beat = 60 / BPM
+    assert segment.duration_seconds == pytest.approx(decode(preview.mp3)[0].duration_seconds + beat, abs=0.03)
+    # The primer ends at 2.0 s and the continuation starts at 2.5 s: the release dies away between.
+    assert dbfs(part(samples, 2.3, 2.48)) < dbfs(part(samples, 2.5, 4.5)) - 20
+
+
+def test_piano_roll_png_marks_primer_and_continuation(preview):
+    image = Image.open(io.BytesIO(preview.png)).convert("RGB")
+    assert image.size == (pianoroll.WIDTH, pianoroll.PANEL_HEIGHT)
+    pixels = np.asarray(image)
+    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 20  # grid, shading, notes, anti-aliased text
+
+    grid = pixels[pianoroll.HEADER : pianoroll.PANEL_HEIGHT - pianoroll.FOOTER]  # not the legend
+
+    def columns(colour):
+        return np.nonzero(np.all(grid == colour, axis=2))[1]
+
+    primer, continuation = columns(pianoroll.PRIMER_NOTE), columns(pianoroll.CONTINUATION_NOTE)
+    assert len(primer) > 100 and len(continuation) > 100  # note pixels of both colours
+    assert primer.max() < continuation.min()  # primer notes left of continuation notes
+    shade = columns(pianoroll.PRIMER_SHADE)
+    assert shade.min() <= pianoroll.GUTTER + 3 and shade.max() < continuation.min()  # shaded from the start
+    gutter = pixels[:, : pianoroll.GUTTER - 2]
+    assert np.any(np.all(gutter == pianoroll.TEXT, axis=2))  # note names ("C4", "C5") drawn
+
+
+def test_render_variations_returns_all_previews_and_one_stacked_picture(batch):
+    previews, combined, timings = batch
+    assert len(previews) == len(BATCH)
+    image = Image.open(io.BytesIO(combined))
+    assert image.size == (pianoroll.WIDTH, 4 * pianoroll.PANEL_HEIGHT + 3 * pianoroll.SEPARATOR)
+    assert set(timings) == {"midi_write", "synth", "trim_normalise", "mp3_encode", "png", "total"}
+    assert timings["total"] >= sum(value for stage, value in timings.items() if stage != "total") * 0.99
+    for preview, melody in zip(previews, BATCH):
+        segment, samples = decode(preview.mp3)
+        last_note_end = events_to_notes(melody)[-1].end  # the staccato one ends in a rest
+        assert segment.duration_seconds == pytest.approx(last_note_end * STEP_S + TAIL_S, abs=0.03)
+        assert segment.dBFS > -30 and segment.max_dBFS < -0.5
+        # Melodies share FluidSynth runs: the rest bar must stay silent (MP3 pre-echo excluded).
+        assert np.abs(part(samples, 0.0, 1.9)).max() < 30  # below -60 dBFS
+
+
+def test_instrument_names_resolve_case_insensitively_with_aliases():
+    assert resolve_instrument(None) == "piano"
+    assert resolve_instrument("Piano") == "piano"
+    assert resolve_instrument("  Synth-Lead ") == "synth"
+    assert resolve_instrument("SAXOPHONE") == "sax"
+    assert resolve_instrument("electric_piano") == "electric piano"
+    assert set(INSTRUMENTS) >= {"piano", "guitar", "strings", "synth", "flute"}
+    assert all(0 <= program < 128 for program in INSTRUMENTS.values())
+
+
+def test_unknown_instrument_is_refused_with_the_choices():
+    with pytest.raises(RenderError, match="unknown instrument 'kazoo'; choose one of: piano, .*strings"):
+        render_variation(SCALE, PRIMER_STEPS, BPM, "kazoo")
+
+
+def test_missing_soundfont_says_where_it_looked_and_how_to_install(tmp_path, monkeypatch):
+    missing = str(tmp_path / "missing.sf2")
+    message = f"soundfont not found at {missing}: apt-get install timgm6mb-soundfont or set MELODYBOT_SOUNDFONT"
+    with pytest.raises(RenderError, match=message):
+        render_variation(SCALE, PRIMER_STEPS, BPM, soundfont=missing)
+    monkeypatch.setenv("MELODYBOT_SOUNDFONT", missing)
+    with pytest.raises(RenderError, match=message):
+        render_variation(SCALE, PRIMER_STEPS, BPM)
+    with pytest.raises(RenderError, match=message):
+        check_setup()
+
+
+def test_broken_soundfonts_are_reported(tmp_path):
+    not_sf2 = tmp_path / "notes.sf2"
+    not_sf2.write_text("not a soundfont")
+    with pytest.raises(RenderError, match="is not a SoundFont 2"):
+        render_variation(SCALE, PRIMER_STEPS, BPM, soundfont=str(not_sf2))
+    # Right header, damaged body: FluidSynth exits 0 and renders silence, but says so on stderr.
+    damaged = tmp_path / "damaged.sf2"
+    damaged.write_bytes(b"RIFF" + struct.pack("<I", 1000) + b"sfbk" + bytes(1000))
+    with pytest.raises(RenderError, match="FluidSynth could not render the melody: .*SoundFont"):
+        render_variation(SCALE, PRIMER_STEPS, BPM, soundfont=str(damaged))
+
+
+def test_missing_fluidsynth_says_how_to_install(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty folder: no programs at all
+    with pytest.raises(RenderError, match="FluidSynth is not installed: apt-get install fluidsynth"):
+        render_variation(SCALE, PRIMER_STEPS, BPM)
+
+
+def test_ffmpeg_encodes_a_group_or_is_asked_for(tmp_path, monkeypatch):
+    previews, _, _ = render_variations(BATCH[:3], 32, BPM)
+    for preview, melody in zip(previews, BATCH):
+        segment, _ = decode(preview.mp3)
+        assert segment.duration_seconds == pytest.approx(len(melody) * STEP_S + TAIL_S, abs=0.03)
+        assert -2.0 < segment.max_dBFS < -0.5
+    os.symlink(shutil.which("fluidsynth"), tmp_path / "fluidsynth")
+    monkeypatch.setenv("PATH", str(tmp_path))  # FluidSynth but no ffmpeg
+    with pytest.raises(RenderError, match="ffmpeg is not installed: apt-get install ffmpeg"):
+        render_variation(SCALE, PRIMER_STEPS, BPM)
+
+
+def test_a_melody_without_notes_renders_short_silence():
+    silent = render_variation(REST_BAR, 0, BPM)
+    segment, samples = decode(silent.mp3)
+    assert segment.duration_seconds == pytest.approx(TAIL_S, abs=0.03)
+    assert not samples.any()
+
+
+async def test_async_rendering_keeps_the_event_loop_running():
+    gaps: list[float] = []  # seconds between the ticks of a 5 ms ticker
+
+    async def ticker():
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(0.005)
+            gaps.append(time.monotonic() - last)
+            last += gaps[-1]
+
+    task = asyncio.create_task(ticker())
+    started = time.monotonic()
+    previews, combined, _ = await render_variations_async(BATCH[:2], 32, BPM, "flute", timeout=20)
+    elapsed = time.monotonic() - started
+    task.cancel()
+    assert len(previews) == 2 and combined.startswith(b"\x89PNG")
+    # A blocked loop would tick once, after the whole render; here it ticks all along (~20 ms apart
+    # at worst on a busy machine).
+    assert len(gaps) >= 10 and max(gaps) < elapsed / 3
+
+
+async def test_async_rendering_gives_up_at_the_timeout():
+    long_melodies = [melody * 32 for melody in BATCH]  # 96 bars each: seconds of work in full
+    started = time.monotonic()
+    with pytest.raises(RenderError, match="took longer than|ran out of time"):
+        await render_variations_async(long_melodies, 32, BPM, timeout=0.3)
+    assert time.monotonic() - started < 1.0  # FluidSynth was killed, not waited for

@@ -1,0 +1,67 @@
+# syntax=docker/dockerfile:1
+# melodybot: one image for the bot (`python -m bot`, the default command) and its workers
+# (`python -m bot.worker ...`, see compose.yaml).
+#
+#   docker build -t melodybot .                                   # CPU torch (the default)
+#   docker build -t melodybot:cuda \
+#     --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu128 .   # CUDA worker image
+#
+# The CUDA wheels bring their own CUDA runtime (nvidia-* wheels), so the slim base is enough; the
+# host needs the NVIDIA driver and container toolkit (see the worker-cuda service in compose.yaml).
+FROM python:3.11-slim-bookworm
+
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+
+ENV PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore \
+    MELODYBOT_DATA_DIR=/data \
+    MELODYBOT_HTTP_PORT=8080
+
+# System packages from the one list that scripts/setup also reads. redis-server is left out:
+# in a container deployment Redis is its own container (compose.yaml's redis service), and the
+# embedded default (SQLite, local worker) needs no Redis at all.
+COPY scripts/apt-packages.txt /tmp/apt-packages.txt
+RUN apt-get update \
+    && grep -v '^#' /tmp/apt-packages.txt | grep -vx 'redis-server' \
+       | DEBIAN_FRONTEND=noninteractive xargs apt-get install -y --no-install-recommends \
+    && rm -rf /var/lib/apt/lists/* /tmp/apt-packages.txt
+
+# torch first and from its own index: the PyPI wheel pulls CUDA (GBs). Same pin as pyproject.toml;
+# the CPU wheel's version 2.13.0+cpu satisfies the project's torch==2.13.0.
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+RUN pip install torch==2.13.0 --index-url "${TORCH_INDEX}"
+
+# The other dependencies, from pyproject.toml alone: this layer stays cached while the source changes.
+COPY pyproject.toml /tmp/pyproject.toml
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('/tmp/pyproject.toml', 'rb'))['project']['dependencies']))" \
+       > /tmp/requirements.txt \
+    && pip install -r /tmp/requirements.txt \
+    && rm /tmp/requirements.txt /tmp/pyproject.toml
+
+# The project itself, with the shipped weights (package data model/weights/*.pt); the check runs
+# isolated (-I) so that it sees the installed package, not ./model.
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY model/ model/
+COPY bot/ bot/
+RUN pip install --no-deps . \
+    && python -I -c "import importlib.resources as r, sys; w = r.files('model') / 'weights' / 'melody.pt'; \
+sys.exit(0 if w.is_file() else 'the shipped weights model/weights/melody.pt are missing')" \
+    && rm -rf /src
+
+# A fixed numeric user (runAsNonRoot-friendly); /data (SQLite, outputs) is its to write.
+RUN groupadd --system --gid 10001 melodybot \
+    && useradd --system --no-log-init --uid 10001 --gid 10001 --create-home melodybot \
+    && mkdir -p /data && chown 10001:10001 /data
+USER 10001:10001
+WORKDIR /data
+
+EXPOSE 8080
+# GET /healthz on MELODYBOT_HTTP_PORT (passes when that is 0: no endpoint to ask).
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["python", "-m", "bot.observability", "healthcheck"]
+
+CMD ["python", "-m", "bot"]

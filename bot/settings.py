@@ -34,6 +34,7 @@ class Settings:
     max_queue: int = 100  # unfinished jobs in all
     job_timeout_s: float = 120.0  # a job running longer fails with a timeout
     batch_limit: int = 64  # most sampled rows (variations) in one batched pass
+    worker_threads: int = 1  # torch CPU threads per worker process; 0: torch's default (one per core)
     rate_limit_per_minute: int = 10  # commands one user may send per minute
     http_port: int = 0  # /healthz and /metrics; 0: off
     log_level: str = "INFO"
@@ -65,6 +66,8 @@ class Settings:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be positive, not {getattr(self, name)}")
+        if self.worker_threads < 0:
+            raise SettingsError(f"{ENV_PREFIX}WORKER_THREADS must be 0 (all cores) or more, not {self.worker_threads}")
         if self.default_bars > self.max_bars:
             raise SettingsError(f"{ENV_PREFIX}DEFAULT_BARS ({self.default_bars}) exceeds MAX_BARS ({self.max_bars})")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):

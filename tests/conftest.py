@@ -8,8 +8,17 @@ import torch
 
 from model.network import MelodyNet, NetworkConfig, save_checkpoint
 
+# Step-by-step sampling of a tiny network is all per-op overhead: extra threads only fight over the
+# cores (seven times slower here while a training job runs).
+torch.set_num_threads(1)
+
 # One LSTM layer without dropout (PyTorch warns about dropout on a single layer).
 TINY = NetworkConfig(embed=8, hidden=16, layers=1, heads=2, window=64, dropout=0.0)
+
+
+@pytest.fixture(scope="session")
+def tiny_config() -> NetworkConfig:
+    return TINY
 
 
 @pytest.fixture(scope="session")
@@ -24,3 +33,67 @@ def tiny_weights(tiny_model, tmp_path_factory):
     path = tmp_path_factory.mktemp("weights") / "tiny.pt"
     save_checkpoint(path, tiny_model)
     return path
+
+
+# ---- queue and worker fixtures (bot/queue, bot/worker.py, bot/store.py) -------------------------
+import os  # noqa: E402
+import shutil  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import time  # noqa: E402
+
+from bot.settings import Settings  # noqa: E402
+
+# Worker processes sample a tiny network too: one thread each (see torch.set_num_threads above).
+QUEUE_WORKER_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+@pytest.fixture
+def queue_settings(tmp_path, tiny_weights):
+    """Settings for a queue on a fresh database in tmp_path, workers using `tiny_weights` on the CPU."""
+
+    def make(**overrides) -> Settings:
+        values = dict(data_dir=tmp_path, weights=tiny_weights, device="cpu", log_level="INFO")
+        values.update(overrides)
+        return Settings(**values)
+
+    return make
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def redis_url():
+    """A throw-away redis-server (no persistence) for the session, as a child process."""
+    server = shutil.which("redis-server") or "/usr/bin/redis-server"
+    if not os.path.exists(server):
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [server, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"redis-server did not start on port {port}") from None
+                time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+# ---- end of queue and worker fixtures -----------------------------------------------------------

@@ -1,0 +1,153 @@
+"""The worker's job runner (bot/worker.py) in this process: checks, batched sampling, rendering,
+user-facing and internal failures, and the Celery worker's batcher."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import pytest
+
+from bot.jobs import Job, JobState
+from bot.settings import Settings
+from bot.worker import Batcher, Generator
+from model.network import save_checkpoint
+from model.sampling import SamplingOptions, continue_melodies
+
+PRIMER = [26, 0, 0, 1, 30, 0, 0, 1, 33, 0, 0, 0, 1, 0, 0, 0]  # C4 E4 G4, a bar
+
+
+def job(user: int = 1, **fields) -> Job:
+    fields = {"primer": PRIMER, "bars": 1, "variations": 1, **fields}
+    return Job(user_id=user, channel_id=1, **fields)
+
+
+@pytest.fixture(scope="module")
+def generator(tiny_weights) -> Generator:
+    generator = Generator(Settings(weights=tiny_weights, device="cpu"))
+    generator.load()
+    return generator
+
+
+class CountingModel:
+    """The generator's model, counting batched passes (the real network does the work)."""
+
+    def __init__(self, model):
+        self.model, self.rows = model, []
+
+    def __enter__(self):
+        self.original = self.model.generate
+
+        def generate(primer, *args, **kwargs):
+            self.rows.append(primer.shape[0])
+            return self.original(primer, *args, **kwargs)
+
+        self.model.generate = generate
+        return self
+
+    def __exit__(self, *exc):
+        del self.model.generate
+
+
+def test_jobs_are_sampled_in_one_batch_and_rendered(generator):
+    jobs = [job(1, variations=2, seed=1), job(2, variations=3, seed=2, bars=2, instrument="strings")]
+    with CountingModel(generator.model) as counting:
+        outcomes = list(generator.run(jobs))
+    assert counting.rows == [5]  # every variation of both jobs: one pass
+    assert [o.job for o in outcomes] == jobs and all(o.state == JobState.DONE for o in outcomes)
+    first, second = (o.result for o in outcomes)
+    assert (len(first.variations), len(second.variations)) == (2, 3)
+    assert [len(v.events) for v in second.variations] == [len(PRIMER) + 32] * 3
+    for variation in first.variations + second.variations:
+        assert variation.mp3 and variation.midi.startswith(b"MThd") and variation.png.startswith(b"\x89PNG")
+    # Batching changes nothing: the same seed gives the same continuation alone.
+    alone = continue_melodies(generator.model, [PRIMER], [SamplingOptions(bars=1, variations=2, seed=1)])[0]
+    assert [v.events[len(PRIMER) :] for v in first.variations] == alone
+    assert first.key == "C major" and first.timings["sample"] > 0 and first.timings["render"] > 0
+
+
+def test_bad_requests_fail_with_their_reason_and_the_rest_still_run(generator):
+    jobs = [
+        job(1, primer=[0, 0, 0, 0]),
+        job(2, temperature=9.0),
+        job(3, instrument="kazoo"),
+        job(4, primer=[26, 999, 1]),
+        job(5),
+    ]
+    outcomes = {o.job.user_id: o for o in generator.run(jobs)}
+    assert outcomes[1].error == "The primer has no notes."
+    assert outcomes[2].error == "Temperature must be between 0.05 and 3.0, not 9.0."
+    assert outcomes[3].error.startswith("Unknown instrument 'kazoo'; choose one of: piano")
+    assert outcomes[4].error == "The primer holds events the model does not know."
+    assert [outcomes[u].state for u in range(1, 6)] == [JobState.FAILED] * 4 + [JobState.DONE]
+
+
+def test_an_internal_error_fails_the_job_with_a_generic_message_and_logs_it(generator, caplog):
+    broken, fine = job(1, bpm=0), job(2)  # the renderer refuses 0 bpm: not the user's words to read
+    with caplog.at_level(logging.ERROR, logger="bot.worker"):
+        outcomes = list(generator.run([broken, fine]))
+    assert outcomes[0].state == JobState.FAILED
+    assert outcomes[0].error == f"The generator hit an error (job {broken.job_id}); try again."
+    assert outcomes[1].state == JobState.DONE
+    assert f"job {broken.job_id}: rendering failed" in caplog.text and "0 bpm" in caplog.text
+
+
+def test_a_job_cancelled_during_the_batch_is_not_rendered(generator):
+    kept, cancelled = job(1), job(2)
+    outcomes = list(generator.run([kept, cancelled], wanted=lambda j: j is not cancelled))
+    assert [(o.job, o.state) for o in outcomes] == [(kept, JobState.DONE), (cancelled, JobState.CANCELLED)]
+    assert outcomes[1].result is None
+
+
+def test_without_weights_jobs_fail_until_the_weights_appear(tmp_path, tiny_model, caplog):
+    weights = tmp_path / "melody.pt"
+    generator = Generator(Settings(weights=weights, device="cpu"))  # not checked: no file yet
+    with pytest.raises(FileNotFoundError):
+        generator.load()
+    first, second = job(1), job(2)
+    with caplog.at_level(logging.ERROR, logger="bot.worker"):
+        [outcome] = generator.run([first])
+    assert outcome.error == f"The generator hit an error (job {first.job_id}); try again."
+    assert "the model cannot be loaded" in caplog.text
+    save_checkpoint(weights, tiny_model)
+    [outcome] = generator.run([second])
+    assert outcome.state == JobState.DONE
+
+
+def test_the_batcher_runs_jobs_that_arrive_together_in_one_pass(generator):
+    started: list[list[str]] = []
+    gate = threading.Event()
+
+    def on_start(jobs):
+        started.append([j.job_id for j in jobs])
+        gate.wait(30)  # hold the first batch until the others are waiting
+
+    batcher = Batcher(generator, limit=4, on_start=on_start)
+    jobs = [job(user, variations=2) for user in range(4)]
+    outcomes = {}
+
+    def submit(j):
+        outcomes[j.job_id] = batcher.run(j)
+
+    threads = [threading.Thread(target=submit, args=(j,)) for j in jobs]
+    generator.skip_render = True  # the batching is the point here
+    try:
+        with CountingModel(generator.model) as counting:
+            threads[0].start()
+            while not started:
+                time.sleep(0.01)
+            for thread in threads[1:]:
+                thread.start()
+            while len(batcher._waiting) < 3:
+                time.sleep(0.01)
+            gate.set()
+            for thread in threads:
+                thread.join(30)
+    finally:
+        generator.skip_render = False
+    assert all(outcomes[j.job_id].state == JobState.DONE for j in jobs)
+    ids = [j.job_id for j in jobs]
+    assert started[0] == ids[:1] and [len(batch) for batch in started] == [1, 2, 1]  # the limit of 4 rows
+    assert sorted(started[1] + started[2]) == sorted(ids[1:])  # splits the three that were waiting
+    assert counting.rows == [2, 4, 2]

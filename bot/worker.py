@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.jobs import Job, JobState, Result, Variation
+from bot.observability import job_context, observe_job, serve_in_thread, setup_logging
 from bot.queue.base import GENERIC_ERROR
 from bot.settings import Settings
 
@@ -175,11 +176,14 @@ class Generator:
             if wanted is not None and not wanted(job):
                 yield Outcome(job, JobState.CANCELLED)
                 continue
-            try:
-                yield Outcome(job, JobState.DONE, result=self._result(job, primer, continuations, started, sample_s))
-            except Exception:
-                log.exception("job %s: rendering failed", job.job_id)
-                yield Outcome(job, JobState.FAILED, error=GENERIC_ERROR.format(job_id=job.job_id))
+            with job_context(job.job_id):  # every log line while rendering names the job
+                try:
+                    result = self._result(job, primer, continuations, started, sample_s)
+                    outcome = Outcome(job, JobState.DONE, result=result)
+                except Exception:
+                    log.exception("job %s: rendering failed", job.job_id)
+                    outcome = Outcome(job, JobState.FAILED, error=GENERIC_ERROR.format(job_id=job.job_id))
+            yield outcome
 
     def _result(self, job: Job, primer: list[int], continuations, started: float, sample_s: float) -> Result:
         from model.sampling import detect_key
@@ -347,10 +351,15 @@ class CeleryWorker:
     def handle(self, job_data: dict) -> None:
         """The Celery task's body."""
         job = Job.from_dict(job_data)
+        with job_context(job.job_id):
+            self._handle(job)
+
+    def _handle(self, job: Job) -> None:
         if self.redis.exists(self.cb.finished_key(job.job_id)):
             log.info("job %s is already finished or cancelled; skipping it", job.job_id)
             return
         outcome = self.batcher.run(job)
+        observe_job(outcome.result.timings if outcome.result else None, outcome.state)
         if outcome.state == JobState.CANCELLED:
             return
         event = {"job_id": job.job_id, "state": outcome.state.value, "worker": self.name, "at": time.time()}
@@ -414,7 +423,12 @@ def run_celery(settings: Settings, concurrency: int, visibility_timeout_s: float
     from bot.queue.celery_backend import QUEUE_NAME, make_celery
 
     app = make_celery(settings, visibility_timeout_s=visibility_timeout_s)
-    celery_worker(settings)  # load the model before taking jobs
+    worker = celery_worker(settings)  # load the model before taking jobs
+
+    async def health() -> dict:
+        return {"status": "ok" if worker.generator.model is not None else "model not loaded", "worker": worker.name}
+
+    serve_in_thread(settings.http_port, health)  # /healthz and /metrics of this worker
     app.worker_main([
         "worker", "--pool", "threads", "--concurrency", str(concurrency), "--queues", QUEUE_NAME,
         "--hostname", f"melodybot-{os.getpid()}@%h", "--loglevel", loglevel,
@@ -434,7 +448,7 @@ def main(argv: list[str] | None = None) -> None:
                         "not acknowledged goes to another worker (default: 2 x job timeout + 30)")  # fmt: skip
     args = parser.parse_args(argv)
     level = os.environ.get("MELODYBOT_LOG_LEVEL", "INFO").upper()
-    logging.basicConfig(level=level, format="%(asctime)s worker[%(process)d] %(levelname)s %(name)s: %(message)s")
+    setup_logging(level, json=os.environ.get("MELODYBOT_LOG_FORMAT") == "json")
     if args.local is not None:
         run_local(args.local, args.token or f"local-{os.getpid()}", args.supervised)
     else:

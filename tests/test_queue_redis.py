@@ -6,14 +6,17 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from collections import Counter
 
+import aiohttp
 import pytest
 import redis
 from conftest import QUEUE_WORKER_ENV
+from prometheus_client.parser import text_string_to_metric_families
 
 from bot.jobs import Job, JobState, JobStatus
 from bot.queue import QueueError, make_queue
@@ -28,6 +31,12 @@ VISIBILITY_TIMEOUT_S = 4  # a killed worker's jobs go to another worker after th
 
 def job(user: int, **fields) -> Job:
     return Job(user_id=user, channel_id=user, primer=PRIMER, bars=1, variations=2, **fields)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 async def collect(queue, until, timeout: float = 60.0) -> list[JobStatus]:
@@ -50,9 +59,11 @@ async def test_a_worker_killed_mid_job_loses_nothing_and_answers_once(queue_sett
     command = [sys.executable, "-m", "bot.worker", "--redis", redis_url, "--concurrency", "2",
                "--visibility-timeout", str(VISIBILITY_TIMEOUT_S)]  # fmt: skip
     logs = [tmp_path / f"worker{n}.log" for n in (1, 2)]
+    ports = [free_port(), free_port()]  # each worker serves /healthz and /metrics
     workers = [
-        subprocess.Popen(command, env=env, cwd=PROJECT_ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT)
-        for log in logs
+        subprocess.Popen(command, env={**env, "MELODYBOT_HTTP_PORT": str(port)}, cwd=PROJECT_ROOT,
+                         stdout=log.open("w"), stderr=subprocess.STDOUT)
+        for log, port in zip(logs, ports)
     ]
     try:
         queue = make_queue(settings)
@@ -95,6 +106,16 @@ async def test_a_worker_killed_mid_job_loses_nothing_and_answers_once(queue_sett
             while (await queue.stats())["workers_alive"] != 1 and time.monotonic() < deadline:
                 await asyncio.sleep(0.2)
             assert (await queue.stats())["workers_alive"] == 1
+
+            survivor = next(port for worker, port in zip(workers, ports) if worker.pid != killed)
+            async with aiohttp.ClientSession() as http:
+                async with http.get(f"http://127.0.0.1:{survivor}/healthz") as response:
+                    assert response.status == 200 and (await response.json())["status"] == "ok"
+                async with http.get(f"http://127.0.0.1:{survivor}/metrics") as response:
+                    families = {f.name: f for f in text_string_to_metric_families(await response.text())}
+            finished = {s.labels["state"]: s.value for s in families["melodybot_jobs_finished"].samples
+                        if s.name.endswith("_total")}
+            assert finished.get("done", 0) >= 1  # the survivor counted the jobs it answered
     finally:
         for worker in workers:
             if worker.poll() is None:

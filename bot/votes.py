@@ -13,6 +13,7 @@ other connections, and a wait for its lock must never stall the event loop.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import sqlite3
 import threading
 import time
@@ -56,6 +57,12 @@ CREATE TABLE IF NOT EXISTS bot_meta (
     value TEXT NOT NULL
 );
 """
+
+
+def local_message_id(job_id: str) -> int:
+    """A stand-in message id for a result shown outside Discord (the terminal): negative, so it
+    never meets a Discord snowflake, and the same for the same job."""
+    return -int(hashlib.sha1(job_id.encode()).hexdigest()[:15], 16) - 1
 
 
 def emoji_number(emoji: str) -> int | None:

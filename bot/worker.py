@@ -218,12 +218,19 @@ class Generator:
 
 
 # -- the embedded worker ---------------------------------------------------------------------------
+# The embedded worker shares the bot's machine: a lower CPU priority keeps the bot answering
+# commands at once while a job renders (FluidSynth and ffmpeg inherit it).
+LOCAL_WORKER_NICENESS = 5
+
+
 def run_local(database: Path, token: str, supervised: bool) -> None:
     """Claim jobs from the SQLite queue, run them, write the outcomes back, until SIGTERM (after
     the batch in hand) or, when supervised, until stdin closes (the bot is gone)."""
     from bot.store import Store
 
     settings = Settings.load(dotenv=None if supervised else Path(".env"))
+    if supervised:
+        os.nice(LOCAL_WORKER_NICENESS)
     store = Store(database)
     generator = Generator(settings)
     try:

@@ -2,11 +2,11 @@
 
     python -m model.generate "C4 E4 G4 A4" --bars 8 --variations 4 --out out
     python -m model.generate --midi sketch.mid --out out
-    python -m model.generate --midi sketch.mid "G4 A4:2"     (typed notes follow the sketch)
 
 Writes DIR/variation-N.mid (the primer, then the continuation, at the primer's tempo) and prints
-the key it heard and each path. Mistakes in the notes, the file or the options end with one line
-on stderr and exit code 2.
+the key it heard and each path. Given both a sketch and typed notes, the sketch wins and a notice on
+stderr says the typed notes were ignored, as the bot's !continue does. Mistakes in the notes, the
+file or the options end with one line on stderr and exit code 2.
 """
 
 from __future__ import annotations
@@ -16,14 +16,13 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from model.events import NO_EVENT, NOTE_OFF, STEPS_PER_BAR, is_note_on
+from model.events import STEPS_PER_BAR
 from model.midi_io import DEFAULT_BPM, MidiError, write_midi
 from model.primer import (
     DEFAULT_MAX_BARS,
     NOTATION,
     Primer,
     PrimerError,
-    parse_notes,
     primer_from_midi,
     primer_from_text,
 )
@@ -48,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("notes", nargs="?", default="", help='typed notes, e.g. "C4 E4 G4 A4" (quote them)')
-    parser.add_argument("--midi", type=Path, help="a MIDI sketch to continue (its melody track)")
+    parser.add_argument("--midi", type=Path,
+                        help="a MIDI sketch to continue (its melody track); typed notes are then ignored")
     parser.add_argument("--max-bars", type=int, default=DEFAULT_MAX_BARS, help="bars of a sketch kept, its last ones")
     parser.add_argument("--bars", type=int, default=8, help="length of each continuation in bars (default 8)")
     parser.add_argument("--variations", type=int, default=4, help="continuations to write (default 4)")
@@ -70,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def load_primer(notes: str, midi: Path | None, max_bars: int) -> Primer:
-    """The primer from typed notes, a sketch, or a sketch followed by typed notes."""
+    """The primer from a sketch, else from typed notes. With both, the sketch wins (typed notes are
+    not even parsed), as in the bot: one behaviour in the product; `run` says they were ignored."""
     if midi is None:
         if not notes.strip():
             raise UsageError("give notes to continue, e.g. \"C4 E4 G4 A4\", or --midi FILE")
@@ -79,20 +80,7 @@ def load_primer(notes: str, midi: Path | None, max_bars: int) -> Primer:
         primer = primer_from_midi(midi, max_bars)
     except MidiError as error:
         raise MidiError(f"{midi}: {error}") from error
-    if notes.strip():
-        typed = parse_notes(notes)
-        primer.events = join(primer.events, typed)
-        primer.notes += sum(map(is_note_on, typed))
-        primer.source += " + typed notes"
     return primer
-
-
-def join(first: list[int], second: list[int]) -> list[int]:
-    """`second` played right where `first`'s last note ends (first ends with that NOTE_OFF)."""
-    second = list(second)
-    if second[0] == NO_EVENT:  # `second` begins with a rest: end `first`'s last note there
-        second[0] = NOTE_OFF
-    return first[:-1] + second
 
 
 def run(args: argparse.Namespace) -> int:
@@ -139,6 +127,8 @@ def run(args: argparse.Namespace) -> int:
     key = detect_key(events)
     continuations = continue_melodies(model, [events], [options])[0]
     bars = len(events) / STEPS_PER_BAR
+    if args.midi is not None and args.notes.strip():  # told only now, so a failed run still has one stderr line
+        print(f"note: you gave a sketch ({args.midi}), so the typed notes were ignored", file=sys.stderr)
     print(f"primer: {primer.notes} notes, {bars:g} bar{'s' * (bars != 1)} from {primer.source}, "
           f"{bpm:g} bpm" + (f" (kept the last {args.max_bars} bars)" if primer.trimmed_bars else ""))
     print(f"key: {key.name if key else 'none'}" + (" (not enforced)" if args.no_key else ""))

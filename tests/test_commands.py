@@ -1,4 +1,4 @@
-"""bot/commands.py: parsing, options, every kind of bad input, and the replies, against a small
+"""bot/commands/: parsing, options, every kind of bad input, and the replies, against a small
 in-test JobQueue (the real queue and worker are exercised in test_discord.py and test_terminal.py)."""
 
 from __future__ import annotations

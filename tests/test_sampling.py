@@ -244,15 +244,23 @@ def test_cli_continues_a_midi_sketch_at_its_tempo(tiny_weights, tmp_path, capsys
         assert [(n.start, n.pitch) for n in notes[:2]] == [(4, 67), (8, 72)]
 
 
-def test_cli_typed_notes_follow_a_sketch(tiny_weights, tmp_path, capsys):
+@pytest.mark.parametrize("typed", ["r:0.5 E4 G4:2", "H4 not notes"])  # typed notes are not even read
+def test_cli_a_sketch_wins_over_typed_notes(typed, tiny_weights, tmp_path, capsys):
+    # As the bot's !continue with a sketch attached: the sketch is the primer, a notice says so.
     sketch = tmp_path / "sketch.mid"
     sketch.write_bytes(make_midi([TrackSpec("Melody", [(0, 4, 60), (4, 6, 62)])]))
-    assert generate.main(["--midi", str(sketch), "r:0.5 E4 G4:2", "--bars", "1", "--variations", "1",
-                          "--weights", str(tiny_weights), "--out", str(tmp_path)]) == 0
-    assert capsys.readouterr().out.startswith("primer: 4 notes, 1.25 bars from Melody + typed notes, 120 bpm")
-    _, _, notes = written_notes(tmp_path / "variation-1.mid")
-    assert [(n.start, n.end, n.pitch) for n in notes[:3]] == [(0, 4, 60), (4, 6, 62), (8, 12, 64)]
-    assert (notes[3].start, notes[3].pitch) == (12, 67)
+    common = ["--midi", str(sketch), "--bars", "1", "--variations", "1", "--weights", str(tiny_weights)]
+    assert generate.main([*common, "--out", str(tmp_path / "alone")]) == 0
+    alone = capsys.readouterr()
+    assert generate.main([typed, *common, "--out", str(tmp_path / "both")]) == 0
+    both = capsys.readouterr()
+    assert both.err == f"note: you gave a sketch ({sketch}), so the typed notes were ignored\n"
+    assert alone.err == ""
+    assert both.out.startswith("primer: 2 notes, ")
+    assert both.out.replace(str(tmp_path / "both"), str(tmp_path / "alone")) == alone.out
+    _, _, notes = written_notes(tmp_path / "both" / "variation-1.mid")
+    assert [(n.start, n.end, n.pitch) for n in notes[:2]] == [(0, 4, 60), (4, 6, 62)]
+    assert (tmp_path / "both" / "variation-1.mid").read_bytes() == (tmp_path / "alone" / "variation-1.mid").read_bytes()
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,211 @@
+"""Options: the name=value words of a command (also name:value and --name value). `OPTIONS` is the
+table of what a user may write, with aliases and an example each; `parse_options` splits a command
+line into plain words and checked `Options`, raising `CommandError` with the allowed range (and a
+close spelling) for anything it cannot use. The ranges and defaults live here too, so the parser,
+the handler and the help text agree.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+import shlex
+from dataclasses import dataclass
+from typing import Any
+
+from bot.commands.replies import CommandError
+from bot.render import INSTRUMENTS, RenderError, resolve_instrument
+from bot.settings import Settings
+
+MAX_VARIATIONS = 4  # 4 MIDI + 4 MP3 + 1 PNG = 9 of Discord's 10 attachments per message
+TEMPERATURE_RANGE = (0.05, 3.0)  # inclusive; model.sampling's range (not imported: it pulls in torch)
+TOP_P_RANGE = (0.05, 1.0)  # inclusive, as in model.sampling
+BPM_RANGE = (20.0, 300.0)  # inclusive
+MAX_SEED = 2**31 - 1  # inclusive, as in model.sampling
+RANDOM_SEEDS = 100_000  # a fresh seed is below this: short enough to read out and retype
+DEFAULT_BPM = 120.0
+DEFAULT_TOP_P = 0.95
+TRUE_WORDS = ("on", "yes", "true", "1", "keep", "in")
+FALSE_WORDS = ("off", "no", "false", "0", "free", "out", "any")
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str  # as the user writes it
+    field: str  # in Options
+    aliases: tuple[str, ...]
+    example: str
+
+
+OPTIONS = (
+    Option("bars", "bars", (), "bars=8"),
+    Option("temp", "temperature", ("temperature", "wild", "wildness"), "temp=1.1"),
+    Option("bpm", "bpm", ("tempo",), "bpm=96"),
+    Option("sound", "instrument", ("instrument",), "sound=guitar"),
+    Option("seed", "seed", (), "seed=42"),
+    Option("variations", "variations", ("n", "vars", "variation"), "variations=3"),
+    Option("topp", "top_p", ("top_p", "top-p", "nucleus"), "topp=0.9"),
+    Option("key", "keep_key", ("scale",), "key=off"),
+)
+_OPTION_FIELDS = {alias: option.field for option in OPTIONS for alias in (option.name, *option.aliases)}
+_OPTION_TOKEN = re.compile(r"-{0,2}(?P<name>[A-Za-z][A-Za-z_-]*)(?P<sep>[=:])(?P<value>.*)", re.S)
+_SKETCH_OPTIONS = ("file", "midi", "sketch")  # terminal only: a local MIDI file as the primer
+
+
+@dataclass(frozen=True)
+class Options:
+    """What the user set; None = not given (the default or the parent job's value applies)."""
+
+    bars: int | None = None
+    temperature: float | None = None
+    bpm: float | None = None
+    instrument: str | None = None
+    seed: int | None = None
+    variations: int | None = None
+    top_p: float | None = None
+    keep_key: bool | None = None
+
+
+@dataclass
+class Parsed:
+    words: list[str]  # the tokens that are not options (notes, job ids, numbers)
+    options: Options
+    sketch_path: str | None = None
+
+
+def known_options() -> str:
+    return ", ".join(
+        option.name + (f" ({', '.join(option.aliases)})" if option.aliases else "") for option in OPTIONS
+    )
+
+
+def split_tokens(text: str) -> list[str]:
+    """Words of a command line; quotes group words (sound="electric piano"), `name = value` is
+    one option. Falls back to plain splitting when quotes do not pair up."""
+    text = text.replace("\u201c", '"').replace("\u201d", '"').replace("\u2018", "'").replace("\u2019", "'")
+    text = re.sub(r"\s*=\s*", "=", text)
+    try:
+        return shlex.split(text)
+    except ValueError:
+        return text.split()
+
+
+def parse_options(text: str, settings: Settings, *, allow_files: bool = False) -> Parsed:
+    """Separate options from other words and check every option's value."""
+    tokens = split_tokens(text)
+    words: list[str] = []
+    values: dict[str, Any] = {}
+    sketch_path = None
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        i += 1
+        match = _OPTION_TOKEN.fullmatch(token)
+        if token.startswith("--") and match is None and len(token) > 2:  # --name value
+            name = token[2:]
+            if i >= len(tokens):
+                raise CommandError(f"`{token}` needs a value after it, e.g. {_example(name)}")
+            match = _OPTION_TOKEN.fullmatch(f"{name}={tokens[i]}")
+            i += 1
+        if match is None:
+            words.append(token)
+            continue
+        name, value = match["name"].lower(), match["value"].strip()
+        if match["sep"] == ":" and name not in _OPTION_FIELDS and name not in _SKETCH_OPTIONS:
+            words.append(token)  # a note with a length, e.g. C4:2
+            continue
+        if name in _SKETCH_OPTIONS:
+            if not allow_files:
+                raise CommandError("Attach the .mid file to your message instead of naming a file.")
+            sketch_path = value
+            continue
+        canonical = _OPTION_FIELDS.get(name)
+        if canonical is None:
+            raise CommandError(_unknown_option(name))
+        if value == "":
+            raise CommandError(f"`{name}=` needs a value, e.g. {_example(canonical)}")
+        values[canonical] = _option_value(canonical, name, value, settings)
+    return Parsed(words, Options(**values), sketch_path)
+
+
+def _example(name: str) -> str:
+    field_name = _OPTION_FIELDS.get(name.lower(), name)
+    return next((option.example for option in OPTIONS if option.field == field_name), f"{name}=...")
+
+
+def _unknown_option(name: str) -> str:
+    close = difflib.get_close_matches(name, list(_OPTION_FIELDS), n=1, cutoff=0.6)
+    hint = ""
+    if close:
+        hint = f" Did you mean `{next(o.name for o in OPTIONS if o.field == _OPTION_FIELDS[close[0]])}`?"
+    return f"I don't know the option `{name}`.{hint} Options: {known_options()}."
+
+
+def _option_value(canonical: str, name: str, text: str, settings: Settings):
+    """Convert and range-check one option; CommandError says what is allowed."""
+    if canonical == "bars":
+        value = _number(name, text, int)
+        if not 1 <= value <= settings.max_bars:
+            raise CommandError(f"`{name}={text}` is out of range: the continuation can be 1 to {settings.max_bars} "
+                               f"bars long.")
+        return value
+    if canonical == "temperature":
+        value = _number(name, text, float)
+        low, high = TEMPERATURE_RANGE
+        if not low <= value <= high:
+            raise CommandError(f"`{name}={text}` is out of range: choose {low} (safe) to {high:g} (wild); "
+                               f"1 is the model's own.")
+        return value
+    if canonical == "bpm":
+        value = _number(name, text, float)
+        if not BPM_RANGE[0] <= value <= BPM_RANGE[1]:
+            raise CommandError(f"`{name}={text}` is out of range: the tempo can be {BPM_RANGE[0]:g} to "
+                               f"{BPM_RANGE[1]:g} BPM.")
+        return value
+    if canonical == "instrument":
+        try:
+            return resolve_instrument(text)
+        except RenderError:
+            raise CommandError(f"I have no instrument called `{text}`. Choose one of: {', '.join(INSTRUMENTS)} "
+                               f"(write two words with a dash, e.g. sound=electric-piano).") from None
+    if canonical == "seed":
+        value = _number(name, text, int)
+        if not 0 <= value <= MAX_SEED:
+            raise CommandError(f"`{name}={text}` is out of range: a seed is a whole number from 0 to {MAX_SEED}.")
+        return value
+    if canonical == "variations":
+        value = _number(name, text, int)
+        most = max_variations(settings)
+        if not 1 <= value <= most:
+            raise CommandError(f"`{name}={text}` is out of range: I can make 1 to {most} variations at a time.")
+        return value
+    if canonical == "top_p":
+        value = _number(name, text, float)
+        if not TOP_P_RANGE[0] <= value <= TOP_P_RANGE[1]:
+            raise CommandError(f"`{name}={text}` is out of range: top-p is a share from {TOP_P_RANGE[0]} to "
+                               f"{TOP_P_RANGE[1]:g}, e.g. topp=0.9.")
+        return value
+    if canonical == "keep_key":
+        word = text.lower()
+        if word in TRUE_WORDS:
+            return True
+        if word in FALSE_WORDS:
+            return False
+        raise CommandError(f"`{name}={text}`: say key=on (keep to the melody's key) or key=off (any note).")
+    raise AssertionError(canonical)
+
+
+def _number(name: str, text: str, kind: type):
+    try:
+        value = kind(text)
+    except ValueError:
+        what = "a whole number" if kind is int else "a number"
+        raise CommandError(f"`{name}={text}`: {name} must be {what}, e.g. {_example(name)}.") from None
+    if kind is float and not math.isfinite(value):
+        raise CommandError(f"`{name}={text}`: {name} must be a finite number, e.g. {_example(name)}.")
+    return value
+
+
+def max_variations(settings: Settings) -> int:
+    return max(1, min(MAX_VARIATIONS, settings.max_variations))

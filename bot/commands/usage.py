@@ -1,0 +1,75 @@
+"""What the commands are called and how they are written: `COMMANDS` maps every name and alias to
+its command (bot/discord_app.py registers the same ones), `USAGE` gives each a one-line usage for
+error replies, and `help_text` is the answer to !help, worded for Discord or the terminal.
+"""
+
+from __future__ import annotations
+
+from bot.commands.options import TEMPERATURE_RANGE, max_variations
+from bot.commands.replies import DISCORD, TERMINAL
+from bot.render import INSTRUMENTS
+from bot.settings import Settings
+from model.primer import NOTATION
+
+COMMANDS = {  # name or alias -> command; bot/discord_app.py registers the same names and aliases
+    "continue": "continue", "cont": "continue",
+    "extend": "extend",
+    "again": "again", "reroll": "again",
+    "votes": "votes",
+    "vote": "vote",
+    "queue": "queue", "jobs": "queue",
+    "cancel": "cancel",
+    "channel": "channel",
+    "help": "help",
+}  # fmt: skip
+
+USAGE = {
+    "continue": "{p}continue C4 E4 G4 A4 [bars=8 temp=1.1 ...]  (or attach a .mid sketch)",
+    "extend": "{p}extend [job] [variation] [bars=8 ...]",
+    "again": "{p}again [job] [options]",
+    "votes": "{p}votes [job]",
+    "vote": "{p}vote <job> <variation>",
+    "queue": "{p}queue",
+    "cancel": "{p}cancel [job]",
+    "channel": "{p}channel on|off",
+    "help": "{p}help",
+}
+
+
+def help_text(settings: Settings, prefix: str, platform: str) -> str:
+    p = prefix
+    most = max_variations(settings)
+    if platform == TERMINAL:
+        sketch = f"  {p}continue file=sketch.mid bars=4     (or --midi sketch.mid): continue a MIDI sketch"
+        vote = f"  {p}vote <job> <n>   vote for a variation;  {p}votes <job>   the tally"
+        end = f"  {p}quit   leave (Ctrl-D and Ctrl-C too)"
+    else:
+        sketch = f"  {p}continue bars=4   with a .mid file attached: continue your sketch (also /continue)"
+        vote = f"  Vote with the number reactions under a result;  {p}votes <job>   the tally"
+        end = f"  {p}channel off | on   (members with Manage Channels) silence me here or bring me back"
+    lines = [
+        "melodybot continues your melody. Type a few notes or give a MIDI sketch:",
+        f"  {p}continue C4 E4 G4 A4",
+        f"  {p}continue C4 E G A:2 | G:0.5 F:0.5 E D C:2 bars=16 temp=1.2 sound=guitar",
+        sketch,
+        "Options (name=value):",
+        f"  bars={settings.default_bars}      continuation length, 1-{settings.max_bars} bars",
+        f"  temp=1.0    wildness, {TEMPERATURE_RANGE[0]} safe to {TEMPERATURE_RANGE[1]:g} wild "
+        "(also wild=, wildness=, temperature=)",
+        "  bpm=120     tempo (default: the sketch's, else 120)",
+        f"  sound=piano {', '.join(INSTRUMENTS)} (also instrument=)",
+        "  seed=42     the same seed, melody and options give the same result",
+        f"  variations={most}  how many continuations, 1-{most} (also n=, vars=)",
+        "  topp=0.95   0.05-1: lower keeps to the likeliest notes",
+        "  key=on      on keeps to your melody's key; off lets it wander",
+        "Then:",
+        vote,
+        f"  {p}extend <job> [n] [bars=..]   continue variation n (default: the vote leader)",
+        f"  {p}again <job> [options]        the same melody and settings, a new seed",
+        f"  {p}queue   your jobs;  {p}cancel <job>   cancel one",
+        end,
+        "Note notation:",
+    ]
+    notation = NOTATION if platform == TERMINAL else f"```\n{NOTATION}\n```"
+    body = "\n".join(lines)
+    return f"```\n{body}\n```\n{notation}" if platform == DISCORD else f"{body}\n{notation}"

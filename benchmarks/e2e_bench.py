@@ -1,7 +1,7 @@
 """End-to-end latency through the terminal channel: `python -m bot` with its local worker, as a user
 of the embedded default sees it.
 
-    nice -n 15 .venv/bin/python benchmarks/e2e_bench.py [--runs 30] [--weights PATH] [--write BENCHMARKS-e2e.md]
+    nice -n 15 .venv/bin/python benchmarks/e2e_bench.py [--runs 30] [--weights PATH] [--write results.md]
 
 Starts `python -m bot` as a subprocess (no Discord token, MELODYBOT_DATA_DIR = a temporary folder,
 run in that folder so no .env applies), then measures:

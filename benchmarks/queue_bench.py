@@ -1,5 +1,5 @@
 """Benchmark of the job queue and its worker (issue #5): batched sampling, the embedded queue end
-to end, and the worker's memory. Not a test; prints markdown tables for BENCHMARKS-queue.md.
+to end, and the worker's memory. Not a test; prints markdown tables for BENCHMARKS.md.
 
     nice -n 15 .venv/bin/python benchmarks/queue_bench.py                # all three parts
     nice -n 15 .venv/bin/python benchmarks/queue_bench.py --part sampling --threads 2

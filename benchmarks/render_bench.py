@@ -67,7 +67,7 @@ def main() -> None:
     print(f"soundfont: {check_setup()}")
     print(
         f"{args.variations} variations x {args.bars} bars at {args.bpm:g} bpm ({seconds:.1f} s of melody each), "
-        f"{args.instrument}, MP3 by {args.encoder}, {args.runs} runs after 1 warm-up"
+        f"{args.instrument}, MP3 by ffmpeg, {args.runs} runs after 1 warm-up"
     )
 
     render_variations(melodies, primer_steps, args.bpm, args.instrument)  # warm-up: page cache, fonts

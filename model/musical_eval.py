@@ -108,6 +108,10 @@ def evaluate_sampler(model, songs: list[Song], options: SamplingOptions) -> dict
         row[f"echo_{label}"] = float(np.mean([r[1] for r in reps]))
         its_features = real_f if label == "real" else gen_f
         row[f"notes_per_bar_{label}"] = float(np.mean([f["notes_per_bar"][0] for f in its_features]))
+    # One number to choose defaults by: closeness of the feature distributions, less how far the
+    # repetition structure (exact repeats and rhythmic echoes of earlier bars) is from the real one.
+    structure_gap = abs(row["repeat_gen"] - row["repeat_real"]) + abs(row["echo_gen"] - row["echo_real"])
+    row["score"] = row["mean_oa"] - structure_gap
     return row
 
 
@@ -119,23 +123,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--temperature", type=float, default=SamplingOptions.temperature)
     parser.add_argument("--top-p", type=float, default=SamplingOptions.top_p)
     parser.add_argument("--no-key", action="store_true", help="sample without keeping the primer's key")
+    parser.add_argument("--max-rest", type=int, default=SamplingOptions.max_rest, help="0: no limit")
     parser.add_argument("--sweep", action="store_true", help="a grid of temperatures and top-p values")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     model = load_model(*([args.weights] if args.weights else []))
     held_out = split(load_songs(args.folder)[0])[1]
-    grid = [(t, p) for t in (0.8, 0.9, 1.0, 1.1) for p in (0.9, 0.95, 1.0)] if args.sweep else [
+    grid = [(t, p) for t in (0.8, 0.9, 0.95, 1.0, 1.1) for p in (0.9, 0.95, 1.0)] if args.sweep else [
         (args.temperature, args.top_p)]
     rows = []
     for temperature, top_p in grid:
         options = SamplingOptions(bars=BARS, variations=args.samples, temperature=temperature, top_p=top_p,
-                                  seed=args.seed, keep_key=not args.no_key)
+                                  seed=args.seed, keep_key=not args.no_key, max_rest=args.max_rest)
         rows.append({"temperature": temperature, "top_p": top_p, **evaluate_sampler(model, held_out, options)})
     if args.json:
         print(json.dumps(rows))
         return
-    columns = ["temperature", "top_p", *FEATURES, "mean_oa", "in_key_gen", "in_key_real", "repeat_gen",
+    columns = ["temperature", "top_p", *FEATURES, "mean_oa", "score", "in_key_gen", "in_key_real", "repeat_gen",
                "repeat_real", "echo_gen", "echo_real", "notes_per_bar_gen", "notes_per_bar_real"]
     print("| " + " | ".join(columns) + " |")
     print("|" + "---|" * len(columns))

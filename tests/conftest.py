@@ -3,9 +3,17 @@ never need."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import time
+
 import pytest
 import torch
 
+from bot.settings import Settings
 from model.network import MelodyNet, NetworkConfig, save_checkpoint
 
 # Step-by-step sampling of a tiny network is all per-op overhead: extra threads only fight over the
@@ -36,14 +44,6 @@ def tiny_weights(tiny_model, tmp_path_factory):
 
 
 # ---- queue and worker fixtures (bot/queue, bot/worker.py, bot/store.py) -------------------------
-import os  # noqa: E402
-import shutil  # noqa: E402
-import socket  # noqa: E402
-import subprocess  # noqa: E402
-import time  # noqa: E402
-
-from bot.settings import Settings  # noqa: E402
-
 # Worker processes sample a tiny network too: one thread each (see torch.set_num_threads above).
 QUEUE_WORKER_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
@@ -60,7 +60,7 @@ def queue_settings(tmp_path, tiny_weights):
     return make
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -70,9 +70,9 @@ def _free_port() -> int:
 def redis_url():
     """A throw-away redis-server (no persistence) for the session, as a child process."""
     server = shutil.which("redis-server") or "/usr/bin/redis-server"
-    if not os.path.exists(server):
-        pytest.skip("redis-server is not installed (apt-get install redis-server)")
-    port = _free_port()
+    if not os.path.exists(server):  # scripts/setup installs it: a missing one is a failure, not a skip
+        pytest.fail("redis-server is not installed (apt-get install redis-server, or run scripts/setup)")
+    port = free_port()
     proc = subprocess.Popen(
         [server, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"],
         stdout=subprocess.DEVNULL,
@@ -96,4 +96,17 @@ def redis_url():
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-# ---- end of queue and worker fixtures -----------------------------------------------------------
+
+
+async def collect(queue, until, timeout: float = 60.0) -> list:
+    """A queue's updates (JobStatus) until `until(updates so far)` holds."""
+    seen: list = []
+
+    async def follow():
+        async for status in queue.updates():
+            seen.append(status)
+            if until(seen):
+                return
+
+    await asyncio.wait_for(follow(), timeout)
+    return seen

@@ -10,7 +10,7 @@ import time
 from collections import Counter
 
 import pytest
-from conftest import QUEUE_WORKER_ENV
+from conftest import QUEUE_WORKER_ENV, collect
 
 from bot.jobs import Job, JobState, JobStatus, Result
 from bot.queue import QueueError, QueueFull, TooManyJobs, make_queue
@@ -24,20 +24,6 @@ PRIMER = [26, 0, 0, 1, 30, 0, 0, 1, 33, 0, 0, 0, 1, 0, 0, 0]  # C4 E4 G4, a bar
 def job(user: int = 1, **fields) -> Job:
     fields = {"primer": PRIMER, "bars": 1, "variations": 1, **fields}
     return Job(user_id=user, channel_id=100 + user, **fields)
-
-
-async def collect(queue, until, timeout: float = 60.0) -> list[JobStatus]:
-    """The queue's updates until `until(updates so far)` holds."""
-    seen: list[JobStatus] = []
-
-    async def follow():
-        async for status in queue.updates():
-            seen.append(status)
-            if until(seen):
-                return
-
-    await asyncio.wait_for(follow(), timeout)
-    return seen
 
 
 def finished(ids):

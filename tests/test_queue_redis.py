@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,10 +14,10 @@ from collections import Counter
 import aiohttp
 import pytest
 import redis
-from conftest import QUEUE_WORKER_ENV
+from conftest import QUEUE_WORKER_ENV, collect, free_port
 from prometheus_client.parser import text_string_to_metric_families
 
-from bot.jobs import Job, JobState, JobStatus
+from bot.jobs import Job, JobState
 from bot.queue import QueueError, make_queue
 from bot.queue.celery_backend import CeleryQueue
 from bot.queue.local import PROJECT_ROOT, worker_environment
@@ -31,25 +30,6 @@ VISIBILITY_TIMEOUT_S = 4  # a killed worker's jobs go to another worker after th
 
 def job(user: int, **fields) -> Job:
     return Job(user_id=user, channel_id=user, primer=PRIMER, bars=1, variations=2, **fields)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-async def collect(queue, until, timeout: float = 60.0) -> list[JobStatus]:
-    seen: list[JobStatus] = []
-
-    async def follow():
-        async for status in queue.updates():
-            seen.append(status)
-            if until(seen):
-                return
-
-    await asyncio.wait_for(follow(), timeout)
-    return seen
 
 
 async def test_a_worker_killed_mid_job_loses_nothing_and_answers_once(queue_settings, redis_url, tmp_path):

@@ -1,8 +1,8 @@
 """Songs of a POP909-style folder as event arrays, the held-out split, and training batches.
 
 A folder holds one sub-folder per song, `NNN/NNN.mid`; the melody is the track named MELODY
-(`../shared/EVALUATION.md`). Parsed songs are cached next to nothing in the folder itself: the
-cache lives in the directory the caller names (default: ~/.cache/melodybot).
+(the evaluation protocol). Parsed songs are cached outside the song folder, in CACHE_DIR
+(MELODYBOT_CACHE, default ~/.cache/melodybot).
 """
 
 from __future__ import annotations

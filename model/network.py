@@ -27,7 +27,7 @@ LOOKBACKS = (STEPS_PER_BAR, 2 * STEPS_PER_BAR)  # steps; events this far back ar
 @dataclass
 class NetworkConfig:
     embed: int = 64  # event embedding size
-    hidden: int = 256  # LSTM units per layer, also the attention width
+    hidden: int = 192  # LSTM units per layer, also the attention width
     layers: int = 2  # LSTM layers in encoder and decoder each
     heads: int = 4  # attention heads
     window: int = 256  # steps of memory attention may look back over (16 bars)

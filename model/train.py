@@ -1,6 +1,6 @@
 """Train the melody network on a POP909-style folder.
 
-    python -m model.train ../shared/data/pop909 --out runs/main --steps 6000
+    python -m model.train path/to/pop909 --out runs/main --steps 2000 --hidden 192 --export model/weights/melody.pt
 
 Cuts (primer, continuation) pairs from random bar lines of the training songs, transposed at
 random; scores the held-out split (every 10th song id) with the evaluation protocol; keeps the
@@ -30,7 +30,7 @@ from model.network import MelodyNet, NetworkConfig, load_checkpoint, save_checkp
 
 @dataclass
 class TrainConfig:
-    steps: int = 6000  # optimizer steps
+    steps: int = 2000  # optimizer steps
     batch_size: int = 64  # windows per step
     primer_steps: tuple[int, ...] = (8, 16, 32, 32, 48, 64)  # primer length drawn per batch, in steps
     target_steps: int = 192  # continuation length per window, in steps

@@ -153,7 +153,7 @@ class MelodyNet(nn.Module):
         max_run = no_limit if max_run is None else max_run
         for t in range(p_len, p_len + steps):
             target = torch.tensor([t], device=device)
-            decoded, state = self.decoder(self._decoder_inputs(sequence, target, offset), state)  # (B, 1, H)
+            decoded, state = self._decoder_step(self._decoder_inputs(sequence, target, offset), state)  # (B, 1, H)
             query = self.query(torch.cat([decoded, self._positions(target, offset)], -1))
             visible = slice(max(0, keys.shape[1] - self.config.window), keys.shape[1])
             allowed = torch.ones(1, visible.stop - visible.start, dtype=torch.bool, device=device)
@@ -167,6 +167,21 @@ class MelodyNet(nn.Module):
             new_key, new_value = self._keys_values(decoded, sequence[:, t : t + 1], target, offset)
             keys, values = torch.cat([keys, new_key], 1), torch.cat([values, new_value], 1)
         return sequence[:, p_len:]
+
+    def _decoder_step(self, inputs: torch.Tensor, state):
+        """One decoder step, inputs (B, 1, In) -> (B, 1, H): the same maths as self.decoder, through
+        torch.lstm_cell, which costs a third of nn.LSTM's per-call overhead on one step."""
+        h, c = state  # (layers, B, H) each
+        x, hs, cs = inputs[:, 0], [], []
+        for k in range(self.config.layers):
+            weights = [getattr(self.decoder, f"{kind}_l{k}") for kind in LSTM_PARAMETERS]
+            x, c_k = torch.lstm_cell(x, (h[k], c[k]), *weights)
+            hs.append(x)
+            cs.append(c_k)
+        return x[:, None], (torch.stack(hs), torch.stack(cs))
+
+
+LSTM_PARAMETERS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")  # nn.LSTM's names, per layer
 
 
 def _trailing_no_events(primer: torch.Tensor) -> torch.Tensor:

@@ -25,6 +25,7 @@ from model.events import (
     note_on,
 )
 from model.midi_io import read_midi
+from model.network import MelodyNet, NetworkConfig
 from model.primer import parse_notes
 from model.sampling import (
     MAX_PRIMER_STEPS,
@@ -292,3 +293,13 @@ def test_cli_mistakes_exit_2_with_one_line(args, message, tmp_path, tiny_weights
     assert captured.err.startswith(message.format(tmp=tmp_path))
     assert len(captured.err.splitlines()) == 1 and captured.out == ""
     assert not (tmp_path / "out").exists()
+
+
+def test_the_one_step_decoder_matches_nn_lstm():
+    model = MelodyNet(NetworkConfig(embed=8, hidden=16, layers=2, heads=2, window=64, dropout=0.0)).eval()
+    inputs = torch.randn(3, 1, model.decoder.input_size)
+    state = (torch.randn(2, 3, 16), torch.randn(2, 3, 16))
+    expected, (h, c) = model.decoder(inputs, state)
+    got, (h_step, c_step) = model._decoder_step(inputs, state)
+    assert torch.allclose(got, expected, atol=1e-6)
+    assert torch.allclose(h_step, h, atol=1e-6) and torch.allclose(c_step, c, atol=1e-6)

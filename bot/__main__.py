@@ -53,7 +53,7 @@ def _setup_logging(settings: Settings, terminal: bool) -> None:
     from bot.observability import setup_logging
 
     if not terminal:
-        setup_logging(settings.log_level, secrets=[settings.discord_token])
+        setup_logging(settings.log_level, json=settings.log_format == "json", secrets=[settings.discord_token])
         return
     # The terminal is the conversation: the details go to a log file, only warnings to the screen.
     # The worker process inherits file descriptor 2, so that descriptor becomes the log file too,
@@ -63,7 +63,7 @@ def _setup_logging(settings: Settings, terminal: bool) -> None:
     screen = os.fdopen(os.dup(2), "w", buffering=1)
     os.dup2(log_file.fileno(), 2)
     sys.stderr = screen
-    handler = setup_logging(settings.log_level, stream=log_file)
+    handler = setup_logging(settings.log_level, json=settings.log_format == "json", stream=log_file)
     warnings = logging.StreamHandler(screen)
     warnings.setLevel(logging.WARNING)
     warnings.setFormatter(handler.formatter)

@@ -38,6 +38,7 @@ class Settings:
     rate_limit_per_minute: int = 10  # commands one user may send per minute
     http_port: int = 0  # /healthz and /metrics; 0: off
     log_level: str = "INFO"
+    log_format: str = "text"  # text: one readable line per record; json: one JSON object per line
 
     @property
     def database(self) -> Path:
@@ -72,6 +73,8 @@ class Settings:
             raise SettingsError(f"{ENV_PREFIX}DEFAULT_BARS ({self.default_bars}) exceeds MAX_BARS ({self.max_bars})")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise SettingsError(f"{ENV_PREFIX}DEVICE must be auto, cpu or cuda, not {self.device!r}")
+        if self.log_format not in ("text", "json"):
+            raise SettingsError(f"{ENV_PREFIX}LOG_FORMAT must be text or json, not {self.log_format!r}")
         if not 0 <= self.http_port < 65536:
             raise SettingsError(f"{ENV_PREFIX}HTTP_PORT must be a port number, not {self.http_port}")
         if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):

@@ -45,7 +45,7 @@ from pathlib import Path
 from bot.jobs import Job, JobState, Result, Variation
 from bot.observability import job_context, observe_job, serve_in_thread, setup_logging
 from bot.queue.base import GENERIC_ERROR
-from bot.settings import Settings
+from bot.settings import Settings, SettingsError
 
 log = logging.getLogger("bot.worker")
 
@@ -454,12 +454,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--visibility-timeout", type=float, help="--redis: seconds before a taken job that was "
                         "not acknowledged goes to another worker (default: 2 x job timeout + 30)")  # fmt: skip
     args = parser.parse_args(argv)
-    level = os.environ.get("MELODYBOT_LOG_LEVEL", "INFO").upper()
-    setup_logging(level, json=os.environ.get("MELODYBOT_LOG_FORMAT") == "json")
+    try:
+        settings = Settings.load(dotenv=None if args.supervised else Path(".env"),
+                                 **({"redis_url": args.redis} if args.redis else {}))
+    except SettingsError as error:
+        print(f"melodybot worker: bad setting: {error}", file=sys.stderr)
+        sys.exit(2)
+    level = settings.log_level.upper()
+    setup_logging(level, json=settings.log_format == "json")
     if args.local is not None:
         run_local(args.local, args.token or f"local-{os.getpid()}", args.supervised)
     else:
-        run_celery(Settings.load(redis_url=args.redis), args.concurrency, args.visibility_timeout, level)
+        run_celery(settings, args.concurrency, args.visibility_timeout, level)
 
 
 if __name__ == "__main__":

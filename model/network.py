@@ -82,18 +82,23 @@ class MelodyNet(nn.Module):
         return keys, values
 
     def _attend(self, queries, keys, values, allowed):
-        """queries (B, Q, H); keys/values (B, M, H); allowed (Q, M) bool -> context (B, Q, H)."""
+        """queries (B, Q, H); keys/values (B, M, H), the null slot first; allowed (Q, M) bool or
+        None for all -> context (B, Q, H)."""
         batch, q_len, hidden = queries.shape
         heads = self.config.heads
-        keys = torch.cat([self.null_key.expand(batch, -1, -1), keys], 1)
-        values = torch.cat([self.null_value.expand(batch, -1, -1), values], 1)
-        allowed = torch.cat([torch.ones_like(allowed[:, :1]), allowed], 1)
 
         def split(x):
             return x.view(batch, x.shape[1], heads, hidden // heads).transpose(1, 2)  # (B, heads, L, h)
 
         context = F.scaled_dot_product_attention(split(queries), split(keys), split(values), attn_mask=allowed)
         return context.transpose(1, 2).reshape(batch, q_len, hidden)
+
+    def _with_null(self, keys, values, allowed):
+        """Put the always-visible null slot in front of the memory (and of its mask)."""
+        batch = keys.shape[0]
+        keys = torch.cat([self.null_key.expand(batch, -1, -1), keys], 1)
+        values = torch.cat([self.null_value.expand(batch, -1, -1), values], 1)
+        return keys, values, torch.cat([torch.ones_like(allowed[:, :1]), allowed], 1)
 
     def _window_mask(self, query_pos: torch.Tensor, memory_pos: torch.Tensor) -> torch.Tensor:
         """Memory position m is visible from query position q when q - window <= m < q."""
@@ -117,7 +122,7 @@ class MelodyNet(nn.Module):
         memory = torch.cat([encoded[:, : p_len - 1], decoded[:, :-1]], 1)  # (B, P+T-2, H)
         memory_pos = torch.arange(memory.shape[1], device=device)
         keys, values = self._keys_values(memory, sequence[:, 1 : memory.shape[1] + 1], memory_pos + 1, offset)
-        context = self._attend(queries, keys, values, self._window_mask(targets - 1, memory_pos))
+        context = self._attend(queries, *self._with_null(keys, values, self._window_mask(targets - 1, memory_pos)))
         return self.head(self.drop(torch.cat([decoded, context], -1)))
 
     # -- sampling --------------------------------------------------------------------------------
@@ -146,8 +151,13 @@ class MelodyNet(nn.Module):
         sequence = torch.cat([primer, torch.full((batch, steps), PAD, dtype=primer.dtype, device=device)], 1)
         offset = torch.zeros(batch, dtype=torch.long, device=device) if offset is None else offset
         encoded, state = self._encode(primer, offset)
+        # Memory buffers: the null slot, then one entry per step read so far, filled in place.
+        keys = torch.empty(batch, p_len + steps, self.config.hidden, device=device)
+        values = torch.empty_like(keys)
+        keys[:, 0], values[:, 0] = self.null_key[0, 0], self.null_value[0, 0]
         memory_pos = torch.arange(p_len - 1, device=device)
-        keys, values = self._keys_values(encoded[:, :-1], primer[:, 1:], memory_pos + 1, offset)
+        keys[:, 1:p_len], values[:, 1:p_len] = self._keys_values(encoded[:, :-1], primer[:, 1:], memory_pos + 1, offset)
+        filled = p_len  # valid entries: the null slot and p_len - 1 memory entries
         run = _trailing_no_events(primer)  # (B,) NO_EVENTs in a row at the end so far
         no_limit = torch.zeros(batch, dtype=torch.long, device=device)
         max_run = no_limit if max_run is None else max_run
@@ -155,9 +165,11 @@ class MelodyNet(nn.Module):
             target = torch.tensor([t], device=device)
             decoded, state = self._decoder_step(self._decoder_inputs(sequence, target, offset), state)  # (B, 1, H)
             query = self.query(torch.cat([decoded, self._positions(target, offset)], -1))
-            visible = slice(max(0, keys.shape[1] - self.config.window), keys.shape[1])
-            allowed = torch.ones(1, visible.stop - visible.start, dtype=torch.bool, device=device)
-            context = self._attend(query, keys[:, visible], values[:, visible], allowed)
+            allowed = None  # all of it, unless the memory is longer than the window
+            if filled - 1 > self.config.window:
+                allowed = torch.ones(1, filled, dtype=torch.bool, device=device)
+                allowed[0, 1 : filled - self.config.window] = False
+            context = self._attend(query, keys[:, :filled], values[:, :filled], allowed)
             logits = self.head(torch.cat([decoded, context], -1))[:, 0]  # (B, C)
             allowed_now = allowed_events.clone()
             allowed_now[:, NO_EVENT] &= (max_run == 0) | (run < max_run)
@@ -165,7 +177,8 @@ class MelodyNet(nn.Module):
             sequence[:, t] = (log_probs + noise[:, t - p_len]).argmax(-1)  # Gumbel-max sampling
             run = torch.where(sequence[:, t] == NO_EVENT, run + 1, 0)
             new_key, new_value = self._keys_values(decoded, sequence[:, t : t + 1], target, offset)
-            keys, values = torch.cat([keys, new_key], 1), torch.cat([values, new_value], 1)
+            keys[:, filled], values[:, filled] = new_key[:, 0], new_value[:, 0]
+            filled += 1
         return sequence[:, p_len:]
 
     def _decoder_step(self, inputs: torch.Tensor, state):

@@ -32,8 +32,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from model.defaults import DEFAULT_WEIGHTS
+
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED_WEIGHTS = ROOT / "model" / "weights" / "melody.pt"
 NOTES_COMMAND = "!continue C4 E4 G4 A4 bars=8 variations=4"
 SKETCH_COMMAND = "!continue file={path} bars=8 variations=4"
 FIRST_COMMAND = "!continue C4 E4 G4 A4"  # the cold start: what a new user types first
@@ -278,15 +279,15 @@ def table(rows: list[tuple[str, list[float], dict[str, float]]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=30, help="sequential requests per warm case")
-    parser.add_argument("--weights", type=Path, help=f"a checkpoint (default: the shipped {SHIPPED_WEIGHTS})")
+    parser.add_argument("--weights", type=Path, help=f"a checkpoint (default: the shipped {DEFAULT_WEIGHTS})")
     parser.add_argument("--write", type=Path, help="also write the results as Markdown to this file")
     parser.add_argument("--log-level", default="INFO", help="the bot's MELODYBOT_LOG_LEVEL (its log file)")
     parser.add_argument("--threads", type=int, help="MELODYBOT_WORKER_THREADS (default: the setting's default)")
     parser.add_argument("--keep", action="store_true", help="keep the data folder (outputs, log) and print it")
     args = parser.parse_args(argv)
     weights = args.weights.resolve() if args.weights else None
-    if weights is None and not SHIPPED_WEIGHTS.is_file():
-        parser.error(f"no shipped weights at {SHIPPED_WEIGHTS}: pass --weights a checkpoint")
+    if weights is None and not DEFAULT_WEIGHTS.is_file():
+        parser.error(f"no shipped weights at {DEFAULT_WEIGHTS}: pass --weights a checkpoint")
 
     data_dir = Path(tempfile.mkdtemp(prefix="melodybot-e2e-"))
     sketch = data_dir / "sketch.mid"
@@ -325,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         "# End-to-end latency: terminal channel, embedded queue, one local worker",
         "",
         f"Machine: {machine()}. Worker torch threads (MELODYBOT_WORKER_THREADS): {_threads(args.threads)}.",
-        f"Weights: {_shown(weights or SHIPPED_WEIGHTS)}. Load average (1, 5, 15 min) at the end: {load}, "
+        f"Weights: {_shown(weights or DEFAULT_WEIGHTS)}. Load average (1, 5, 15 min) at the end: {load}, "
         "from everything this machine ran meanwhile (the benchmark itself keeps about one core busy).",
         f"Cold start (process start to the first answer of `{FIRST_COMMAND}`, files on disk): **{cold_s:.2f} s**",
         f"(that job in the worker: {cold_detail}).",

@@ -15,13 +15,12 @@ import logging
 import os
 import sqlite3
 import sys
-from pathlib import Path
 
 from bot.settings import Settings, SettingsError
+from model.defaults import DEFAULT_WEIGHTS
 
 log = logging.getLogger("melodybot")
 
-SHIPPED_WEIGHTS = Path(__file__).resolve().parents[1] / "model" / "weights" / "melody.pt"  # = model.network's
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,7 +74,7 @@ def _check_local_worker(settings: Settings) -> None:
     """Warn early about what would make every job fail in the embedded worker."""
     if settings.redis_url:
         return  # the workers run elsewhere, with their own files
-    weights = settings.weights or SHIPPED_WEIGHTS
+    weights = settings.weights or DEFAULT_WEIGHTS
     if not weights.is_file():
         log.warning("no model weights at %s: jobs will fail until they exist (train the model, or set "
                     "MELODYBOT_WEIGHTS to a checkpoint)", weights)

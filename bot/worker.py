@@ -46,6 +46,7 @@ from bot.jobs import Job, JobState, Result, Variation
 from bot.observability import job_context, observe_job, serve_in_thread, setup_logging
 from bot.queue.base import GENERIC_ERROR
 from bot.settings import Settings, SettingsError
+from model.defaults import DEFAULT_WEIGHTS
 
 log = logging.getLogger("bot.worker")
 
@@ -87,7 +88,6 @@ class Generator:
         for each batch and fails the jobs meanwhile, so users hear why instead of waiting forever."""
         import torch
 
-        from model.network import DEFAULT_WEIGHTS
         from model.sampling import SamplingOptions, continue_melodies, load_model
 
         if self.settings.worker_threads:  # step-by-step sampling: more threads mostly fight over cores

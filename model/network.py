@@ -12,15 +12,14 @@ teacher-forced training stays parallel (no attention fed back into the LSTM inpu
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from model.defaults import DEFAULT_WEIGHTS  # noqa: F401 - loaded by default, re-exported
 from model.events import NO_EVENT, NUM_CLASSES, PAD, STEPS_PER_BAR
 
-DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "melody.pt"  # shipped, loaded by default
 LOOKBACKS = (STEPS_PER_BAR, 2 * STEPS_PER_BAR)  # steps; events this far back are decoder inputs
 
 

@@ -12,11 +12,18 @@ from pathlib import Path
 
 import torch
 
+from model.defaults import (
+    DEFAULT_WEIGHTS,
+    MAX_BARS,
+    MAX_REST_LIMIT,
+    MAX_SEED,
+    MAX_VARIATIONS,
+    TEMPERATURE_RANGE,
+    TOP_P_RANGE,
+)
 from model.events import NOTE_OFF, NUM_CLASSES, PAD, STEPS_PER_BAR, event_pitch, events_to_notes, is_note_on
-from model.network import DEFAULT_WEIGHTS, MelodyNet, load_checkpoint
+from model.network import MelodyNet, load_checkpoint
 
-MAX_BARS = 32  # continuation length limit per request, in bars
-MAX_VARIATIONS = 16  # continuations per request
 MAX_PRIMER_STEPS = 64 * STEPS_PER_BAR  # longer primers keep only their last 64 bars
 
 # Krumhansl-Kessler key profiles (major, minor), index 0 = tonic.
@@ -43,14 +50,16 @@ class SamplingOptions:
             raise ValueError(f"bars must be between 1 and {MAX_BARS}, not {self.bars}")
         if not 1 <= self.variations <= MAX_VARIATIONS:
             raise ValueError(f"variations must be between 1 and {MAX_VARIATIONS}, not {self.variations}")
-        if not 0.05 <= self.temperature <= 3.0:
-            raise ValueError(f"temperature must be between 0.05 and 3.0, not {self.temperature}")
-        if not 0.05 <= self.top_p <= 1.0:
-            raise ValueError(f"top_p must be between 0.05 and 1.0, not {self.top_p}")
-        if not 0 <= self.max_rest <= 256:
-            raise ValueError(f"max_rest must be between 0 and 256 steps, not {self.max_rest}")
-        if not 0 <= self.seed < 2**31:
-            raise ValueError(f"seed must be between 0 and {2**31 - 1}, not {self.seed}")
+        low, high = TEMPERATURE_RANGE
+        if not low <= self.temperature <= high:
+            raise ValueError(f"temperature must be between {low} and {high}, not {self.temperature}")
+        low, high = TOP_P_RANGE
+        if not low <= self.top_p <= high:
+            raise ValueError(f"top_p must be between {low} and {high}, not {self.top_p}")
+        if not 0 <= self.max_rest <= MAX_REST_LIMIT:
+            raise ValueError(f"max_rest must be between 0 and {MAX_REST_LIMIT} steps, not {self.max_rest}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ValueError(f"seed must be between 0 and {MAX_SEED}, not {self.seed}")
 
 
 @dataclass(frozen=True)

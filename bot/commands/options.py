@@ -17,12 +17,10 @@ from typing import Any
 from bot.commands.replies import CommandError
 from bot.render import INSTRUMENTS, RenderError, resolve_instrument
 from bot.settings import Settings
+from model.defaults import MAX_SEED, TEMPERATURE_RANGE, TOP_P_RANGE  # no torch: the limits the worker checks
 
 MAX_VARIATIONS = 4  # 4 MIDI + 4 MP3 + 1 PNG = 9 of Discord's 10 attachments per message
-TEMPERATURE_RANGE = (0.05, 3.0)  # inclusive; model.sampling's range (not imported: it pulls in torch)
-TOP_P_RANGE = (0.05, 1.0)  # inclusive, as in model.sampling
 BPM_RANGE = (20.0, 300.0)  # inclusive
-MAX_SEED = 2**31 - 1  # inclusive, as in model.sampling
 RANDOM_SEEDS = 100_000  # a fresh seed is below this: short enough to read out and retype
 DEFAULT_BPM = 120.0
 DEFAULT_TOP_P = 0.95

@@ -1,13 +1,25 @@
-"""bot/commands/: parsing, options, every kind of bad input, and the replies, against a small
-in-test JobQueue (the real queue and worker are exercised in test_discord.py and test_terminal.py)."""
+"""bot/commands/: parsing, options, every kind of bad input, and the replies, on the real queue.
+
+The queue is the SQLite bookkeeping both backends share (bot/queue/base.py's StoreQueue over
+bot/store.py: positions, caps, cancel, results), without a worker, so jobs stay where the commands
+put them. The finished jobs that !extend, !again, !votes and the result message need were made once
+per module by a real worker (LocalQueue, tiny network, real rendering); a test that asks for
+`results` starts from a copy of that database.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
+import re
+import shutil
+import sqlite3
+from pathlib import Path
 
 import pytest
+from conftest import QUEUE_WORKER_ENV, collect
 from midi_factory import TrackSpec, line, make_midi
 
 from bot.commands import (
@@ -23,68 +35,53 @@ from bot.commands import (
     parse_options,
     split_tokens,
 )
-from bot.jobs import Job, JobState, JobStatus, Result, Variation
-from bot.queue import JobQueue, QueueError, QueueFull, TooManyJobs
+from bot.jobs import Job, JobState, JobStatus, Result
+from bot.queue.base import StoreQueue
+from bot.queue.local import LocalQueue
 from bot.settings import Settings
+from bot.store import Store
 from bot.votes import NUMBER_EMOJIS, VoteStore
 from model.primer import NOTATION, parse_notes
 
 USER, OTHER, CHANNEL = 1001, 1002, 2001
 
+# The finished jobs the `results` fixture provides, by name: the commands that made them.
+MADE = {
+    "flute": "!continue C4 E4 G4 bars=2 temp=0.7 sound=flute n=3",
+    "reroll": "!continue C4 E4 G4 seed=5 bars=3 key=off n=2",
+    "post": "!continue C4 E4 seed=42 n=4 bpm=96 bars=2",
+}
 
-class FakeQueue(JobQueue):
-    """Keeps jobs in a dict; `finish` makes a result. `fail_with` makes submit raise."""
 
-    def __init__(self):
-        self.jobs: dict[str, JobStatus] = {}
-        self.fail_with: Exception | None = None
-        self._updates: asyncio.Queue = asyncio.Queue()
+@pytest.fixture(scope="module")
+def made(tmp_path_factory, tiny_weights) -> tuple[Path, dict[str, str]]:
+    """The jobs of MADE, sent through a CommandHandler to a real LocalQueue and finished by its
+    worker: the database file, and the job ids by name."""
+    folder = tmp_path_factory.mktemp("made")
+    settings = Settings(data_dir=folder, weights=tiny_weights, device="cpu")
 
-    async def start(self): ...
+    async def make() -> dict[str, str]:
+        votes = VoteStore(folder / "votes.sqlite3")
+        try:
+            async with LocalQueue(settings, worker_env=QUEUE_WORKER_ENV) as queue:
+                handler = CommandHandler(settings, queue, votes, platform=DISCORD, rng=random.Random(7))
+                ids = {}
+                for name, line_ in MADE.items():
+                    (reply,) = await handler.handle_line(request(), line_)
+                    assert reply.status_of is not None, reply.text
+                    ids[name] = reply.status_of
+                seen = await collect(queue, lambda seen: {s.job.job_id for s in seen if s.state.finished} >= set(
+                    ids.values()))  # fmt: skip
+                assert {s.job.job_id: s.state for s in seen if s.state.finished} == dict.fromkeys(
+                    ids.values(), JobState.DONE)  # fmt: skip
+                for job_id in ids.values():
+                    await queue.mark_delivered(job_id)
+        finally:
+            votes.close()
+        return ids
 
-    async def close(self):
-        self._updates.put_nowait(None)
-
-    async def submit(self, job: Job) -> JobStatus:
-        if self.fail_with is not None:
-            raise self.fail_with
-        queued = [s for s in self.jobs.values() if s.state == JobState.QUEUED]
-        status = JobStatus(job, JobState.QUEUED, position=len(queued) + 1)
-        self.jobs[job.job_id] = status
-        return status
-
-    async def cancel(self, job_id, user_id=None):
-        status = self.jobs.get(job_id)
-        if status is None:
-            raise QueueError(f"There is no job {job_id}.")
-        if user_id is not None and status.job.user_id != user_id:
-            raise QueueError(f"Job {job_id} is not yours.")
-        status.state = JobState.CANCELLED
-        return status
-
-    async def get(self, job_id):
-        return self.jobs.get(job_id)
-
-    async def user_jobs(self, user_id):
-        return [s for s in self.jobs.values() if s.job.user_id == user_id and not s.state.finished]
-
-    async def updates(self):
-        while (status := await self._updates.get()) is not None:
-            yield status
-
-    async def mark_delivered(self, job_id): ...
-
-    async def stats(self):
-        return {}
-
-    def finish(self, job_id: str) -> JobStatus:
-        status = self.jobs[job_id]
-        job = status.job
-        variations = [Variation(job.primer + [2 + n] * 16, b"MThd-%d" % n, b"ID3-%d" % n, b"\x89PNG-%d" % n)
-                      for n in range(job.variations)]
-        status.state, status.position = JobState.DONE, None
-        status.result = Result(job.job_id, len(job.primer), variations, b"\x89PNG-all", "C major", {"total": 1.0})
-        return status
+    ids = asyncio.run(make())
+    return settings.database, ids
 
 
 @pytest.fixture
@@ -93,8 +90,24 @@ def settings(tmp_path) -> Settings:
 
 
 @pytest.fixture
-def queue():
-    return FakeQueue()
+async def queue(settings):
+    queue = StoreQueue(settings)
+    await queue.start()
+    yield queue
+    await queue.close()
+
+
+@pytest.fixture
+async def results(made, queue, settings) -> dict[str, str]:
+    """MADE's finished jobs in this test's queue (the made database replaces its empty one)."""
+    database, ids = made
+    await queue.close()
+    for old in settings.data_dir.glob(settings.database.name + "*"):
+        old.unlink()
+    for part in database.parent.glob(database.name + "*"):  # the file, and its WAL if one is left
+        shutil.copyfile(part, settings.data_dir / (settings.database.name + part.name[len(database.name):]))
+    await queue.start()
+    return ids
 
 
 @pytest.fixture
@@ -121,9 +134,25 @@ async def say(handler, line: str, **changes) -> str:
     return "\n".join(r.text for r in replies)
 
 
-def only_job(queue) -> Job:
-    (status,) = queue.jobs.values()
-    return status.job
+async def submit(handler, line: str, **changes) -> tuple[str, Job]:
+    """Say a command that queues a job: the reply, and the job as the queue stored it."""
+    (reply,) = await handler.handle_line(request(**changes), line)
+    assert reply.status_of is not None, reply.text
+    status = await handler.queue.get(reply.status_of)
+    assert status.state == JobState.QUEUED
+    return reply.text, status.job
+
+
+async def waiting(queue, user_id: int = USER) -> list[Job]:
+    """The user's unfinished jobs, in queue order."""
+    return [status.job for status in await queue.user_jobs(user_id)]
+
+
+def break_database(settings: Settings) -> None:
+    """A store that fails unexpectedly (as with a damaged file): its jobs table is gone."""
+    db = sqlite3.connect(settings.database)
+    db.execute("DROP TABLE queue_jobs")
+    db.close()
 
 
 def midi_upload(data: bytes, name: str = "sketch.mid", size: int | None = None, reads: list | None = None) -> Upload:
@@ -196,11 +225,9 @@ def test_parse_line(handler):
 
 # -- continue ---------------------------------------------------------------------------------------
 async def test_continue_typed_notes_queues_a_job(handler, queue):
-    replies = await handler.handle_line(request(), "!continue C4 E4 G4 A4 bars=4 temp=1.2 sound=guitar seed=42 n=3")
-    (reply,) = replies
-    job = only_job(queue)
-    assert reply.text.startswith(f"Queued as job {job.job_id}, position 1. From your notes: 3 variations of 4 bars")
-    assert reply.status_of == job.job_id
+    text, job = await submit(handler, "!continue C4 E4 G4 A4 bars=4 temp=1.2 sound=guitar seed=42 n=3")
+    assert text.startswith(f"Queued as job {job.job_id}, position 1. From your notes: 3 variations of 4 bars")
+    assert await waiting(queue) == [job]
     assert job.primer == parse_notes("C4 E4 G4 A4")
     assert (job.bars, job.temperature, job.instrument, job.seed, job.variations) == (4, 1.2, "guitar", 42, 3)
     assert (job.user_id, job.channel_id, job.user_name, job.bpm, job.top_p, job.keep_key) == (
@@ -208,8 +235,7 @@ async def test_continue_typed_notes_queues_a_job(handler, queue):
 
 
 async def test_continue_defaults(handler, queue):
-    await say(handler, "!continue C4 E4")
-    job = only_job(queue)
+    _, job = await submit(handler, "!continue C4 E4")
     assert (job.bars, job.variations, job.temperature) == (8, 4, 1.0)
     assert 0 <= job.seed < 100_000
 
@@ -223,18 +249,17 @@ async def test_continue_defaults(handler, queue):
 async def test_bad_notes_say_what_is_allowed(handler, queue, line, expected):
     text = await say(handler, line)
     assert expected in text
-    assert queue.jobs == {}
+    assert await waiting(queue) == []
 
 
 async def test_attached_sketch_wins_over_typed_notes(handler, queue):
     sketch = make_midi([TrackSpec("Lead", line([64, 65, 67, 69]))], bpm=90)
-    text = await say(handler, "!continue C4 D4 bars=2", uploads=[midi_upload(sketch, "idea.MID")])
-    job = only_job(queue)
+    text, job = await submit(handler, "!continue C4 D4 bars=2", uploads=[midi_upload(sketch, "idea.MID")])
     assert "From the sketch idea.MID (4 notes from Lead)" in text
     assert "you attached a sketch, so I ignored the typed notes" in text
     assert job.bpm == 90 and job.bars == 2 and job.primer[0] == parse_notes("E4")[0]
     await say(handler, "!continue bpm=100", uploads=[midi_upload(sketch)])
-    assert [s.job.bpm for s in queue.jobs.values()] == [90, 100]
+    assert [job.bpm for job in await waiting(queue)] == [90, 100]
 
 
 @pytest.mark.parametrize(("uploads", "expected"), [
@@ -246,7 +271,7 @@ async def test_unusable_uploads_are_refused_before_download(handler, queue, uplo
     reads = []
     text = await say(handler, "!continue", uploads=[midi_upload(d, n, s, reads) for n, d, s in uploads])
     assert expected in text
-    assert reads == [] and queue.jobs == {}
+    assert reads == [] and await waiting(queue) == []
 
 
 async def test_damaged_or_empty_sketches(handler, queue):
@@ -258,7 +283,7 @@ async def test_damaged_or_empty_sketches(handler, queue):
     assert "only drum tracks" in await say(handler, "!continue", uploads=[midi_upload(drums)])
     lying = midi_upload(b"x" * (2 * 1024 * 1024), "small.mid", size=10)  # announced small, arrives big
     assert "a sketch can be at most 1024 KiB" in await say(handler, "!continue", uploads=[lying])
-    assert queue.jobs == {}
+    assert await waiting(queue) == []
 
 
 async def test_download_failure_is_a_plain_answer(handler, queue, caplog):
@@ -276,65 +301,63 @@ async def test_terminal_takes_a_sketch_by_path(settings, queue, store, tmp_path)
     path.write_bytes(make_midi([TrackSpec("Melody", line([60, 64, 67]))], bpm=100))
     for line_ in (f"!continue file={path} bars=2", f"!continue --midi {path}", f"!continue midi:{path}"):
         assert "From the sketch" in await say(handler, line_)
-    assert [s.job.bpm for s in queue.jobs.values()] == [100, 100, 100]
+    assert [job.bpm for job in await waiting(queue)] == [100, 100, 100]
     assert f"There is no file at {tmp_path / 'nope.mid'}" in await say(handler, f"!continue file={tmp_path}/nope.mid")
 
 
 # -- queue errors -----------------------------------------------------------------------------------
-async def test_queue_refusals_are_explained(handler, queue, caplog):
-    queue.fail_with = QueueFull(42.4)
-    assert await say(handler, "!continue C4 E4") == "The queue is full right now; try again in about 42 s."
-    queue.fail_with = TooManyJobs("You already have 3 jobs waiting; wait for one to finish or !cancel one.")
-    assert await say(handler, "!continue C4 E4") == str(queue.fail_with)
-    queue.fail_with = ConnectionRefusedError("redis down")
-    with caplog.at_level(logging.ERROR):
-        text = await say(handler, "!continue C4 E4")
+async def test_queue_refusals_are_explained(settings, store, caplog):
+    small = dataclasses.replace(settings, max_queue=3)
+    async with StoreQueue(small) as queue:
+        handler = CommandHandler(small, queue, store, platform=DISCORD)
+        for _ in range(3):
+            await submit(handler, "!continue C4 E4")
+        assert await say(handler, "!continue C4 E4") == \
+            "You already have 3 jobs waiting; wait for one to finish or !cancel one."
+        # 3 unfinished jobs in all, and no history yet: the store guesses 30 s a job.
+        assert await say(handler, "!continue C4 E4", user_id=OTHER) == \
+            "The queue is full right now; try again in about 30 s."
+        assert "Which job?" in await say(handler, "!cancel")  # three of them
+        break_database(small)
+        with caplog.at_level(logging.ERROR):
+            text = await say(handler, "!continue C4 E4", user_id=OTHER)
     assert "can't be reached right now (its worker may be down)" in text and "Traceback" not in text
-    assert "submitting failed" in caplog.text and "redis down" in caplog.text
+    assert "submitting failed" in caplog.text and "no such table: queue_jobs" in caplog.text
 
 
-async def test_an_unexpected_error_is_logged_not_shown(handler, queue, caplog, monkeypatch):
-    async def explode(job_id):
-        raise RuntimeError("disk on fire")
-
-    queue.get = explode
+async def test_an_unexpected_error_is_logged_not_shown(handler, settings, caplog):
+    break_database(settings)
     text = await say(handler, "!votes abc123")
-    assert text.startswith("Sorry, something went wrong on my side") and "disk on fire" not in text
-    assert "disk on fire" in caplog.text
+    assert text.startswith("Sorry, something went wrong on my side") and "no such table" not in text
+    assert "no such table: queue_jobs" in caplog.text
 
 
-# -- extend, again, votes -----------------------------------------------------------------------------
-async def finished_job(handler, queue, line_="!continue C4 E4 G4 bars=2 temp=0.7 sound=flute n=3") -> Job:
-    await say(handler, line_)
-    job = list(queue.jobs.values())[-1].job
-    queue.finish(job.job_id)
-    return job
-
-
-async def test_extend_defaults_to_the_vote_leader_else_the_first(handler, queue, store):
-    parent = await finished_job(handler, queue)
-    text = await say(handler, f"!extend {parent.job_id}")
+# -- extend, again, votes (on MADE's results) ---------------------------------------------------------
+async def test_extend_defaults_to_the_vote_leader_else_the_first(handler, queue, store, results):
+    done = await queue.get(results["flute"])
+    parent = done.job
+    text, first = await submit(handler, f"!extend {parent.job_id}")
     assert f"Extending {parent.job_id} variation 1 (no votes yet, so the first)" in text
+    assert first.primer == done.result.variations[0].events
     await store.vote(parent.job_id, 7, 3)
     await store.vote(parent.job_id, 8, 3)
     await store.vote(parent.job_id, 9, 2)
-    text = await say(handler, f"!extend {parent.job_id} bars=4 temp=1.5")
+    text, child = await submit(handler, f"!extend {parent.job_id} bars=4 temp=1.5")
     assert "variation 3 (the vote leader)" in text
-    child = list(queue.jobs.values())[-1].job
-    assert child.primer == queue.jobs[parent.job_id].result.variations[2].events
+    assert child.primer == done.result.variations[2].events != first.primer
     assert child.parent == f"{parent.job_id}:3"
     assert (child.bars, child.temperature, child.instrument, child.variations) == (4, 1.5, "flute", 3)
     assert child.seed != parent.seed
 
 
-async def test_extend_a_chosen_variation_and_the_newest_result(handler, queue, store):
-    parent = await finished_job(handler, queue)
-    await say(handler, f"!extend {parent.job_id.upper()} 2")
-    assert list(queue.jobs.values())[-1].job.parent == f"{parent.job_id}:2"
+async def test_extend_a_chosen_variation_and_the_newest_result(handler, store, results):
+    parent_id = results["flute"]
+    _, child = await submit(handler, f"!extend {parent_id.upper()} 2")
+    assert child.parent == f"{parent_id}:2"
     assert "Which job?" in await say(handler, "!extend 2")  # nothing posted in this channel yet
-    await store.remember_result(99, parent.job_id, CHANNEL, 3)
-    await say(handler, "!extend 3")
-    assert list(queue.jobs.values())[-1].job.parent == f"{parent.job_id}:3"
+    await store.remember_result(99, parent_id, CHANNEL, 3)
+    _, child = await submit(handler, "!extend 3")
+    assert child.parent == f"{parent_id}:3"
 
 
 @pytest.mark.parametrize(("args", "expected"), [
@@ -343,32 +366,29 @@ async def test_extend_a_chosen_variation_and_the_newest_result(handler, queue, s
     ("{job} C4 E4", "I don't understand `C4 E4`"),
     ("{job} bars=99", "1 to 32 bars"),
 ])
-async def test_extend_mistakes(handler, queue, args, expected):
-    parent = await finished_job(handler, queue)
-    assert expected in await say(handler, "!extend " + args.format(job=parent.job_id))
+async def test_extend_mistakes(handler, queue, results, args, expected):
+    assert expected in await say(handler, "!extend " + args.format(job=results["flute"]))
+    assert await waiting(queue) == []
 
 
 async def test_extend_needs_a_finished_job(handler, queue):
-    await say(handler, "!continue C4 E4")
-    job = only_job(queue)
+    _, job = await submit(handler, "!continue C4 E4")
     assert f"Job {job.job_id} has no result to extend: it is queued, position 1." == \
         await say(handler, f"!extend {job.job_id}")
 
 
-async def test_again_rerolls_with_a_new_seed(handler, queue):
-    parent = await finished_job(handler, queue, "!continue C4 E4 G4 seed=5 bars=3 key=off")
-    text = await say(handler, f"!again {parent.job_id}")
+async def test_again_rerolls_with_a_new_seed(handler, queue, results):
+    parent = (await queue.get(results["reroll"])).job
+    text, again = await submit(handler, f"!again {parent.job_id}")
     assert f"Rerolling {parent.job_id} with a new seed" in text
-    again = list(queue.jobs.values())[-1].job
     assert again.primer == parent.primer and again.seed != 5
-    assert (again.bars, again.keep_key, again.temperature) == (3, False, 1.0)
-    await say(handler, f"!again {parent.job_id} temp=2 seed=9")
-    tweaked = list(queue.jobs.values())[-1].job
+    assert (again.bars, again.keep_key, again.temperature, again.variations) == (3, False, 1.0, 2)
+    _, tweaked = await submit(handler, f"!again {parent.job_id} temp=2 seed=9")
     assert (tweaked.temperature, tweaked.seed, tweaked.bars) == (2.0, 9, 3)
 
 
-async def test_votes_tally_marks_the_leader(handler, queue, store):
-    job = await finished_job(handler, queue)
+async def test_votes_tally_marks_the_leader(handler, queue, store, results):
+    job = (await queue.get(results["flute"])).job
     assert "Vote with 1\ufe0f\u20e3-3\ufe0f\u20e3 under the result." in await say(handler, f"!votes {job.job_id}")
     await store.vote(job.job_id, 7, 2)
     await store.vote(job.job_id, 8, 2)
@@ -383,8 +403,8 @@ async def test_votes_tally_marks_the_leader(handler, queue, store):
     ]
 
 
-async def test_typed_votes_are_for_the_terminal(handler, settings, queue, store):
-    job = await finished_job(handler, queue)
+async def test_typed_votes_are_for_the_terminal(handler, settings, queue, store, results):
+    job = (await queue.get(results["flute"])).job
     assert "vote with the number reactions" in await say(handler, f"!vote {job.job_id} 2")
     terminal = CommandHandler(settings, queue, store, platform=TERMINAL)
     assert await say(terminal, f"!vote {job.job_id} 2") == f"Your vote for job {job.job_id} is on variation 2."
@@ -398,16 +418,24 @@ async def test_typed_votes_are_for_the_terminal(handler, settings, queue, store)
 # -- queue, cancel, channel, help -----------------------------------------------------------------------
 async def test_queue_and_cancel(handler, queue):
     assert "You have no jobs" in await say(handler, "!queue")
-    await say(handler, "!continue C4 E4 bars=2")
-    await say(handler, "!continue D4 F4 n=1")
-    first, second = (s.job.job_id for s in queue.jobs.values())
+    _, ahead = await submit(handler, "!continue G4 A4", user_id=OTHER)
+    _, first = await submit(handler, "!continue C4 E4 bars=2")
+    _, second = await submit(handler, "!continue D4 F4 n=1")
+    first, second = first.job_id, second.job_id
     text = await say(handler, "!queue")
-    assert f"{first}: queued, position 1 (4 variations of 2 bars)" in text
-    assert f"{second}: queued, position 2 (1 variation of 8 bars)" in text
+    assert f"{first}: queued, position 2 (4 variations of 2 bars)" in text
+    assert f"{second}: queued, position 3 (1 variation of 8 bars)" in text and ahead.job_id not in text
     assert "Which job?" in await say(handler, "!cancel")  # two jobs: say which
-    assert "is not yours" in await say(handler, f"!cancel {first}", user_id=OTHER)
+    assert "is not yours to cancel" in await say(handler, f"!cancel {first}", user_id=OTHER)
     assert await say(handler, f"!cancel {first}") == f"Job {first} was cancelled."
+    assert f"{second}: queued, position 2 (1 variation" in await say(handler, "!queue")  # it moved up
+    assert await say(handler, f"!cancel {first}") == f"Job {first} has already finished (cancelled)."
+    assert await say(handler, f"!cancel {ahead.job_id}") == f"Job {ahead.job_id} is not yours to cancel."
     assert await say(handler, "!cancel") == f"Job {second} was cancelled."  # the only one left
+    assert "you have none running" in await say(handler, "!cancel")
+    assert await say(handler, "!cancel zzzzzz") == "There is no job zzzzzz."
+    assert [job.job_id for job in await waiting(queue, OTHER)] == [ahead.job_id]
+    assert (await queue.get(ahead.job_id)).position == 1
 
 
 async def test_channel_switch(handler, store):
@@ -446,18 +474,22 @@ async def test_help_has_examples_and_the_notation(handler, settings, queue, stor
 
 
 # -- what a job's messages say ------------------------------------------------------------------------
-async def test_result_reply_carries_every_file_and_the_settings(handler, queue):
-    job = await finished_job(handler, queue, "!continue C4 E4 seed=42 n=4 bpm=96")
-    status = queue.jobs[job.job_id]
+async def test_result_reply_carries_every_file_and_the_settings(handler, queue, results):
+    status = await queue.get(results["post"])
+    job = status.job
     reply = handler.result_reply(status)
+    midis, mp3s, (png,) = reply.files[:4], reply.files[4:8], reply.files[8:]  # the worker's real files
+    assert all(f.data.startswith(b"MThd") for f in midis) and png.data.startswith(b"\x89PNG")
+    assert all(f.data.startswith((b"ID3", b"\xff")) and len(f.data) > 1000 for f in mp3s)
     names = [f.name for f in reply.files]
     assert names == [f"{job.job_id}-{n}.mid" for n in range(1, 5)] + [f"{job.job_id}-{n}.mp3" for n in range(1, 5)] \
         + [f"{job.job_id}.png"]
     assert reply.reactions == list(NUMBER_EMOJIS[:4]) and reply.result_of == job.job_id
     assert [b.custom_id for b in reply.buttons] == [f"melodybot:extend:{job.job_id}", f"melodybot:again:{job.job_id}"]
     first = reply.text.splitlines()[:2]
+    assert re.fullmatch(r"[A-G][#b]? (major|minor)", status.result.key)  # the primer is in a key
     assert first == [f"Job {job.job_id}: 4 continuations for ann.",
-                     "Key: C major | 8 bars at 96 BPM | piano | temp=1 | topp=0.95 | key=on | seed=42"]
+                     f"Key: {status.result.key} | 2 bars at 96 BPM | piano | temp=1 | topp=0.95 | key=on | seed=42"]
     small = handler.result_reply(status, upload_limit=40)
     assert all(not f.name.endswith(".mp3") for f in small.files) and "MP3 previews are left out" in small.text
 
@@ -471,7 +503,7 @@ def test_status_texts(handler):
     assert handler.status_text(JobStatus(job, JobState.CANCELLED)) == "Job abc123 was cancelled."
 
 
-async def test_update_follower_keeps_each_jobs_order_and_survives_failures(queue, caplog):
+async def test_update_follower_keeps_each_jobs_order_and_survives_failures(queue, settings, caplog):
     seen = []
 
     async def deliver(status):
@@ -482,10 +514,15 @@ async def test_update_follower_keeps_each_jobs_order_and_survives_failures(queue
 
     follower = UpdateFollower(queue, deliver)
     follower.start()
-    job, bad = Job(1, 2, [2], job_id="good"), Job(1, 2, [2], job_id="bad")
-    for status in (JobStatus(job, JobState.RUNNING), JobStatus(bad, JobState.RUNNING), JobStatus(job, JobState.DONE)):
-        queue._updates.put_nowait(status)
-    for _ in range(100):
+    for job_id in ("good", "bad"):
+        await queue.submit(Job(USER, CHANNEL, [2], job_id=job_id))
+    worker = Store(settings.database)  # a worker's side of the database: it takes both, finishes one
+    try:
+        assert [job.job_id for job in worker.claim("w1", max_rows=8)] == ["good", "bad"]
+        assert worker.finish("good", JobState.DONE, result=Result("good", 1, [], b"", None, {}), worker="w1")
+    finally:
+        worker.close()
+    for _ in range(200):
         if len(seen) == 2:
             break
         await asyncio.sleep(0.01)

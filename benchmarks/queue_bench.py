@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bot.jobs import Job, JobState  # noqa: E402
 from bot.queue.local import LocalQueue  # noqa: E402
 from bot.settings import Settings  # noqa: E402
-from bot.worker import TEST_SKIP_RENDER_ENV  # noqa: E402
+from bot.worker.generator import TEST_SKIP_RENDER_ENV  # noqa: E402
 
 SHIPPED = Path(__file__).resolve().parents[1] / "model" / "weights" / "melody.pt"
 PRIMER = [26, 0, 0, 1, 30, 0, 0, 1, 33, 0, 0, 0, 1, 0, 0, 0] * 2  # two bars: C4 E4 G4 ...

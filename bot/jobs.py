@@ -12,6 +12,8 @@ import secrets
 import time
 from dataclasses import asdict, dataclass, field
 
+GENERIC_ERROR = "The generator hit an error (job {job_id}); try again."  # details are in the worker's log
+
 
 class JobState(enum.StrEnum):
     QUEUED = "queued"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 ENV_PREFIX = "MELODYBOT_"
 
@@ -44,6 +45,10 @@ class Settings:
     def database(self) -> Path:
         return self.data_dir / "melodybot.sqlite3"
 
+    def secrets(self) -> list[str]:
+        """What must never reach a log or a screen: the Discord token, the Redis password."""
+        return [s for s in (self.discord_token, url_password(self.redis_url)) if s]
+
     @classmethod
     def load(cls, env: dict[str, str] | None = None, dotenv: Path | None = Path(".env"), **overrides) -> Settings:
         values = _read_dotenv(dotenv) if dotenv is not None else {}
@@ -57,6 +62,12 @@ class Settings:
                 continue
             kwargs[f.name] = _convert(f.name, f.type, raw)
         kwargs.update(overrides)
+        # Relative paths mean "from the folder the bot was started in", once and for all: the
+        # worker processes get these absolute paths, whatever folder they run in.
+        for name in ("data_dir", "weights", "soundfont"):
+            if kwargs.get(name) is not None:
+                kwargs[name] = Path(kwargs[name]).expanduser().absolute()
+        kwargs.setdefault("data_dir", Path(cls.data_dir).absolute())
         settings = cls(**kwargs)
         settings.check()
         return settings
@@ -78,7 +89,8 @@ class Settings:
         if not 0 <= self.http_port < 65536:
             raise SettingsError(f"{ENV_PREFIX}HTTP_PORT must be a port number, not {self.http_port}")
         if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
-            raise SettingsError(f"{ENV_PREFIX}REDIS_URL must start with redis://, rediss:// or unix://")
+            raise SettingsError(f"{ENV_PREFIX}REDIS_URL must start with redis://, rediss:// or unix://, not "
+                                f"{safe_url(self.redis_url)!r}")
         for name in ("weights", "soundfont"):
             path = getattr(self, name)
             if path is not None and not path.is_file():
@@ -108,3 +120,22 @@ def _read_dotenv(path: Path) -> dict[str, str]:
             name, value = line.split("=", 1)
             values[name.strip().removeprefix("export ").strip()] = value.strip().strip("\"'")
     return values
+
+
+def safe_url(url: str | None) -> str:
+    """The URL without its password, for messages and logs: redis://:***@host:6379/0."""
+    if not url:
+        return str(url)
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def url_password(url: str | None) -> str | None:
+    """The secret in a Redis URL, for the log filters."""
+    return urlsplit(url).password if url else None

@@ -214,12 +214,12 @@ class Store:
         with self._write() as db:
             db.execute("UPDATE queue_jobs SET dispatched = 1 WHERE job_id = ?", (job_id,))
 
-    def undispatched(self) -> list[Job]:
-        """Redis mode: queued jobs the broker may never have received (the bot died in between)."""
+    def queued_jobs(self) -> list[tuple[Job, bool]]:
+        """Every queued job in queue order, with whether it was handed to the broker (Redis mode)."""
         rows = self.db.execute(
-            "SELECT job FROM queue_jobs WHERE state = ? AND dispatched = 0 ORDER BY seq", (JobState.QUEUED.value,)
+            "SELECT job, dispatched FROM queue_jobs WHERE state = ? ORDER BY seq", (JobState.QUEUED.value,)
         ).fetchall()
-        return [Job.from_dict(json.loads(job)) for (job,) in rows]
+        return [(Job.from_dict(json.loads(job)), bool(dispatched)) for job, dispatched in rows]
 
     def follow_start(self, now: float | None = None) -> tuple[int, list[str]]:
         """Where to start following the event log, and the finished jobs the bot has not answered

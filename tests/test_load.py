@@ -23,7 +23,7 @@ from bot.jobs import Job, JobState
 from bot.queue import QueueFull, TooManyJobs
 from bot.queue.local import LocalQueue
 from bot.store import Store
-from bot.worker import TEST_SKIP_RENDER_ENV
+from bot.worker.generator import TEST_SKIP_RENDER_ENV
 
 USERS, JOBS_PER_USER = 20, 10
 PER_USER_CAP, QUEUE_CAP = 3, 40

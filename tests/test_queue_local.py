@@ -16,7 +16,7 @@ from bot.jobs import Job, JobState, JobStatus, Result
 from bot.queue import QueueError, QueueFull, TooManyJobs, make_queue
 from bot.queue.local import LocalQueue
 from bot.store import Rejected, Store, StoreError
-from bot.worker import SLOW_USER, TEST_DELAY_ENV
+from bot.worker.generator import SLOW_USER, TEST_DELAY_ENV
 
 PRIMER = [26, 0, 0, 1, 30, 0, 0, 1, 33, 0, 0, 0, 1, 0, 0, 0]  # C4 E4 G4, a bar
 

@@ -11,7 +11,8 @@ import pytest
 
 from bot.jobs import Job, JobState
 from bot.settings import Settings
-from bot.worker import Batcher, Generator
+from bot.worker.celery_worker import Batcher
+from bot.worker.generator import Generator
 from model.network import save_checkpoint
 from model.sampling import SamplingOptions, continue_melodies
 

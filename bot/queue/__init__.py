@@ -76,6 +76,11 @@ class JobQueue(ABC):
     async def mark_delivered(self, job_id: str) -> None:
         """The bot answered the job: it is never emitted again."""
 
+    def health_problem(self) -> str | None:
+        """A user-facing sentence when jobs cannot run now (e.g. the generators are unreachable),
+        else None. Accepted jobs are kept either way."""
+        return None
+
     @abstractmethod
     async def stats(self) -> dict:
         """For metrics: {"backend", "jobs": {state: count}, "queue_depth", "running",

@@ -24,7 +24,6 @@ log = logging.getLogger(__name__)
 POLL_S = 0.05  # how often the state-change log is read (the latency of an update)
 TICK_S = 0.5  # how often timeouts and workers are checked
 MAX_ATTEMPTS = 3  # a job whose worker died this many times fails instead of running again
-GENERIC_ERROR = "The generator hit an error (job {job_id}); try again."
 TIMEOUT_ERROR = "Job {job_id} took too long (over {timeout:g} s) and was stopped; try fewer bars or variations."
 
 

@@ -21,13 +21,13 @@ import uuid
 from dataclasses import fields
 from pathlib import Path
 
-from bot.jobs import Job
-from bot.queue.base import GENERIC_ERROR, MAX_ATTEMPTS, StoreQueue
+from bot.jobs import GENERIC_ERROR, Job
+from bot.queue.base import MAX_ATTEMPTS, StoreQueue
 from bot.settings import ENV_PREFIX, Settings
 
 log = logging.getLogger(__name__)
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # on the worker's PYTHONPATH: runs from a checkout too
 QUICK_DEATH_S = 60.0  # a worker dying sooner than this after starting counts towards the back-off
 MAX_BACKOFF_S = 30.0
 
@@ -39,6 +39,8 @@ def worker_environment(settings: Settings, extra: dict[str, str] | None = None) 
     env = {k: v for k, v in os.environ.items() if k not in names and k != "DISCORD_TOKEN"}
     for f in fields(Settings):
         value = getattr(settings, f.name)
+        if isinstance(value, Path):  # the worker runs in another folder: the bot's paths, absolute
+            value = value.absolute()
         if f.name != "discord_token" and value is not None:
             env[ENV_PREFIX + f.name.upper()] = str(value)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
@@ -108,6 +110,11 @@ class LocalQueue(StoreQueue):
     async def _workers_alive(self) -> int:
         return int(self.worker_ready)
 
+    def health_problem(self) -> str | None:
+        if self.worker_ready or self._restarts == 0:  # ready, or still starting for the first time
+            return None
+        return "The generator is restarting; your job is kept and will run when it is back."
+
     async def _timed_out(self, job_id: str, worker: str | None) -> None:
         # The worker is stuck in that job (sampling cannot be interrupted): replace it. The other
         # jobs of its batch go back to the queue.
@@ -138,12 +145,11 @@ class LocalQueue(StoreQueue):
             started = time.monotonic()
             try:
                 self._proc = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "bot.worker", "--local", str(self.settings.database),
+                    sys.executable, "-m", "bot.worker", "--local", str(self.settings.database.absolute()),
                     "--token", self._token, "--supervised",
                     stdin=asyncio.subprocess.PIPE,
                     stdout=asyncio.subprocess.PIPE,
                     env=worker_environment(self.settings, self._extra_env),
-                    cwd=PROJECT_ROOT,
                 )  # fmt: skip
             except OSError:
                 log.exception("could not start the worker process")

@@ -1,0 +1,197 @@
+"""The model service of a worker process: check a job, sample every job of a batch in one pass,
+render each job's previews (bot/render) and hand back its Outcome as soon as it is ready.
+
+Batching: every variation of every job taken together is one row of one sampled pass
+(model.sampling.continue_melodies), up to settings.batch_limit rows.
+
+Failures: a bad request (options out of range, a primer without notes, an unknown instrument)
+fails the job with that reason; anything else fails it with GENERIC_ERROR, the details logged
+with the job id.
+
+FOR TESTS ONLY (never set in production):
+- MELODYBOT_TEST_JOB_DELAY_S=N: a batch holding a job whose user_name is "test-slow" sleeps N s
+  after sampling, so a test can kill the worker "mid-job" (or time a job out) reliably.
+- MELODYBOT_TEST_SKIP_RENDER=1: no audio or pictures (empty bytes in each Variation), so the load
+  test measures the queue rather than FluidSynth on a busy 2-core machine.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from bot.jobs import GENERIC_ERROR, Job, JobState, Result, Variation
+from bot.observability import job_context
+from bot.settings import Settings
+from model.defaults import DEFAULT_WEIGHTS
+
+log = logging.getLogger(__name__)
+
+TEST_DELAY_ENV = "MELODYBOT_TEST_JOB_DELAY_S"  # tests only, see the module docstring
+TEST_SKIP_RENDER_ENV = "MELODYBOT_TEST_SKIP_RENDER"  # the load test only
+SLOW_USER = "test-slow"  # tests only: the user_name TEST_DELAY_ENV applies to
+WARMUP_PRIMER = [2 + 24, 0, 0, 1, 2 + 28, 0, 0, 1]  # C4 and E4 eighths: one short pass at start
+
+
+@dataclass
+class Outcome:
+    job: Job
+    state: JobState  # DONE, FAILED, or CANCELLED (the job was cancelled meanwhile: nothing to report)
+    result: Result | None = None
+    error: str | None = None
+
+
+def _sentence(text: str) -> str:
+    text = text.strip()
+    return text[:1].upper() + text[1:] + ("" if text.endswith((".", "!", "?")) else ".")
+
+
+class Generator:
+    """The model and the steps of a job: check, sample (batched), render."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.model = None
+        self.device = "cpu"
+        self.delay_s = float(os.environ.get(TEST_DELAY_ENV) or 0)
+        self.skip_render = os.environ.get(TEST_SKIP_RENDER_ENV) == "1"
+        if self.delay_s or self.skip_render:
+            log.warning("test knobs set: delay %.1f s per batch, skip render %s", self.delay_s, self.skip_render)
+
+    def load(self) -> None:
+        """Load the model and warm it up. Raises if it cannot (no weights yet?): run() tries again
+        for each batch and fails the jobs meanwhile, so users hear why instead of waiting forever."""
+        import torch
+
+        from model.sampling import SamplingOptions, continue_melodies, load_model
+
+        if self.settings.worker_threads:  # step-by-step sampling: more threads mostly fight over cores
+            torch.set_num_threads(self.settings.worker_threads)
+        device = self.settings.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        started = time.perf_counter()
+        model = load_model(str(self.settings.weights or DEFAULT_WEIGHTS), device)
+        continue_melodies(model, [WARMUP_PRIMER], [SamplingOptions(bars=1, variations=1)])  # warm up
+        self.model, self.device = model, device
+        log.info("model loaded on %s and warmed up in %.1f s", device, time.perf_counter() - started)
+
+    def _prepare(self, job: Job):
+        """(primer as sampled, SamplingOptions); ValueError with a user-facing reason."""
+        from model.events import NUM_CLASSES
+        from model.sampling import SamplingOptions, prepare_primer
+
+        options = SamplingOptions(
+            bars=job.bars,
+            variations=job.variations,
+            temperature=job.temperature,
+            top_p=job.top_p,
+            seed=job.seed,
+            keep_key=job.keep_key,
+        )
+        options.check()
+        if any(not isinstance(e, int) or not 0 <= e < NUM_CLASSES for e in job.primer):
+            raise ValueError("the primer holds events the model does not know")
+        primer = prepare_primer(job.primer)
+        if not self.skip_render:
+            from bot.render import RenderError, resolve_instrument
+
+            try:
+                resolve_instrument(job.instrument)
+            except RenderError as error:
+                raise ValueError(str(error)) from None
+        return primer, options
+
+    def run(self, jobs: list[Job], wanted: Callable[[Job], bool] | None = None) -> Iterator[Outcome]:
+        """Every job's outcome, each as soon as it is ready: all jobs are sampled in one batched
+        pass (keep them within settings.batch_limit rows), then rendered one by one. A job that
+        `wanted` says is no longer wanted (cancelled meanwhile) is not rendered: CANCELLED."""
+        from model.sampling import continue_melodies
+
+        started = time.time()
+        if self.model is None:
+            try:
+                self.load()
+            except Exception:
+                log.exception("the model cannot be loaded; failing jobs %s", [job.job_id for job in jobs])
+                for job in jobs:
+                    yield Outcome(job, JobState.FAILED, error=GENERIC_ERROR.format(job_id=job.job_id))
+                return
+        ready = []
+        for job in jobs:
+            try:
+                ready.append((job, *self._prepare(job)))
+            except ValueError as error:
+                yield Outcome(job, JobState.FAILED, error=_sentence(str(error)))
+        if not ready:
+            return
+        try:
+            sampled = continue_melodies(self.model, [p for _, p, _ in ready], [o for _, _, o in ready])
+        except Exception:
+            if len(ready) == 1:
+                job = ready[0][0]
+                log.exception("job %s: sampling failed", job.job_id)
+                yield Outcome(job, JobState.FAILED, error=GENERIC_ERROR.format(job_id=job.job_id))
+                return
+            log.exception("sampling a batch of %d jobs failed; running them one by one", len(ready))
+            sampled = []
+            for job, primer, options in ready:
+                try:
+                    sampled.append(continue_melodies(self.model, [primer], [options])[0])
+                except Exception:
+                    log.exception("job %s: sampling failed", job.job_id)
+                    sampled.append(None)
+        sample_s = time.time() - started
+        if self.delay_s and any(job.user_name == SLOW_USER for job, _, _ in ready):
+            time.sleep(self.delay_s)  # tests only
+        for (job, primer, _), continuations in zip(ready, sampled):
+            if continuations is None:
+                yield Outcome(job, JobState.FAILED, error=GENERIC_ERROR.format(job_id=job.job_id))
+                continue
+            if wanted is not None and not wanted(job):
+                yield Outcome(job, JobState.CANCELLED)
+                continue
+            with job_context(job.job_id):  # every log line while rendering names the job
+                try:
+                    result = self._result(job, primer, continuations, started, sample_s)
+                    outcome = Outcome(job, JobState.DONE, result=result)
+                except Exception:
+                    log.exception("job %s: rendering failed", job.job_id)
+                    outcome = Outcome(job, JobState.FAILED, error=GENERIC_ERROR.format(job_id=job.job_id))
+            yield outcome
+
+    def _result(self, job: Job, primer: list[int], continuations, started: float, sample_s: float) -> Result:
+        from model.sampling import detect_key
+
+        melodies = [primer + continuation for continuation in continuations]
+        render_started = time.time()
+        if self.skip_render:  # tests only
+            variations, combined = [Variation(m, b"", b"", b"") for m in melodies], b""
+        else:
+            from bot.render import render_variations
+
+            soundfont = str(self.settings.soundfont) if self.settings.soundfont else None
+            previews, combined, _ = render_variations(
+                melodies, len(primer), job.bpm, job.instrument, soundfont=soundfont
+            )
+            variations = [Variation(m, p.midi, p.mp3, p.png) for m, p in zip(melodies, previews)]
+        now = time.time()
+        key = detect_key(primer)
+        return Result(
+            job_id=job.job_id,
+            primer_steps=len(primer),
+            variations=variations,
+            combined_png=combined,
+            key=key.name if key else None,
+            timings={
+                "queued": max(0.0, started - job.created_at),
+                "sample": sample_s,
+                "render": now - render_started,
+                "total": max(0.0, now - job.created_at),
+            },
+        )
+
+

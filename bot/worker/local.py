@@ -1,0 +1,84 @@
+"""The embedded queue's worker: claims jobs from the bot's SQLite database (bot/store.py) in
+batches, runs them through the Generator, writes the outcomes back. Started and supervised by
+bot/queue/local.py: a line on stdin is a wake-up (a job arrived), stdin closing means the bot died.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from bot.jobs import JobState
+from bot.settings import Settings
+from bot.store import Store
+from bot.worker.generator import Generator
+
+log = logging.getLogger(__name__)
+
+# The embedded worker shares the bot's machine: a lower CPU priority keeps the bot answering
+# commands at once while a job renders (FluidSynth and ffmpeg inherit it).
+LOCAL_WORKER_NICENESS = 5
+IDLE_POLL_S = 0.5  # how often an idle worker looks for jobs without a wake-up
+GATHER_S = 0.02  # after a wake-up, wait this long for other jobs arriving together
+
+def run_local(database: Path, token: str, supervised: bool) -> None:
+    """Claim jobs from the SQLite queue, run them, write the outcomes back, until SIGTERM (after
+    the batch in hand) or, when supervised, until stdin closes (the bot is gone)."""
+    settings = Settings.load(dotenv=None if supervised else Path(".env"))
+    if supervised:
+        os.nice(LOCAL_WORKER_NICENESS)
+    store = Store(database)
+    generator = Generator(settings)
+    try:
+        generator.load()
+    except Exception:  # jobs fail with a generic message until it loads; not "ready" meanwhile
+        log.exception("the model cannot be loaded; jobs will fail until it can")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    parent = os.getppid()
+    announced = False
+    while not stop.is_set():
+        if generator.model is not None and not announced:
+            print("ready", flush=True)
+            announced = True
+        if supervised and os.getppid() != parent:  # the bot died: a new one will start its own worker
+            log.info("the bot is gone; exiting")
+            break
+        jobs = store.claim(token, settings.batch_limit)
+        if not jobs:
+            if not _wait_for_wakeup(supervised, IDLE_POLL_S):
+                log.info("the bot is gone; exiting")
+                break
+            continue
+        log.info("batch of %d jobs (%d rows): %s", len(jobs), sum(j.variations for j in jobs), [j.job_id for j in jobs])
+        for outcome in generator.run(jobs, wanted=lambda job: store.holds(job.job_id, token)):
+            if outcome.state == JobState.CANCELLED:
+                continue
+            kept = store.finish(
+                outcome.job.job_id, outcome.state, result=outcome.result, error=outcome.error, worker=token
+            )
+            if not kept:
+                log.info("job %s was cancelled or taken back meanwhile; its result is dropped", outcome.job.job_id)
+    store.close()
+
+
+def _wait_for_wakeup(supervised: bool, timeout: float) -> bool:
+    """Wait until the bot writes a line on stdin (a job arrived) or `timeout` passes. False if
+    stdin closed: the supervising bot died."""
+    if not supervised:
+        time.sleep(timeout)
+        return True
+    readable, _, _ = select.select([sys.stdin.buffer], [], [], timeout)
+    if readable:
+        if not os.read(sys.stdin.fileno(), 4096):
+            return False
+        time.sleep(GATHER_S)  # jobs submitted together join the same batch
+    return True
+
+

@@ -21,8 +21,6 @@ from model.defaults import DEFAULT_WEIGHTS
 
 log = logging.getLogger("melodybot")
 
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in ("-h", "--help"):
@@ -40,19 +38,27 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C before the terminal's own handler was installed
         return 0
     except SettingsError as error:  # found while starting: the database folder, the port, the token
-        print(f"melodybot: {error}", file=sys.stderr)
+        _say(settings, f"melodybot: {error}")
         return 2
     except Exception as error:  # e.g. Discord unreachable: the details are logged, the screen gets a line
         log.exception("melodybot stopped")
-        print(f"melodybot stopped: {type(error).__name__}: {error}", file=sys.stderr)
+        _say(settings, f"melodybot stopped: {type(error).__name__}: {error}")
         return 1
 
 
-def _setup_logging(settings: Settings, terminal: bool) -> None:
-    from bot.observability import setup_logging
+def _say(settings: Settings, text: str) -> None:
+    """A line for the operator's screen, secrets masked."""
+    from bot.observability import RedactFilter
 
+    print(RedactFilter(settings.secrets()).redact(text), file=sys.stderr)
+
+
+def _setup_logging(settings: Settings, terminal: bool) -> None:
+    from bot.observability import RedactFilter, ScreenFormatter, setup_logging
+
+    secrets = settings.secrets()
     if not terminal:
-        setup_logging(settings.log_level, json=settings.log_format == "json", secrets=[settings.discord_token])
+        setup_logging(settings.log_level, json=settings.log_format == "json", secrets=secrets)
         return
     # The terminal is the conversation: the details go to a log file, only warnings to the screen.
     # The worker process inherits file descriptor 2, so that descriptor becomes the log file too,
@@ -62,10 +68,11 @@ def _setup_logging(settings: Settings, terminal: bool) -> None:
     screen = os.fdopen(os.dup(2), "w", buffering=1)
     os.dup2(log_file.fileno(), 2)
     sys.stderr = screen
-    handler = setup_logging(settings.log_level, json=settings.log_format == "json", stream=log_file)
-    warnings = logging.StreamHandler(screen)
+    setup_logging(settings.log_level, json=settings.log_format == "json", stream=log_file, secrets=secrets)
+    warnings = logging.StreamHandler(screen)  # one line each, no tracebacks: those are in the log file
     warnings.setLevel(logging.WARNING)
-    warnings.setFormatter(handler.formatter)
+    warnings.addFilter(RedactFilter(secrets))
+    warnings.setFormatter(ScreenFormatter(settings.data_dir / "melodybot.log"))
     logging.getLogger().addHandler(warnings)
     logging.getLogger("discord").setLevel(logging.WARNING)
 
@@ -107,7 +114,7 @@ async def serve(settings: Settings) -> int:
     except Exception as error:
         log.exception("the job queue did not start")
         store.close()
-        print(f"melodybot: the job queue did not start: {error}", file=sys.stderr)
+        _say(settings, f"melodybot: the job queue did not start: {error}")
         return 1
     runner = None
     try:

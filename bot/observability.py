@@ -412,6 +412,21 @@ class TextFormatter(logging.Formatter):
         return super().format(record)
 
 
+class ScreenFormatter(logging.Formatter):
+    """For the terminal channel's screen: `melodybot: warning: message`, one line, never a
+    traceback (the log file has it)."""
+
+    def __init__(self, log_file):
+        super().__init__()
+        self.log_file = log_file
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = f"melodybot: {record.levelname.lower()}: {record.getMessage()}"
+        if record.exc_info or record.exc_text:
+            text += f" (details in {self.log_file})"
+        return text
+
+
 _handler: logging.Handler | None = None
 
 

@@ -12,7 +12,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from model.defaults import MAX_BARS
+
 ENV_PREFIX = "MELODYBOT_"
+ATTACHED_VARIATIONS = 4  # most variations per job: 4 MIDI + 4 MP3 + 1 PNG = 9 of Discord's 10 attachments
 
 
 class SettingsError(ValueError):
@@ -80,6 +83,12 @@ class Settings:
                 raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be positive, not {getattr(self, name)}")
         if self.worker_threads < 0:
             raise SettingsError(f"{ENV_PREFIX}WORKER_THREADS must be 0 (all cores) or more, not {self.worker_threads}")
+        if self.max_variations > ATTACHED_VARIATIONS:
+            raise SettingsError(f"{ENV_PREFIX}MAX_VARIATIONS can be at most {ATTACHED_VARIATIONS} (one message holds "
+                                f"the MIDI and MP3 files of {ATTACHED_VARIATIONS}), not {self.max_variations}")
+        if self.max_bars > MAX_BARS:
+            raise SettingsError(f"{ENV_PREFIX}MAX_BARS can be at most {MAX_BARS} (the model's limit), "
+                                f"not {self.max_bars}")
         if self.default_bars > self.max_bars:
             raise SettingsError(f"{ENV_PREFIX}DEFAULT_BARS ({self.default_bars}) exceeds MAX_BARS ({self.max_bars})")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):

@@ -1,5 +1,6 @@
-"""The shipped weights and the limits of a sampling request, in a module that does not import
-torch: the bot process checks a user's options against these same numbers."""
+"""The shipped weights and the limits of a request, in a module that does not import torch: the
+bot and the CLI check a user's input against these same numbers, so the same input gets the same
+answer everywhere (the bot's own, stricter policies live in bot/settings.py)."""
 
 from pathlib import Path
 
@@ -11,3 +12,24 @@ TEMPERATURE_RANGE = (0.05, 3.0)  # inclusive
 TOP_P_RANGE = (0.05, 1.0)  # inclusive
 MAX_SEED = 2**31 - 1  # inclusive; seeds start at 0
 MAX_REST_LIMIT = 256  # steps; the largest max_rest a request may set
+
+DEFAULT_BPM = 120.0  # typed notes, and a sketch that states no tempo
+BPM_RANGE = (20.0, 300.0)  # inclusive; a sketch's tempo outside is moved to the nearest end
+MAX_SKETCH_BYTES = 1024 * 1024  # a MIDI sketch larger than this is refused before parsing
+MAX_CONTINUATION_S = 300.0  # seconds of continuation one request may ask for (bars at the tempo)
+
+
+def continuation_seconds(bars: int, bpm: float) -> float:
+    return bars * 4 * 60.0 / bpm
+
+
+def length_problem(bars: int, bpm: float) -> str | None:
+    """Why `bars` at `bpm` cannot be made (a tempo out of range, too long in seconds), or None."""
+    if not BPM_RANGE[0] <= bpm <= BPM_RANGE[1]:
+        return f"the tempo must be between {BPM_RANGE[0]:g} and {BPM_RANGE[1]:g} BPM, not {bpm:g}"
+    seconds = continuation_seconds(bars, bpm)
+    if seconds <= MAX_CONTINUATION_S:
+        return None
+    most = max(1, int(MAX_CONTINUATION_S * bpm / 240.0))
+    return (f"{bars} bars at {bpm:g} BPM last {seconds / 60:.1f} minutes; the longest continuation is "
+            f"{MAX_CONTINUATION_S / 60:g} minutes, so ask for at most {most} bars at this tempo, or a faster tempo")

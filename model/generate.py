@@ -16,8 +16,9 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from model.defaults import BPM_RANGE, DEFAULT_BPM, length_problem
 from model.events import STEPS_PER_BAR
-from model.midi_io import DEFAULT_BPM, MidiError, write_midi
+from model.midi_io import MidiError, write_midi
 from model.primer import (
     DEFAULT_MAX_BARS,
     NOTATION,
@@ -26,8 +27,6 @@ from model.primer import (
     primer_from_midi,
     primer_from_text,
 )
-
-MIN_BPM, MAX_BPM = 20.0, 400.0  # inclusive
 
 
 class UsageError(Exception):
@@ -86,13 +85,18 @@ def load_primer(notes: str, midi: Path | None, max_bars: int) -> Primer:
 def run(args: argparse.Namespace) -> int:
     if not 0 <= args.program <= 127:
         raise UsageError(f"--program must be between 0 and 127, not {args.program}")
-    if args.bpm is not None and not MIN_BPM <= args.bpm <= MAX_BPM:
-        raise UsageError(f"--bpm must be between {MIN_BPM:g} and {MAX_BPM:g}, not {args.bpm:g}")
+    if args.bpm is not None and not BPM_RANGE[0] <= args.bpm <= BPM_RANGE[1]:
+        raise UsageError(f"--bpm must be between {BPM_RANGE[0]:g} and {BPM_RANGE[1]:g}, not {args.bpm:g}")
     if args.max_bars < 1:
         raise UsageError(f"--max-bars must be at least 1, not {args.max_bars}")
     if args.threads < 1:
         raise UsageError(f"--threads must be at least 1, not {args.threads}")
     primer = load_primer(args.notes, args.midi, args.max_bars)  # before torch loads: bad notes fail fast
+    if args.bpm is None and primer.tempo_remark:
+        print(f"note: {primer.tempo_remark}", file=sys.stderr)
+    problem = length_problem(args.bars, args.bpm or primer.bpm)
+    if problem:
+        raise UsageError(problem)
 
     import torch  # about 1.5 s
 

@@ -13,11 +13,10 @@ from dataclasses import dataclass, field
 
 import pretty_midi
 
+from model.defaults import DEFAULT_BPM, MAX_SKETCH_BYTES
 from model.events import STEPS_PER_BEAT, Note, events_to_notes
 
-MAX_MIDI_BYTES = 2 * 1024 * 1024  # a sketch larger than this is refused before parsing
 MAX_NOTES = 100_000  # notes in all tracks together; more is refused as hostile
-DEFAULT_BPM = 120.0
 
 
 class MidiError(ValueError):
@@ -38,7 +37,7 @@ class MidiFile:
     bpm: float  # the tempo in force at the first note (or the file's first tempo)
 
 
-def read_midi(source: str | os.PathLike | bytes, max_bytes: int = MAX_MIDI_BYTES) -> MidiFile:
+def read_midi(source: str | os.PathLike | bytes, max_bytes: int = MAX_SKETCH_BYTES) -> MidiFile:
     """Parse a MIDI file (path or bytes) into grid-quantised tracks."""
     data = source if isinstance(source, bytes) else _read_bytes(source, max_bytes)
     if len(data) == 0:

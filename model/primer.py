@@ -33,6 +33,7 @@ import re
 from dataclasses import dataclass
 from fractions import Fraction
 
+from model.defaults import BPM_RANGE, DEFAULT_BPM
 from model.events import (
     MAX_PITCH,
     MIN_PITCH,
@@ -45,7 +46,7 @@ from model.events import (
     notes_to_events,
     pitch_name,
 )
-from model.midi_io import DEFAULT_BPM, MidiError, Track, read_midi
+from model.midi_io import MidiError, Track, read_midi
 
 MAX_TYPED_TOKENS = 64  # notes and rests together in typed primers
 MIN_LENGTH = Fraction(1, STEPS_PER_BEAT)  # beats, inclusive: one sixteenth
@@ -88,6 +89,15 @@ class Primer:
     notes: int  # notes in `events`
     program: int = 0  # General MIDI program of the source track (0 for typed notes)
     trimmed_bars: int = 0  # bars cut from the front of a long sketch
+    file_bpm: float | None = None  # the sketch's tempo when outside BPM_RANGE (`bpm` is then the nearest end)
+
+    @property
+    def tempo_remark(self) -> str | None:
+        """What to tell the songwriter about a tempo that was moved into range."""
+        if self.file_bpm is None:
+            return None
+        return (f"the sketch's tempo ({self.file_bpm:g} BPM) is outside {BPM_RANGE[0]:g}-{BPM_RANGE[1]:g} BPM, "
+                f"so I used {self.bpm:g} BPM (bpm= sets another)")
 
 
 # -- typed notes ---------------------------------------------------------------------------------
@@ -183,9 +193,12 @@ def primer_from_midi(source: bytes | str | os.PathLike, max_bars: int = DEFAULT_
     kept = [n for n in notes if n.start >= first_bar * STEPS_PER_BAR]
     kept[-1] = Note(kept[-1].start, end, kept[-1].pitch, kept[-1].velocity)
     events, offset = notes_to_events(kept)
+    low, high = BPM_RANGE
+    bpm = min(max(midi.bpm, low), high)
     return Primer(
         events=events,
-        bpm=midi.bpm,
+        bpm=bpm,
+        file_bpm=midi.bpm if bpm != midi.bpm else None,
         source=track.name or f"track {index + 1}",
         notes=len(kept),
         program=track.program,

@@ -6,8 +6,9 @@ import pytest
 from midi_factory import TrackSpec, line, make_midi
 
 import model.midi_io as midi_io
+from model.defaults import MAX_SKETCH_BYTES as MAX_MIDI_BYTES
 from model.events import NOTE_OFF, Note, note_on, notes_to_events
-from model.midi_io import MAX_MIDI_BYTES, MidiError, read_midi, write_midi
+from model.midi_io import MidiError, read_midi, write_midi
 
 SCALE = [60, 62, 64, 65, 67, 69, 71, 72]
 
@@ -78,7 +79,7 @@ GOOD = make_midi([TrackSpec("Melody", line(SCALE * 4))])
         (b"\x89PNG\r\n\x1a\n" + bytes(64), "not a MIDI file"),
         (b"C4 E4 G4 A4\n", "not a MIDI file"),
         (GOOD[:14] + b"garbage!" * 8, "damaged"),
-        (b"MThd" + bytes(MAX_MIDI_BYTES), "the limit is 2048 KiB"),
+        (b"MThd" + bytes(MAX_MIDI_BYTES), "the limit is 1024 KiB"),
     ],
     ids=["empty", "half", "header-only", "cut-end", "png", "text", "garbage-after-header", "oversized"],
 )

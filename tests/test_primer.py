@@ -7,8 +7,9 @@ import random
 import pytest
 from midi_factory import TrackSpec, line, make_midi
 
+from model.defaults import MAX_SKETCH_BYTES as MAX_MIDI_BYTES
 from model.events import NO_EVENT, NOTE_OFF, STEPS_PER_BAR, event_pitch, is_note_on, note_on, notes_to_events
-from model.midi_io import MAX_MIDI_BYTES, MidiError, read_midi
+from model.midi_io import MidiError, read_midi
 from model.primer import NOTATION, Primer, PrimerError, parse_notes, primer_from_midi, primer_from_text
 
 _ = NO_EVENT
@@ -244,7 +245,7 @@ GOOD = make_midi([TrackSpec("Melody", TUNE), TrackSpec("Bass", BASS)])
         (make_midi([TrackSpec("Melody", [])]), "the file has no notes"),
         (make_midi([]), "the file has no notes"),
         (make_midi([TrackSpec("Drums", line([36, 38] * 8), drum=True)]), "only drum tracks; the bot needs a melody"),
-        (b"MThd" + bytes(MAX_MIDI_BYTES), "the limit is 2048 KiB"),
+        (b"MThd" + bytes(MAX_MIDI_BYTES), "the limit is 1024 KiB"),
     ],
     ids=["empty", "truncated", "png", "fake-header", "pdf", "no-notes", "no-tracks", "drums-only", "oversized"],
 )

@@ -271,7 +271,7 @@ def test_cli_a_sketch_wins_over_typed_notes(typed, tiny_weights, tmp_path, capsy
         (["C4", "--top-p", "2"], "error: --top-p must be between 0.05 and 1.0, not 2.0"),
         (["C4", "--max-rest", "300"], "error: --max-rest must be between 0 and 256 steps, not 300"),
         (["C4", "--program", "128"], "error: --program must be between 0 and 127, not 128"),
-        (["C4", "--bpm", "1000"], "error: --bpm must be between 20 and 400, not 1000"),
+        (["C4", "--bpm", "1000"], "error: --bpm must be between 20 and 300, not 1000"),
         (["C4", "--bars", "eight"], "error: argument --bars: invalid int value: 'eight' (see --help)"),
         (["C4", "--colour", "red"], "error: unrecognized arguments: --colour red (see --help)"),
         ([], 'error: give notes to continue, e.g. "C4 E4 G4 A4", or --midi FILE'),

@@ -34,10 +34,12 @@ TIMEOUT_S = 60.0
 class BotProcess:
     """`python -m bot` with piped stdin/stdout; `expect` waits for a line matching a pattern."""
 
-    def __init__(self, data_dir: Path, weights: Path, cwd: Path):
+    def __init__(self, data_dir: Path | None, weights: Path, cwd: Path):
+        """data_dir None: the default setting (`data` under the folder it starts in)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("MELODYBOT_") and k != "DISCORD_TOKEN"}
-        env.update(QUEUE_WORKER_ENV, MELODYBOT_DATA_DIR=str(data_dir), MELODYBOT_WEIGHTS=str(weights),
-                   MELODYBOT_DEVICE="cpu", PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+        env.update(QUEUE_WORKER_ENV, MELODYBOT_WEIGHTS=str(weights), MELODYBOT_DEVICE="cpu", PYTHONUNBUFFERED="1")
+        if data_dir is not None:
+            env["MELODYBOT_DATA_DIR"] = str(data_dir)
         self.proc = subprocess.Popen([sys.executable, "-m", "bot"], cwd=cwd, env=env, text=True, bufsize=1,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.lines: queue_module.Queue[str | None] = queue_module.Queue()
@@ -104,6 +106,27 @@ def workers_of(data_dir: Path) -> list[int]:
             if "bot.worker" in cmdline and str(data_dir) in cmdline:
                 pids.append(int(entry.name))
     return pids
+
+
+def test_started_from_another_folder_with_default_settings_it_answers(tiny_weights, tmp_path):
+    """No MELODYBOT_DATA_DIR, no PYTHONPATH, a folder that is not the project's: the bot and its
+    worker agree on <that folder>/data and the job is answered."""
+    elsewhere = tmp_path / "somewhere" / "else"
+    elsewhere.mkdir(parents=True)
+    bot = BotProcess(None, tiny_weights, elsewhere)
+    try:
+        bot.expect(r"^bot> melodybot, terminal channel")
+        bot.send("!continue C4 E4 G4 A4 bars=1 variations=1")
+        job_id = bot.expect(r"^bot> Queued as job ([a-z0-9]{6})")[1]
+        bot.expect(rf"^bot> Job {job_id}: 1 continuation")
+        assert (elsewhere / "data" / "melodybot.sqlite3").is_file()
+        assert (elsewhere / "data" / "out" / job_id).is_dir()
+        assert not (ROOT / "data" / "out" / job_id).exists()
+        bot.send("!quit")
+        assert bot.wait() == 0
+    finally:
+        if bot.proc.poll() is None:
+            bot.proc.kill()
 
 
 def test_a_typed_melody_becomes_files_on_disk(bot_process, tmp_path):

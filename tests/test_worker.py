@@ -84,14 +84,30 @@ def test_bad_requests_fail_with_their_reason_and_the_rest_still_run(generator):
     assert [outcomes[u].state for u in range(1, 6)] == [JobState.FAILED] * 4 + [JobState.DONE]
 
 
-def test_an_internal_error_fails_the_job_with_a_generic_message_and_logs_it(generator, caplog):
-    broken, fine = job(1, bpm=0), job(2)  # the renderer refuses 0 bpm: not the user's words to read
+def test_an_internal_error_fails_the_job_with_a_generic_message_and_logs_it(generator, caplog, monkeypatch):
+    import bot.render
+
+    real = bot.render.render_variations
+
+    def buggy(melodies, primer_steps, bpm, *args, **kwargs):  # a renderer bug that only this tempo meets
+        if bpm == 123:
+            raise RuntimeError("renderer bug at 123 bpm")
+        return real(melodies, primer_steps, bpm, *args, **kwargs)
+
+    monkeypatch.setattr(bot.render, "render_variations", buggy)
+    broken, fine = job(1, bpm=123), job(2)
     with caplog.at_level(logging.ERROR, logger="bot.worker"):
         outcomes = list(generator.run([broken, fine]))
     assert outcomes[0].state == JobState.FAILED
     assert outcomes[0].error == f"The generator hit an error (job {broken.job_id}); try again."
     assert outcomes[1].state == JobState.DONE
-    assert f"job {broken.job_id}: rendering failed" in caplog.text and "0 bpm" in caplog.text
+    assert f"job {broken.job_id}: rendering failed" in caplog.text and "123 bpm" in caplog.text
+
+
+def test_a_job_too_long_in_seconds_fails_with_the_reason(generator):
+    [outcome] = generator.run([job(1, bars=32, bpm=20)])
+    assert outcome.state == JobState.FAILED
+    assert outcome.error.startswith("32 bars at 20 BPM last 6.4 minutes; the longest continuation is 5 minutes")
 
 
 def test_a_job_cancelled_during_the_batch_is_not_rendered(generator):

@@ -8,7 +8,6 @@ answered with a short apology.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import random
@@ -18,7 +17,6 @@ from collections.abc import Callable
 
 from bot.commands import replies, usage
 from bot.commands.options import (
-    DEFAULT_BPM,
     DEFAULT_TOP_P,
     RANDOM_SEEDS,
     Options,
@@ -35,20 +33,20 @@ from bot.commands.replies import (
     CommandError,
     Reply,
     Request,
-    Upload,
     _bars,
     _plural,
 )
-from bot.commands.sketches import MAX_SKETCH_BYTES, _too_big, local_upload, pick_sketch
+from bot.commands.sketches import SketchReader, local_upload, pick_sketch
 from bot.commands.usage import COMMANDS, USAGE
 from bot.jobs import Job, JobState, JobStatus
 from bot.queue import JobQueue, QueueError, QueueFull
 from bot.settings import Settings
 from bot.votes import NUMBER_EMOJIS, VoteStore, local_message_id
+from model.defaults import DEFAULT_BPM, length_problem
 from model.midi_io import MidiError
-from model.primer import PrimerError, parse_notes, primer_from_midi
+from model.primer import PrimerError, parse_notes
 
-log = logging.getLogger("melodybot.commands")  # the name it had as one module: log filters keep working
+log = logging.getLogger(__name__)
 
 JOB_ID = re.compile(r"[a-z0-9]{4,16}")
 PRIVATE_COMMANDS = ("channel",)  # answered even in a switched-off channel
@@ -75,6 +73,7 @@ class CommandHandler:
         self.prefix = settings.command_prefix
         self.limiter = RateLimiter(settings.rate_limit_per_minute, clock)
         self.rng = rng or random.Random()
+        self.sketches = SketchReader()
 
     # -- entry points ---------------------------------------------------------------------------
     def parse_line(self, line: str, require_prefix: bool = True) -> tuple[str, str] | None:
@@ -145,9 +144,10 @@ class CommandHandler:
         remarks = []
         if uploads:
             upload = pick_sketch(uploads)
-            data = await self._download(upload)
-            primer = await asyncio.to_thread(primer_from_midi, data)
+            primer = await self.sketches.read(upload)
             events, bpm = primer.events, primer.bpm
+            if primer.tempo_remark and not parsed.options.bpm:
+                remarks.append(primer.tempo_remark)
             source = f"the sketch {upload.filename} ({primer.notes} notes from {primer.source})"
             if primer.trimmed_bars:
                 remarks.append(f"the sketch is long, so I left out its first {_bars(primer.trimmed_bars)}")
@@ -230,6 +230,9 @@ class CommandHandler:
                 return seed
 
     async def _submit(self, job: Job, what: str, remarks: list[str]) -> list[Reply]:
+        problem = length_problem(job.bars, job.bpm)
+        if problem:
+            raise CommandError(problem[0].upper() + problem[1:] + ".")
         try:
             status = await self.queue.submit(job)
         except QueueFull as error:
@@ -250,19 +253,10 @@ class CommandHandler:
         text += " " + detail[0].upper() + detail[1:]
         for remark in remarks:
             text += f" Note: {remark}."
+        problem = self.queue.health_problem()
+        if problem:
+            text += f" {problem}"
         return [Reply(text, status_of=job.job_id)]
-
-    async def _download(self, upload: Upload) -> bytes:
-        try:
-            data = await upload.read()
-        except CommandError:
-            raise
-        except Exception:
-            log.exception("downloading the sketch %s failed", upload.filename)
-            raise CommandError(f"I couldn't download {upload.filename}; please try again.") from None
-        if len(data) > MAX_SKETCH_BYTES:
-            raise CommandError(_too_big(upload.filename, len(data)))
-        return data
 
     async def _job(self, request: Request, words: list[str], command: str) -> JobStatus:
         """The job named by the first word, else the newest result in this channel."""

@@ -17,12 +17,9 @@ from typing import Any
 from bot.commands.replies import CommandError
 from bot.render import INSTRUMENTS, RenderError, resolve_instrument
 from bot.settings import Settings
-from model.defaults import MAX_SEED, TEMPERATURE_RANGE, TOP_P_RANGE  # no torch: the limits the worker checks
+from model.defaults import BPM_RANGE, MAX_SEED, TEMPERATURE_RANGE, TOP_P_RANGE  # no torch: the worker's limits
 
-MAX_VARIATIONS = 4  # 4 MIDI + 4 MP3 + 1 PNG = 9 of Discord's 10 attachments per message
-BPM_RANGE = (20.0, 300.0)  # inclusive
 RANDOM_SEEDS = 100_000  # a fresh seed is below this: short enough to read out and retype
-DEFAULT_BPM = 120.0
 DEFAULT_TOP_P = 0.95
 TRUE_WORDS = ("on", "yes", "true", "1", "keep", "in")
 FALSE_WORDS = ("off", "no", "false", "0", "free", "out", "any")
@@ -206,4 +203,4 @@ def _number(name: str, text: str, kind: type):
 
 
 def max_variations(settings: Settings) -> int:
-    return max(1, min(MAX_VARIATIONS, settings.max_variations))
+    return settings.max_variations

@@ -6,12 +6,17 @@ file named in the terminal (file=PATH). The handler downloads it and checks the 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from pathlib import Path
 
 from bot.commands.replies import CommandError, Upload
+from model.defaults import MAX_SKETCH_BYTES
+from model.primer import Primer, primer_from_midi
 
-MAX_SKETCH_BYTES = 1024 * 1024  # an attached sketch over this is refused before it is downloaded
+SKETCH_PARSERS = 2  # sketches parsed at once, each in a thread; more wait their turn
+log = logging.getLogger(__name__)
+
 SKETCH_SUFFIXES = (".mid", ".midi")
 
 
@@ -26,7 +31,7 @@ def pick_sketch(uploads: list[Upload]) -> Upload:
         raise CommandError("Attach one MIDI sketch at a time.")
     sketch = sketches[0]
     if sketch.size > MAX_SKETCH_BYTES:
-        raise CommandError(_too_big(sketch.filename, sketch.size))
+        raise CommandError(too_big(sketch.filename, sketch.size))
     return sketch
 
 
@@ -43,6 +48,29 @@ def local_upload(path_text: str) -> Upload:
     return Upload(str(path), size, read)
 
 
-def _too_big(name: str, size: int) -> str:
+def too_big(name: str, size: int) -> str:
     return (f"{os.path.basename(name)} is {size / 1024 / 1024:.1f} MiB; a sketch can be at most "
             f"{MAX_SKETCH_BYTES // 1024} KiB. A melody sketch is usually a few KiB: export only the melody track.")
+
+
+class SketchReader:
+    """Downloads and parses sketches off the event loop (pretty_midi is pure Python: a large or
+    tempo-heavy file takes seconds), at most SKETCH_PARSERS at once, so a flood of sketches
+    cannot stall the bot or take every core."""
+
+    def __init__(self, parsers: int = SKETCH_PARSERS):
+        self._parsers = asyncio.Semaphore(parsers)
+
+    async def read(self, upload: Upload) -> Primer:
+        """The sketch's primer; CommandError or model.midi_io.MidiError with the reason."""
+        try:
+            data = await upload.read()
+        except CommandError:
+            raise
+        except Exception:
+            log.exception("downloading the sketch %s failed", upload.filename)
+            raise CommandError(f"I couldn't download {upload.filename}; please try again.") from None
+        if len(data) > MAX_SKETCH_BYTES:
+            raise CommandError(too_big(upload.filename, len(data)))
+        async with self._parsers:
+            return await asyncio.to_thread(primer_from_midi, data)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from bot.jobs import GENERIC_ERROR, Job, JobState, Result, Variation
 from bot.observability import job_context
 from bot.settings import Settings
-from model.defaults import DEFAULT_WEIGHTS
+from model.defaults import DEFAULT_WEIGHTS, length_problem
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,9 @@ class Generator:
             keep_key=job.keep_key,
         )
         options.check()
+        problem = length_problem(job.bars, job.bpm)
+        if problem:
+            raise ValueError(problem)
         if any(not isinstance(e, int) or not 0 <= e < NUM_CLASSES for e in job.primer):
             raise ValueError("the primer holds events the model does not know")
         primer = prepare_primer(job.primer)

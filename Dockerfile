@@ -29,28 +29,22 @@ RUN apt-get update \
        | DEBIAN_FRONTEND=noninteractive xargs apt-get install -y --no-install-recommends \
     && rm -rf /var/lib/apt/lists/* /tmp/apt-packages.txt
 
-# torch first and from its own index: the PyPI wheel pulls CUDA (GBs). Same pin as pyproject.toml;
-# the CPU wheel's version 2.13.0+cpu satisfies the project's torch==2.13.0.
+# The Python packages through scripts/install-python, which scripts/setup runs too: first torch,
+# from its own index (the CPU wheels unless TORCH_INDEX says otherwise: PyPI's pulls CUDA, GBs),
+# and the other pins of pyproject.toml, from these two files alone, so that this layer stays
+# cached while the source changes.
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
-RUN pip install torch==2.13.0 --index-url "${TORCH_INDEX}"
-
-# The other dependencies, from pyproject.toml alone: this layer stays cached while the source changes.
-COPY pyproject.toml /tmp/pyproject.toml
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('/tmp/pyproject.toml', 'rb'))['project']['dependencies']))" \
-       > /tmp/requirements.txt \
-    && pip install -r /tmp/requirements.txt \
-    && rm /tmp/requirements.txt /tmp/pyproject.toml
-
-# The project itself, with the shipped weights (package data model/weights/*.pt); the check runs
-# isolated (-I) so that it sees the installed package, not ./model.
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml ./
+COPY scripts/install-python scripts/
+RUN scripts/install-python deps
+
+# Then the project itself, with the shipped weights (package data model/weights/*.pt); the script
+# checks that the installed package imports, has them, and that its commands start.
+COPY README.md ./
 COPY model/ model/
 COPY bot/ bot/
-RUN pip install --no-deps . \
-    && python -I -c "import importlib.resources as r, sys; w = r.files('model') / 'weights' / 'melody.pt'; \
-sys.exit(0 if w.is_file() else 'the shipped weights model/weights/melody.pt are missing')" \
-    && rm -rf /src
+RUN scripts/install-python project
 
 # A fixed numeric user (runAsNonRoot-friendly); /data (SQLite, outputs) is its to write.
 RUN groupadd --system --gid 10001 melodybot \

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pretty_midi
 
 from model.defaults import DEFAULT_BPM, MAX_SKETCH_BYTES
-from model.events import STEPS_PER_BEAT, Note, events_to_notes
+from model.events import STEPS_PER_BAR, STEPS_PER_BEAT, Note, events_to_notes
 
 MAX_NOTES = 100_000  # notes in all tracks together; more is refused as hostile
 
@@ -95,27 +96,67 @@ def _bpm_at_first_note(pm: pretty_midi.PrettyMIDI) -> float:
     return round(bpm, 3)
 
 
+# The CHORDS track of a file written with chords: simply comped voicings, struck at every chord
+# change and bar line, on their own channel, well below the melody's loudness.
+CHORD_PROGRAM = 4  # General MIDI Electric Piano 1 (0-based): soft, and apart from the piano default
+CHORD_VELOCITY = 56  # the melody plays at 100
+CHORD_BASS_LOW = 40  # E2: the chord's bass (root or slash bass) lies in E2..Eb3, inclusive
+CHORD_UPPER_LOW = 53  # F3: the chord tones lie in F3..E4, inclusive, below most melodies
+MELODY_TRACK, CHORD_TRACK = "MELODY", "CHORDS"  # track names of a file with chords (POP909's)
+
+
+def chord_voicing(chord) -> list[int]:
+    """MIDI pitches for a model.chords.Chord: its bass, then its pitch classes in close position."""
+    bass = chord.bass if chord.bass is not None else chord.root
+    upper = sorted(CHORD_UPPER_LOW + (pc - CHORD_UPPER_LOW) % 12 for pc in chord.pitch_classes)
+    return [CHORD_BASS_LOW + (bass - CHORD_BASS_LOW) % 12, *upper]
+
+
+def chord_notes(chords: Sequence, velocity: int = CHORD_VELOCITY) -> list[Note]:
+    """Per-step chords (Chord or None for no chord) -> the notes of their voicings on the grid:
+    each span of one chord held, struck again at each bar line so that a long chord keeps sounding."""
+    notes: list[Note] = []
+    start = 0
+    for step in range(1, len(chords) + 1):
+        if step < len(chords) and chords[step] == chords[start] and step % STEPS_PER_BAR:
+            continue
+        if chords[start] is not None:
+            notes += [Note(start, step, pitch, velocity) for pitch in chord_voicing(chords[start])]
+        start = step
+    return notes
+
+
 def write_midi(
     events: list[int],
     bpm: float = DEFAULT_BPM,
     program: int = 0,
     track_name: str = "Melody",
     velocity: int = 100,
+    chords: Sequence | None = None,
+    chord_program: int = CHORD_PROGRAM,
 ) -> bytes:
-    """Events -> a type-1 MIDI file (bytes) with one named track at a constant tempo."""
+    """Events -> a type-1 MIDI file (bytes) with one named track at a constant tempo. With
+    `chords` (one model.chords.Chord or None per step, on the events' grid), two tracks:
+    MELODY (the events, on `program`) and CHORDS (chord_notes, on `chord_program`, its own channel)."""
+    if chords is not None and len(chords) != len(events):
+        raise ValueError(f"{len(chords)} chords for {len(events)} steps; give one chord (or None) per step")
     pm = pretty_midi.PrettyMIDI(resolution=480, initial_tempo=bpm)
-    instrument = pretty_midi.Instrument(program=program, name=track_name)
     seconds_per_step = 60.0 / bpm / STEPS_PER_BEAT
-    for note in events_to_notes(events, velocity):
-        instrument.notes.append(
-            pretty_midi.Note(
-                velocity=note.velocity,
-                pitch=note.pitch,
-                start=note.start * seconds_per_step,
-                end=note.end * seconds_per_step,
+    parts = [(program, track_name if chords is None else MELODY_TRACK, events_to_notes(events, velocity))]
+    if chords is not None:
+        parts.append((chord_program, CHORD_TRACK, chord_notes(chords)))
+    for part_program, name, notes in parts:  # pretty_midi gives each instrument its own channel
+        instrument = pretty_midi.Instrument(program=part_program, name=name)
+        for note in notes:
+            instrument.notes.append(
+                pretty_midi.Note(
+                    velocity=note.velocity,
+                    pitch=note.pitch,
+                    start=note.start * seconds_per_step,
+                    end=note.end * seconds_per_step,
+                )
             )
-        )
-    pm.instruments.append(instrument)
+        pm.instruments.append(instrument)
     buffer = io.BytesIO()
     pm.write(buffer)
     return buffer.getvalue()

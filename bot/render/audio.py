@@ -1,35 +1,45 @@
-"""Melody events -> finished mono audio with the FluidSynth program and a General MIDI soundfont.
+"""Melody (and chord) notes -> finished mono audio, synthesised in this process by libfluidsynth.
 
-Pipeline: the melodies of a group go into one MIDI file, one after another -> the `fluidsynth`
-program renders it as raw float stereo audio to its stdout -> numpy cuts out each melody, makes it
-mono, keeps a short tail, fades out and normalises the peak (bot.render.mp3 encodes the result).
-FluidSynth costs about as much CPU to start (~0.05 s) as to render a 16 s melody, so a request
-runs one group per CPU core rather than one process per melody.
+Pipeline: a melody's events (and its chords' voicings) become timed note-ons and note-offs ->
+a FluidSynth synthesizer from pyfluidsynth renders them chunk by chunk as float samples ->
+numpy makes them mono, keeps a short tail, fades out and normalises the peak (bot.render.mp3
+encodes the result). Synthesizers are kept per soundfont and reused, so the soundfont is read
+once per process, not once per request: the `fluidsynth` program spent ~0.05 CPU-s starting per
+run, as much as rendering a 16 s melody. The deadline is checked between chunks (CHUNK_FRAMES
+apart, a few milliseconds of work), so a render never runs more than a chunk past it.
+
+midi2audio is not used: it calls the fluidsynth program without a timeout and ignores its
+failures (the program exits 0 after most of them), and a program start-up per request is the
+cost this module exists to avoid.
 """
 
 from __future__ import annotations
 
-import io
-import math
+import ctypes
 import os
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 
-import mido
 import numpy as np
 
-from bot.render.errors import RenderError, run
-from model.events import NO_EVENT, NOTE_OFF, STEPS_PER_BEAT, events_to_notes
-from model.midi_io import write_midi
+from bot.render.errors import RenderError
+from model.events import NO_EVENT, NOTE_OFF, STEPS_PER_BEAT, Note, events_to_notes
+from model.midi_io import CHORD_PROGRAM, chord_notes
 
 SAMPLE_RATE = 22050  # Hz; plenty for a melody preview, half the synth and MP3 work of 44.1 kHz
-SYNTH_PERIOD = 4096  # frames FluidSynth writes at a time
+CHUNK_FRAMES = 4096  # frames rendered between two deadline checks (~0.19 s of audio, ~5 ms of work)
 SYNTH_GAIN = 0.5  # FluidSynth master gain; float output cannot clip and the peak is normalised later
+MAX_DRAIN_S = 10.0  # seconds of audio rendered at most to let the voices of a previous render die out
+POLYPHONY = 64  # voices; a melody and 4-note chords with their releases need far fewer
 TAIL_S = 0.5  # seconds kept after the last note ends, for its release
-SEPARATION_S = 2.0  # seconds between melodies rendered in one FluidSynth run; release and reverb die out
 FADE_S = 0.25  # seconds of fade-out at the end of the tail
 PEAK_DBFS = -1.0  # normalised peak level (headroom for the MP3 encoder's overshoot)
 SILENCE_PEAK = 1e-4  # a rendered peak below this (linear) means FluidSynth produced no sound
 PRIMER_VELOCITY = 70  # the primer is played softer than the continuation...
 CONTINUATION_VELOCITY = 100  # ...so a listener hears where the model takes over
+MELODY_CHANNEL, CHORD_CHANNEL = 0, 1
 
 SOUNDFONT_ENV = "MELODYBOT_SOUNDFONT"
 DEFAULT_SOUNDFONTS = (
@@ -53,98 +63,176 @@ def find_soundfont(path: str | os.PathLike | None = None) -> str:
 
 
 def _check_soundfont_header(path: str) -> None:
-    # FluidSynth silently renders silence from a file that is not a soundfont, so look first.
+    # A file that is not a soundfont would otherwise only show up as silence.
     with open(path, "rb") as f:
         header = f.read(12)
     if header[:4] != b"RIFF" or header[8:12] != b"sfbk":
         raise RenderError(f"{path} is not a SoundFont 2 (.sf2) file; set {SOUNDFONT_ENV} to a General MIDI .sf2 file")
 
 
-def performance_midi(
-    melodies: list[list[int]], primer_steps: int, bpm: float, program: int, primer_gap: bool, soft_primer: bool
-) -> tuple[bytes, list[tuple[float, float]]]:
-    """One MIDI file for FluidSynth that plays the melodies one after another, SEPARATION_S apart
-    (one FluidSynth start-up for several melodies), with an optional one-beat gap after each
-    primer and a softer primer. Returns (midi, [(start, end of last note) in seconds per melody])."""
-    step_s = 60.0 / bpm / STEPS_PER_BEAT
-    separation = math.ceil(SEPARATION_S / step_s)
-    played: list[int] = []
-    windows, primers = [], []
-    for events in melodies:
-        if primer_gap and 0 < primer_steps < len(events):
-            # NOTE_OFF ends a primer note held across the boundary, so the gap is really silent.
-            events = events[:primer_steps] + [NOTE_OFF] + [NO_EVENT] * (STEPS_PER_BEAT - 1) + events[primer_steps:]
-        notes = events_to_notes(events)
-        end = notes[-1].end if notes else 0
-        windows.append((len(played) * step_s, end * step_s))
-        primers.append((len(played), len(played) + min(primer_steps, end)))
-        played += events[:end] + [NOTE_OFF] + [NO_EVENT] * separation
-    del played[len(played) - separation :]  # FluidSynth itself renders ~2 s after the last event
-    midi = write_midi(played, bpm, program, velocity=CONTINUATION_VELOCITY)
-    if soft_primer and primer_steps > 0:
-        midi = _soften(midi, primers)
-    return midi, windows
+def load_fluidsynth():
+    """The pyfluidsynth module, or a RenderError saying how to install libfluidsynth."""
+    try:
+        import fluidsynth
+    except ImportError as error:  # pyfluidsynth raises ImportError when it finds no libfluidsynth
+        raise RenderError(f"FluidSynth is not installed: apt-get install libfluidsynth3 ({error})") from error
+    return fluidsynth
 
 
-def _soften(midi: bytes, ranges: list[tuple[int, int]]) -> bytes:
-    # write_midi gives all notes one velocity; lower the note-ons in the primers' step ranges.
-    song = mido.MidiFile(file=io.BytesIO(midi))
-    ticks_per_step = song.ticks_per_beat / STEPS_PER_BEAT
-    for track in song.tracks:
-        tick = 0
-        for message in track:
-            tick += message.time
-            if message.type == "note_on" and message.velocity > 0:
-                step = round(tick / ticks_per_step)
-                if any(start <= step < end for start, end in ranges):
-                    message.velocity = PRIMER_VELOCITY
-    buffer = io.BytesIO()
-    song.save(file=buffer)
-    return buffer.getvalue()
+@dataclass(frozen=True)
+class Performance:
+    """What one preview plays: (step, channel, pitch, velocity) events, velocity 0 for note-off,
+    sorted by step with note-offs first, and the step where the last note ends."""
+
+    events: list[tuple[int, int, int, int]]
+    end: int
 
 
-def synthesize(fluidsynth: str, soundfont: str, midi_path: str, deadline: float) -> np.ndarray:
-    """Render a MIDI file to mono float samples at SAMPLE_RATE (FluidSynth's full length)."""
-    # midi2audio 0.1.1 cannot be used: it puts -F/-r after the file names, cannot pass -q or the
-    # raw/float options, blocks without a timeout and ignores failures. FluidSynth 2.3 reads
-    # options first, then soundfonts, then MIDI files; "-F -" with "-T raw" writes to stdout, so
-    # no WAV file is written and read back.
-    command = [fluidsynth, "-n", "-i", "-q", "-g", str(SYNTH_GAIN), "-r", str(SAMPLE_RATE)]
-    # Chorus is barely audible on one melody and costs ~10% of the synth time; loading only the
-    # samples the melody plays saves ~15 ms of start-up.
-    command += ["-C", "0", "-o", "synth.dynamic-sample-loading=1"]
-    # Raw float samples on stdout skip a WAV file on disk, but only with large writes: at the default
-    # 64 frames per write the pipe costs ~40% more CPU than a file. The period size does not move
-    # notes (the output is byte-identical, only padded to a whole period).
-    command += ["-z", str(SYNTH_PERIOD), "-T", "raw", "-O", "float", "-E", "little", "-F", "-", soundfont, midi_path]
-    # FluidSynth 2.3 starts SDL2 audio even when rendering to a file; a thread of it then sleeps in
-    # 100 ms ticks and exit waits for it (seen with strace). SDL's dummy driver saves ~0.07 s.
-    env = {**os.environ, "SDL_AUDIODRIVER": "dummy"}
-    result = run(command, "FluidSynth", deadline, env=env)
-    stderr = result.stderr.decode(errors="replace")
-    # FluidSynth exits 0 after many failures (bad soundfont or MIDI file): read its stderr too.
-    if result.returncode != 0 or "error" in stderr.lower() or len(result.stdout) < 8:
-        detail = stderr.strip().splitlines()[-1] if stderr.strip() else f"exit status {result.returncode}"
-        raise RenderError(f"FluidSynth could not render the melody: {detail}")
-    frames = len(result.stdout) // 8  # two little-endian float32 channels per frame
-    stereo = np.frombuffer(result.stdout, dtype="<f4", count=frames * 2).reshape(frames, 2)
-    return stereo.mean(axis=1)
+def performance(
+    events: list[int],
+    primer_steps: int,
+    primer_gap: bool,
+    soft_primer: bool,
+    chords: Sequence | None = None,
+) -> Performance:
+    """The notes a preview plays: the melody (softer primer, optional one-beat gap after it) and,
+    with chords (one per step, like the events), their voicings on CHORD_CHANNEL."""
+    if primer_gap and 0 < primer_steps < len(events):
+        # NOTE_OFF ends a primer note held across the boundary, so the gap is really silent.
+        gap = [NOTE_OFF] + [NO_EVENT] * (STEPS_PER_BEAT - 1)
+        events = events[:primer_steps] + gap + events[primer_steps:]
+        if chords is not None:
+            chords = list(chords[:primer_steps]) + [None] * len(gap) + list(chords[primer_steps:])
+    melody = events_to_notes(events, CONTINUATION_VELOCITY)
+    if soft_primer:
+        melody = [Note(n.start, n.end, n.pitch, PRIMER_VELOCITY) if n.start < primer_steps else n for n in melody]
+    accompaniment = chord_notes(chords) if chords is not None else []
+    end = melody[-1].end if melody else 0
+    if accompaniment:
+        accompaniment = [note for note in accompaniment if note.start < end]  # chords stop with the melody
+        accompaniment = [Note(n.start, min(n.end, end), n.pitch, n.velocity) for n in accompaniment]
+    timeline = []
+    for channel, notes in ((MELODY_CHANNEL, melody), (CHORD_CHANNEL, accompaniment)):
+        for note in notes:
+            timeline += [(note.start, channel, note.pitch, note.velocity), (note.end, channel, note.pitch, 0)]
+    timeline.sort(key=lambda event: (event[0], event[3] > 0))  # at a step, note-offs before note-ons
+    return Performance(timeline, end)
 
 
-def finish(samples: np.ndarray, start_s: float, end_s: float) -> np.ndarray:
-    """Cut one melody out of `samples`: from `start_s` to its last note's end `end_s` (relative)
-    + TAIL_S, fade out, normalise the peak to PEAK_DBFS -> mono int16 PCM."""
-    start, length = round(start_s * SAMPLE_RATE), round((end_s + TAIL_S) * SAMPLE_RATE)
-    audio = np.zeros(length, dtype=np.float32)
-    kept = samples[start : start + length]
-    audio[: len(kept)] = kept
-    fade = min(round(FADE_S * SAMPLE_RATE), length)
-    audio[length - fade :] *= np.linspace(1.0, 0.0, fade, dtype=np.float32) ** 2  # eases out, no click
-    peak = float(np.abs(audio).max())
+class _Synth:
+    """One FluidSynth synthesizer with the soundfont loaded; used by one render at a time."""
+
+    def __init__(self, fluidsynth, soundfont: str):
+        # Chorus and reverb off: chorus is barely audible on a melody, reverb cost 40% of the synth
+        # time, and its tail outlives a render (2.3 resets no reverb), so audio would depend on
+        # the render before. Dry, the same notes always give the same samples.
+        options = {"synth.chorus.active": 0, "synth.reverb.active": 0, "synth.polyphony": POLYPHONY}
+        self.synth = fluidsynth.Synth(gain=SYNTH_GAIN, samplerate=SAMPLE_RATE, channels=16, **options)
+        self.font = self.synth.sfload(soundfont)
+        if self.font < 0:
+            self.synth.delete()
+            raise RenderError(
+                f"FluidSynth could not load the soundfont {soundfont}: the file is damaged or not a "
+                f"General MIDI SoundFont; set {SOUNDFONT_ENV} to a General MIDI .sf2 file"
+            )
+        # pyfluidsynth only wraps 16-bit output (it clips); float output lets the peak be normalised
+        # afterwards. Its CDLL handle is the library it loaded.
+        self.write_float = fluidsynth._fl.fluid_synth_write_float
+        self.write_float.argtypes = [ctypes.c_void_p, ctypes.c_int] + [ctypes.c_void_p, ctypes.c_int, ctypes.c_int] * 2
+        self.write_float.restype = ctypes.c_int
+        # FluidSynth computes audio in blocks of this many frames and hands out the rest of a block
+        # on the next write: every render writes whole blocks, so none of it is left for the next.
+        get_block = fluidsynth._fl.fluid_synth_get_internal_bufsize
+        get_block.argtypes, get_block.restype = [ctypes.c_void_p], ctypes.c_int
+        self.block = get_block(self.synth.synth)
+
+    def drain(self) -> None:
+        """Leave nothing of a previous render: libfluidsynth 2.3's system reset (and "all sounds
+        off") lets a voice finish its release, so render whole blocks until every voice is gone."""
+        self.synth.system_reset()
+        scratch = np.zeros((self.block, 2), dtype=np.float32)
+        for _ in range(round(MAX_DRAIN_S * SAMPLE_RATE / self.block)):
+            if not self.synth.get_active_voice_count():
+                return
+            self.write_float(self.synth.synth, self.block, scratch.ctypes.data, 0, 2, scratch.ctypes.data, 1, 2)
+
+    def render(self, played: Performance, programs: tuple[int, int], bpm: float, deadline: float) -> np.ndarray:
+        """Mono float samples from the first step to the last note's end + TAIL_S."""
+        synth = self.synth
+        self.drain()
+        for channel, program in zip((MELODY_CHANNEL, CHORD_CHANNEL), programs):
+            synth.program_select(channel, self.font, 0, program)
+        frames_per_step = SAMPLE_RATE * 60.0 / bpm / STEPS_PER_BEAT
+        wanted = round(played.end * frames_per_step + TAIL_S * SAMPLE_RATE)
+        length = -(-wanted // self.block) * self.block
+        stereo = np.zeros((length, 2), dtype=np.float32)
+        done = 0
+        for step, channel, pitch, velocity in [*played.events, (None, 0, 0, 0)]:
+            until = length if step is None else min(length, round(step * frames_per_step))
+            while done < until:
+                if time.monotonic() > deadline:
+                    raise RenderError("FluidSynth took longer than the rendering timeout allowed and was stopped")
+                count = min(CHUNK_FRAMES, until - done)
+                pointer = stereo[done:].ctypes.data
+                self.write_float(synth.synth, count, pointer, 0, 2, pointer, 1, 2)
+                done += count
+            if step is None:
+                break
+            if velocity:
+                synth.noteon(channel, pitch, velocity)
+            else:
+                synth.noteoff(channel, pitch)
+        return stereo[:wanted].mean(axis=1)
+
+
+class _SynthPool:
+    """Loaded synthesizers per soundfont file, reused by later requests (at most one per thread
+    rendering at once). A changed file (new size or modification time) is loaded afresh."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.idle: dict[tuple, list[_Synth]] = {}
+
+    def acquire(self, soundfont: str) -> tuple[tuple, _Synth]:
+        stat = os.stat(soundfont)
+        key = (soundfont, stat.st_size, stat.st_mtime_ns)
+        with self.lock:
+            idle = self.idle.setdefault(key, [])
+            if idle:
+                return key, idle.pop()
+        return key, _Synth(load_fluidsynth(), soundfont)
+
+    def release(self, key: tuple, synth: _Synth) -> None:
+        with self.lock:
+            self.idle.setdefault(key, []).append(synth)
+
+
+_POOL = _SynthPool()
+
+
+def synthesize(
+    soundfont: str, played: Performance, program: int, bpm: float, deadline: float, chord_program: int = CHORD_PROGRAM
+) -> np.ndarray:
+    """Render a performance to mono float samples at SAMPLE_RATE, last note's end + TAIL_S long.
+    Thread-safe: concurrent calls use separate synthesizers."""
+    key, synth = _POOL.acquire(soundfont)
+    try:
+        return synth.render(played, (program, chord_program), bpm, deadline)
+    finally:
+        _POOL.release(key, synth)
+
+
+def finish(samples: np.ndarray, has_notes: bool) -> np.ndarray:
+    """Fade out the tail's last FADE_S and normalise the peak to PEAK_DBFS -> mono int16 PCM."""
+    audio = samples.astype(np.float32, copy=True)
+    fade = min(round(FADE_S * SAMPLE_RATE), len(audio))
+    if fade:
+        audio[len(audio) - fade :] *= np.linspace(1.0, 0.0, fade, dtype=np.float32) ** 2  # eases out, no click
+    peak = float(np.abs(audio).max()) if len(audio) else 0.0
     if peak < SILENCE_PEAK:
-        if end_s > 0:  # the melody has notes
+        if has_notes:
             raise RenderError("FluidSynth produced silence; is the soundfont a General MIDI soundfont?")
-        return np.zeros(length, dtype=np.int16)
+        return np.zeros(len(audio), dtype=np.int16)
     # Scaled to below full scale and rounded, so no sample can clip.
     audio *= 10 ** (PEAK_DBFS / 20) * 32767 / peak
     return np.round(audio).astype("<i2")

@@ -3,12 +3,14 @@
 One panel per variation: time runs left to right with a line at every bar, pitch runs bottom to
 top with every C named ("C4" is middle C), the primer region is shaded and its notes are drawn in
 a different colour from the continuation. Panels of one request share the pitch range and length,
-so stacked they compare at a glance. Colours suit Discord's dark theme.
+so stacked they compare at a glance. With chords, a lane above the grid names each chord where it
+starts (a symbol that would overlap the previous one is left out). Colours suit Discord's dark theme.
 """
 
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from functools import cache
 
 from PIL import Image, ImageDraw, ImageFont
@@ -24,6 +26,8 @@ MARGIN = 8  # px right of the grid
 SEPARATOR = 4  # px between stacked panels
 MIN_PITCH_SPAN = 24  # semitones shown at least (two octaves always contain a C to label)
 FONT_PX = 17  # text height; still readable when Discord halves the picture
+CHORD_LANE = 22  # px between the header and the grid for the chord symbols, when there are chords
+CHORD_GAP = 6  # px at least between two chord symbols
 
 BACKGROUND = (30, 31, 34)
 GRID = (43, 45, 49)
@@ -35,6 +39,7 @@ BAR_LINE = (100, 104, 112)
 PRIMER_END_LINE = (140, 160, 220)
 PRIMER_NOTE = (130, 155, 215)  # muted blue: the songwriter's notes
 CONTINUATION_NOTE = (255, 170, 60)  # orange: the model's notes
+CHORD_TEXT = (140, 215, 160)  # green, apart from both note colours
 TEXT = (220, 222, 225)
 DIM_TEXT = (150, 153, 160)
 BLACK_KEYS = {1, 3, 6, 8, 10}  # pitch classes
@@ -58,12 +63,20 @@ def shared_layout(melodies: list[list[int]]) -> tuple[int, int, int]:
     return max(0, low), min(127, high), steps
 
 
-def draw_panel(events: list[int], primer_steps: int, layout: tuple[int, int, int], label: str = "") -> Image.Image:
-    """One variation's piano roll, PANEL_HEIGHT tall."""
+def draw_panel(
+    events: list[int],
+    primer_steps: int,
+    layout: tuple[int, int, int],
+    label: str = "",
+    chords: Sequence | None = None,
+) -> Image.Image:
+    """One variation's piano roll, PANEL_HEIGHT tall; `chords` (a model.chords.Chord or None per
+    step) are named above the grid."""
     low, high, steps = layout
     image = Image.new("RGB", (WIDTH, PANEL_HEIGHT), BACKGROUND)
     draw = ImageDraw.Draw(image)
-    left, top, right, bottom = GUTTER, HEADER, WIDTH - MARGIN, PANEL_HEIGHT - FOOTER
+    top = HEADER + (CHORD_LANE if chords is not None else 0)
+    left, right, bottom = GUTTER, WIDTH - MARGIN, PANEL_HEIGHT - FOOTER
     step_px = (right - left) / steps
     row_px = (bottom - top) / (high - low + 1)
     primer_x = left + min(primer_steps, steps) * step_px
@@ -103,10 +116,23 @@ def draw_panel(events: list[int], primer_steps: int, layout: tuple[int, int, int
         box = (x(note.start) + 1, y(note.pitch), max(x(note.start) + 2, x(note.end) - 2), y(note.pitch - 1) - 1)
         draw.rectangle(box, fill=colour)
 
+    if chords is not None:
+        _chord_symbols(draw, chords[:steps], x, top)
     if label:
         draw.text((GUTTER / 2, HEADER / 2), label, TEXT, _font(FONT_PX + 5), "mm")
     _legend(draw, font, primer_steps > 0)
     return image
+
+
+def _chord_symbols(draw: ImageDraw.ImageDraw, chords: Sequence, x, top: int) -> None:
+    font = _font(FONT_PX - 2)
+    free_from = 0.0  # x where the next symbol may start
+    for step, chord in enumerate(chords):
+        if chord is None or (step > 0 and chords[step - 1] == chord) or x(step) + 2 < free_from:
+            continue
+        symbol = chord.symbol()
+        draw.text((x(step) + 2, top - CHORD_LANE / 2), symbol, CHORD_TEXT, font, "lm")
+        free_from = x(step) + 2 + draw.textlength(symbol, font=font) + CHORD_GAP
 
 
 def _legend(draw: ImageDraw.ImageDraw, font: ImageFont.FreeTypeFont, with_primer: bool) -> None:

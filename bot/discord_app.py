@@ -12,6 +12,7 @@ Attach Files, Add Reactions, Read Message History (invite permission integer 101
 from __future__ import annotations
 
 import asyncio
+import datetime
 import hashlib
 import io
 import json
@@ -37,13 +38,14 @@ from bot.queue import JobQueue
 from bot.settings import Settings, SettingsError
 from bot.votes import VoteStore, emoji_number
 
-log = logging.getLogger("melodybot.discord")
+log = logging.getLogger(__name__)
 
 # View Channel 1<<10, Send Messages 1<<11, Attach Files 1<<15, Read Message History 1<<16, Add Reactions 1<<6
 INVITE_PERMISSIONS = discord.Permissions(
     view_channel=True, send_messages=True, attach_files=True, read_message_history=True, add_reactions=True
 )
 MESSAGE_LIMIT = 2000  # characters in one Discord message
+REPLAY_HISTORY = 100  # messages looked through for a result posted before a restart
 SYNC_META = "app_commands_hash"
 
 
@@ -183,6 +185,7 @@ class MelodyBot(commands.Bot):
                                        observe=observe, on_failure=self._delivery_failed)
         self.sync_commands = sync_commands
         self._status_where: dict[str, tuple[int, int]] = {}  # job id -> (channel id, message id)
+        self._vote_locks: dict[tuple[int, int], tuple[asyncio.Lock, int]] = {}  # (message, user) -> lock, users
         self._status_text: dict[str, str] = {}  # newest status text per job, for a message not yet sent
 
     async def setup_hook(self) -> None:
@@ -220,6 +223,7 @@ class MelodyBot(commands.Bot):
             uploads=uploads,
             can_manage_channel=ctx.guild is not None and ctx.permissions.manage_channels,
             in_guild=ctx.guild is not None,
+            guild_id=ctx.guild.id if ctx.guild is not None else None,
             interactive=ctx.interaction is not None,
         )
 
@@ -253,6 +257,7 @@ class MelodyBot(commands.Bot):
             user_name=interaction.user.display_name,
             can_manage_channel=interaction.permissions.manage_channels,
             in_guild=interaction.guild_id is not None,
+            guild_id=interaction.guild_id,
             interactive=True,
         )
         refused = await self.handler.gate(request, command)
@@ -297,6 +302,22 @@ class MelodyBot(commands.Bot):
         number = emoji_number(str(payload.emoji))
         if number is None:
             return
+        # Each gateway event runs in its own task: without this, a quick add-then-remove by one
+        # user could be applied remove-then-add. asyncio.Lock wakes waiters in arrival order.
+        key = (payload.message_id, payload.user_id)
+        lock, users = self._vote_locks.get(key, (asyncio.Lock(), 0))
+        self._vote_locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                await self._apply_reaction(payload, number, added)
+        finally:
+            lock, users = self._vote_locks[key]
+            if users == 1:
+                del self._vote_locks[key]
+            else:
+                self._vote_locks[key] = (lock, users - 1)
+
+    async def _apply_reaction(self, payload: discord.RawReactionActionEvent, number: int, added: bool) -> None:
         shown = await self.store.result_message(payload.message_id)
         if shown is None or number > shown.variations:
             return
@@ -375,7 +396,12 @@ class MelodyBot(commands.Bot):
             channel = await self._channel(job.channel_id)
             limit = channel.guild.filesize_limit if getattr(channel, "guild", None) else 10 * 1024 * 1024
             reply = self.handler.result_reply(status, upload_limit=limit)
-            message = await self._send(channel.send, reply)
+            message = await self._posted_before(channel, job) if status.replayed else None
+            if message is not None:
+                log.info("job %s: its result was posted before (message %s); not posting it again", job.job_id,
+                         message.id)  # fmt: skip
+            else:
+                message = await self._send(channel.send, reply)
         except (discord.Forbidden, discord.NotFound) as error:  # marked delivered: retrying cannot help
             log.warning("job %s: cannot post the result in channel %s: %s", job.job_id, job.channel_id, error)
             return None
@@ -383,6 +409,24 @@ class MelodyBot(commands.Bot):
         log.info("job %s: result posted as message %s (%s)", job.job_id, message.id,
                  ", ".join(f"{k} {v:.2f} s" for k, v in status.result.timings.items()))
         return message, reply.reactions
+
+    async def _posted_before(self, channel, job) -> discord.Message | None:
+        """The result message of `job` if this bot already posted it: a delivery replayed after a
+        restart (killed between posting and recording) must not post it twice."""
+        known = await self.store.result_of_job(job.job_id)
+        if known is not None:
+            try:
+                return await channel.fetch_message(known.message_id)
+            except discord.HTTPException:
+                return None
+        made = datetime.datetime.fromtimestamp(job.created_at, datetime.UTC)
+        async for message in channel.history(limit=REPLAY_HISTORY):
+            if message.created_at < made:
+                continue
+            ours = message.author == self.user
+            if ours and any(a.filename.startswith(f"{job.job_id}-") for a in message.attachments):  # job-1.mid
+                return message
+        return None
 
     async def _add_vote_reactions(self, job_id: str, message: discord.Message, reactions: list[str]) -> None:
         for emoji in reactions:  # ~0.25 s each: Discord rate-limits reactions per channel

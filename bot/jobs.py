@@ -47,6 +47,7 @@ class Job:
     instrument: str = "piano"  # a name from bot.render's instrument table
     keep_key: bool = True
     user_name: str = ""  # for display only
+    guild_id: int | None = None  # the Discord server it was made in; None: a DM or the terminal
     status_message_id: int | None = None  # the "queued, position N" message the bot edits
     parent: str | None = None  # "jobid:variation" this job extends, if any
     job_id: str = field(default_factory=new_job_id)
@@ -104,3 +105,4 @@ class JobStatus:
     position: int | None = None  # 1 = next to run; only while queued
     error: str | None = None  # user-facing reason, only when failed
     result: Result | None = None  # only when done
+    replayed: bool = False  # emitted again after a restart (or a failed delivery): it may have been shown already

@@ -87,6 +87,10 @@ class Terminal:
         self.stdout.flush()
 
     async def show(self, reply: Reply) -> None:
+        self.say(await self._prepare(reply))
+
+    async def _prepare(self, reply: Reply) -> str:
+        """The reply's text, with its files written and their paths listed."""
         text = reply.text
         if reply.files:
             job_id = reply.result_of or reply.status_of or "files"
@@ -95,7 +99,7 @@ class Terminal:
         if reply.buttons:
             text += "\n" + "  ".join(f"[{b.label}: {self.settings.command_prefix}{b.action} {b.job_id}]"
                                       for b in reply.buttons)
-        self.say(text)
+        return text
 
     def _write_files(self, job_id: str, reply: Reply) -> list[Path]:
         folder = self.out_dir / job_id
@@ -112,13 +116,17 @@ class Terminal:
         job = status.job
         if status.state == JobState.DONE and status.result is not None:
             reply = self.handler.result_reply(status, upload_limit=UNLIMITED, every_png=True)
-            await self.show(reply)
+            text = await self._prepare(reply)  # the files first: writing them again is harmless
             await self.store.remember_result(local_message_id(job.job_id), job.job_id, job.channel_id,
                                              len(status.result.variations))
         else:
-            self.say(self.handler.status_text(status))
+            text = self.handler.status_text(status)
         if status.state.finished:
+            # Marked before it is printed: a screen cannot take a line back, so a bot killed in
+            # between must not print it again after its restart (the files are on disk either way).
             await self.queue.mark_delivered(job.job_id)
+        self.say(text)
+        if status.state.finished:
             self._waiting.discard(job.job_id)
             self._answered.set()
 

@@ -535,3 +535,15 @@ async def test_update_follower_keeps_each_jobs_order_and_survives_failures(queue
 def test_reply_defaults():
     reply = Reply("hi")
     assert (reply.files, reply.reactions, reply.buttons, reply.private) == ([], [], [], False)
+
+
+async def test_a_job_is_visible_only_in_the_server_it_was_made_in(handler, results):
+    job_id = results["flute"]  # made outside any server (guild None), like the terminal channel
+    for command in ("votes", "extend", "again"):
+        text = await say(handler, f"!{command} {job_id}", guild_id=77, user_id=OTHER)
+        assert text.startswith(f"There is no job {job_id}."), text
+    assert not (await say(handler, f"!votes {job_id}")).startswith("There is no job")  # where it was made
+    reply, job = await submit(handler, "!continue C4 E4 G4", guild_id=77)
+    assert job.guild_id == 77
+    assert (await say(handler, f"!again {job.job_id}", guild_id=78, user_id=OTHER)).startswith(
+        f"There is no job {job.job_id}.")

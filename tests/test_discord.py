@@ -13,6 +13,7 @@ import gc
 import io
 import os
 import re
+import sqlite3
 import statistics
 import time
 from pathlib import Path
@@ -261,13 +262,19 @@ async def test_votes_move_and_survive_a_restart(bot, settings, queue, tmp_path):
     old_data = compat.message_data(message.channel, message.id)
     await stop_bot(bot)
     bot2 = await make_bot(settings, queue)
+    # dpytest's second fake Discord has a new guild id (real Discord keeps it): move the job there,
+    # since jobs are only visible in the guild they were made in.
+    with sqlite3.connect(settings.database) as db:
+        db.execute("UPDATE queue_jobs SET job = json_set(job, '$.guild_id', ?) WHERE job_id = ?",
+                   (dpytest.get_config().guilds[0].id, job_id))
     try:
         assert (await bot2.store.tally(job_id, 3)).counts == (0, 1, 1)
         bot2._connection.parse_message_reaction_add(vote_payload(*old, user_id=bob.id, number=3))
         bot2._connection.parse_message_reaction_add(vote_payload(*old, user_id=bot2.user.id, number=1))  # ignored
         await dpytest.run_all_events()
         assert (await bot2.store.tally(job_id, 3)).counts == (0, 1, 2)
-        assert "<- leading" in (await tally_text(job_id)).split(NUMBER_EMOJIS[2])[1]
+        shown = await tally_text(job_id)
+        assert "<- leading" in shown.split(NUMBER_EMOJIS[2])[1], shown
 
         # The buttons under the old message still work: extend the leader (variation 3).
         payload = compat.button_payload(bot2, message, f"melodybot:extend:{job_id}", data=old_data)
@@ -472,3 +479,23 @@ async def test_slash_commands_are_uploaded_only_when_they_change(bot, monkeypatc
 
 async def test_discord_knows_every_command_name_of_the_handler(bot):
     assert {name for command in bot.commands for name in (command.name, *command.aliases)} == set(COMMANDS)
+
+
+async def test_a_result_replayed_after_a_restart_is_not_posted_twice(bot):
+    """The bot killed between posting a result and recording it as delivered emits it again at
+    the next start (JobStatus.replayed): the message already in the channel is found, not re-sent."""
+    await dpytest.message("!continue C4 E4 G4 variations=1 bars=1")
+    job_id = job_id_in(sent()[0])
+    message = await result_message(bot, job_id, reactions=1)
+    status = await bot.queue.get(job_id)
+    status.replayed = True
+    await bot.deliver(status)  # found through the result_messages table
+    assert [m for m in sent() if compat.first_text(m).startswith(f"Job {job_id}: ")] == []
+    with sqlite3.connect(bot.settings.database) as db:  # killed before even that row was written
+        db.execute("DELETE FROM result_messages WHERE job_id = ?", (job_id,))
+    await bot.deliver(status)  # found in the channel's history
+    assert [m for m in sent() if compat.first_text(m).startswith(f"Job {job_id}: ")] == []
+    assert (await bot.store.result_of_job(job_id)).message_id == message.id
+    status.replayed = False  # a first delivery does post
+    await bot.deliver(status)
+    assert [m.id for m in sent() if compat.first_text(m).startswith(f"Job {job_id}: ")] != []

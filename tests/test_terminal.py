@@ -17,7 +17,7 @@ from pathlib import Path
 
 import mido
 import pytest
-from conftest import QUEUE_WORKER_ENV
+from conftest import QUEUE_WORKER_ENV, free_port
 from midi_factory import TrackSpec, line, make_midi
 from PIL import Image
 
@@ -34,12 +34,14 @@ TIMEOUT_S = 60.0
 class BotProcess:
     """`python -m bot` with piped stdin/stdout; `expect` waits for a line matching a pattern."""
 
-    def __init__(self, data_dir: Path | None, weights: Path, cwd: Path):
-        """data_dir None: the default setting (`data` under the folder it starts in)."""
+    def __init__(self, data_dir: Path | None, weights: Path, cwd: Path, **settings: str):
+        """data_dir None: the default setting (`data` under the folder it starts in); settings:
+        more environment variables."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("MELODYBOT_") and k != "DISCORD_TOKEN"}
         env.update(QUEUE_WORKER_ENV, MELODYBOT_WEIGHTS=str(weights), MELODYBOT_DEVICE="cpu", PYTHONUNBUFFERED="1")
         if data_dir is not None:
             env["MELODYBOT_DATA_DIR"] = str(data_dir)
+        env.update(settings)
         self.proc = subprocess.Popen([sys.executable, "-m", "bot"], cwd=cwd, env=env, text=True, bufsize=1,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.lines: queue_module.Queue[str | None] = queue_module.Queue()
@@ -127,6 +129,47 @@ def test_started_from_another_folder_with_default_settings_it_answers(tiny_weigh
     finally:
         if bot.proc.poll() is None:
             bot.proc.kill()
+
+
+def test_a_bot_killed_as_it_prints_a_result_does_not_print_it_again(bot_process, tmp_path):
+    bot = bot_process()
+    bot.expect(r"^bot> melodybot, terminal channel")
+    bot.send("!continue C4 E4 G4 A4 bars=1 variations=1")
+    job_id = bot.expect(r"^bot> Queued as job ([a-z0-9]{6})")[1]
+    bot.expect(rf"^bot> Job {job_id}: 1 continuation")
+    bot.proc.kill()  # the instant the result is on the screen
+    bot.proc.wait()
+    again = bot_process()
+    again.expect(r"^bot> melodybot, terminal channel")
+    again.send("!queue")
+    again.expect(r"You have no jobs")
+    again.send(f"!votes {job_id}")  # the job is known and finished: the answer was recorded
+    again.expect(rf"{job_id}")
+    again.send("!quit")
+    assert again.wait() == 0
+    assert not any(f"Job {job_id}: 1 continuation" in line for line in again.seen)
+
+
+def test_a_redis_password_never_reaches_the_screen_or_the_log(tiny_weights, tmp_path):
+    """Redis unreachable at start, with a password in the URL: the bot starts, accepts the job,
+    says why it waits, and the password appears nowhere."""
+    secret = "hunter2-very-secret"
+    url = f"redis://:{secret}@127.0.0.1:{free_port()}/0"
+    bot = BotProcess(tmp_path / "data", tiny_weights, tmp_path, MELODYBOT_REDIS_URL=url)
+    try:
+        bot.expect(r"^bot> melodybot, terminal channel")
+        bot.send("!continue C4 E4 G4 A4 bars=1")
+        bot.expect(r"Queued as job [a-z0-9]{6}.*The generators are unreachable right now; your job is kept")
+        bot.send("!quit")
+        assert bot.wait() == 0
+    finally:
+        if bot.proc.poll() is None:
+            bot.proc.kill()
+    screen = "\n".join(bot.seen) + bot.proc.stderr.read()
+    log_text = (tmp_path / "data" / "melodybot.log").read_text()
+    assert secret not in screen and secret not in log_text
+    assert "redis://:***@127.0.0.1" in log_text
+    assert "Traceback" not in screen
 
 
 def test_a_typed_melody_becomes_files_on_disk(bot_process, tmp_path):

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from bot.jobs import JobStatus
 from bot.queue import JobQueue
 
-log = logging.getLogger("melodybot.commands")  # the name it had as one module: log filters keep working
+log = logging.getLogger(__name__)
 
 
 def start_task(coro: Awaitable, tasks: set[asyncio.Task], name: str,
@@ -57,6 +57,7 @@ class UpdateFollower:
     (a job's RUNNING edit never lands after its result), different jobs in parallel."""
 
     RETRY_S = 2.0  # wait before following again when the update stream breaks
+    DELIVERY_RETRIES_S = (2.0, 10.0, 30.0)  # waits before trying a failed delivery again; then the user is told
 
     def __init__(self, queue: JobQueue, deliver: Callable[[JobStatus], Awaitable[None]],
                  accept: Callable[[JobStatus], bool] = lambda status: True,
@@ -109,6 +110,18 @@ class UpdateFollower:
         job_id = status.job.job_id
         lock = self._locks.setdefault(job_id, asyncio.Lock())
         async with lock:
-            await self.deliver(status)
+            for wait in (*self.DELIVERY_RETRIES_S, None):
+                try:
+                    await self.deliver(status)
+                    break
+                except asyncio.CancelledError:
+                    raise
+                except Exception as error:
+                    if wait is None or not status.state.finished:  # a lost progress edit is not worth a retry
+                        raise
+                    log.warning("job %s: delivering %s failed (%s); trying again in %.0f s", job_id,
+                                status.state.value, error, wait)  # fmt: skip
+                    status.replayed = True  # part of it may have reached the user: the front-end checks
+                    await asyncio.sleep(wait)
         if status.state.finished and not lock.locked():
             self._locks.pop(job_id, None)

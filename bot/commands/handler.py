@@ -174,6 +174,7 @@ class CommandHandler:
             instrument=options.instrument or "piano",
             keep_key=options.keep_key if options.keep_key is not None else True,
             user_name=request.user_name,
+            guild_id=request.guild_id,
         )
         return await self._submit(job, f"from {source}", remarks)
 
@@ -221,6 +222,7 @@ class CommandHandler:
             instrument=options.instrument or parent.instrument,
             keep_key=options.keep_key if options.keep_key is not None else parent.keep_key,
             user_name=request.user_name,
+            guild_id=request.guild_id,
         )
 
     def _new_seed(self, avoid: int | None = None) -> int:
@@ -268,7 +270,7 @@ class CommandHandler:
                 raise CommandError(f"Which job? Usage: {USAGE[command].format(p=self.prefix)}")
             job_id = latest.job_id
         status = await self.queue.get(job_id)
-        if status is None:
+        if status is None or status.job.guild_id != request.guild_id:  # another server's job: not ours to show
             raise CommandError(f"There is no job {job_id}. `{self.prefix}queue` lists your jobs.")
         return status
 

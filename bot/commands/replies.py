@@ -44,6 +44,7 @@ class Request:
     uploads: list[Upload] = field(default_factory=list)
     can_manage_channel: bool = False  # Discord: Manage Channels here (for !channel on/off)
     in_guild: bool = True  # False in direct messages
+    guild_id: int | None = None  # the Discord server; jobs are visible only where they were made
     interactive: bool = False  # a slash command or button: refusals go privately to the user
     rate_limited: bool = True
 

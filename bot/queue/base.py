@@ -91,6 +91,7 @@ class StoreQueue(JobQueue):
         for job_id in undelivered:
             status = await self._db(self._store.get, job_id)
             if status is not None:
+                status.replayed = True
                 self._updates.put_nowait(status)
         if undelivered:
             log.info("%d answers were not delivered before the last shutdown; emitting them again", len(undelivered))

@@ -41,6 +41,7 @@ class Settings:
     worker_threads: int = 1  # torch CPU threads per worker process; 0: torch's default (one per core)
     rate_limit_per_minute: int = 10  # commands one user may send per minute
     http_port: int = 0  # /healthz and /metrics; 0: off
+    preview_retention_days: float = 30.0  # MIDI/MP3/PNG of results older than this are deleted (events kept); 0: keep
     log_level: str = "INFO"
     log_format: str = "text"  # text: one readable line per record; json: one JSON object per line
 
@@ -81,6 +82,9 @@ class Settings:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be positive, not {getattr(self, name)}")
+        if self.preview_retention_days < 0:
+            raise SettingsError(f"{ENV_PREFIX}PREVIEW_RETENTION_DAYS must be 0 (keep) or more, not "
+                                f"{self.preview_retention_days}")
         if self.worker_threads < 0:
             raise SettingsError(f"{ENV_PREFIX}WORKER_THREADS must be 0 (all cores) or more, not {self.worker_threads}")
         if self.max_variations > ATTACHED_VARIATIONS:

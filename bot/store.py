@@ -242,6 +242,24 @@ class Store:
         ).fetchall()
         return [(seq, job_id, JobState(state)) for seq, job_id, state in rows]
 
+    def prune_previews(self, finished_before: float) -> int:
+        """Delete the rendered files (MIDI, MP3, PNG) of results finished before `finished_before`,
+        keeping each variation's events, so `!extend`, `!again` and votes still work. Returns how
+        many results were pruned."""
+        rows = self.db.execute(
+            "SELECT job_id, result FROM queue_jobs WHERE state = ? AND finished_at < ? AND result IS NOT NULL "
+            "AND json_extract(result, '$.pruned') IS NULL",
+            (JobState.DONE.value, finished_before),
+        ).fetchall()
+        for job_id, data in rows:
+            result = json.loads(data)
+            for variation in result["variations"]:
+                variation.update(midi="", mp3="", png="")
+            result.update(combined_png="", pruned=True)
+            with self._write() as db:
+                db.execute("UPDATE queue_jobs SET result = ? WHERE job_id = ?", (json.dumps(result), job_id))
+        return len(rows)
+
     def counts(self) -> dict[str, int]:
         counts = {state.value: 0 for state in JobState}
         counts.update(self.db.execute("SELECT state, count(*) FROM queue_jobs GROUP BY state").fetchall())

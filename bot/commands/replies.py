@@ -106,7 +106,7 @@ def result_reply(status: JobStatus, prefix: str, platform: str, upload_limit: in
     reactions to vote; buttons to extend the leader or roll again."""
     job, result = status.job, status.result
     count = len(result.variations)
-    midis = [OutFile(f"{job.job_id}-{n}.mid", v.midi) for n, v in enumerate(result.variations, 1)]
+    midis = [OutFile(f"{job.job_id}-{n}.mid", v.midi) for n, v in enumerate(result.variations, 1) if v.midi]
     mp3s = [OutFile(f"{job.job_id}-{n}.mp3", v.mp3) for n, v in enumerate(result.variations, 1) if v.mp3]
     pngs = [OutFile(f"{job.job_id}.png", result.combined_png)] if result.combined_png else []
     if every_png:

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 POLL_S = 0.05  # how often the state-change log is read (the latency of an update)
 TICK_S = 0.5  # how often timeouts and workers are checked
+PRUNE_EVERY_S = 3600.0  # how often old previews are deleted (settings.preview_retention_days)
 MAX_ATTEMPTS = 3  # a job whose worker died this many times fails instead of running again
 TIMEOUT_ERROR = "Job {job_id} took too long (over {timeout:g} s) and was stopped; try fewer bars or variations."
 
@@ -39,6 +40,7 @@ class StoreQueue(JobQueue):
         self._tasks: list[asyncio.Task] = []
         self._cursor = 0
         self._closing = False
+        self._next_prune = 0.0
 
     # -- to implement ------------------------------------------------------------------------------
     async def _start_backend(self) -> None: ...
@@ -196,10 +198,21 @@ class StoreQueue(JobQueue):
             if not events:
                 await asyncio.sleep(POLL_S)
 
+    async def _prune(self) -> None:
+        days = self.settings.preview_retention_days
+        now = time.monotonic()
+        if not days or now < self._next_prune:
+            return
+        self._next_prune = now + PRUNE_EVERY_S
+        pruned = await self._db(self._store.prune_previews, time.time() - days * 86400)
+        if pruned:
+            log.info("deleted the previews of %d results older than %g days (their events are kept)", pruned, days)
+
     async def _supervise(self) -> None:
         while True:
             await asyncio.sleep(TICK_S)
             try:
+                await self._prune()
                 await self._tick()
             except asyncio.CancelledError:
                 raise

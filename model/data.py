@@ -1,8 +1,10 @@
 """Songs of a POP909-style folder as event arrays, the held-out split, and training batches.
 
 A folder holds one sub-folder per song, `NNN/NNN.mid`; the melody is the track named MELODY
-(the evaluation protocol). Parsed songs are cached outside the song folder, in CACHE_DIR
-(MELODYBOT_CACHE, default ~/.cache/melodybot).
+(the evaluation protocol). A song's annotated chords (`chord_midi.txt`, when there) ride along
+on the melody's grid as one chord code per step (model.network.NO_CHORD where none sounds).
+Parsed songs are cached outside the song folder, in CACHE_DIR (MELODYBOT_CACHE, default
+~/.cache/melodybot).
 """
 
 from __future__ import annotations
@@ -16,16 +18,41 @@ import numpy as np
 
 from model.events import FIRST_NOTE_ON, MAX_PITCH, MIN_PITCH, NUM_CLASSES, PAD, notes_to_events
 from model.midi_io import MidiError, read_midi
+from model.network import CHORD_ROOT, NO_CHORD
 
 MELODY_TRACK = "MELODY"
 HELD_OUT_EVERY = 10  # song ids divisible by this form the held-out split (about 10%)
 CACHE_DIR = Path(os.environ.get("MELODYBOT_CACHE", Path.home() / ".cache" / "melodybot"))
+CACHE_VERSION = 2  # 2: chords
 
 
 @dataclass
 class Song:
     song_id: str
     events: np.ndarray  # (T,) int64 event classes, starting at a bar line
+    chords: np.ndarray | None = None  # (T,) int64 chord codes on the same steps; None: not annotated
+
+    def chord_codes(self) -> np.ndarray:
+        return self.chords if self.chords is not None else np.full(len(self.events), NO_CHORD, dtype=np.int64)
+
+
+def chord_code(chord) -> int:
+    """A model.chords.Chord (or None) -> the network's chord code."""
+    if chord is None:
+        return NO_CHORD
+    return CHORD_ROOT * (chord.root % 12) + sum(1 << (pc % 12) for pc in set(chord.pitch_classes))
+
+
+def chord_codes(chords) -> np.ndarray:
+    return np.array([chord_code(c) for c in chords], dtype=np.int64)
+
+
+def transpose_chords(codes: np.ndarray, shift: int) -> np.ndarray:
+    """Chord codes moved by `shift` semitones (roots and pitch-class masks rotate)."""
+    root, mask = codes // CHORD_ROOT, codes % CHORD_ROOT
+    shift %= 12
+    mask = ((mask << shift) | (mask >> (12 - shift))) & 0xFFF
+    return np.where(root == 12, NO_CHORD, (root + shift) % 12 * CHORD_ROOT + mask)
 
 
 def song_files(folder: str | Path) -> list[Path]:
@@ -33,40 +60,62 @@ def song_files(folder: str | Path) -> list[Path]:
     return sorted(p / f"{p.name}.mid" for p in folder.iterdir() if (p / f"{p.name}.mid").is_file())
 
 
-def melody_events(path: Path) -> np.ndarray | None:
-    """The MELODY track as events, or None when the file has no such track."""
+def melody_events(path: Path) -> tuple[np.ndarray, int] | None:
+    """The MELODY track as (events, the step of the file where they start), or None when the
+    file has no such track."""
     midi = read_midi(path, max_bytes=64 * 1024 * 1024)
     for track in midi.tracks:
-        if track.name.upper() == MELODY_TRACK:
-            events, _ = notes_to_events(track.notes)
-            return np.asarray(events, dtype=np.int64)
+        if track.name.strip().upper() == MELODY_TRACK:
+            events, offset = notes_to_events(track.notes)
+            return np.asarray(events, dtype=np.int64), offset
     return None
+
+
+def song_chord_codes(folder: Path, offset: int, length: int) -> np.ndarray | None:
+    """The chords of a song folder for `length` melody steps from file step `offset`, or None
+    when the song has no chord annotation."""
+    if not (folder / "chord_midi.txt").is_file():
+        return None
+    from model.chords import song_chords  # noqa: PLC0415 - only the training data needs it
+
+    codes = chord_codes(song_chords(folder)[offset : offset + length])
+    return np.concatenate([codes, np.full(length - len(codes), NO_CHORD, dtype=np.int64)])
 
 
 def load_songs(folder: str | Path, use_cache: bool = True) -> tuple[list[Song], list[str]]:
     """All songs of a folder. Returns (songs, skipped ids); skipped songs lack a MELODY track."""
     files = song_files(folder)
     key = hashlib.sha1("".join(f"{p}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files).encode())
+    key.update(f"v{CACHE_VERSION}".encode() + "".join(_chord_stamp(p.parent) for p in files).encode())
     cache = CACHE_DIR / f"songs-{key.hexdigest()[:16]}.npz"
     if use_cache and cache.exists():
         stored = np.load(cache, allow_pickle=False)
-        songs = [Song(i, stored[f"s{i}"]) for i in stored["ids"]]
+        chorded = set(stored["chorded"])
+        songs = [Song(i, stored[f"s{i}"], stored[f"c{i}"] if i in chorded else None) for i in stored["ids"]]
         return songs, list(stored["skipped"])
     songs, skipped = [], []
     for path in files:
         try:
-            events = melody_events(path)
+            melody = melody_events(path)
         except MidiError:
-            events = None
-        if events is None or len(events) == 0:
+            melody = None
+        if melody is None or len(melody[0]) == 0:
             skipped.append(path.parent.name)
         else:
-            songs.append(Song(path.parent.name, events))
+            events, offset = melody
+            songs.append(Song(path.parent.name, events, song_chord_codes(path.parent, offset, len(events))))
     if use_cache:
         cache.parent.mkdir(parents=True, exist_ok=True)
+        chorded = [s for s in songs if s.chords is not None]
         np.savez(cache, ids=np.array([s.song_id for s in songs]), skipped=np.array(skipped, dtype=str),
-                 **{f"s{s.song_id}": s.events for s in songs})
+                 chorded=np.array([s.song_id for s in chorded], dtype=str),
+                 **{f"s{s.song_id}": s.events for s in songs}, **{f"c{s.song_id}": s.chords for s in chorded})
     return songs, skipped
+
+
+def _chord_stamp(folder: Path) -> str:
+    path = folder / "chord_midi.txt"
+    return f"{path.stat().st_size}:{path.stat().st_mtime_ns}" if path.is_file() else "-"
 
 
 def is_held_out(song_id: str) -> bool:
@@ -103,20 +152,42 @@ def sample_batch(
     Returns primer (B, P), target (B, T) and a mask (B, T) of real (not padded) target steps.
     Windows past a song's end are padded with PAD; padded targets are masked out of the loss.
     """
+    primer, target, mask, _ = sample_chord_batch(songs, batch_size, primer_steps, target_steps, rng, max_shift)
+    return primer, target, mask
+
+
+def sample_chord_batch(
+    songs: list[Song],
+    batch_size: int,
+    primer_steps: int,
+    target_steps: int,
+    rng: np.random.Generator,
+    max_shift: int = 0,
+    chord_dropout: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """sample_batch and the windows' chord codes (B, P+T), transposed with the melody; a share
+    `chord_dropout` of the windows (and songs without chords) get NO_CHORD everywhere, so one
+    model learns both with and without chords."""
     primer = np.full((batch_size, primer_steps), PAD, dtype=np.int64)
     target = np.full((batch_size, target_steps), PAD, dtype=np.int64)
+    chords = np.full((batch_size, primer_steps + target_steps), NO_CHORD, dtype=np.int64)
     for b in range(batch_size):
-        events = songs[rng.integers(len(songs))].events
+        song = songs[rng.integers(len(songs))]
+        events, codes = song.events, song.chords
         bars = max(1, (len(events) - primer_steps) // 16)
         start = 16 * int(rng.integers(bars))
-        if max_shift:
-            events = transpose(events, int(rng.integers(-max_shift, max_shift + 1)))
+        shift = int(rng.integers(-max_shift, max_shift + 1)) if max_shift else 0
+        if shift:
+            events = transpose(events, shift)
         window = events[start : start + primer_steps + target_steps]
         p = window[:primer_steps]
         primer[b, primer_steps - len(p):] = p  # a short song's primer is left-padded
         t = window[primer_steps:]
         target[b, : len(t)] = t
-    return primer, target, target != PAD
+        if codes is not None and rng.random() >= chord_dropout:
+            c = transpose_chords(codes[start : start + primer_steps + target_steps], shift)
+            chords[b, primer_steps - len(p) : primer_steps - len(p) + len(c)] = c
+    return primer, target, target != PAD, chords
 
 
 assert NUM_CLASSES == PAD  # PAD sits just past the predicted classes

@@ -19,15 +19,16 @@ import torch.nn.functional as F
 
 from model.data import Song, load_songs, split
 from model.events import FIRST_NOTE_ON, PAD
-from model.network import DEFAULT_WEIGHTS, load_checkpoint
+from model.network import DEFAULT_WEIGHTS, NO_CHORD, load_checkpoint
 
 PRIMER_STEPS = 32
 FIRST_SCORED_STEP = PRIMER_STEPS + 1
 
 
 @torch.no_grad()
-def score(model, songs: list[Song], batch_size: int = 16, device: str = "cpu") -> dict:
-    """Total nll (nats) and note accuracy over the scored steps of all songs."""
+def score(model, songs: list[Song], batch_size: int = 16, device: str = "cpu", chords: bool = False) -> dict:
+    """Total nll (nats) and note accuracy over the scored steps of all songs; with chords, a
+    model with chord inputs is told each song's annotated chords."""
     model.eval()
     total_nll, steps, notes, notes_right = 0.0, 0, 0, 0
     ordered = sorted((s for s in songs if len(s.events) > FIRST_SCORED_STEP), key=lambda s: len(s.events))
@@ -35,9 +36,12 @@ def score(model, songs: list[Song], batch_size: int = 16, device: str = "cpu") -
         batch = ordered[i : i + batch_size]
         longest = max(len(s.events) for s in batch)
         sequence = torch.full((len(batch), longest), PAD, dtype=torch.long)
+        codes = torch.full((len(batch), longest), NO_CHORD, dtype=torch.long)
         for row, song in enumerate(batch):
             sequence[row, : len(song.events)] = torch.as_tensor(song.events)
-        logits = model(sequence[:, :PRIMER_STEPS].to(device), sequence[:, PRIMER_STEPS:].to(device)).cpu()
+            codes[row, : len(song.events)] = torch.as_tensor(song.chord_codes())
+        extra = {"chords": codes.to(device)} if chords and _has_chord_inputs(model) else {}
+        logits = model(sequence[:, :PRIMER_STEPS].to(device), sequence[:, PRIMER_STEPS:].to(device), **extra).cpu()
         # logits[:, k] predicts step PRIMER_STEPS + k; score from FIRST_SCORED_STEP on.
         first = FIRST_SCORED_STEP - PRIMER_STEPS
         logits, truth = logits[:, first:], sequence[:, FIRST_SCORED_STEP:]
@@ -56,12 +60,18 @@ def score(model, songs: list[Song], batch_size: int = 16, device: str = "cpu") -
     }
 
 
+def _has_chord_inputs(model) -> bool:
+    config = getattr(model, "config", None)  # the baselines have none
+    return bool(config and getattr(config, "chords", False))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", type=Path, help="folder of songs laid out as NNN/NNN.mid")
     parser.add_argument("--checkpoint", type=Path, default=DEFAULT_WEIGHTS, help="weights to score")
     parser.add_argument("--held-out", action="store_true", help="score only this project's held-out split")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--chords", action="store_true", help="tell the model each song's annotated chords")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
 
@@ -72,7 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.held_out:
         songs = split(songs)[1]
     model, _ = load_checkpoint(args.checkpoint, args.device)
-    result = {"songs": len(songs), "skipped": len(skipped), **score(model, songs, device=args.device)}
+    result = {"songs": len(songs), "skipped": len(skipped)}
+    result.update(score(model, songs, device=args.device, chords=args.chords))
+    result["chords"] = args.chords and _has_chord_inputs(model)
     result["checkpoint"] = str(args.checkpoint)
     if args.json:
         print(json.dumps(result))

@@ -1,151 +1,244 @@
-"""What the sampler actually produces, beside real continuations of the same primers.
+"""What the sampler produces, scored with the musical protocol of EVALUATION.md.
 
-    python -m model.musical_eval FOLDER [--samples 4] [--temperature 1.0 --top-p 0.95 | --sweep]
+    python -m model.musical_eval FOLDER [--seed 0] [--variations 4] [--temperature T --top-p P | --sweep]
+    python -m model.musical_eval FOLDER --chords        # the chord-tone protocol
 
-Primers: the first 2 bars of each held-out song; 8 bars generated, several samples each; the real
-next 8 bars are the reference. MGEval-style features (Yang & Lerch 2018): for each feature, the
-distances within the real set and between real and generated sets are smoothed into densities,
-and their overlapping area (OA, 0..1, higher = closer to real) is reported. Also: share of notes
-in the primer's key, and how often a bar repeats (or echoes, same rhythm) an earlier bar.
+Primers: the first 2 bars (32 steps) of each held-out song's melody; each is continued by 8 bars
+with the CLI's defaults, 4 variations (seeds as the CLI derives them from --seed); the real next
+8 bars (steps 32..159) are the reference. Features per 8-bar piece (MGEval, Yang & Lerch 2018):
+note count, pitch count, pitch range, mean absolute interval, mean inter-onset interval, the
+pitch-class histogram and the note-length histogram. For each feature, the Gaussian KDE of the
+distances between pairs of real pieces and that of the distances between (real, generated) pairs
+are compared by their overlapping area (OA, 1 = indistinguishable). In-key: share of generated
+notes in the song's annotated key (key_audio.txt; a minor key read as its relative major).
+Structure: share of generated bars whose set of (onset in bar, pitch) has Jaccard >= 0.75 with
+some earlier bar of the same piece, primer included.
+
+Chord-tone protocol (--chords): the same primers; the chords are each song's own annotated chords
+for the 8 bars, typed as a lead sheet (a bar's chords share it evenly); the share of continuation
+note duration whose pitch class belongs to the chord at the note's onset, for the real melodies,
+the model told the chords, and the model not told them.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from model.data import Song, load_songs, split
-from model.events import NOTE_OFF, STEPS_PER_BAR, events_to_notes, is_note_on
-from model.sampling import SamplingOptions, continue_melodies, detect_key, load_model
+from model.events import STEPS_PER_BAR, events_to_notes
+from model.sampling import SamplingOptions, continue_melodies, load_model, repeated_bars
 
 PRIMER_STEPS = 2 * STEPS_PER_BAR
 BARS = 8
-FEATURES = ("pitch_class_hist", "pitch_range", "interval_hist", "note_length_hist", "ioi_hist", "notes_per_bar")
+PIECE_STEPS = BARS * STEPS_PER_BAR
+LENGTH_BINS = (1, 2, 3, 4, 6, 8, 12, 16)  # note-length histogram: at most 1, 2, ..., 16 steps, then more
+FEATURES = ("note_count", "pitch_count", "pitch_range", "mean_interval", "mean_ioi", "pitch_class_hist",
+            "note_length_hist")
+# pitch classes of a major scale; a minor key is read as its relative major
+MAJOR_SCALE = (0, 2, 4, 5, 7, 9, 11)
+NOTE_NAMES = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
 
 
-def features(continuation: list[int]) -> dict[str, np.ndarray]:
-    notes = events_to_notes(continuation)
-    pitches = np.array([n.pitch for n in notes]) if notes else np.zeros(0)
-    starts = np.array([n.start for n in notes]) if notes else np.zeros(0)
-    lengths = np.array([n.end - n.start for n in notes]) if notes else np.zeros(0)
-
-    def hist(values, bins):
-        h = np.histogram(values, bins=bins)[0].astype(float)
-        return h / h.sum() if h.sum() else h
-
+def features(piece: list[int]) -> dict[str, np.ndarray]:
+    """The protocol's features of one piece of events (8 bars)."""
+    notes = events_to_notes(piece)
+    pitches = np.array([n.pitch for n in notes], dtype=float)
+    onsets = np.array([n.start for n in notes], dtype=float)
+    lengths = np.array([n.end - n.start for n in notes])
+    pc_hist = np.bincount(pitches.astype(int) % 12, minlength=12).astype(float)
+    bins = np.searchsorted(LENGTH_BINS, lengths, side="left")  # index of the first bin edge >= length
+    length_hist = np.bincount(bins, minlength=len(LENGTH_BINS) + 1).astype(float)
     return {
-        "pitch_class_hist": hist(pitches % 12, np.arange(13)),
-        "pitch_range": np.array([float(np.ptp(pitches)) if len(pitches) else 0.0]),
-        "interval_hist": hist(np.clip(np.diff(pitches), -12, 12), np.arange(-12, 14)),
-        # lengths and inter-onset intervals in steps: 1,2,3,4,6,8,12,16+ (sixteenth .. whole)
-        "note_length_hist": hist(np.clip(lengths, 1, 16), [1, 2, 3, 4, 6, 8, 12, 16, 17]),
-        "ioi_hist": hist(np.clip(np.diff(starts), 1, 16), [1, 2, 3, 4, 6, 8, 12, 16, 17]),
-        "notes_per_bar": np.array([len(notes) / (len(continuation) / STEPS_PER_BAR)]),
+        "note_count": np.array([len(notes)], dtype=float),
+        "pitch_count": np.array([len(set(pitches))], dtype=float),
+        "pitch_range": np.array([np.ptp(pitches) if len(notes) else 0.0]),
+        "mean_interval": np.array([np.abs(np.diff(pitches)).mean() if len(notes) > 1 else 0.0]),
+        "mean_ioi": np.array([np.diff(onsets).mean() if len(notes) > 1 else 0.0]),
+        "pitch_class_hist": pc_hist / max(pc_hist.sum(), 1.0),
+        "note_length_hist": length_hist / max(length_hist.sum(), 1.0),
     }
 
 
-def overlap_area(intra: np.ndarray, inter: np.ndarray) -> float:
-    """Overlapping area of two Gaussian kernel density estimates of distance samples."""
-    both = np.concatenate([intra, inter])
-    grid = np.linspace(both.min() - 1e-6, both.max() + 1e-6, 512)
-
-    def kde(x):
-        bandwidth = 1.06 * max(x.std(), 1e-3) * len(x) ** (-1 / 5)  # Silverman's rule
-        density = np.exp(-0.5 * ((grid[:, None] - x[None, :]) / bandwidth) ** 2).sum(1)
-        return density / np.trapezoid(density, grid)
-
-    return float(np.trapezoid(np.minimum(kde(intra), kde(inter)), grid))
+def kde(samples: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Gaussian kernel density of 1-D samples on a grid, Scott's bandwidth (scipy's gaussian_kde,
+    which MGEval uses)."""
+    spread = samples.std(ddof=1) if len(samples) > 1 else 0.0
+    bandwidth = max(spread, 1e-3) * len(samples) ** (-1 / 5)
+    density = np.zeros_like(grid)
+    for chunk in np.array_split(samples, max(1, len(samples) // 2048)):
+        density += np.exp(-0.5 * ((grid[:, None] - chunk[None, :]) / bandwidth) ** 2).sum(1)
+    return density / (len(samples) * bandwidth * math.sqrt(2 * math.pi))
 
 
-def pairwise(a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
-    if b is None:
-        d = np.linalg.norm(a[:, None] - a[None, :], axis=-1)
-        return d[np.triu_indices(len(a), 1)]
+def overlap_area(intra: np.ndarray, inter: np.ndarray, points: int = 1000) -> float:
+    """Area under the minimum of the two densities, over the range of both samples (as MGEval)."""
+    low, high = min(intra.min(), inter.min()), max(intra.max(), inter.max())
+    if high - low < 1e-9:  # every distance equal: the same distribution
+        return 1.0
+    grid = np.linspace(low, high, points)
+    return float(np.trapezoid(np.minimum(kde(intra, grid), kde(inter, grid)), grid))
+
+
+def intra_distances(a: np.ndarray) -> np.ndarray:
+    d = np.linalg.norm(a[:, None] - a[None, :], axis=-1)
+    return d[np.triu_indices(len(a), 1)]
+
+
+def inter_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.linalg.norm(a[:, None] - b[None, :], axis=-1).ravel()
 
 
-def in_key_share(primer: list[int], continuation: list[int]) -> float | None:
-    key = detect_key(primer)
-    pitches = [n.pitch for n in events_to_notes(continuation)]
-    if key is None or not pitches:
-        return None
-    return sum(p % 12 in key.pitch_classes for p in pitches) / len(pitches)
-
-
-def bar_repeats(sequence: list[int], first_bar: int) -> tuple[float, float]:
-    """Shares of bars with notes (from first_bar on) equal to an earlier bar: exactly (repeat),
-    or in rhythm only (echo: the same onsets and releases, any pitches)."""
-    bars = [sequence[i : i + STEPS_PER_BAR] for i in range(0, len(sequence) - STEPS_PER_BAR + 1, STEPS_PER_BAR)]
-    rhythm = [[e if e <= NOTE_OFF else 2 for e in bar] for bar in bars]
-    checked = [i for i in range(max(first_bar, 1), len(bars)) if any(map(is_note_on, bars[i]))]
-    repeat = [bars[i] in bars[:i] for i in checked]
-    echo = [rhythm[i] in rhythm[:i] for i in checked]
-    return float(np.mean(repeat)) if repeat else 0.0, float(np.mean(echo)) if echo else 0.0
-
-
-def evaluate_sampler(model, songs: list[Song], options: SamplingOptions) -> dict:
-    songs = [s for s in songs if len(s.events) >= PRIMER_STEPS + BARS * STEPS_PER_BAR]
-    primers = [s.events[:PRIMER_STEPS].tolist() for s in songs]
-    real = [s.events[PRIMER_STEPS : PRIMER_STEPS + BARS * STEPS_PER_BAR].tolist() for s in songs]
-    generated = [c for per_song in continue_melodies(model, primers, [options] * len(songs)) for c in per_song]
-    gen_primers = [p for p in primers for _ in range(options.variations)]
+def overlap_areas(real: list[list[int]], generated: list[list[int]]) -> dict[str, float]:
+    real_f, gen_f = [features(p) for p in real], [features(p) for p in generated]
     row = {}
-    real_f = [features(c) for c in real]
-    gen_f = [features(c) for c in generated]
     for name in FEATURES:
-        r = np.stack([f[name] for f in real_f])
-        g = np.stack([f[name] for f in gen_f])
-        row[name] = overlap_area(pairwise(r), pairwise(r, g))
+        r, g = np.stack([f[name] for f in real_f]), np.stack([f[name] for f in gen_f])
+        row[name] = overlap_area(intra_distances(r), inter_distances(r, g))
     row["mean_oa"] = float(np.mean([row[n] for n in FEATURES]))
-    for label, continuations, its_primers in (("real", real, primers), ("gen", generated, gen_primers)):
-        shares = [in_key_share(p, c) for p, c in zip(its_primers, continuations)]
-        row[f"in_key_{label}"] = float(np.mean([s for s in shares if s is not None]))
-        reps = [bar_repeats(p + c, 2) for p, c in zip(its_primers, continuations)]
-        row[f"repeat_{label}"] = float(np.mean([r[0] for r in reps]))
-        row[f"echo_{label}"] = float(np.mean([r[1] for r in reps]))
-        its_features = real_f if label == "real" else gen_f
-        row[f"notes_per_bar_{label}"] = float(np.mean([f["notes_per_bar"][0] for f in its_features]))
-    # One number to choose defaults by: closeness of the feature distributions, less how far the
-    # repetition structure (exact repeats and rhythmic echoes of earlier bars) is from the real one.
-    structure_gap = abs(row["repeat_gen"] - row["repeat_real"]) + abs(row["echo_gen"] - row["echo_real"])
-    row["score"] = row["mean_oa"] - structure_gap
     return row
+
+
+def parse_key(label: str) -> set[int]:
+    """`G:maj`, `F#:min`, `Bb:min` -> the pitch classes of the (relative) major scale."""
+    name, _, mode = label.strip().partition(":")
+    tonic = NOTE_NAMES[name[0].upper()] + name[1:].count("#") - name[1:].count("b")
+    if mode.lower().startswith("min"):
+        tonic += 3  # the relative major
+    return {(tonic + i) % 12 for i in MAJOR_SCALE}
+
+
+def song_key(folder: Path, melody_start_step: float) -> set[int] | None:
+    """The annotated key (key_audio.txt) sounding at a step of the song's MIDI file, or None."""
+    path = folder / "key_audio.txt"
+    if not path.is_file():
+        return None
+    spans = [line.split() for line in path.read_text().splitlines() if line.strip()]
+    if not spans:
+        return None
+    import pretty_midi  # noqa: PLC0415 - only for the seconds of a step
+
+    pm = pretty_midi.PrettyMIDI(str(folder / f"{folder.name}.mid"))
+    seconds = pm.tick_to_time(int(round(melody_start_step * pm.resolution / 4)))
+    for _start, end, label in spans:
+        if seconds < float(end):
+            return parse_key(label)
+    return parse_key(spans[-1][2])
+
+
+def in_key_share(pieces: list[list[int]], keys: list[set[int] | None]) -> float:
+    inside = total = 0
+    for piece, key in zip(pieces, keys):
+        if key is None:
+            continue
+        pitches = [n.pitch % 12 for n in events_to_notes(piece)]
+        inside += sum(p in key for p in pitches)
+        total += len(pitches)
+    return inside / max(total, 1)
+
+
+def structure_share(primers: list[list[int]], pieces: list[list[int]]) -> float:
+    counts = [repeated_bars(p, c) for p, c in zip(primers, pieces)]
+    return sum(h for h, _ in counts) / max(sum(n for _, n in counts), 1)
+
+
+@dataclass
+class Protocol:
+    """The held-out material: primers, the real next 8 bars, each song's key."""
+
+    songs: list[Song]
+    primers: list[list[int]]
+    real: list[list[int]]
+    keys: list[set[int] | None]
+
+
+def prepare(folder: Path, songs: list[Song] | None = None) -> Protocol:
+    songs = split(load_songs(folder)[0])[1] if songs is None else songs
+    songs = [s for s in songs if len(s.events) >= PRIMER_STEPS + PIECE_STEPS]
+    primers = [s.events[:PRIMER_STEPS].tolist() for s in songs]
+    real = [s.events[PRIMER_STEPS : PRIMER_STEPS + PIECE_STEPS].tolist() for s in songs]
+    keys = [song_key(Path(folder) / s.song_id, _melody_offset(Path(folder) / s.song_id) + PRIMER_STEPS)
+            for s in songs]
+    return Protocol(songs, primers, real, keys)
+
+
+def _melody_offset(folder: Path) -> int:
+    from model.data import melody_events  # noqa: PLC0415
+
+    path = folder / f"{folder.name}.mid"
+    melody = melody_events(path) if path.is_file() else None
+    return melody[1] if melody else 0
+
+
+def generate(model, protocol: Protocol, options: SamplingOptions, chords=None) -> list[list[int]]:
+    """options.variations continuations of each primer, flattened song by song."""
+    answers = continue_melodies(model, protocol.primers, [options] * len(protocol.primers),
+                                **({"chords": chords} if chords is not None else {}))
+    return [c[:PIECE_STEPS] for per_song in answers for c in per_song]
+
+
+def score_pieces(protocol: Protocol, generated: list[list[int]], variations: int) -> dict:
+    primers = [p for p in protocol.primers for _ in range(variations)]
+    keys = [k for k in protocol.keys for _ in range(variations)]
+    row = overlap_areas(protocol.real, generated)
+    row["in_key"] = in_key_share(generated, keys)
+    row["structure"] = structure_share(primers, generated)
+    return row
+
+
+def real_row(protocol: Protocol) -> dict:
+    """Real vs real: half the songs against the other half for OA; in-key and structure of all."""
+    half = len(protocol.real) // 2
+    row = overlap_areas(protocol.real[:half], protocol.real[half:])
+    row["in_key"] = in_key_share(protocol.real, protocol.keys)
+    row["structure"] = structure_share(protocol.primers, protocol.real)
+    return row
+
+
+def evaluate_sampler(model, protocol: Protocol, options: SamplingOptions) -> dict:
+    return score_pieces(protocol, generate(model, protocol, options), options.variations)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", type=Path)
     parser.add_argument("--weights", type=Path, default=None, help="default: the shipped weights")
-    parser.add_argument("--samples", type=int, default=4, help="samples per primer")
+    parser.add_argument("--variations", type=int, default=SamplingOptions.variations, help="per primer")
+    parser.add_argument("--seed", type=int, default=SamplingOptions.seed, help="as the CLI's --seed")
     parser.add_argument("--temperature", type=float, default=SamplingOptions.temperature)
     parser.add_argument("--top-p", type=float, default=SamplingOptions.top_p)
-    parser.add_argument("--no-key", action="store_true", help="sample without keeping the primer's key")
-    parser.add_argument("--max-rest", type=int, default=SamplingOptions.max_rest, help="0: no limit")
     parser.add_argument("--sweep", action="store_true", help="a grid of temperatures and top-p values")
-    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--real", action="store_true", help="also the real-vs-real row")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    model = load_model(*([args.weights] if args.weights else []))
-    held_out = split(load_songs(args.folder)[0])[1]
-    grid = [(t, p) for t in (0.8, 0.9, 0.95, 1.0, 1.1) for p in (0.9, 0.95, 1.0)] if args.sweep else [
+    model = load_model(*([str(args.weights)] if args.weights else []))
+    protocol = prepare(args.folder)
+    base = SamplingOptions(bars=BARS, variations=args.variations, seed=args.seed)
+    grid = [(t, p) for t in (0.9, 1.0, 1.1) for p in (0.9, 0.95, 1.0)] if args.sweep else [
         (args.temperature, args.top_p)]
-    rows = []
+    rows = [{"set": "real", **real_row(protocol)}] if args.real else []
     for temperature, top_p in grid:
-        options = SamplingOptions(bars=BARS, variations=args.samples, temperature=temperature, top_p=top_p,
-                                  seed=args.seed, keep_key=not args.no_key, max_rest=args.max_rest)
-        rows.append({"temperature": temperature, "top_p": top_p, **evaluate_sampler(model, held_out, options)})
-    if args.json:
+        options = replace(base, temperature=temperature, top_p=top_p)
+        rows.append({"set": "generated", "temperature": temperature, "top_p": top_p, "seed": args.seed,
+                     **evaluate_sampler(model, protocol, options)})
+    print_rows(rows, args.json)
+
+
+def print_rows(rows: list[dict], as_json: bool) -> None:
+    if as_json:
         print(json.dumps(rows))
         return
-    columns = ["temperature", "top_p", *FEATURES, "mean_oa", "score", "in_key_gen", "in_key_real", "repeat_gen",
-               "repeat_real", "echo_gen", "echo_real", "notes_per_bar_gen", "notes_per_bar_real"]
+    columns = list(dict.fromkeys(k for row in rows for k in row))
     print("| " + " | ".join(columns) + " |")
     print("|" + "---|" * len(columns))
     for row in rows:
-        print("| " + " | ".join(f"{row[c]:.3f}" if isinstance(row[c], float) else str(row[c]) for c in columns) + " |")
+        cells = [row.get(c, "") for c in columns]
+        print("| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in cells) + " |")
 
 
 if __name__ == "__main__":

@@ -18,9 +18,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from model.defaults import DEFAULT_WEIGHTS  # noqa: F401 - loaded by default, re-exported
-from model.events import NO_EVENT, NUM_CLASSES, PAD, STEPS_PER_BAR
+from model.events import NO_EVENT, NUM_CLASSES, PAD, STEPS_PER_BAR, STEPS_PER_BEAT
 
 LOOKBACKS = (STEPS_PER_BAR, 2 * STEPS_PER_BAR)  # steps; events this far back are decoder inputs
+
+# Chords reach the network as one int code per step: a 12-bit pitch-class mask (bit k = pitch
+# class k) plus CHORD_ROOT * root; NO_CHORD (root 12, empty mask) for no chord or not told.
+CHORD_ROOT = 1 << 12
+NO_CHORD = 12 * CHORD_ROOT
+CHORD_AHEAD = (0, STEPS_PER_BEAT)  # a decoder step sees the chord at its own step and one beat later
+CHORD_INPUT = 12 + 13  # chroma + root one-hot (13th: no chord)
 
 
 @dataclass
@@ -31,6 +38,7 @@ class NetworkConfig:
     heads: int = 4  # attention heads
     window: int = 256  # steps of memory attention may look back over (16 bars)
     dropout: float = 0.2
+    chords: bool = False  # decoder conditioned on the chord at each step (checkpoints before it: False)
 
 
 class MelodyNet(nn.Module):
@@ -40,7 +48,9 @@ class MelodyNet(nn.Module):
         self.event_embed = nn.Embedding(NUM_CLASSES + 1, c.embed)  # + PAD
         self.position_embed = nn.Embedding(STEPS_PER_BAR, c.embed)
         self.encoder = nn.LSTM(2 * c.embed, c.hidden, c.layers, batch_first=True, dropout=c.dropout)
-        decoder_input = (2 + len(LOOKBACKS)) * c.embed
+        decoder_input = (2 + len(LOOKBACKS) + c.chords) * c.embed
+        if c.chords:
+            self.chord_proj = nn.Linear(len(CHORD_AHEAD) * CHORD_INPUT, c.embed)
         self.decoder = nn.LSTM(decoder_input, c.hidden, c.layers, batch_first=True, dropout=c.dropout)
         self.query = nn.Linear(c.hidden + c.embed, c.hidden)
         self.key = nn.Linear(c.hidden + c.embed, c.hidden)
@@ -63,15 +73,32 @@ class MelodyNet(nn.Module):
         x = torch.cat([self.event_embed(primer), self._positions(steps, offset)], -1)
         return self.encoder(self.drop(x))
 
-    def _decoder_inputs(self, sequence: torch.Tensor, targets: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
-        """Inputs for predicting `sequence[:, t]` for each t in `targets` (absolute steps)."""
+    def _decoder_inputs(self, sequence, targets, offset, chord_features=None) -> torch.Tensor:
+        """Inputs for predicting `sequence[:, t]` for each t in `targets` (absolute steps);
+        chord_features: _chord_inputs for these targets (models with chord inputs)."""
         parts = [self.event_embed(sequence[:, targets - 1]), self._positions(targets, offset)]
         for lookback in LOOKBACKS:
             back = targets - lookback
             events = sequence[:, back.clamp(min=0)]
             events = torch.where(back >= 0, events, torch.full_like(events, PAD))
             parts.append(self.event_embed(events))
+        if self.config.chords:
+            parts.append(chord_features)
         return self.drop(torch.cat(parts, -1))
+
+    def _chord_inputs(self, chords, targets, batch, device) -> torch.Tensor:
+        """(B, len(targets), E): the chords at each target step and CHORD_AHEAD steps later."""
+        if chords is None:
+            chords = torch.full((batch, 1), NO_CHORD, dtype=torch.long, device=device)
+        features = []
+        for ahead in CHORD_AHEAD:
+            at = targets + ahead
+            codes = chords[:, at.clamp(max=chords.shape[1] - 1)]
+            codes = torch.where(at < chords.shape[1], codes, NO_CHORD)
+            chroma = (codes[..., None] >> torch.arange(12, device=device)) & 1
+            root = F.one_hot(codes // CHORD_ROOT, 13)
+            features += [chroma, root]
+        return self.chord_proj(torch.cat(features, -1).float())
 
     def _keys_values(self, states, next_events, next_steps, offset):
         """Memory entries: states (B, M, H) and the events that followed them (B, M) at steps (M,)."""
@@ -105,16 +132,20 @@ class MelodyNet(nn.Module):
         return (diff >= 1) & (diff <= self.config.window)
 
     # -- teacher forcing -----------------------------------------------------------------------
-    def forward(self, primer: torch.Tensor, target: torch.Tensor, offset: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, primer: torch.Tensor, target: torch.Tensor, offset: torch.Tensor | None = None,
+                chords: torch.Tensor | None = None) -> torch.Tensor:
         """primer (B, P), target (B, T) -> logits (B, T, NUM_CLASSES) for each target step.
-        offset (B,): the step where row b's first bar starts (its left padding); default 0."""
+        offset (B,): the step where row b's first bar starts (its left padding); default 0.
+        chords (B, P+T) chord codes per step of primer and target (None: no chords; a model
+        without chord inputs ignores them)."""
         p_len, t_len = primer.shape[1], target.shape[1]
         sequence = torch.cat([primer, target], 1)  # (B, P+T)
         device = primer.device
         offset = torch.zeros(len(primer), dtype=torch.long, device=device) if offset is None else offset
         encoded, state = self._encode(primer, offset)  # (B, P, H)
         targets = torch.arange(p_len, p_len + t_len, device=device)
-        decoded, _ = self.decoder(self._decoder_inputs(sequence, targets, offset), state)  # (B, T, H)
+        chord_features = self._chord_inputs(chords, targets, len(primer), device) if self.config.chords else None
+        decoded, _ = self.decoder(self._decoder_inputs(sequence, targets, offset, chord_features), state)
         queries = self.query(torch.cat([decoded, self._positions(targets, offset)], -1))
 
         # Memory position m holds the state that has read events[..m]; its value carries events[m+1].
@@ -136,14 +167,18 @@ class MelodyNet(nn.Module):
         seeds: list[int],
         offset: torch.Tensor | None = None,
         max_run: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+        chords: torch.Tensor | None = None,
+        with_loglik: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Continue each primer row by `steps` events, all rows in one batched pass.
 
         primer (B, P) with P >= 2; temperature, top_p (B,); allowed_events (B, NUM_CLASSES) bool
         masks events out (e.g. notes outside the key); seeds: one per row; offset (B,) as in
         forward, for left-padded primers; max_run (B,): the most NO_EVENTs in a row (a held note or
-        a rest) before something must happen, 0 for no limit. A row's result depends
-        only on its own inputs and seed, never on what else shares the batch. -> (B, steps)"""
+        a rest) before something must happen, 0 for no limit; chords (B, P + steps) chord codes
+        or None. A row's result depends only on its own inputs and seed, never on what else
+        shares the batch. -> (B, steps); with_loglik, also (B,) each row's log-likelihood under
+        the model itself (no temperature, nucleus or masks)."""
         batch, p_len = primer.shape
         device = primer.device
         noise = gumbel_noise(seeds, steps).to(device)  # (B, steps, C), drawn up front per row
@@ -157,12 +192,19 @@ class MelodyNet(nn.Module):
         memory_pos = torch.arange(p_len - 1, device=device)
         keys[:, 1:p_len], values[:, 1:p_len] = self._keys_values(encoded[:, :-1], primer[:, 1:], memory_pos + 1, offset)
         filled = p_len  # valid entries: the null slot and p_len - 1 memory entries
+        chord_features = None
+        if self.config.chords:  # all steps at once; step t reads its row
+            steps_ahead = torch.arange(p_len, p_len + steps, device=device)
+            chord_features = self._chord_inputs(chords, steps_ahead, batch, device)
         run = _trailing_no_events(primer)  # (B,) NO_EVENTs in a row at the end so far
         no_limit = torch.zeros(batch, dtype=torch.long, device=device)
         max_run = no_limit if max_run is None else max_run
+        loglik = torch.zeros(batch, device=device)
         for t in range(p_len, p_len + steps):
             target = torch.tensor([t], device=device)
-            decoded, state = self._decoder_step(self._decoder_inputs(sequence, target, offset), state)  # (B, 1, H)
+            step_chords = None if chord_features is None else chord_features[:, t - p_len : t - p_len + 1]
+            inputs = self._decoder_inputs(sequence, target, offset, step_chords)
+            decoded, state = self._decoder_step(inputs, state)  # (B, 1, H)
             query = self.query(torch.cat([decoded, self._positions(target, offset)], -1))
             allowed = None  # all of it, unless the memory is longer than the window
             if filled - 1 > self.config.window:
@@ -175,10 +217,12 @@ class MelodyNet(nn.Module):
             log_probs = nucleus(logits / temperature[:, None].clamp(min=1e-3), top_p, allowed_now)
             sequence[:, t] = (log_probs + noise[:, t - p_len]).argmax(-1)  # Gumbel-max sampling
             run = torch.where(sequence[:, t] == NO_EVENT, run + 1, 0)
+            if with_loglik:
+                loglik += torch.log_softmax(logits, -1).gather(1, sequence[:, t : t + 1])[:, 0]
             new_key, new_value = self._keys_values(decoded, sequence[:, t : t + 1], target, offset)
             keys[:, filled], values[:, filled] = new_key[:, 0], new_value[:, 0]
             filled += 1
-        return sequence[:, p_len:]
+        return (sequence[:, p_len:], loglik) if with_loglik else sequence[:, p_len:]
 
     def _decoder_step(self, inputs: torch.Tensor, state):
         """One decoder step, inputs (B, 1, In) -> (B, 1, H): the same maths as self.decoder, through

@@ -1,7 +1,9 @@
 """Continue melodies with a trained network: options, the primer's key, batched sampling.
 
 The CLI (`model.generate`) and the bot's worker both call `continue_melodies`; it samples every
-variation of every request in one batched pass.
+variation of every request in one batched pass. Each variation is the best of a few candidates
+sampled in that same pass: the one that re-uses the melody's own bars about as often as pop songs
+do, is likely under the model, and differs from the variations chosen before it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import torch
 from model.defaults import (
     DEFAULT_WEIGHTS,
     MAX_BARS,
+    MAX_CANDIDATES,
     MAX_REST_LIMIT,
     MAX_SEED,
     MAX_VARIATIONS,
@@ -22,9 +25,10 @@ from model.defaults import (
     TOP_P_RANGE,
 )
 from model.events import NOTE_OFF, NUM_CLASSES, PAD, STEPS_PER_BAR, event_pitch, events_to_notes, is_note_on
-from model.network import MelodyNet, load_checkpoint
+from model.network import CHORD_ROOT, NO_CHORD, MelodyNet, load_checkpoint
 
 MAX_PRIMER_STEPS = 64 * STEPS_PER_BAR  # longer primers keep only their last 64 bars
+CANDIDATE_SEED_STEP = 0x9E3779B97F4A7C15  # odd, 64-bit golden ratio: candidates' seeds far apart
 
 # Krumhansl-Kessler key profiles (major, minor), index 0 = tonic.
 MAJOR_PROFILE = (6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88)
@@ -43,6 +47,7 @@ class SamplingOptions:
     seed: int = 0  # same seed, same primer, same options -> same continuations
     keep_key: bool = True  # only notes of the primer's key (and any other pitch class it uses)
     max_rest: int = 16  # steps a note may be held or a rest may last before something happens; 0: no limit
+    candidates: int = 3  # continuations sampled per variation; the best by choice_score is kept
 
     def check(self) -> None:
         """Raise ValueError naming the first option out of range."""
@@ -58,6 +63,8 @@ class SamplingOptions:
             raise ValueError(f"top_p must be between {low} and {high}, not {self.top_p}")
         if not 0 <= self.max_rest <= MAX_REST_LIMIT:
             raise ValueError(f"max_rest must be between 0 and {MAX_REST_LIMIT} steps, not {self.max_rest}")
+        if not 1 <= self.candidates <= MAX_CANDIDATES:
+            raise ValueError(f"candidates must be between 1 and {MAX_CANDIDATES}, not {self.candidates}")
         if not 0 <= self.seed <= MAX_SEED:
             raise ValueError(f"seed must be between 0 and {MAX_SEED}, not {self.seed}")
 
@@ -100,13 +107,14 @@ def _correlation(a: list[float], b: list[float]) -> float:
     return cov / norm if norm else 0.0
 
 
-def allowed_events(primer: list[int], keep_key: bool) -> torch.Tensor:
-    """(NUM_CLASSES,) bool: with keep_key, NOTE_ONs of the primer's key and pitch classes."""
+def allowed_events(primer: list[int], keep_key: bool, also: set[int] = frozenset()) -> torch.Tensor:
+    """(NUM_CLASSES,) bool: with keep_key, NOTE_ONs of the primer's key and pitch classes, and of
+    the pitch classes `also` (those of the chords a request gives)."""
     allowed = torch.ones(NUM_CLASSES, dtype=torch.bool)
     key = detect_key(primer) if keep_key else None
     if key is None:
         return allowed
-    classes = key.pitch_classes | {event_pitch(e) % 12 for e in primer if is_note_on(e)}
+    classes = key.pitch_classes | {event_pitch(e) % 12 for e in primer if is_note_on(e)} | set(also)
     for event in range(NUM_CLASSES):
         if is_note_on(event) and event_pitch(event) % 12 not in classes:
             allowed[event] = False
@@ -127,8 +135,10 @@ def prepare_primer(events: list[int]) -> list[int]:
     return events
 
 
-def variation_seed(seed: int, variation: int) -> int:
-    return seed * MAX_VARIATIONS + variation
+def variation_seed(seed: int, variation: int, candidate: int = 0) -> int:
+    """The noise seed of a candidate of a variation; candidate 0 keeps the seeds of before. (torch's
+    CPU generator reads only the low 32 bits of a seed: the candidate's offset changes them.)"""
+    return (seed * MAX_VARIATIONS + variation + candidate * CANDIDATE_SEED_STEP) % 2**63
 
 
 @lru_cache(maxsize=2)
@@ -139,48 +149,130 @@ def load_model(path: str | Path = DEFAULT_WEIGHTS, device: str = "cpu") -> Melod
 
 
 def continue_melodies(
-    model: MelodyNet, primers: list[list[int]], options: list[SamplingOptions]
+    model: MelodyNet, primers: list[list[int]], options: list[SamplingOptions], chords: list | None = None
 ) -> list[list[list[int]]]:
     """For each (primer, options), `options.variations` continuations of `options.bars` bars.
 
-    Every variation of every request with the same primer length is one row of a single batched
-    pass. (Rows of different lengths would need padding, and padding would change the result
-    of a seed.) Returns, per request, its continuations (the events after the primer)."""
+    chords: per request None or its chords, one model.chords.Chord (or None) per step of the
+    continuation (missing steps: no chord); a network without chord inputs only lets their
+    pitch classes into the key. Every candidate of every variation of every request with the
+    same primer length is one row of a single batched pass. (Rows of different lengths would
+    need padding, and padding would change the result of a seed.) Returns, per request, its
+    continuations (the events after the primer)."""
     primers = [prepare_primer(p) for p in primers]
     for opt in options:
         opt.check()
+    chords = [None] * len(primers) if chords is None else list(chords)
+    if len(chords) != len(primers):
+        raise ValueError(f"{len(chords)} chord lists for {len(primers)} primers")
     answers: list[list[list[int]]] = [[] for _ in options]
     by_length: dict[int, list[int]] = {}
     for i, primer in enumerate(primers):
         by_length.setdefault(len(primer), []).append(i)
     for requests in by_length.values():
-        sampled = _sample([primers[i] for i in requests], [options[i] for i in requests], model)
+        sampled = _sample([primers[i] for i in requests], [options[i] for i in requests], model,
+                          [chords[i] for i in requests])
         for i, continuations in zip(requests, sampled):
             answers[i] = continuations
     return answers
 
 
-def _sample(primers: list[list[int]], options: list[SamplingOptions], model: MelodyNet) -> list[list[list[int]]]:
+def _chord_codes(chords: list | None, steps: int) -> list[int]:
+    codes = [NO_CHORD] * steps
+    for step, chord in enumerate((chords or [])[:steps]):
+        if chord is not None:
+            codes[step] = CHORD_ROOT * (chord.root % 12) + sum(1 << (pc % 12) for pc in set(chord.pitch_classes))
+    return codes
+
+
+def _sample(primers: list[list[int]], options: list[SamplingOptions], model: MelodyNet,
+            chords: list) -> list[list[list[int]]]:
     """One batched pass over primers of equal length."""
     device = next(model.parameters()).device
-    rows = [(i, v) for i, opt in enumerate(options) for v in range(opt.variations)]
+    rows = [(i, v, k) for i, opt in enumerate(options) for v in range(opt.variations) for k in range(opt.candidates)]
     if len(primers[0]) < 2:  # the network needs two primer steps; a rest before is harmless
         primers = [[PAD] + p for p in primers]
-    primer = torch.tensor([primers[i] for i, _ in rows], dtype=torch.long, device=device)
+    p_len = len(primers[0])
+    primer = torch.tensor([primers[i] for i, _, _ in rows], dtype=torch.long, device=device)
     offset = torch.full((len(rows),), int(primers[0][0] == PAD), dtype=torch.long, device=device)
     steps = max(opt.bars for opt in options) * STEPS_PER_BAR
-    keys = [allowed_events(p, opt.keep_key) for p, opt in zip(primers, options)]
-    result = model.generate(
+    codes = [[NO_CHORD] * p_len + _chord_codes(c, steps) for c in chords]
+    chord_classes = [{pc for c in (per or []) if c is not None for pc in c.pitch_classes} for per in chords]
+    keys = [allowed_events(p, opt.keep_key, also) for p, opt, also in zip(primers, options, chord_classes)]
+    result, loglik = model.generate(
         primer,
         steps,
-        temperature=torch.tensor([options[i].temperature for i, _ in rows], device=device),
-        top_p=torch.tensor([options[i].top_p for i, _ in rows], device=device),
-        allowed_events=torch.stack([keys[i] for i, _ in rows]).to(device),
-        seeds=[variation_seed(options[i].seed, v) for i, v in rows],
+        temperature=torch.tensor([options[i].temperature for i, _, _ in rows], device=device),
+        top_p=torch.tensor([options[i].top_p for i, _, _ in rows], device=device),
+        allowed_events=torch.stack([keys[i] for i, _, _ in rows]).to(device),
+        seeds=[variation_seed(options[i].seed, v, k) for i, v, k in rows],
         offset=offset,
-        max_run=torch.tensor([options[i].max_rest for i, _ in rows], device=device),
-    ).cpu()
+        max_run=torch.tensor([options[i].max_rest for i, _, _ in rows], device=device),
+        chords=torch.tensor([codes[i] for i, _, _ in rows], dtype=torch.long, device=device) if any(chords) else None,
+        with_loglik=True,
+    )
+    result, loglik = result.cpu(), loglik.cpu()
     answers: list[list[list[int]]] = [[] for _ in options]
-    for row, (i, _) in enumerate(rows):
-        answers[i].append(result[row, : options[i].bars * STEPS_PER_BAR].tolist())
+    row = 0
+    for i, opt in enumerate(options):
+        length = opt.bars * STEPS_PER_BAR
+        for _ in range(opt.variations):
+            candidates = [(result[r, :length].tolist(), float(loglik[r]) / steps)
+                          for r in range(row, row + opt.candidates)]
+            answers[i].append(choose(primers[i], candidates, answers[i]))
+            row += opt.candidates
     return answers
+
+
+# -- choosing a variation among its candidates -----------------------------------------------------
+STRUCTURE_TARGET = 0.25  # share of bars that re-use an earlier bar (real pop: about 0.22)
+STRUCTURE_WEIGHT = 1.0
+LIKELIHOOD_WEIGHT = 1.0  # per nat of mean log-likelihood per step
+SAMENESS_WEIGHT = 1.0  # against the (onset, pitch) Jaccard with an already chosen variation
+REPEAT_JACCARD = 0.75  # a bar re-uses an earlier one when their (onset in bar, pitch) sets overlap this much
+
+
+def onset_pitches(events: list[int], start: int = 0) -> set[tuple[int, int]]:
+    return {(start + n.start, n.pitch) for n in events_to_notes(events)}
+
+
+def bar_sets(sequence: list[int]) -> list[set[tuple[int, int]]]:
+    """Per bar of a sequence that starts at a bar line: its notes' (onset in bar, pitch)."""
+    bars: list[set[tuple[int, int]]] = [set() for _ in range((len(sequence) + STEPS_PER_BAR - 1) // STEPS_PER_BAR)]
+    for note in events_to_notes(sequence):
+        bars[note.start // STEPS_PER_BAR].add((note.start % STEPS_PER_BAR, note.pitch))
+    return bars
+
+
+def repeated_bars(primer: list[int], continuation: list[int]) -> tuple[int, int]:
+    """(bars of the continuation whose notes re-use an earlier bar of primer + continuation,
+    bars of the continuation); an empty bar re-uses nothing. The primer starts at a bar line;
+    a bar it shares with the continuation counts as the continuation's."""
+    bars = bar_sets(list(primer) + list(continuation))
+    first = len(primer) // STEPS_PER_BAR
+    hits = sum(bool(bars[i]) and any(jaccard(bars[i], b) >= REPEAT_JACCARD for b in bars[:i])
+               for i in range(first, len(bars)))
+    return hits, len(bars) - first
+
+
+def jaccard(a: set, b: set) -> float:
+    return len(a & b) / len(a | b) if a or b else 0.0
+
+
+def choice_score(primer: list[int], continuation: list[int], loglik: float, chosen: list[list[int]]) -> float:
+    """Higher is better: structure near STRUCTURE_TARGET, likely, unlike the chosen variations."""
+    hits, bars = repeated_bars(primer, continuation)
+    score = -STRUCTURE_WEIGHT * abs(hits / max(bars, 1) - STRUCTURE_TARGET) + LIKELIHOOD_WEIGHT * loglik
+    mine = onset_pitches(continuation)
+    if chosen:
+        score -= SAMENESS_WEIGHT * max(jaccard(mine, onset_pitches(other)) for other in chosen)
+    return score
+
+
+def choose(primer: list[int], candidates: list[tuple[list[int], float]], chosen: list[list[int]]) -> list[int]:
+    """The candidate (events, mean log-likelihood per step) with the best choice_score; ties go
+    to the earlier candidate, so one candidate gives the sampler of before."""
+    if len(candidates) == 1:
+        return candidates[0][0]
+    scores = [choice_score(primer, events, loglik, chosen) for events, loglik in candidates]
+    return candidates[scores.index(max(scores))][0]

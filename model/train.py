@@ -1,11 +1,15 @@
 """Train the melody network on a POP909-style folder.
 
     python -m model.train path/to/pop909 --out runs/main --steps 2000 --hidden 192 --export model/weights/melody.pt
+    python -m model.train path/to/pop909 --out runs/chords --init model/weights/melody.pt --steps 3000 --lr 1e-3
 
 Cuts (primer, continuation) pairs from random bar lines of the training songs, transposed at
-random; scores the held-out split (every 10th song id) with the evaluation protocol; keeps the
-best checkpoint; resumes from `--out` when a checkpoint is there. `--export` writes the small
-float16 weights file the project ships.
+random, with the songs' chords as decoder inputs (dropped from a share of the windows, so one
+model serves requests with and without chords); scores the held-out split (every 10th song id)
+with the evaluation protocol, without chords (the number that picks the best checkpoint) and with
+them; keeps the best checkpoint; resumes from `--out` when a checkpoint is there. `--init` starts
+from other weights (a model without chord inputs gets them, initially silent). `--export` writes
+the small float16 weights file the project ships.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from model.data import load_songs, sample_batch, split
+from model.data import load_songs, sample_chord_batch, split
 from model.evaluate import score
 from model.events import PAD
 from model.network import MelodyNet, NetworkConfig, load_checkpoint, save_checkpoint
@@ -40,6 +44,8 @@ class TrainConfig:
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     eval_every: int = 500  # steps between held-out scorings
+    save_every: int = 100  # steps between resumable checkpoints
+    chord_dropout: float = 0.4  # share of windows trained without chords
     seed: int = 1234
 
 
@@ -50,7 +56,33 @@ def learning_rate(step: int, config: TrainConfig) -> float:
     return config.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
-def train(folder: Path, out: Path, config: TrainConfig, net: NetworkConfig, device: str, threads: int) -> dict:
+def warm_start(model: MelodyNet, path: Path) -> None:
+    """Load the weights of `path` into model; decoder input columns the old model lacked (the
+    chord inputs, appended last) start at zero, so the model begins as the old one."""
+    old, _ = load_checkpoint(path)
+    state = model.state_dict()
+    for name, value in old.float().state_dict().items():
+        if name not in state:
+            continue
+        if value.shape != state[name].shape:  # decoder.weight_ih_l0: (4H, old inputs)
+            grown = torch.zeros_like(state[name])
+            grown[:, : value.shape[1]] = value
+            value = grown
+        state[name] = value
+    model.load_state_dict(state)
+
+
+def evaluate(model: MelodyNet, held_out, device: str) -> dict:
+    """The protocol's score without chords, and with the songs' chords (models with chord inputs)."""
+    result = score(model, held_out, device=device)
+    if model.config.chords:
+        with_chords = score(model, held_out, device=device, chords=True)
+        result.update(nll_chords=with_chords["nll"], note_accuracy_chords=with_chords["note_accuracy"])
+    return result
+
+
+def train(folder: Path, out: Path, config: TrainConfig, net: NetworkConfig, device: str, threads: int,
+          init: Path | None = None) -> dict:
     torch.set_num_threads(threads)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
@@ -61,6 +93,8 @@ def train(folder: Path, out: Path, config: TrainConfig, net: NetworkConfig, devi
     out.mkdir(parents=True, exist_ok=True)
     last, best = out / "last.pt", out / "best.pt"
     model = MelodyNet(net).to(device)
+    if init is not None:
+        warm_start(model, init)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     start, best_nll, history = 0, float("inf"), []
     if last.exists():
@@ -79,9 +113,10 @@ def train(folder: Path, out: Path, config: TrainConfig, net: NetworkConfig, devi
     for step in progress:
         model.train()
         primer_steps = int(rng.choice(config.primer_steps))
-        primer, target, mask = (torch.as_tensor(a).to(device) for a in sample_batch(
-            train_songs, config.batch_size, primer_steps, config.target_steps, rng, config.max_shift))
-        logits = model(primer, target)
+        primer, target, mask, chords = (torch.as_tensor(a).to(device) for a in sample_chord_batch(
+            train_songs, config.batch_size, primer_steps, config.target_steps, rng, config.max_shift,
+            config.chord_dropout))
+        logits = model(primer, target, chords=chords)
         loss = F.cross_entropy(logits[mask], target[mask].clamp(max=PAD - 1))
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, config)
@@ -93,15 +128,16 @@ def train(folder: Path, out: Path, config: TrainConfig, net: NetworkConfig, devi
         progress.set_postfix(loss=f"{running:.3f}")
 
         done = step + 1
+        extra = dict(step=done, history=history, train_config=asdict(config))
         if done % config.eval_every == 0 or done == config.steps:
-            result = score(model, held_out, device=device)
+            result = evaluate(model, held_out, device)
             result.update(step=done, train_loss=running, minutes=(time.time() - began) / 60)
             history.append(result)
             tqdm.write(json.dumps(result))
-            extra = dict(step=done, history=history, train_config=asdict(config))
             if result["nll"] < best_nll:
                 best_nll = result["nll"]
                 save_checkpoint(best, model, **extra)
+        if done % config.eval_every == 0 or done % config.save_every == 0 or done == config.steps:
             save_checkpoint(last, model, optimizer=optimizer.state_dict(), best_nll=best_nll, **extra)
     return history[-1] if history else {}
 
@@ -124,13 +160,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="CPU threads")
     parser.add_argument("--export", type=Path, help="after training, write float16 weights here")
+    parser.add_argument("--init", type=Path, help="start from these weights (ignored when resuming)")
+    parser.add_argument("--no-chords", dest="chords", action="store_false", help="a model without chord inputs")
     for group in (TrainConfig, NetworkConfig):
         for f in fields(group):
             if f.type in ("int", "float"):
                 parser.add_argument(f"--{f.name.replace('_', '-')}", type=eval(f.type), default=f.default)
     args = parser.parse_args(argv)
     pick = lambda cls: cls(**{f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)})  # noqa: E731
-    train(args.folder, args.out, pick(TrainConfig), pick(NetworkConfig), args.device, args.threads)
+    train(args.folder, args.out, pick(TrainConfig), pick(NetworkConfig), args.device, args.threads, args.init)
     if args.export:
         export(args.out / "best.pt", args.export)
 

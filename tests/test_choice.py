@@ -1,0 +1,91 @@
+"""Variations chosen among several candidates sampled in the same pass: the choice is
+deterministic, one candidate is the plain sampler, and the score prefers pop-like re-use of bars,
+likely continuations and variations that differ from each other."""
+
+from __future__ import annotations
+
+import torch
+
+from model.events import NUM_CLASSES, STEPS_PER_BAR
+from model.primer import parse_notes
+from model.sampling import (
+    SamplingOptions,
+    allowed_events,
+    choice_score,
+    choose,
+    continue_melodies,
+    prepare_primer,
+    repeated_bars,
+    variation_seed,
+)
+
+PRIMER = prepare_primer(parse_notes("C4 E G C:2 D4 F A D:2"))  # two bars (the trailing NOTE_OFF cut)
+
+
+def bar(text: str) -> list[int]:
+    return parse_notes(text)[:STEPS_PER_BAR]  # four quarter notes; their closing NOTE_OFF cut
+
+
+BAR_A, BAR_B, BAR_C, BAR_D = bar("C4 E G C"), bar("D4 F A D"), bar("E4 G B E"), bar("F4 A C F")
+
+
+def test_one_candidate_is_the_plain_sampler(tiny_model):
+    options = SamplingOptions(bars=2, variations=3, seed=5, candidates=1)
+    [got] = continue_melodies(tiny_model, [PRIMER], [options])
+    primer = torch.tensor([PRIMER] * 3)
+    plain = tiny_model.generate(primer, 32, temperature=torch.ones(3), top_p=torch.full((3,), 0.95),
+                                allowed_events=torch.stack([allowed_events(PRIMER, True)] * 3),
+                                seeds=[variation_seed(5, v) for v in range(3)], max_run=torch.full((3,), 16))
+    assert got == plain.tolist()
+
+
+def test_each_variation_is_the_best_of_its_own_candidates(tiny_model):
+    options = SamplingOptions(bars=2, variations=3, seed=9, candidates=4, temperature=2.0, top_p=1.0)
+    first = continue_melodies(tiny_model, [PRIMER], [options])[0]
+    assert continue_melodies(tiny_model, [PRIMER], [options])[0] == first
+    rows = [(v, k) for v in range(3) for k in range(4)]
+    sampled, loglik = tiny_model.generate(
+        torch.tensor([PRIMER] * len(rows)), 32, temperature=torch.full((12,), 2.0), top_p=torch.ones(12),
+        allowed_events=torch.stack([allowed_events(PRIMER, True)] * 12),
+        seeds=[variation_seed(9, v, k) for v, k in rows], max_run=torch.full((12,), 16), with_loglik=True)
+    assert len({tuple(r) for r in sampled.tolist()}) == 12  # every candidate has its own noise
+    chosen = []
+    for v in range(3):
+        candidates = [(sampled[4 * v + k].tolist(), float(loglik[4 * v + k]) / 32) for k in range(4)]
+        chosen.append(choose(PRIMER, candidates, chosen))
+    assert first == chosen
+    assert len({tuple(c) for c in first}) == 3
+
+
+def test_more_variations_keep_the_first_ones_with_candidates(tiny_model):
+    options = dict(bars=2, seed=3, candidates=3, temperature=2.0, top_p=1.0)
+    two = continue_melodies(tiny_model, [PRIMER], [SamplingOptions(variations=2, **options)])[0]
+    four = continue_melodies(tiny_model, [PRIMER], [SamplingOptions(variations=4, **options)])[0]
+    assert four[:2] == two
+
+
+def test_repeated_bars_use_the_primer_and_earlier_bars():
+    primer = BAR_A + BAR_B
+    assert repeated_bars(primer, BAR_C + BAR_D + BAR_C + BAR_D) == (2, 4)  # bars 3, 4 repeat bars 1, 2
+    assert repeated_bars(primer, BAR_A + BAR_C + BAR_C + BAR_B) == (3, 4)
+    assert repeated_bars(primer, [0] * (2 * STEPS_PER_BAR)) == (0, 2)  # empty bars re-use nothing
+
+
+def test_the_score_prefers_some_re_use_likelihood_and_difference():
+    primer = BAR_A + BAR_B
+    some_reuse = BAR_C + BAR_A + BAR_D + BAR_C  # 2 of 4 bars re-used
+    none = BAR_C + BAR_D + bar("G4 B D G") + bar("A4 C E A")
+    assert repeated_bars(primer, some_reuse) == (2, 4)
+    # Structure: with 0.25 as the target, 0.5 and 0.0 are equally far; 1 of 4 wins.
+    one_reuse = BAR_C + BAR_A + BAR_D + bar("G4 B D G")
+    assert choice_score(primer, one_reuse, -1.0, []) > choice_score(primer, none, -1.0, [])
+    # Likelihood breaks the tie between equally structured candidates.
+    assert choose(primer, [(none, -1.2), (one_reuse, -1.0)], []) == one_reuse
+    assert choose(primer, [(one_reuse, -1.0), (none, -0.2)], []) == none
+    # A copy of an already chosen variation loses against something new of equal merit.
+    assert choose(primer, [(one_reuse, -1.0), (none, -1.0 - 0.0)], [one_reuse]) == none
+
+
+def test_the_most_candidates_for_a_short_request(tiny_model):
+    [[continuation]] = continue_melodies(tiny_model, [PRIMER], [SamplingOptions(bars=1, variations=1, candidates=8)])
+    assert len(continuation) == 16 and all(0 <= e < NUM_CLASSES for e in continuation)

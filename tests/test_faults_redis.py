@@ -168,3 +168,46 @@ async def test_redis_down_at_start_then_up_and_no_workers_for_a_while(queue_sett
     logs = caplog.text + "".join(p.log.read_text() for p in workers.procs)
     assert "s3cretpw" not in logs
     assert "redis://:***@" in caplog.text
+
+
+async def test_a_hung_worker_fails_the_job_with_a_message_and_frees_the_cap(queue_settings, redis_server, tmp_path):
+    settings = queue_settings(redis_url=redis_server.url, job_timeout_s=3, max_queued_per_user=1)
+    workers = Workers(settings, tmp_path, count=1, delay_s=60)  # "test-slow" jobs hang for a minute
+    try:
+        await workers.ready()
+        async with make_queue(settings) as queue:
+            hung = await queue.submit(job(1, user_name=SLOW_USER))
+            started = time.monotonic()
+            seen = await collect(queue, lambda seen: any(s.state.finished for s in seen), timeout=ANSWER_BOUND_S)
+            failed = next(s for s in seen if s.state.finished)
+            assert failed.state == JobState.FAILED and "took too long (over 3 s)" in failed.error
+            assert time.monotonic() - started < 3 + 5
+            assert (await queue.submit(job(1))).state == JobState.QUEUED  # the user's cap of 1 is free again
+    finally:
+        workers.close()
+    assert hung.job.job_id
+
+
+async def test_a_bot_killed_with_jobs_in_flight_answers_them_once_after_its_restart(queue_settings, redis_server,
+                                                                                   tmp_path):
+    settings = queue_settings(redis_url=redis_server.url, job_timeout_s=60)
+    workers = Workers(settings, tmp_path, delay_s=1)
+    try:
+        await workers.ready()
+        first = make_queue(settings)
+        await first.start()
+        ids = [(await first.submit(job(user, user_name=SLOW_USER))).job.job_id for user in (1, 2, 3)]
+        # Killed: no close(), nothing delivered; its tasks just stop.
+        for task in first._tasks + [first._consumer]:
+            task.cancel()
+        await asyncio.sleep(3)  # the workers finish meanwhile and leave the answers in Redis
+        async with make_queue(settings) as second:
+            answers = await answers_of(second, ids, ANSWER_BOUND_S)
+            assert answers == Counter({(i, JobState.DONE): 1 for i in ids})
+            for job_id in ids:
+                await second.mark_delivered(job_id)
+        async with make_queue(settings) as third:  # delivered: never emitted again
+            with pytest.raises(TimeoutError):
+                await collect(third, lambda seen: bool(seen), timeout=2)
+    finally:
+        workers.close()

@@ -1,12 +1,18 @@
-"""Time the preview renderer: N variations of a melody -> MIDI, MP3s and PNGs, per stage.
+"""Time the preview renderer: N variations of a melody -> MIDI, MP3s and PNGs, per stage; with and
+without chords; the in-process synth and encoder against the programs they replaced; lead sheets.
 
     nice -n 15 .venv/bin/python benchmarks/render_bench.py [--variations 4] [--bars 8] [--bpm 120]
-        [--instrument piano] [--runs 7]
+        [--instrument piano] [--runs 7] [--no-programs] [--no-lead-sheet]
 
 The melodies are made here (a fixed-seed random walk: 2 bars of primer shared by all variations,
-the rest different), so the numbers need no model and no files. One warm-up run is not counted.
-Wall time depends on what else the machine runs; CPU time (this process and its FluidSynth and
-ffmpeg children) says how much work a request is.
+the rest different), the chords are C | G | Am | F repeated, so the numbers need no model and no
+files. One warm-up run is not counted. Wall time depends on what else the machine runs; CPU time
+(this process with all its threads, and any child processes) says how much work a request is.
+
+"programs" renders the same melodies the way the renderer did before (one `fluidsynth` process
+per group of melodies per core, raw float on stdout; one `ffmpeg` process per group with
+libmp3lame) beside the in-process stages, run for run. "lead sheet" engraves 32 bars with verovio
+(PNG and PDF) and, where LilyPond is installed, the same notes and chords with LilyPond.
 """
 
 from __future__ import annotations
@@ -16,17 +22,51 @@ import os
 import platform
 import random
 import resource
+import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bot.render import check_setup, render_variations  # noqa: E402
-from model.events import NO_EVENT, NOTE_OFF, STEPS_PER_BAR, note_on  # noqa: E402
+from bot.render import INSTRUMENTS, check_setup, mp3, render_variations  # noqa: E402
+from bot.render.audio import SAMPLE_RATE, finish, performance, synthesize  # noqa: E402
+from bot.render.leadsheet import engrave_lead_sheet, spell, split_value  # noqa: E402
+from model.events import NO_EVENT, NOTE_OFF, STEPS_PER_BAR, events_to_notes, note_on  # noqa: E402
+from model.midi_io import write_midi  # noqa: E402
 
 PRIMER_BARS = 2
 STAGES = ("midi_write", "synth", "trim_normalise", "mp3_encode", "png", "total")
+LEAD_SHEET_BARS = 32
+
+
+@dataclass(frozen=True)
+class BenchChord:
+    """The part of model.chords.Chord the renderer reads (so this benchmark needs nothing else)."""
+
+    root: int
+    quality: str
+    bass: int | None
+    pitch_classes: frozenset
+
+    def symbol(self) -> str:
+        return ["C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B"][self.root] + (
+            "m" if self.quality == "min" else ""
+        )
+
+
+PROGRESSION = [  # C | G | Am | F
+    BenchChord(0, "maj", None, frozenset({0, 4, 7})),
+    BenchChord(7, "maj", None, frozenset({7, 11, 2})),
+    BenchChord(9, "min", None, frozenset({9, 0, 4})),
+    BenchChord(5, "maj", None, frozenset({5, 9, 0})),
+]
+LILYPOND_CHORDS = ["c1", "g1", "a1:m", "f1"]
 
 
 def random_melody(rng: random.Random, bars: int, pitch: int = 60) -> list[int]:
@@ -41,10 +81,174 @@ def random_melody(rng: random.Random, bars: int, pitch: int = 60) -> list[int]:
     return events[: bars * STEPS_PER_BAR]
 
 
+def progression(steps: int) -> list[BenchChord]:
+    return [PROGRESSION[step // STEPS_PER_BAR % len(PROGRESSION)] for step in range(steps)]
+
+
 def cpu_seconds() -> float:
     """CPU time of this process (all threads) and of its finished children."""
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def measure(function, runs: int) -> tuple[list[float], list[float], object]:
+    """(wall seconds, CPU seconds, last result) of `runs` calls after one warm-up."""
+    result = function()
+    walls, cpus = [], []
+    for _ in range(runs):
+        before_cpu, before = cpu_seconds(), time.perf_counter()
+        result = function()
+        walls.append(time.perf_counter() - before)
+        cpus.append(cpu_seconds() - before_cpu)
+    return walls, cpus, result
+
+
+def row(label: str, values: list[float]) -> str:
+    return f"{label:34s} {statistics.median(values):9.3f} {min(values):9.3f}"
+
+
+def stage_table(args, melodies, primer_steps, chords) -> dict[str, float]:
+    runs, cpus = [], []
+    options = dict(instrument=args.instrument, chords=chords)
+    render_variations(melodies, primer_steps, args.bpm, **options)  # warm-up
+    for _ in range(args.runs):
+        before = cpu_seconds()
+        previews, combined, timings = render_variations(melodies, primer_steps, args.bpm, **options)
+        cpus.append(cpu_seconds() - before)
+        runs.append(timings)
+    print(f"{'stage':34s} {'median s':>9s} {'min s':>9s}")
+    for stage in STAGES:
+        print(row(stage, [timings[stage] for timings in runs]))
+    print(row("cpu (all threads)", cpus))
+    mp3_kib = statistics.mean(len(preview.mp3) for preview in previews) / 1024
+    png_kib = statistics.mean(len(preview.png) for preview in previews) / 1024
+    print(
+        f"outputs: MP3 {mp3_kib:.0f} KiB and {previews[0].duration_s:.2f} s each, PNG {png_kib:.0f} KiB each, "
+        f"combined PNG {len(combined) / 1024:.0f} KiB"
+    )
+    return {stage: statistics.median(timings[stage] for timings in runs) for stage in STAGES}
+
+
+def programs_table(args, melodies, primer_steps) -> None:
+    """The fluidsynth and ffmpeg programs (as the renderer ran them before) beside libfluidsynth
+    and lameenc in this process, on the same melodies, same settings (22.05 kHz, chorus off)."""
+    fluidsynth, ffmpeg = shutil.which("fluidsynth"), shutil.which("ffmpeg")
+    if fluidsynth is None or ffmpeg is None:
+        print("programs: fluidsynth or ffmpeg is not installed; comparison skipped")
+        return
+    soundfont, program = check_setup(), INSTRUMENTS[args.instrument]
+    cores = min(len(os.sched_getaffinity(0)), len(melodies))
+    groups = [list(range(start, len(melodies), cores)) for start in range(cores)]
+    played = [performance(events, primer_steps, False, True) for events in melodies]
+    pcms = [finish(synthesize(soundfont, p, program, args.bpm, time.monotonic() + 60), True) for p in played]
+
+    with tempfile.TemporaryDirectory() as folder, ThreadPoolExecutor(cores) as pool:
+        for index, events in enumerate(melodies):
+            Path(folder, f"{index}.mid").write_bytes(write_midi(events, args.bpm, program))
+            pcms[index].astype("<i2").tofile(Path(folder, f"{index}.pcm"))
+
+        def run_fluidsynth(group):
+            command = [fluidsynth, "-n", "-i", "-q", "-g", "0.5", "-r", str(SAMPLE_RATE), "-C", "0", "-R", "0"]
+            command += ["-o", "synth.dynamic-sample-loading=1", "-z", "4096", "-T", "raw", "-O", "float"]
+            command += ["-E", "little", "-F", "-", soundfont] + [str(Path(folder, f"{i}.mid")) for i in group]
+            env = {**os.environ, "SDL_AUDIODRIVER": "dummy"}
+            return subprocess.run(command, capture_output=True, env=env, check=True).stdout
+
+        def run_ffmpeg(group):
+            command = [ffmpeg, "-hide_banner", "-loglevel", "error", "-nostdin", "-y"]
+            for i in group:
+                command += ["-f", "s16le", "-ar", str(SAMPLE_RATE), "-ac", "1", "-i", str(Path(folder, f"{i}.pcm"))]
+            for n, i in enumerate(group):
+                command += ["-map", f"{n}:a", "-c:a", "libmp3lame", "-b:a", f"{mp3.BITRATE_KBPS}k"]
+                command += ["-compression_level", str(mp3.QUALITY), str(Path(folder, f"{i}.mp3"))]
+            subprocess.run(command, capture_output=True, check=True)
+
+        def in_process_synth():
+            return list(pool.map(lambda p: synthesize(soundfont, p, program, args.bpm, time.monotonic() + 60), played))
+
+        cases = [
+            ("synth: fluidsynth programs", lambda: list(pool.map(run_fluidsynth, groups))),
+            ("synth: libfluidsynth in process", in_process_synth),
+            ("mp3: ffmpeg programs", lambda: list(pool.map(run_ffmpeg, groups))),
+            ("mp3: lameenc in process", lambda: list(pool.map(mp3.encode, pcms))),
+        ]
+        results = {label: ([], []) for label, _ in cases}
+        for _label, function in cases:
+            function()  # warm-up
+        for _ in range(args.runs):  # interleaved, so a change of machine speed hits all alike
+            for label, function in cases:
+                before_cpu, before = cpu_seconds(), time.perf_counter()
+                function()
+                results[label][0].append(time.perf_counter() - before)
+                results[label][1].append(cpu_seconds() - before_cpu)
+    print(f"{'case':34s} {'wall p50':>9s} {'wall min':>9s} {'cpu p50':>9s}")
+    for label, (walls, cpus) in results.items():
+        print(f"{row(label, walls)} {statistics.median(cpus):9.3f}")
+
+
+def lilypond_source(events: list[int], chords_per_bar: list[str], bpm: float) -> str:
+    """The same lead sheet for LilyPond (C major spelling; enough to time the engraver)."""
+    notes = events_to_notes(events)
+    bars = -(-len(events) // STEPS_PER_BAR)
+    sounding = [None] * (bars * STEPS_PER_BAR)
+    for note in notes:
+        sounding[note.start : note.end] = [(note.pitch, note.start)] * (note.end - note.start)
+    durations = {16: "1", 12: "2.", 8: "2", 6: "4.", 4: "4", 3: "8.", 2: "8", 1: "16"}
+    out = []
+    for bar in range(bars):
+        position = 0
+        while position < STEPS_PER_BAR:
+            here = sounding[bar * STEPS_PER_BAR + position]
+            length = 1
+            while position + length < STEPS_PER_BAR and sounding[bar * STEPS_PER_BAR + position + length] == here:
+                length += 1
+            values = split_value(position, length)
+            if here is None:
+                out += ["r" + durations[v] for v in values]
+            else:
+                letter, octave, alteration = spell(here[0], 0)
+                name = letter + {1: "is", -1: "es", 0: ""}[alteration] + ("'" * (octave - 3) or "," * (3 - octave))
+                out.append("~ ".join(name + durations[v] for v in values))
+            position += length
+        out.append("|")
+    chords = " ".join(chords_per_bar[bar % len(chords_per_bar)] for bar in range(bars))
+    return (
+        '\\version "2.24.0"\n\\header { title = "Benchmark" tagline = ##f }\n'
+        f"mel = {{ \\key c \\major \\time 4/4 \\tempo 4 = {bpm:g} {' '.join(out)} }}\n"
+        f"harm = \\chordmode {{ {chords} }}\n"
+        "\\score { << \\new ChordNames \\harm \\new Staff \\mel >> \\layout {} }\n"
+    )
+
+
+def lead_sheet_table(args, melodies) -> None:
+    rng = random.Random(7)
+    events = random_melody(rng, LEAD_SHEET_BARS)
+    chords = progression(len(events))
+    print(f"{LEAD_SHEET_BARS} bars at {args.bpm:g} bpm, chords C | G | Am | F")
+    print(f"{'case':34s} {'wall p50':>9s} {'wall min':>9s} {'cpu p50':>9s}")
+    runs = max(3, args.runs // 2)
+    cases = [
+        ("verovio -> PNG + PDF", lambda: engrave_lead_sheet(events, chords, args.bpm, "Benchmark")),
+        ("verovio -> PNG only", lambda: engrave_lead_sheet(events, chords, args.bpm, "Benchmark", pdf=False)),
+    ]
+    lilypond = shutil.which("lilypond")
+    folder = tempfile.mkdtemp()
+    if lilypond:
+        source = Path(folder, "sheet.ly")
+        source.write_text(lilypond_source(events, LILYPOND_CHORDS, args.bpm))
+        for formats in (["--png"], ["--png", "--pdf"]):
+            command = [lilypond, "-s", *formats, "-dresolution=110", "-o", str(Path(folder, "out")), str(source)]
+            label = "LilyPond -> " + " + ".join(f[2:].upper() for f in formats)
+            cases.append((label, lambda command=command: subprocess.run(command, check=True, capture_output=True)))
+    for label, function in cases:
+        walls, cpus, result = measure(function, runs)
+        print(f"{row(label, walls)} {statistics.median(cpus):9.3f}")
+        if label == "verovio -> PNG + PDF":
+            png, pdf = result
+            print(f"{'  outputs':34s} PNG {len(png) / 1024:.0f} KiB, PDF {len(pdf) / 1024:.0f} KiB")
+    shutil.rmtree(folder)
+    if not lilypond:
+        print("LilyPond is not installed (apt-get install lilypond): its row is missing")
 
 
 def main() -> None:
@@ -54,6 +258,8 @@ def main() -> None:
     parser.add_argument("--bpm", type=float, default=120.0)
     parser.add_argument("--instrument", default="piano")
     parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--no-programs", action="store_true", help="skip the fluidsynth/ffmpeg comparison")
+    parser.add_argument("--no-lead-sheet", action="store_true", help="skip the lead-sheet engraving")
     args = parser.parse_args()
 
     rng = random.Random(4)
@@ -67,29 +273,20 @@ def main() -> None:
     print(f"soundfont: {check_setup()}")
     print(
         f"{args.variations} variations x {args.bars} bars at {args.bpm:g} bpm ({seconds:.1f} s of melody each), "
-        f"{args.instrument}, MP3 by ffmpeg, {args.runs} runs after 1 warm-up"
+        f"{args.instrument}, {args.runs} runs after 1 warm-up"
     )
-
-    render_variations(melodies, primer_steps, args.bpm, args.instrument)  # warm-up: page cache, fonts
-    runs, cpus = [], []
-    for _ in range(args.runs):
-        before = cpu_seconds()
-        previews, combined, timings = render_variations(melodies, primer_steps, args.bpm, args.instrument)
-        cpus.append(cpu_seconds() - before)
-        runs.append(timings)
-
-    print(f"\n{'stage':16s} {'median s':>9s} {'min s':>9s}")
-    for stage in STAGES:
-        values = [timings[stage] for timings in runs]
-        print(f"{stage:16s} {statistics.median(values):9.3f} {min(values):9.3f}")
-    print(f"{'cpu (all procs)':16s} {statistics.median(cpus):9.3f} {min(cpus):9.3f}")
-    mp3_kib = statistics.mean(len(preview.mp3) for preview in previews) / 1024
-    png_kib = statistics.mean(len(preview.png) for preview in previews) / 1024
-    print(
-        f"\noutputs: MP3 {mp3_kib:.0f} KiB and {previews[0].duration_s:.2f} s each, PNG {png_kib:.0f} KiB each, "
-        f"combined PNG {len(combined) / 1024:.0f} KiB"
-    )
-    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print("\n## melody only")
+    plain = stage_table(args, melodies, primer_steps, None)
+    print("\n## with chords (C | G | Am | F)")
+    chorded = stage_table(args, melodies, primer_steps, [progression(len(m)) for m in melodies])
+    print(f"\nwith chords / melody only, total p50: {chorded['total'] / plain['total']:.2f}x")
+    if not args.no_programs:
+        print("\n## programs (before) vs in process (now), same melodies, interleaved")
+        programs_table(args, melodies, primer_steps)
+    if not args.no_lead_sheet:
+        print("\n## lead sheet")
+        lead_sheet_table(args, melodies)
+    print(f"\nload average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":

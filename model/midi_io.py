@@ -98,7 +98,7 @@ def _bpm_at_first_note(pm: pretty_midi.PrettyMIDI) -> float:
 
 # The CHORDS track of a file written with chords: simply comped voicings, struck at every chord
 # change and bar line, on their own channel, well below the melody's loudness.
-CHORD_PROGRAM = 4  # General MIDI Electric Piano 1 (0-based): soft, and apart from the piano default
+CHORD_PROGRAM = 5  # General MIDI Electric Piano 2 (0-based): soft, apart from the piano default, one voice a note
 CHORD_VELOCITY = 56  # the melody plays at 100
 CHORD_BASS_LOW = 40  # E2: the chord's bass (root or slash bass) lies in E2..Eb3, inclusive
 CHORD_UPPER_LOW = 53  # F3: the chord tones lie in F3..E4, inclusive, below most melodies

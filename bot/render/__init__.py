@@ -33,9 +33,11 @@ from bot.render import mp3, pianoroll
 from bot.render.audio import (
     SAMPLE_RATE,
     SOUNDFONT_ENV,
+    accompaniment,
     find_soundfont,
     finish,
     load_fluidsynth,
+    mix,
     performance,
     synthesize,
 )
@@ -75,7 +77,7 @@ def check_setup(soundfont: str | None = None) -> str:
     is kept for the first request."""
     path = find_soundfont(soundfont)
     load_fluidsynth()
-    synthesize(path, performance([], 0, False, False), 0, 120.0, time.monotonic() + DEFAULT_TIMEOUT_S)
+    synthesize(path, performance([], 0, False, False), 0, 120.0, time.monotonic() + DEFAULT_TIMEOUT_S)  # loads it
     mp3.load_lameenc()
     load_engraver()
     return path
@@ -117,15 +119,30 @@ def render_variations(
         timings[stage] = time.perf_counter() - started - sum(timings.values())
 
     midis = [write_midi(events, bpm, program, chords=progression) for events, progression in zip(melodies, chords)]
-    played = [performance(e, primer_steps, primer_gap, soft_primer, c) for e, c in zip(melodies, chords)]
+    played = [performance(events, primer_steps, primer_gap, soft_primer) for events in melodies]
+    # Chords are rendered apart and mixed in: variations over the same chords share one render.
+    backings: list = []  # distinct chord performances
+    backing_of: list[int | None] = []  # per variation: its index in backings
+    for progression in chords:
+        if progression is None:
+            backing_of.append(None)
+            continue
+        backing = accompaniment(progression, primer_steps, primer_gap)
+        if backing not in backings:
+            backings.append(backing)
+        backing_of.append(backings.index(backing))
     lap("midi_write")
 
     # libfluidsynth and LAME release the GIL, so threads render melodies side by side.
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    with ThreadPoolExecutor(min(cores, len(melodies))) as pool:
-        samples = list(pool.map(lambda p: synthesize(soundfont, p, program, bpm, deadline), played))
+    with ThreadPoolExecutor(min(cores, len(melodies) + len(backings))) as pool:
+        rendered = list(pool.map(lambda p: synthesize(soundfont, p, program, bpm, deadline), played + backings))
         lap("synth")
-        pcms = [finish(audio, bool(p.end)) for audio, p in zip(samples, played)]
+        chord_audio = rendered[len(played) :]
+        pcms = [
+            finish(mix(audio, chord_audio[index] if index is not None else None), bool(p.end))
+            for audio, p, index in zip(rendered, played, backing_of)
+        ]
         lap("trim_normalise")
         mp3s = list(pool.map(mp3.encode, pcms))
         lap("mp3_encode")

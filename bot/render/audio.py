@@ -88,35 +88,42 @@ class Performance:
     end: int
 
 
-def performance(
-    events: list[int],
-    primer_steps: int,
-    primer_gap: bool,
-    soft_primer: bool,
-    chords: Sequence | None = None,
-) -> Performance:
-    """The notes a preview plays: the melody (softer primer, optional one-beat gap after it) and,
-    with chords (one per step, like the events), their voicings on CHORD_CHANNEL."""
+def performance(events: list[int], primer_steps: int, primer_gap: bool, soft_primer: bool) -> Performance:
+    """The melody a preview plays: softer primer, optional one-beat gap after it."""
     if primer_gap and 0 < primer_steps < len(events):
         # NOTE_OFF ends a primer note held across the boundary, so the gap is really silent.
-        gap = [NOTE_OFF] + [NO_EVENT] * (STEPS_PER_BEAT - 1)
-        events = events[:primer_steps] + gap + events[primer_steps:]
-        if chords is not None:
-            chords = list(chords[:primer_steps]) + [None] * len(gap) + list(chords[primer_steps:])
+        events = events[:primer_steps] + [NOTE_OFF] + [NO_EVENT] * (STEPS_PER_BEAT - 1) + events[primer_steps:]
     melody = events_to_notes(events, CONTINUATION_VELOCITY)
     if soft_primer:
         melody = [Note(n.start, n.end, n.pitch, PRIMER_VELOCITY) if n.start < primer_steps else n for n in melody]
-    accompaniment = chord_notes(chords) if chords is not None else []
-    end = melody[-1].end if melody else 0
-    if accompaniment:
-        accompaniment = [note for note in accompaniment if note.start < end]  # chords stop with the melody
-        accompaniment = [Note(n.start, min(n.end, end), n.pitch, n.velocity) for n in accompaniment]
+    return _timeline(melody, MELODY_CHANNEL, melody[-1].end if melody else 0)
+
+
+def accompaniment(chords: Sequence, primer_steps: int, primer_gap: bool) -> Performance:
+    """The chords under a preview (one model.chords.Chord or None per step of the melody): their
+    voicings (model.midi_io.chord_notes) on CHORD_CHANNEL, through the melody's last step. Rendered
+    apart from the melody and mixed in (mix), so variations over the same chords share one render."""
+    if primer_gap and 0 < primer_steps < len(chords):
+        chords = list(chords[:primer_steps]) + [None] * STEPS_PER_BEAT + list(chords[primer_steps:])
+    return _timeline(chord_notes(chords), CHORD_CHANNEL, len(chords))
+
+
+def _timeline(notes: list[Note], channel: int, end: int) -> Performance:
     timeline = []
-    for channel, notes in ((MELODY_CHANNEL, melody), (CHORD_CHANNEL, accompaniment)):
-        for note in notes:
-            timeline += [(note.start, channel, note.pitch, note.velocity), (note.end, channel, note.pitch, 0)]
-    timeline.sort(key=lambda event: (event[0], event[3] > 0))  # at a step, note-offs before note-ons
+    for note in notes:
+        timeline += [(note.start, channel, note.pitch, note.velocity), (note.end, channel, note.pitch, 0)]
+    timeline.sort(key=lambda event: (event[0], event[2], event[3] > 0))  # a pitch's note-off before its note-on
     return Performance(timeline, end)
+
+
+def mix(melody: np.ndarray, chords: np.ndarray | None) -> np.ndarray:
+    """The melody's samples with the chords' added, as long as the melody's (chords cut there)."""
+    if chords is None:
+        return melody
+    mixed = melody.copy()
+    length = min(len(melody), len(chords))
+    mixed[:length] += chords[:length]
+    return mixed
 
 
 class _Synth:

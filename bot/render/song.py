@@ -6,7 +6,7 @@ import time
 from collections.abc import Sequence
 
 from bot.render import mp3
-from bot.render.audio import find_soundfont, finish, performance, synthesize
+from bot.render.audio import accompaniment, find_soundfont, finish, mix, performance, synthesize
 from bot.render.errors import RenderError
 from bot.render.instruments import DEFAULT_INSTRUMENT, INSTRUMENTS, resolve_instrument
 from bot.render.leadsheet import engrave_lead_sheet
@@ -36,8 +36,12 @@ def render_song(
         raise RenderError(f"the song has {len(events)} steps but {len(chords)} chords")
     program = INSTRUMENTS[resolve_instrument(instrument)]
     midi = write_midi(events, bpm, program, chords=chords)
-    played = performance(events, 0, False, False, chords)
-    audio = finish(synthesize(find_soundfont(soundfont), played, program, bpm, deadline), bool(played.end))
+    soundfont = find_soundfont(soundfont)
+    played = performance(events, 0, False, False)
+    audio = synthesize(soundfont, played, program, bpm, deadline)
+    if chords is not None:
+        audio = mix(audio, synthesize(soundfont, accompaniment(chords, 0, False), program, bpm, deadline))
+    audio = finish(audio, bool(played.end))
     encoded = mp3.encode(audio)
     png, pdf_bytes = engrave_lead_sheet(events, chords, bpm, title, pdf=pdf, timeout=deadline - time.monotonic())
     return midi, encoded, png, pdf_bytes

@@ -1,0 +1,108 @@
+"""Harmony in the previews, for real: a CHORDS track in the MIDI that reads back, chords heard under
+the melody (quieter, loudness still normalised), chord symbols in the piano roll."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from chord_stand_in import chord, per_step
+from PIL import Image
+from test_render import BPM, REST_BAR, STEP_S, TAIL_S, dbfs, decode, legato, part
+
+from bot.render import RenderError, pianoroll, render_variations
+from model.events import NO_EVENT, NOTE_OFF, STEPS_PER_BAR, events_to_notes, note_on
+from model.midi_io import CHORD_PROGRAM, CHORD_TRACK, CHORD_VELOCITY, MELODY_TRACK, read_midi, write_midi
+
+MELODY = legato([72, 76, 79, 76]) + legato([74, 77, 81, 77]) + legato([76, 79, 84, 79], 3) + [NO_EVENT] * 4
+PROGRESSION = "C | Dm7 G7 | C/E Am"  # three bars: one chord, two chords, a slash chord and another
+
+
+def test_midi_with_chords_has_a_melody_and_a_chords_track_that_read_back():
+    chords = per_step(PROGRESSION)
+    song = read_midi(write_midi(MELODY, BPM, program=0, chords=chords))
+    melody, accompaniment = song.tracks
+    assert (melody.name, accompaniment.name) == (MELODY_TRACK, CHORD_TRACK)
+    assert (melody.program, accompaniment.program) == (0, CHORD_PROGRAM)
+    assert melody.notes == read_midi(write_midi(MELODY, BPM)).tracks[0].notes  # the melody as without chords
+    assert {note.velocity for note in accompaniment.notes} == {CHORD_VELOCITY}
+    assert CHORD_VELOCITY < 100 and max(n.pitch for n in accompaniment.notes) < min(n.pitch for n in melody.notes)
+
+    # One voicing per chord, from its first step to the next chord: its pitch classes are the chord's.
+    spans: dict[tuple[int, int], set[int]] = {}
+    for note in accompaniment.notes:
+        spans.setdefault((note.start, note.end), set()).add(note.pitch % 12)
+    expected = [(0, 16, "C"), (16, 24, "Dm7"), (24, 32, "G7"), (32, 40, "C/E"), (40, 48, "Am")]
+    assert sorted(spans) == [(start, end) for start, end, _ in expected]
+    for start, end, symbol in expected:
+        played = chord(symbol)
+        assert spans[(start, end)] == set(played.pitch_classes), symbol
+        lowest = min(n.pitch for n in accompaniment.notes if n.start == start)
+        assert lowest % 12 == (played.bass if played.bass is not None else played.root), symbol  # C/E: E below
+
+
+def test_a_chord_held_over_bars_is_struck_again_at_each_bar_and_no_chord_is_silent():
+    melody = legato([72] * 16)  # 4 bars
+    chords = per_step("C | C | N | C")
+    notes = read_midi(write_midi(melody, BPM, chords=chords)).tracks[1].notes
+    assert sorted({(n.start, n.end) for n in notes}) == [(0, 16), (16, 32), (48, 64)]
+    with pytest.raises(ValueError, match="3 chords for 64 steps"):
+        write_midi(melody, BPM, chords=chords[:3])
+
+
+def test_chords_are_heard_under_the_melody_quieter_with_the_loudness_normalised():
+    # Bar 2 of the melody is a rest: there only the chords sound.
+    melody = legato([72, 76, 79, 84]) + [NOTE_OFF] + REST_BAR[1:] + legato([84, 79, 76, 72])
+    with_chords, without = (
+        render_variations([melody], 0, BPM, chords=chords)[0][0] for chords in ([per_step("C", len(melody))], None)
+    )
+    (segment, samples), (_, plain) = decode(with_chords.mp3), decode(without.mp3)
+    rest = (STEPS_PER_BAR * STEP_S + 0.3, 2 * STEPS_PER_BAR * STEP_S - 0.05)  # after the melody's release
+    assert dbfs(part(plain, *rest)) < -60  # without chords the rest bar is silent...
+    assert dbfs(part(samples, *rest)) > -45  # ...with them the chord sounds there...
+    assert dbfs(part(samples, *rest)) < dbfs(part(samples, 0.1, 1.9)) - 6  # ...well below melody + chords
+    assert -2.0 < segment.max_dBFS < -0.5  # still normalised, no clipping
+    assert with_chords.duration_s == pytest.approx(without.duration_s)
+    assert [t.name for t in read_midi(with_chords.midi).tracks] == [MELODY_TRACK, CHORD_TRACK]
+
+
+def test_piano_roll_names_the_chords_above_the_bars():
+    chords = per_step(PROGRESSION)
+    previews, combined, _ = render_variations([MELODY, MELODY], 0, BPM, chords=[chords, None])
+    named, plain = (np.asarray(Image.open(io.BytesIO(p.png)).convert("RGB")) for p in previews)
+    assert named.shape == plain.shape == (pianoroll.PANEL_HEIGHT, pianoroll.WIDTH, 3)
+    def greenish(pixels):  # CHORD_TEXT and its anti-aliased blends with the background
+        red, green, blue = (pixels[..., channel].astype(int) for channel in range(3))
+        return (green - red > 25) & (green - blue > 15)
+
+    assert pianoroll.CHORD_TEXT[1] - pianoroll.CHORD_TEXT[0] > 25
+    green = greenish(named)
+    assert not np.any(greenish(plain))  # no chords, no symbols
+    lane = slice(pianoroll.HEADER, pianoroll.HEADER + pianoroll.CHORD_LANE)
+    rows, columns = np.nonzero(green)
+    assert rows.min() >= lane.start and rows.max() < lane.stop  # in the lane above the grid
+    # A symbol starts just right of each chord change: C at step 0, Dm7 16, G7 24, C/E 32, Am 40.
+    steps = pianoroll.shared_layout([MELODY, MELODY])[2]
+    step_px = (pianoroll.WIDTH - pianoroll.MARGIN - pianoroll.GUTTER) / steps
+    used = set(columns.tolist())
+    starts = [c for c in sorted(used) if not {c - 1, c - 2, c - 3} & used]  # a symbol's first column
+    changes = [pianoroll.GUTTER + step * step_px for step in (0, 16, 24, 32, 40)]
+    assert len(starts) >= 5
+    for x in changes:
+        assert any(0 <= start - x <= 8 for start in starts), x
+    assert Image.open(io.BytesIO(combined)).size[1] == 2 * pianoroll.PANEL_HEIGHT + pianoroll.SEPARATOR
+
+
+def test_variations_over_the_same_chords_share_them_and_bad_chord_lists_are_refused():
+    melodies = [legato([60 + i, 64, 67, 72]) * 2 for i in range(3)]
+    chords = per_step("C | F", len(melodies[0]))
+    previews, _, timings = render_variations(melodies, 16, BPM, chords=[chords] * 3)
+    for preview, melody in zip(previews, melodies):
+        assert read_midi(preview.midi).tracks[1].notes == read_midi(previews[0].midi).tracks[1].notes
+        assert preview.duration_s == pytest.approx(events_to_notes(melody)[-1].end * STEP_S + TAIL_S)
+    with pytest.raises(RenderError, match="2 chord lists for 3 melodies"):
+        render_variations(melodies, 16, BPM, chords=[chords] * 2)
+    with pytest.raises(RenderError, match="variation 2 has 32 steps but 31 chords"):
+        render_variations(melodies, 16, BPM, chords=[chords, chords[:31], None])
+    assert note_on(60) in melodies[0]

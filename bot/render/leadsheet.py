@@ -31,7 +31,8 @@ SCALE = 45  # verovio's scale in percent: ~4 bars a line
 PNG_ZOOM = 1.5  # CairoSVG scale for the PNG (the SVG is ~950 px wide): ~1400 px, crisp in Discord
 
 # Written values in steps, longest first, each with the grid it must start on so that the beat
-# structure stays visible (a dotted quarter starts on a beat, a half on beat 1 or 3, ...).
+# structure stays visible (a dotted quarter starts on a beat, a half on beat 1 or 3, ...); the
+# dotted ones (12, 6, 3) are not powers of two.
 VALUES = ((16, 16), (12, 16), (8, 8), (6, 4), (4, 4), (3, 2), (2, 2), (1, 1))
 # Steps -> (MEI @dur, dots): whole, dotted half, half, dotted quarter, ... sixteenth.
 MEI_DURATION = {16: ("1", 0), 12: ("2", 1), 8: ("2", 0), 6: ("4", 1), 4: ("4", 0), 3: ("8", 1), 2: ("8", 0),
@@ -94,10 +95,13 @@ def _signature(fifths: int) -> dict[str, int]:
 
 def split_value(position: int, length: int) -> list[int]:
     """A note or rest of `length` steps starting `position` steps into a bar (not crossing it) ->
-    written values (steps) to tie together."""
+    written values (steps) to tie together: each starts on its own grid (VALUES), and a dotted
+    value only ends the note, so the beats stay visible (from beat 2, 12 steps are 4 + 8)."""
     values = []
     while length > 0:
-        value = next(v for v, grid in VALUES if v <= length and position % grid == 0)
+        value = next(
+            v for v, grid in VALUES if v <= length and position % grid == 0 and (v & (v - 1) == 0 or v == length)
+        )
         values.append(value)
         position, length = position + value, length - value
     return values

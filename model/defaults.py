@@ -34,3 +34,7 @@ def length_problem(bars: int, bpm: float) -> str | None:
     most = max(1, int(MAX_CONTINUATION_S * bpm / 240.0))
     return (f"{bars} bars at {bpm:g} BPM last {seconds / 60:.1f} minutes; the longest continuation is "
             f"{MAX_CONTINUATION_S / 60:g} minutes, so ask for at most {most} bars at this tempo, or a faster tempo")
+
+MAX_CHORD_BARS = 64  # bars of a typed lead sheet ("C | G | Am F"); the list repeats to cover longer music
+MAX_CHORDS_PER_BAR = 8  # chords sharing one bar (two sixteenths each at the most)
+MAX_LEAD_SHEET_CHARS = 2000  # characters of a typed lead sheet, checked before parsing

@@ -96,7 +96,7 @@ def _check_local_worker(settings: Settings) -> None:
 async def serve(settings: Settings) -> int:
     from bot.observability import observe_status, queue_probes, start_http, stop_http
     from bot.queue import make_queue
-    from bot.votes import VoteStore
+    from bot.storage import BotStore
 
     if settings.discord_token:
         from bot.discord_app import run_discord
@@ -104,7 +104,7 @@ async def serve(settings: Settings) -> int:
         from bot.terminal import run_terminal
 
     try:
-        store = VoteStore(settings.database)
+        store = BotStore(settings.database)
     except (OSError, sqlite3.Error) as error:
         raise SettingsError(f"cannot open the database {settings.database} (MELODYBOT_DATA_DIR): {error}") from None
     _check_local_worker(settings)

@@ -36,7 +36,7 @@ from bot.commands import (
 from bot.jobs import JobState, JobStatus
 from bot.queue import JobQueue
 from bot.settings import Settings, SettingsError
-from bot.votes import VoteStore, emoji_number
+from bot.storage import BotStore, emoji_number
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +165,7 @@ class MelodyCog(commands.Cog, name="melodybot"):
 
 
 class MelodyBot(commands.Bot):
-    def __init__(self, settings: Settings, queue: JobQueue, store: VoteStore, *, sync_commands: bool = True,
+    def __init__(self, settings: Settings, queue: JobQueue, store: BotStore, *, sync_commands: bool = True,
                  observe=None, **options):
         """sync_commands: upload the slash commands when they changed (off in tests); observe: a
         callback that sees every job update (metrics)."""
@@ -203,14 +203,14 @@ class MelodyBot(commands.Bot):
         """Upload the slash commands only when they changed: syncing is rate limited."""
         payload = json.dumps([c.to_dict(self.tree) for c in self.tree.get_commands()], sort_keys=True, default=str)
         digest = hashlib.sha256(payload.encode()).hexdigest()
-        if await self.store.get_meta(SYNC_META) == digest:
+        if await self.store.channels.get_meta(SYNC_META) == digest:
             return
         try:
             synced = await self.tree.sync()
         except discord.HTTPException:
             log.exception("syncing the slash commands failed; the ! commands still work")
             return
-        await self.store.set_meta(SYNC_META, digest)
+        await self.store.channels.set_meta(SYNC_META, digest)
         log.info("synced %d slash commands", len(synced))
 
     # -- commands -------------------------------------------------------------------------------
@@ -318,20 +318,20 @@ class MelodyBot(commands.Bot):
                 self._vote_locks[key] = (lock, users - 1)
 
     async def _apply_reaction(self, payload: discord.RawReactionActionEvent, number: int, added: bool) -> None:
-        shown = await self.store.result_message(payload.message_id)
+        shown = await self.store.messages.result_message(payload.message_id)
         if shown is None or number > shown.variations:
             return
         if added:
-            await self.store.vote(shown.job_id, payload.user_id, number)
+            await self.store.votes.vote(shown.job_id, payload.user_id, number)
         else:
-            await self.store.unvote(shown.job_id, payload.user_id, number)
+            await self.store.votes.unvote(shown.job_id, payload.user_id, number)
         log.info("job %s: user %s %s variation %d", shown.job_id, payload.user_id,
                  "voted for" if added else "took back the vote for", number)
 
     # -- job updates ----------------------------------------------------------------------------
     async def _remember_status(self, job_id: str, channel_id: int, message_id: int, sent: str) -> None:
         self._status_where[job_id] = (channel_id, message_id)
-        await self.store.remember_status(job_id, channel_id, message_id)
+        await self.store.messages.remember_status(job_id, channel_id, message_id)
         newest = self._status_text.pop(job_id, None)  # from now on updates edit the message directly
         if newest is not None and newest != sent:  # the job moved on while the reply was being sent
             await self._edit(channel_id, message_id, newest)
@@ -341,7 +341,7 @@ class MelodyBot(commands.Bot):
         job_id = status.job.job_id
         text = self.handler.status_text(status)
         self._status_text[job_id] = text
-        where = self._status_where.get(job_id) or await self.store.status_message(job_id)
+        where = self._status_where.get(job_id) or await self.store.messages.status_message(job_id)
         if where is None:
             return False
         await self._edit(*where, text)
@@ -363,7 +363,7 @@ class MelodyBot(commands.Bot):
             await self._post(job.channel_id, Reply(self.handler.status_text(status)))
         if status.state.finished:  # answered: never emitted again, even if the reactions below fail
             await self.queue.mark_delivered(job.job_id)
-            await self.store.forget_status(job.job_id)
+            await self.store.messages.forget_status(job.job_id)
             self._status_where.pop(job.job_id, None)
             if shown:  # else kept for the status message still being sent (see _remember_status)
                 self._status_text.pop(job.job_id, None)
@@ -405,7 +405,7 @@ class MelodyBot(commands.Bot):
         except (discord.Forbidden, discord.NotFound) as error:  # marked delivered: retrying cannot help
             log.warning("job %s: cannot post the result in channel %s: %s", job.job_id, job.channel_id, error)
             return None
-        await self.store.remember_result(message.id, job.job_id, channel.id, len(status.result.variations))
+        await self.store.messages.remember_result(message.id, job.job_id, channel.id, len(status.result.variations))
         log.info("job %s: result posted as message %s (%s)", job.job_id, message.id,
                  ", ".join(f"{k} {v:.2f} s" for k, v in status.result.timings.items()))
         return message, reply.reactions
@@ -413,7 +413,7 @@ class MelodyBot(commands.Bot):
     async def _posted_before(self, channel, job) -> discord.Message | None:
         """The result message of `job` if this bot already posted it: a delivery replayed after a
         restart (killed between posting and recording) must not post it twice."""
-        known = await self.store.result_of_job(job.job_id)
+        known = await self.store.messages.result_of_job(job.job_id)
         if known is not None:
             try:
                 return await channel.fetch_message(known.message_id)
@@ -437,7 +437,7 @@ class MelodyBot(commands.Bot):
                 return
 
 
-async def run_discord(settings: Settings, queue: JobQueue, store: VoteStore, observe=None) -> None:
+async def run_discord(settings: Settings, queue: JobQueue, store: BotStore, observe=None) -> None:
     """Log in and serve until SIGTERM or Ctrl-C. A token or intent Discord refuses raises
     SettingsError with what to change."""
     async with MelodyBot(settings, queue, store, observe=observe) as bot:

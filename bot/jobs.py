@@ -90,7 +90,7 @@ class Result:
     @classmethod
     def from_dict(cls, data: dict) -> Result:
         data = dict(data)
-        data.pop("pruned", None)  # previews deleted after the retention time (bot/store.py)
+        data.pop("pruned", None)  # previews deleted after the retention time (bot/storage/jobs.py)
         data["variations"] = [
             Variation(v["events"], *(base64.b64decode(v[name]) for name in ("midi", "mp3", "png")))
             for v in data["variations"]

@@ -40,7 +40,7 @@ from bot.commands import (
 from bot.jobs import JobState, JobStatus
 from bot.queue import JobQueue
 from bot.settings import Settings
-from bot.votes import VoteStore, local_message_id
+from bot.storage import BotStore, local_message_id
 
 log = logging.getLogger("melodybot.terminal")
 
@@ -51,7 +51,7 @@ UNLIMITED = 2**62  # no upload limit on a local disk
 
 
 class Terminal:
-    def __init__(self, settings: Settings, queue: JobQueue, store: VoteStore, *,
+    def __init__(self, settings: Settings, queue: JobQueue, store: BotStore, *,
                  stdin: TextIO | None = None, stdout: TextIO | None = None, observe=None):
         self.settings = settings
         self.queue = queue
@@ -117,7 +117,7 @@ class Terminal:
         if status.state == JobState.DONE and status.result is not None:
             reply = self.handler.result_reply(status, upload_limit=UNLIMITED, every_png=True)
             text = await self._prepare(reply)  # the files first: writing them again is harmless
-            await self.store.remember_result(local_message_id(job.job_id), job.job_id, job.channel_id,
+            await self.store.messages.remember_result(local_message_id(job.job_id), job.job_id, job.channel_id,
                                              len(status.result.variations))
         else:
             text = self.handler.status_text(status)
@@ -250,5 +250,5 @@ def _user_name() -> str:
         return "you"
 
 
-async def run_terminal(settings: Settings, queue: JobQueue, store: VoteStore, observe=None) -> None:
+async def run_terminal(settings: Settings, queue: JobQueue, store: BotStore, observe=None) -> None:
     await Terminal(settings, queue, store, observe=observe).run()

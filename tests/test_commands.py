@@ -39,8 +39,8 @@ from bot.jobs import Job, JobState, JobStatus, Result
 from bot.queue.base import StoreQueue
 from bot.queue.local import LocalQueue
 from bot.settings import Settings
-from bot.store import Store
-from bot.votes import NUMBER_EMOJIS, VoteStore
+from bot.storage import NUMBER_EMOJIS, BotStore
+from bot.storage.jobs import JobStore
 from model.primer import NOTATION, parse_notes
 
 USER, OTHER, CHANNEL = 1001, 1002, 2001
@@ -61,7 +61,7 @@ def made(tmp_path_factory, tiny_weights) -> tuple[Path, dict[str, str]]:
     settings = Settings(data_dir=folder, weights=tiny_weights, device="cpu")
 
     async def make() -> dict[str, str]:
-        votes = VoteStore(folder / "votes.sqlite3")
+        votes = BotStore(folder / "votes.sqlite3")
         try:
             async with LocalQueue(settings, worker_env=QUEUE_WORKER_ENV) as queue:
                 handler = CommandHandler(settings, queue, votes, platform=DISCORD, rng=random.Random(7))
@@ -112,7 +112,7 @@ async def results(made, queue, settings) -> dict[str, str]:
 
 @pytest.fixture
 def store(tmp_path):
-    store = VoteStore(tmp_path / "votes.sqlite3")
+    store = BotStore(tmp_path / "votes.sqlite3")
     yield store
     store.close()
 
@@ -339,9 +339,9 @@ async def test_extend_defaults_to_the_vote_leader_else_the_first(handler, queue,
     text, first = await submit(handler, f"!extend {parent.job_id}")
     assert f"Extending {parent.job_id} variation 1 (no votes yet, so the first)" in text
     assert first.primer == done.result.variations[0].events
-    await store.vote(parent.job_id, 7, 3)
-    await store.vote(parent.job_id, 8, 3)
-    await store.vote(parent.job_id, 9, 2)
+    await store.votes.vote(parent.job_id, 7, 3)
+    await store.votes.vote(parent.job_id, 8, 3)
+    await store.votes.vote(parent.job_id, 9, 2)
     text, child = await submit(handler, f"!extend {parent.job_id} bars=4 temp=1.5")
     assert "variation 3 (the vote leader)" in text
     assert child.primer == done.result.variations[2].events != first.primer
@@ -355,7 +355,7 @@ async def test_extend_a_chosen_variation_and_the_newest_result(handler, store, r
     _, child = await submit(handler, f"!extend {parent_id.upper()} 2")
     assert child.parent == f"{parent_id}:2"
     assert "Which job?" in await say(handler, "!extend 2")  # nothing posted in this channel yet
-    await store.remember_result(99, parent_id, CHANNEL, 3)
+    await store.messages.remember_result(99, parent_id, CHANNEL, 3)
     _, child = await submit(handler, "!extend 3")
     assert child.parent == f"{parent_id}:3"
 
@@ -390,9 +390,9 @@ async def test_again_rerolls_with_a_new_seed(handler, queue, results):
 async def test_votes_tally_marks_the_leader(handler, queue, store, results):
     job = (await queue.get(results["flute"])).job
     assert "Vote with 1\ufe0f\u20e3-3\ufe0f\u20e3 under the result." in await say(handler, f"!votes {job.job_id}")
-    await store.vote(job.job_id, 7, 2)
-    await store.vote(job.job_id, 8, 2)
-    await store.vote(job.job_id, 9, 1)
+    await store.votes.vote(job.job_id, 7, 2)
+    await store.votes.vote(job.job_id, 8, 2)
+    await store.votes.vote(job.job_id, 9, 1)
     text = await say(handler, f"!votes {job.job_id}")
     assert text.splitlines() == [
         f"Votes for job {job.job_id}: 3 votes.",
@@ -409,7 +409,7 @@ async def test_typed_votes_are_for_the_terminal(handler, settings, queue, store,
     terminal = CommandHandler(settings, queue, store, platform=TERMINAL)
     assert await say(terminal, f"!vote {job.job_id} 2") == f"Your vote for job {job.job_id} is on variation 2."
     await say(terminal, f"!vote {job.job_id} 3")  # moves it
-    assert (await store.tally(job.job_id, 3)).counts == (0, 0, 1)
+    assert (await store.votes.tally(job.job_id, 3)).counts == (0, 0, 1)
     assert "there is no 4" in await say(terminal, f"!vote {job.job_id} 4")
     assert "Usage: !vote <job> <variation>" in await say(terminal, "!vote")
     assert "<- leading" in (await say(terminal, "!votes")).splitlines()[3]  # no id: the newest result here
@@ -441,7 +441,7 @@ async def test_queue_and_cancel(handler, queue):
 async def test_channel_switch(handler, store):
     assert "Only members who can manage" in await say(handler, "!channel off")
     assert "off in this channel" in await say(handler, "!channel off", can_manage_channel=True)
-    assert not await store.channel_enabled(CHANNEL)
+    assert not await store.channels.enabled(CHANNEL)
     assert await handler.handle_line(request(), "!help") == []  # prefix commands: silence
     (refusal,) = await handler.handle_line(request(interactive=True), "!help")
     assert refusal.private and "switched off in this channel" in refusal.text
@@ -516,7 +516,7 @@ async def test_update_follower_keeps_each_jobs_order_and_survives_failures(queue
     follower.start()
     for job_id in ("good", "bad"):
         await queue.submit(Job(USER, CHANNEL, [2], job_id=job_id))
-    worker = Store(settings.database)  # a worker's side of the database: it takes both, finishes one
+    worker = JobStore(settings.database)  # a worker's side of the database: it takes both, finishes one
     try:
         assert [job.job_id for job in worker.claim("w1", max_rows=8)] == ["good", "bad"]
         assert worker.finish("good", JobState.DONE, result=Result("good", 1, [], b"", None, {}), worker="w1")

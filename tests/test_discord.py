@@ -33,7 +33,7 @@ from bot.discord_app import INVITE_PERMISSIONS, MelodyBot
 from bot.jobs import Job, JobState, JobStatus
 from bot.queue import make_queue
 from bot.settings import Settings
-from bot.votes import NUMBER_EMOJIS, VoteStore
+from bot.storage import NUMBER_EMOJIS, BotStore
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -69,7 +69,7 @@ async def make_bot(settings, queue, members: int = 3) -> MelodyBot:
     compat.install()
     intents = discord.Intents.default()
     intents.members = intents.message_content = True  # dpytest keeps its fake members in the member cache
-    bot = MelodyBot(settings, queue, VoteStore(settings.database), sync_commands=False, intents=intents)
+    bot = MelodyBot(settings, queue, BotStore(settings.database), sync_commands=False, intents=intents)
     await bot._async_setup_hook()
     dpytest.configure(bot, members=members)
     await bot.setup_hook()  # after configure: dpytest replaces the connection state the items live in
@@ -123,7 +123,7 @@ async def result_message(bot: MelodyBot, job_id: str, reactions: int | None = No
     """Wait for the job's result message (and its vote reactions), return it."""
 
     async def posted():
-        shown = await bot.store.result_of_job(job_id)
+        shown = await bot.store.messages.result_of_job(job_id)
         if shown is None:
             status = await bot.queue.get(job_id)
             assert status.state != JobState.FAILED, status.error
@@ -247,15 +247,15 @@ async def test_votes_move_and_survive_a_restart(bot, settings, queue, tmp_path):
     await dpytest.add_reaction(bob, message, NUMBER_EMOJIS[1])
     await dpytest.add_reaction(carol, message, NUMBER_EMOJIS[1])
     await dpytest.add_reaction(alice, message, "\U0001f525")  # not a number: no vote
-    assert (await bot.store.tally(job_id, 3)).counts == (1, 2, 0)
+    assert (await bot.store.votes.tally(job_id, 3)).counts == (1, 2, 0)
     text = await tally_text(job_id)
     assert "3 votes" in text and re.search(rf"{NUMBER_EMOJIS[1]} .* 2  <- leading", text), text
 
     await dpytest.add_reaction(alice, message, NUMBER_EMOJIS[2])  # moves alice's vote 1 -> 3
-    assert (await bot.store.tally(job_id, 3)).counts == (0, 2, 1)
+    assert (await bot.store.votes.tally(job_id, 3)).counts == (0, 2, 1)
     await dpytest.remove_reaction(alice, message, NUMBER_EMOJIS[0])  # not her vote any more: no change
     await dpytest.remove_reaction(bob, message, NUMBER_EMOJIS[1])  # takes bob's vote back
-    assert (await bot.store.tally(job_id, 3)).counts == (0, 1, 1)
+    assert (await bot.store.votes.tally(job_id, 3)).counts == (0, 1, 1)
 
     # A new bot process: no cache, a fresh fake Discord; the same database.
     old = (message.id, message.channel.id, message.guild.id)
@@ -268,11 +268,11 @@ async def test_votes_move_and_survive_a_restart(bot, settings, queue, tmp_path):
         db.execute("UPDATE queue_jobs SET job = json_set(job, '$.guild_id', ?) WHERE job_id = ?",
                    (dpytest.get_config().guilds[0].id, job_id))
     try:
-        assert (await bot2.store.tally(job_id, 3)).counts == (0, 1, 1)
+        assert (await bot2.store.votes.tally(job_id, 3)).counts == (0, 1, 1)
         bot2._connection.parse_message_reaction_add(vote_payload(*old, user_id=bob.id, number=3))
         bot2._connection.parse_message_reaction_add(vote_payload(*old, user_id=bot2.user.id, number=1))  # ignored
         await dpytest.run_all_events()
-        assert (await bot2.store.tally(job_id, 3)).counts == (0, 1, 2)
+        assert (await bot2.store.votes.tally(job_id, 3)).counts == (0, 1, 2)
         shown = await tally_text(job_id)
         assert "<- leading" in shown.split(NUMBER_EMOJIS[2])[1], shown
 
@@ -354,7 +354,7 @@ async def test_channel_switch_needs_manage_channels(bot):
     assert "switched off" in private.content and private.id in compat.EPHEMERAL
 
     # Survives a restart: the switch is in the database.
-    assert not await VoteStore(bot.settings.database).channel_enabled(channel.id)
+    assert not await BotStore(bot.settings.database).channels.enabled(channel.id)
     assert "melodybot is on" in await ask("!channel on", member=member)
     assert "melodybot continues your melody" in await ask("!help")
 
@@ -404,7 +404,7 @@ async def time_help_while_jobs_run(bot):
     # Time !help from now until every result is posted: generation in the worker process and the
     # bot's own part (decoding results, uploading files, adding reactions) both overlap.
     latencies = []
-    while not all([await bot.store.result_of_job(j) for j in jobs]) and len(latencies) < 600:
+    while not all([await bot.store.messages.result_of_job(j) for j in jobs]) and len(latencies) < 600:
         started = time.perf_counter()
         await dpytest.message("!help")
         latencies.append(time.perf_counter() - started)
@@ -430,7 +430,7 @@ async def test_a_failed_job_is_reported_in_plain_words(bot):
     expected = "Job fail42 failed: the worker stopped unexpectedly; please try again."
     assert compat.content_now(ack) == expected
     assert [compat.first_text(m) for m in sent()] == [expected]
-    assert await bot.store.status_message(job.job_id) is None
+    assert await bot.store.messages.status_message(job.job_id) is None
 
 
 async def test_a_result_that_cannot_be_posted_is_explained(bot, monkeypatch):
@@ -495,7 +495,7 @@ async def test_a_result_replayed_after_a_restart_is_not_posted_twice(bot):
         db.execute("DELETE FROM result_messages WHERE job_id = ?", (job_id,))
     await bot.deliver(status)  # found in the channel's history
     assert [m for m in sent() if compat.first_text(m).startswith(f"Job {job_id}: ")] == []
-    assert (await bot.store.result_of_job(job_id)).message_id == message.id
+    assert (await bot.store.messages.result_of_job(job_id)).message_id == message.id
     status.replayed = False  # a first delivery does post
     await bot.deliver(status)
     assert [m.id for m in sent() if compat.first_text(m).startswith(f"Job {job_id}: ")] != []

@@ -20,7 +20,7 @@ from bot.jobs import Job, JobState
 from bot.queue import make_queue
 from bot.queue.celery_backend import NO_WORKERS, UNREACHABLE
 from bot.queue.local import worker_environment
-from bot.store import Store
+from bot.storage.jobs import JobStore
 from bot.worker.generator import SLOW_USER, TEST_DELAY_ENV, TEST_SKIP_RENDER_ENV
 
 PRIMER = [26, 0, 0, 1, 30, 0, 0, 1, 33, 0, 0, 0, 1, 0, 0, 0]
@@ -122,7 +122,7 @@ async def test_a_sigkilled_worker_hands_its_jobs_on_within_seconds(queue_setting
             jobs = [await queue.submit(job(user, user_name=SLOW_USER)) for user in range(1, 7)]
             ids = [s.job.job_id for s in jobs]
             await collect(queue, lambda seen: sum(s.state == JobState.RUNNING for s in seen) >= 2)
-            store = Store(settings.database)
+            store = JobStore(settings.database)
             holders = {worker for _, worker, _ in store.running()}
             store.close()
             victim = int(sorted(holders)[0].rsplit(":", 1)[1])

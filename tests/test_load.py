@@ -22,7 +22,7 @@ from conftest import QUEUE_WORKER_ENV
 from bot.jobs import Job, JobState
 from bot.queue import QueueFull, TooManyJobs
 from bot.queue.local import LocalQueue
-from bot.store import Store
+from bot.storage.jobs import JobStore
 from bot.worker.generator import TEST_SKIP_RENDER_ENV
 
 USERS, JOBS_PER_USER = 20, 10
@@ -105,7 +105,7 @@ async def test_200_jobs_from_20_users_are_each_answered_once_within_the_caps(que
     for job_id, positions in seen_positions.items():
         assert positions == sorted(positions, reverse=True) and positions[0] <= submitted[job_id], job_id
 
-    store = Store(settings.database)
+    store = JobStore(settings.database)
     columns = "seq, job_id, user_id, created_at, started_at, finished_at"
     rows = store.db.execute(f"SELECT {columns} FROM queue_jobs").fetchall()
     store.close()

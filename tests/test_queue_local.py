@@ -15,7 +15,7 @@ from conftest import QUEUE_WORKER_ENV, collect
 from bot.jobs import Job, JobState, JobStatus, Result
 from bot.queue import QueueError, QueueFull, TooManyJobs, make_queue
 from bot.queue.local import LocalQueue
-from bot.store import Rejected, Store, StoreError
+from bot.storage.jobs import JobStore, Rejected, StoreError
 from bot.worker.generator import SLOW_USER, TEST_DELAY_ENV
 
 PRIMER = [26, 0, 0, 1, 30, 0, 0, 1, 33, 0, 0, 0, 1, 0, 0, 0]  # C4 E4 G4, a bar
@@ -40,7 +40,7 @@ async def no_updates_for(queue, seconds: float) -> list[JobStatus]:
 
 # -- the bookkeeping alone -------------------------------------------------------------------------
 def test_store_positions_caps_and_cancel(tmp_path):
-    store = Store(tmp_path / "q.sqlite3")
+    store = JobStore(tmp_path / "q.sqlite3")
     statuses = [store.add(job(user), max_per_user=2, max_queue=5) for user in (1, 1, 2, 3, 4)]
     assert [s.position for s in statuses] == [1, 2, 3, 4, 5]
     assert all(s.state == JobState.QUEUED for s in statuses)
@@ -67,7 +67,7 @@ def test_store_positions_caps_and_cancel(tmp_path):
 
 
 def test_store_claims_batches_and_lets_one_finish_through(tmp_path):
-    store = Store(tmp_path / "q.sqlite3")
+    store = JobStore(tmp_path / "q.sqlite3")
     ids = [store.add(job(user, variations=3), 5, 50).job.job_id for user in range(4)]
     batch = store.claim("w1", max_rows=7)
     assert [j.job_id for j in batch] == ids[:2]  # 6 rows; a third job would make 9
@@ -92,7 +92,7 @@ def test_store_claims_batches_and_lets_one_finish_through(tmp_path):
 
 
 def test_store_requeues_dead_workers_jobs_at_the_front_until_attempts_run_out(tmp_path):
-    store = Store(tmp_path / "q.sqlite3")
+    store = JobStore(tmp_path / "q.sqlite3")
     first, second = (store.add(job(user), 5, 50).job.job_id for user in (1, 2))
     assert [j.job_id for j in store.claim("w1", 1)] == [first]
     assert store.requeue([first], None, "unused") == ([first], [])  # the bot shut down: not an attempt
@@ -107,7 +107,7 @@ def test_store_requeues_dead_workers_jobs_at_the_front_until_attempts_run_out(tm
 
 
 def test_store_follow_start_returns_undelivered_answers_once(tmp_path):
-    store = Store(tmp_path / "q.sqlite3")
+    store = JobStore(tmp_path / "q.sqlite3")
     ids = [store.add(job(user), 5, 50).job.job_id for user in range(3)]
     store.claim("w", 10)
     for job_id in ids[:2]:
@@ -121,7 +121,7 @@ def test_store_follow_start_returns_undelivered_answers_once(tmp_path):
 
 
 def test_store_estimates_the_wait_from_recent_jobs(tmp_path):
-    store = Store(tmp_path / "q.sqlite3")
+    store = JobStore(tmp_path / "q.sqlite3")
     now = 1000.0
     for user in range(4):  # four jobs, one every 2 s, each running 3 s
         job_id = store.add(job(user), 5, 50, now=now + 2 * user).job.job_id

@@ -20,7 +20,7 @@ from bot.jobs import Job, JobState
 from bot.queue import make_queue
 from bot.queue.celery_backend import CeleryQueue
 from bot.queue.local import worker_environment
-from bot.store import Store
+from bot.storage.jobs import JobStore
 from bot.worker.generator import SLOW_USER, TEST_DELAY_ENV
 
 PRIMER = [26, 0, 0, 1, 30, 0, 0, 1, 33, 0, 0, 0, 1, 0, 0, 0]
@@ -60,7 +60,7 @@ async def test_a_worker_killed_mid_job_loses_nothing_and_answers_once(queue_sett
             assert slow.position == 1  # the workers start on them at once: later positions vary
             assert (await queue.cancel(unwanted.job.job_id, user_id=6)).state == JobState.CANCELLED
             seen = await collect(queue, lambda seen: seen[-1].job.job_id == slow.job.job_id)  # RUNNING
-            store = Store(settings.database)
+            store = JobStore(settings.database)
             holder = next(worker for job_id, worker, _ in store.running() if job_id == slow.job.job_id)
             killed = int(holder.rsplit(":", 1)[1])
             assert killed in [w.pid for w in workers]

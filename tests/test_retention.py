@@ -11,13 +11,13 @@ from bot.commands import DISCORD, CommandHandler, Request
 from bot.jobs import Job, JobState, Result, Variation
 from bot.queue.base import StoreQueue
 from bot.settings import Settings
-from bot.store import Store
-from bot.votes import VoteStore
+from bot.storage import BotStore
+from bot.storage.jobs import JobStore
 
 PRIMER = [26, 0, 0, 1, 30, 0, 0, 1]
 
 
-def finished_job(store: Store, age_days: float, size: int = 200_000) -> str:
+def finished_job(store: JobStore, age_days: float, size: int = 200_000) -> str:
     job = Job(user_id=1, channel_id=2, primer=PRIMER, bars=1, variations=2)
     store.add(job, 10, 100)
     store.claim("w", 64)
@@ -30,12 +30,12 @@ def finished_job(store: Store, age_days: float, size: int = 200_000) -> str:
 
 async def test_old_previews_are_deleted_and_the_job_still_extends(tmp_path):
     settings = Settings(data_dir=tmp_path, preview_retention_days=30)
-    store = Store(settings.database)
+    store = JobStore(settings.database)
     old, new = finished_job(store, age_days=31), finished_job(store, age_days=29)
     store.mark_delivered(old)
     store.mark_delivered(new)
     store.close()
-    votes = VoteStore(settings.database)
+    votes = BotStore(settings.database)
     async with StoreQueue(settings) as queue:
         deadline = time.monotonic() + 10
         while (await queue.get(old)).result.combined_png:  # the first check runs within a second

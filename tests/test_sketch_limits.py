@@ -15,7 +15,7 @@ from bot.commands import DISCORD, CommandHandler, Request, Upload
 from bot.jobs import JobState
 from bot.queue.base import StoreQueue
 from bot.settings import Settings
-from bot.votes import VoteStore
+from bot.storage import BotStore
 from model.defaults import BPM_RANGE
 from model.midi_io import MAX_NOTES
 
@@ -25,7 +25,7 @@ MELODY = line([60, 64, 67, 69, 67, 64, 62, 60])
 @pytest.fixture
 async def handler(tmp_path):
     settings = Settings(data_dir=tmp_path)
-    store = VoteStore(settings.database)
+    store = BotStore(settings.database)
     async with StoreQueue(settings) as queue:
         yield CommandHandler(settings, queue, store, platform=DISCORD)
     store.close()

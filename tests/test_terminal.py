@@ -24,8 +24,8 @@ from PIL import Image
 from bot.commands import TERMINAL_CHANNEL_ID
 from bot.jobs import Job, JobState, JobStatus
 from bot.settings import Settings
+from bot.storage import BotStore
 from bot.terminal import Terminal
-from bot.votes import VoteStore
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 60.0
@@ -278,7 +278,7 @@ async def test_terminal_prints_updates_that_arrive_while_it_waits_for_input(tmp_
     read_end, write_end = os.pipe()
     stdin, stdout = os.fdopen(read_end), io.StringIO()
     settings = Settings(data_dir=tmp_path)
-    store = VoteStore(settings.database)
+    store = BotStore(settings.database)
     queue = ScriptedQueue()
     terminal = Terminal(settings, queue, store, stdin=stdin, stdout=stdout)
     task = asyncio.create_task(terminal.run())

@@ -41,7 +41,7 @@ from bot.commands.usage import COMMANDS, USAGE
 from bot.jobs import Job, JobState, JobStatus
 from bot.queue import JobQueue, QueueError, QueueFull
 from bot.settings import Settings
-from bot.votes import NUMBER_EMOJIS, VoteStore, local_message_id
+from bot.storage import NUMBER_EMOJIS, BotStore, local_message_id
 from model.defaults import DEFAULT_BPM, length_problem
 from model.midi_io import MidiError
 from model.primer import PrimerError, parse_notes
@@ -60,7 +60,7 @@ class CommandHandler:
         self,
         settings: Settings,
         queue: JobQueue,
-        store: VoteStore,
+        store: BotStore,
         *,
         platform: str = DISCORD,
         clock: Callable[[], float] = time.monotonic,
@@ -101,7 +101,7 @@ class CommandHandler:
 
     async def gate(self, request: Request, command: str) -> list[Reply] | None:
         """None if the command may run; else the replies to send instead (maybe none at all)."""
-        if command not in PRIVATE_COMMANDS and not await self.store.channel_enabled(request.channel_id):
+        if command not in PRIVATE_COMMANDS and not await self.store.channels.enabled(request.channel_id):
             if request.interactive:
                 return [Reply("melodybot is switched off in this channel (an admin can turn it on with "
                               f"`{self.prefix}channel on`).", private=True)]
@@ -190,7 +190,7 @@ class CommandHandler:
                 raise CommandError(f"Job {parent.job.job_id} has variations 1 to {count}; there is no {number}.")
             chosen_by = ""
         else:
-            leader = (await self.store.tally(parent.job.job_id, count)).leader
+            leader = (await self.store.votes.tally(parent.job.job_id, count)).leader
             number = leader or 1
             chosen_by = " (the vote leader)" if leader else " (no votes yet, so the first)"
         _no_more_words(words, "extend", self.prefix)
@@ -265,7 +265,7 @@ class CommandHandler:
         if words and JOB_ID.fullmatch(_job_id(words[0])) and _variation_number(words[0]) is None:
             job_id = _job_id(words.pop(0))
         else:
-            latest = await self.store.latest_result(request.channel_id)
+            latest = await self.store.messages.latest_result(request.channel_id)
             if latest is None:
                 raise CommandError(f"Which job? Usage: {USAGE[command].format(p=self.prefix)}")
             job_id = latest.job_id
@@ -286,7 +286,7 @@ class CommandHandler:
         status = await self._finished_job(request, words, "votes")
         _no_more_words(words, "votes", self.prefix)
         job_id, count = status.job.job_id, len(status.result.variations)
-        tally = await self.store.tally(job_id, count)
+        tally = await self.store.votes.tally(job_id, count)
         lines = [f"Votes for job {job_id}: {_plural(tally.total, 'vote')}."]
         for number, votes in enumerate(tally.counts, 1):
             mark = "  <- leading" if number == tally.leader else ""
@@ -309,9 +309,9 @@ class CommandHandler:
         count = len(status.result.variations)
         if not 1 <= number <= count:
             raise CommandError(f"Job {status.job.job_id} has variations 1 to {count}; there is no {number}.")
-        await self.store.vote(status.job.job_id, request.user_id, number)
-        if await self.store.result_of_job(status.job.job_id) is None:  # so `!votes` alone finds it
-            await self.store.remember_result(local_message_id(status.job.job_id), status.job.job_id,
+        await self.store.votes.vote(status.job.job_id, request.user_id, number)
+        if await self.store.messages.result_of_job(status.job.job_id) is None:  # so `!votes` alone finds it
+            await self.store.messages.remember_result(local_message_id(status.job.job_id), status.job.job_id,
                                              request.channel_id, count)
         return [Reply(f"Your vote for job {status.job.job_id} is on variation {number}.")]
 
@@ -348,13 +348,13 @@ class CommandHandler:
         if not request.in_guild:
             raise CommandError("Switching me on or off works in server channels, not in direct messages.")
         if word == "":
-            enabled = await self.store.channel_enabled(request.channel_id)
+            enabled = await self.store.channels.enabled(request.channel_id)
             return [Reply(f"melodybot is {'on' if enabled else 'off'} in this channel.", private=not enabled)]
         if word not in ("on", "off"):
             raise CommandError(f"Usage: {USAGE['channel'].format(p=self.prefix)}")
         if not request.can_manage_channel:
             return [Reply("Only members who can manage this channel can switch me on or off here.", private=True)]
-        await self.store.set_channel_enabled(request.channel_id, word == "on", request.user_id)
+        await self.store.channels.set_enabled(request.channel_id, word == "on", request.user_id)
         log.info("channel %s switched %s by user %s", request.channel_id, word, request.user_id)
         if word == "on":
             return [Reply(f"melodybot is on in this channel. Try `{self.prefix}continue C4 E4 G4 A4`.")]

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from bot.jobs import JobState, JobStatus
-from bot.votes import NUMBER_EMOJIS
+from bot.storage import NUMBER_EMOJIS
 
 DISCORD, TERMINAL = "discord", "terminal"
 UPLOAD_LIMIT = 10 * 1024 * 1024  # bytes per message, Discord's default for bots

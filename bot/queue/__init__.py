@@ -7,7 +7,7 @@
         ...answer...; await queue.mark_delivered(status.job.job_id)
 
 Two backends with the same behaviour, both keeping the bot's bookkeeping (positions, caps, results
-not yet delivered) in SQLite (bot/store.py):
+not yet delivered) in SQLite (bot/storage/jobs.py):
 - `LocalQueue` (no redis_url): one worker process on this machine, started and supervised by the
   queue; it claims jobs from the SQLite database and writes the results back into it.
 - `CeleryQueue` (redis_url set): any number of workers (`python -m bot.worker --redis URL`) take

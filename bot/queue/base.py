@@ -1,23 +1,22 @@
-"""What both backends share: the bot's bookkeeping in SQLite (bot/store.py), submission limits,
+"""What both backends share: the bot's bookkeeping in SQLite (bot/storage/jobs.py), submission limits,
 following the state-change log for `updates()`, and job timeouts.
 
-SQLite calls are blocking, so they run on one dedicated thread that owns the connection; the
-event loop only awaits them.
+SQLite calls are blocking, so they run on one dedicated thread that owns the connection
+(bot/storage/sqlite.py's AsyncSQLite, as for every store); the event loop only awaits them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 
 from bot.jobs import Job, JobState, JobStatus
 from bot.queue import JobQueue, QueueError, QueueFull, TooManyJobs
 from bot.settings import Settings
-from bot.store import Rejected, Store, StoreError
+from bot.storage.jobs import JobStore, Rejected, StoreError
+from bot.storage.sqlite import AsyncSQLite
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +33,8 @@ class StoreQueue(JobQueue):
     def __init__(self, settings: Settings):
         settings.check()  # here, not in a worker process that would die on start over and over
         self.settings = settings
-        self._store: Store | None = None
-        self._executor: ThreadPoolExecutor | None = None
+        self._store: JobStore | None = None
+        self._sqlite: AsyncSQLite | None = None
         self._updates: asyncio.Queue[JobStatus | None] = asyncio.Queue()
         self._tasks: list[asyncio.Task] = []
         self._cursor = 0
@@ -83,12 +82,12 @@ class StoreQueue(JobQueue):
 
     # -- the interface -----------------------------------------------------------------------------
     async def _db(self, fn, *args, **kwargs):
-        return await asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+        return await self._sqlite.run(fn, *args, **kwargs)
 
     async def start(self) -> None:
         self._closing = False
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="melodybot-store")
-        self._store = await self._db(Store, self.settings.database)
+        self._sqlite = AsyncSQLite("melodybot-jobs-db")
+        self._store = await self._db(JobStore, self.settings.database)
         self._cursor, undelivered = await self._db(self._store.follow_start)
         for job_id in undelivered:
             status = await self._db(self._store.get, job_id)
@@ -109,8 +108,8 @@ class StoreQueue(JobQueue):
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._close_backend()
         await self._db(self._store.close)
-        self._executor.shutdown()
-        self._store = self._executor = None
+        self._sqlite.close()
+        self._store = self._sqlite = None
         self._updates.put_nowait(None)
 
     def _check_limits(self, job: Job) -> None:

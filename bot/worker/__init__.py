@@ -6,7 +6,7 @@ render the previews. The bot process never imports this package's torch side.
                                                          # starts and supervises it itself)
 
 - `generator.py`: the model service (Generator): check a job, sample a batch, render each job.
-- `local.py`: the embedded worker loop over the SQLite queue (bot/store.py).
+- `local.py`: the embedded worker loop over the SQLite queue (bot/storage/jobs.py).
 - `celery_worker.py`: the Celery worker: the task, the Batcher that joins concurrent tasks into one
   sampled pass, the heartbeat and the events it reports to the bot over Redis.
 - `__main__.py`: the command line.

@@ -1,4 +1,4 @@
-"""The embedded queue's worker: claims jobs from the bot's SQLite database (bot/store.py) in
+"""The embedded queue's worker: claims jobs from the bot's SQLite database (bot/storage/jobs.py) in
 batches, runs them through the Generator, writes the outcomes back. Started and supervised by
 bot/queue/local.py: a line on stdin is a wake-up (a job arrived), stdin closing means the bot died.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from bot.jobs import JobState
 from bot.settings import Settings
-from bot.store import Store
+from bot.storage.jobs import JobStore
 from bot.worker.generator import Generator
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ def run_local(database: Path, token: str, supervised: bool) -> None:
     settings = Settings.load(dotenv=None if supervised else Path(".env"))
     if supervised:
         os.nice(LOCAL_WORKER_NICENESS)
-    store = Store(database)
+    store = JobStore(database)
     generator = Generator(settings)
     try:
         generator.load()

@@ -1,4 +1,4 @@
-"""The bot's SQLite database: every accepted job, its state, and its result.
+"""The jobs: every accepted job, its state, and its result, in the bot's SQLite database.
 
 One file (`Settings.database`) in WAL mode, shared by the bot and the embedded worker process
 (which claims jobs and writes results straight into it). Other parts of the bot may keep their
@@ -11,7 +11,8 @@ own tables in the same file; the tables here are prefixed `queue_`.
   update that changed the state, inside the same transaction, so each job has at most one
   terminal event however many workers raced to finish it.
 
-A `Store` is one connection; use it from one thread at a time. Every write is one short
+A `JobStore` is one connection; use it from one thread at a time (from the event loop, through
+bot/storage/sqlite.py's AsyncSQLite). Every write is one short
 `BEGIN IMMEDIATE` transaction, so the bot and the worker never hold each other up for long.
 """
 
@@ -25,6 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from bot.jobs import Job, JobState, JobStatus, Result, new_job_id
+from bot.storage.sqlite import connect
 
 UNFINISHED = (JobState.QUEUED.value, JobState.RUNNING.value)
 FINISHED = (JobState.DONE.value, JobState.FAILED.value, JobState.CANCELLED.value)
@@ -76,14 +78,9 @@ class StoreError(Exception):
     """A request about a job that cannot be done; the message is user-facing."""
 
 
-class Store:
+class JobStore:
     def __init__(self, path: str | Path):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        # Autocommit mode: transactions are the explicit BEGIN ... COMMIT blocks below.
-        self.db = sqlite3.connect(str(path), isolation_level=None, timeout=10.0, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")  # an accepted job survives a power cut too
-        self.db.execute("PRAGMA busy_timeout=10000")
+        self.db = connect(path)
         self.db.executescript(SCHEMA)  # each statement commits by itself; IF NOT EXISTS makes it idempotent
 
     def close(self) -> None:

@@ -29,7 +29,6 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -37,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bot.render import INSTRUMENTS, check_setup, mp3, render_variations  # noqa: E402
 from bot.render.audio import SAMPLE_RATE, finish, performance, synthesize  # noqa: E402
 from bot.render.leadsheet import engrave_lead_sheet, spell, split_value  # noqa: E402
+from model.chords import chords_per_step, parse_lead_sheet  # noqa: E402
 from model.events import NO_EVENT, NOTE_OFF, STEPS_PER_BAR, events_to_notes, note_on  # noqa: E402
 from model.midi_io import write_midi  # noqa: E402
 
@@ -45,27 +45,7 @@ STAGES = ("midi_write", "synth", "trim_normalise", "mp3_encode", "png", "total")
 LEAD_SHEET_BARS = 32
 
 
-@dataclass(frozen=True)
-class BenchChord:
-    """The part of model.chords.Chord the renderer reads (so this benchmark needs nothing else)."""
-
-    root: int
-    quality: str
-    bass: int | None
-    pitch_classes: frozenset
-
-    def symbol(self) -> str:
-        return ["C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B"][self.root] + (
-            "m" if self.quality == "min" else ""
-        )
-
-
-PROGRESSION = [  # C | G | Am | F
-    BenchChord(0, "maj", None, frozenset({0, 4, 7})),
-    BenchChord(7, "maj", None, frozenset({7, 11, 2})),
-    BenchChord(9, "min", None, frozenset({9, 0, 4})),
-    BenchChord(5, "maj", None, frozenset({5, 9, 0})),
-]
+PROGRESSION = parse_lead_sheet("C | G | Am | F")
 LILYPOND_CHORDS = ["c1", "g1", "a1:m", "f1"]
 
 
@@ -81,8 +61,8 @@ def random_melody(rng: random.Random, bars: int, pitch: int = 60) -> list[int]:
     return events[: bars * STEPS_PER_BAR]
 
 
-def progression(steps: int) -> list[BenchChord]:
-    return [PROGRESSION[step // STEPS_PER_BAR % len(PROGRESSION)] for step in range(steps)]
+def progression(steps: int) -> list:
+    return chords_per_step(PROGRESSION, steps)
 
 
 def cpu_seconds() -> float:

@@ -11,9 +11,9 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
-from chord_stand_in import per_step
 from PIL import Image
 from test_render import BPM, STEP_S, decode
+from test_render_chords import per_step
 
 from bot.render import RenderError, engrave_lead_sheet, render_song
 from bot.render.audio import TAIL_S

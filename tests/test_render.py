@@ -18,9 +18,8 @@ import pytest
 from PIL import Image
 from pydub import AudioSegment
 
-from bot.render import INSTRUMENTS, RenderError, check_setup, pianoroll, render_variations, resolve_instrument
+from bot.render import INSTRUMENTS, RenderError, check_setup, mp3, pianoroll, render_variations, resolve_instrument
 from bot.render.audio import PRIMER_VELOCITY, SAMPLE_RATE, TAIL_S, performance, synthesize
-from bot.render.mp3 import ENCODER_DELAY_S
 from model.events import NO_EVENT, NOTE_OFF, events_to_notes, note_on
 from model.midi_io import read_midi
 
@@ -53,12 +52,8 @@ def render_variation(events: list[int], primer_steps: int, bpm: float, instrumen
 
 
 def decode(data: bytes) -> tuple[AudioSegment, np.ndarray]:
-    """The MP3's audio (pydub) and its samples from the rendered audio's start: lameenc writes no
-    header that tells decoders to skip the encoder's delay, so skip it here."""
     segment = AudioSegment.from_file(io.BytesIO(data), format="mp3")
-    segment = segment.get_sample_slice(round(ENCODER_DELAY_S * SAMPLE_RATE), None)
-    samples = np.array(segment.get_array_of_samples(), dtype=np.float64)
-    return segment, samples
+    return segment, np.array(segment.get_array_of_samples(), dtype=np.float64)
 
 
 def dbfs(samples: np.ndarray) -> float:
@@ -94,6 +89,15 @@ def test_mp3_is_loud_normalised_to_minus_1_dbfs_and_never_clips(preview):
     assert segment.dBFS > -25  # not silent: a melody at a normal listening level
     assert -2.0 < segment.max_dBFS < -0.5  # normalised to -1 dBFS; MP3 moves peaks a little
     assert np.abs(samples).max() < 32767  # no clipped samples
+
+
+def test_mp3_decodes_to_exactly_the_samples_given_without_the_encoders_delay():
+    for length in (300, SAMPLE_RATE + 123):  # shorter than one MP3 frame; a second and a bit
+        pcm = np.zeros(length, dtype=np.int16)
+        pcm[200] = 30000  # a click: where it comes out shows any delay
+        _, samples = decode(mp3.encode(pcm))
+        assert len(samples) == length  # the Info frame's padding is trimmed...
+        assert np.argmax(np.abs(samples)) == 200  # ...and its delay skipped (LAME's 1105 samples)
 
 
 def test_tail_fades_out_to_silence(preview):

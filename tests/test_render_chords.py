@@ -7,13 +7,20 @@ import io
 
 import numpy as np
 import pytest
-from chord_stand_in import chord, per_step
 from PIL import Image
 from test_render import BPM, REST_BAR, STEP_S, TAIL_S, dbfs, decode, legato, part
 
 from bot.render import RenderError, pianoroll, render_variations
+from model.chords import chords_per_step, parse_chord, parse_lead_sheet
 from model.events import NO_EVENT, NOTE_OFF, STEPS_PER_BAR, events_to_notes, note_on
 from model.midi_io import CHORD_PROGRAM, CHORD_TRACK, CHORD_VELOCITY, MELODY_TRACK, read_midi, write_midi
+
+
+def per_step(text: str, steps: int | None = None) -> list:
+    """Lead-sheet text -> one model.chords.Chord (or None) per step, the bars repeated to `steps`."""
+    bars = parse_lead_sheet(text)
+    return chords_per_step(bars, steps if steps is not None else len(bars) * STEPS_PER_BAR)
+
 
 MELODY = legato([72, 76, 79, 76]) + legato([74, 77, 81, 77]) + legato([76, 79, 84, 79], 3) + [NO_EVENT] * 4
 PROGRESSION = "C | Dm7 G7 | C/E Am"  # three bars: one chord, two chords, a slash chord and another
@@ -36,7 +43,7 @@ def test_midi_with_chords_has_a_melody_and_a_chords_track_that_read_back():
     expected = [(0, 16, "C"), (16, 24, "Dm7"), (24, 32, "G7"), (32, 40, "C/E"), (40, 48, "Am")]
     assert sorted(spans) == [(start, end) for start, end, _ in expected]
     for start, end, symbol in expected:
-        played = chord(symbol)
+        played = parse_chord(symbol)
         assert spans[(start, end)] == set(played.pitch_classes), symbol
         lowest = min(n.pitch for n in accompaniment.notes if n.start == start)
         assert lowest % 12 == (played.bass if played.bass is not None else played.root), symbol  # C/E: E below

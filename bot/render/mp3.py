@@ -1,13 +1,18 @@
-"""Mono 16-bit PCM -> MP3 in this process with LAME (the `lameenc` package).
+"""Mono 16-bit PCM -> MP3 in this process with LAME (the `lameenc` package), gapless.
 
 The ffmpeg program cost ~0.1 CPU-s to start per process, more than encoding a 16 s melody
-(~0.013 s in process); see BENCHMARKS.md. pydub is not used to encode: it runs the same ffmpeg
-program. lameenc writes no LAME/Info header, so players do not know the encoder's delay: the
-audio starts ENCODER_DELAY_S late and lasts up to one more MP3 frame (~26 ms), inaudible in a
-preview.
+(~0.015 s in process); see BENCHMARKS.md. pydub is not used to encode: it runs the same ffmpeg
+program.
+
+lameenc returns the audio frames only. LAME (and ffmpeg's libmp3lame) put an "Info" frame in front
+that tells players the encoder's delay and padding, so that they play exactly the samples given:
+without it a preview would start 50 ms late and run up to a frame long. info_frame() writes that
+frame as LAME's VbrTag.c does (Xing layout, LAME extension, CRC-16 of the frame up to its end).
 """
 
 from __future__ import annotations
+
+import struct
 
 import numpy as np
 
@@ -16,7 +21,10 @@ from bot.render.errors import RenderError
 
 BITRATE_KBPS = 96  # constant bit rate, mono: 12 KiB per second, far below Discord's 10 MiB
 QUALITY = 7  # LAME algorithm quality, 0 (best, slowest) .. 9; 7 is as fast as 9 and sounds better
-ENCODER_DELAY_S = 1105 / SAMPLE_RATE  # LAME's 576-sample encoder + 529-sample decoder delay, ~50 ms
+ENCODER_DELAY = 576  # samples LAME 3.100 puts before the audio (decoders add 529 of their own)
+SAMPLES_PER_FRAME = 576  # MPEG-2 Layer III (sample rates below 32 kHz)
+SIDE_INFO_BYTES = 9  # MPEG-2, mono: where the Info tag starts after the 4-byte header
+assert SAMPLE_RATE < 32000, "the frame layout above is MPEG-2's"
 
 
 def load_lameenc():
@@ -29,13 +37,60 @@ def load_lameenc():
 
 
 def encode(pcm: np.ndarray) -> bytes:
-    """Mono int16 PCM at SAMPLE_RATE -> a constant-bit-rate MP3."""
+    """Mono int16 PCM at SAMPLE_RATE -> a constant-bit-rate MP3 that decodes to exactly `pcm`'s
+    length (an Info frame with the encoder delay and padding comes first)."""
     encoder = load_lameenc().Encoder()
     encoder.set_bit_rate(BITRATE_KBPS)
     encoder.set_in_sample_rate(SAMPLE_RATE)
     encoder.set_channels(1)
     encoder.set_quality(QUALITY)
     try:
-        return bytes(encoder.encode(pcm.astype("<i2").tobytes()) + encoder.flush())
+        frames = bytes(encoder.encode(pcm.astype("<i2").tobytes()) + encoder.flush())
     except RuntimeError as error:  # lameenc's only failure
         raise RenderError(f"LAME could not encode the MP3: {error}") from error
+    return info_frame(frames, len(pcm)) + frames
+
+
+def info_frame(frames: bytes, samples: int) -> bytes:
+    """The LAME "Info" frame for a CBR stream of `frames` (lameenc's output) holding `samples`."""
+    if len(frames) < 4 or frames[0] != 0xFF or frames[1] & 0xE0 != 0xE0:
+        raise RenderError("LAME returned no MP3 frames")
+    header = bytearray(frames[:4])
+    header[1] |= 0x01  # no CRC
+    header[2] &= 0xFD  # no padding byte: the Info frame has the plain length
+    size = 72 * BITRATE_KBPS * 1000 // SAMPLE_RATE  # bytes of an unpadded MPEG-2 Layer III frame
+    count = _count_frames(frames, size)
+    padding = count * SAMPLES_PER_FRAME - ENCODER_DELAY - samples
+    if not 0 <= padding < 4096:
+        raise RenderError(f"LAME returned {count} frames for {samples} samples")
+    total = size + len(frames)
+    tag = b"Info" + struct.pack(">III", 0x0F, count, total)  # flags: frames, bytes, seek table, quality
+    tag += bytes(min(255, index * 256 // 100) for index in range(100))  # seek table: CBR is linear
+    tag += struct.pack(">I", 100 - QUALITY * 10)  # LAME's "VBR scale" for this quality
+    lame = b"LAME3.100" + bytes([0x01, 0])  # tag revision 0, method 1 (CBR); lowpass unknown
+    lame += bytes(4 + 2 + 2 + 1) + bytes([min(BITRATE_KBPS, 255)])  # no peak or ReplayGain; ATH; bitrate
+    lame += (ENCODER_DELAY << 12 | padding).to_bytes(3, "big")
+    lame += bytes(1 + 1 + 2) + struct.pack(">I", total) + bytes(2)  # misc, gain, preset; length; music CRC
+    frame = bytes(header) + bytes(SIDE_INFO_BYTES) + tag + lame
+    frame += struct.pack(">H", _crc16(frame))  # the tag's CRC: of everything before it in the frame
+    return frame + bytes(size - len(frame))
+
+
+def _count_frames(frames: bytes, size: int) -> int:
+    count = position = 0
+    while position + 4 <= len(frames):
+        if frames[position] != 0xFF:
+            raise RenderError("LAME returned a damaged MP3 stream")
+        position += size + (frames[position + 2] >> 1 & 1)  # the padding bit adds a byte
+        count += 1
+    return count
+
+
+def _crc16(data: bytes) -> int:
+    """CRC-16/ARC (polynomial 0x8005, reflected, start 0), as LAME computes its tag's CRC."""
+    crc = 0
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+    return crc

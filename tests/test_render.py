@@ -223,6 +223,11 @@ def test_missing_libraries_say_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "fluidsynth", None)
     with pytest.raises(RenderError, match="FluidSynth is not installed: apt-get install libfluidsynth3"):
         check_setup()
+    monkeypatch.delitem(sys.modules, "fluidsynth")
+    monkeypatch.delitem(sys.modules, "lameenc")
+    monkeypatch.setitem(sys.modules, "verovio", None)  # lead sheets are part of the product too
+    with pytest.raises(RenderError, match="the lead-sheet engraver is not installed: pip install verovio"):
+        check_setup()
 
 
 def test_a_melody_without_notes_renders_short_silence():

@@ -113,3 +113,13 @@ def test_variations_over_the_same_chords_share_them_and_bad_chord_lists_are_refu
     with pytest.raises(RenderError, match="variation 2 has 32 steps but 31 chords"):
         render_variations(melodies, 16, BPM, chords=[chords, chords[:31], None])
     assert note_on(60) in melodies[0]
+
+
+def test_the_primer_gap_is_silent_under_chords_too():
+    melody = legato([72, 76, 79, 84]) + legato([84, 79, 76, 72])  # primer: bar 1
+    chords = per_step("C | F", len(melody))
+    gapped = render_variations([melody], 16, BPM, primer_gap=True, chords=[chords])[0][0]
+    _, samples = decode(gapped.mp3)
+    gap_end = 16 * STEP_S + 0.5  # the primer ends at 2.0 s, the continuation starts a beat later
+    assert dbfs(part(samples, gap_end - 0.12, gap_end - 0.02)) < dbfs(part(samples, gap_end, gap_end + 1.5)) - 25
+    assert gapped.duration_s == pytest.approx(len(melody) * STEP_S + 0.5 + TAIL_S)

@@ -46,6 +46,9 @@ class Job:
     seed: int = 0
     instrument: str = "piano"  # a name from bot.render's instrument table
     keep_key: bool = True
+    chords: str | None = None  # the continuation's lead sheet ("C | G | Am F"); None: the worker suggests chords
+    harmony: bool = True  # False (chords=off): a bare melody, as before harmony
+    primer_chords: str | None = None  # a sketch's own chords under the primer, as a lead sheet
     user_name: str = ""  # for display only
     guild_id: int | None = None  # the Discord server it was made in; None: a DM or the terminal
     status_message_id: int | None = None  # the "queued, position N" message the bot edits
@@ -67,6 +70,7 @@ class Variation:
     midi: bytes
     mp3: bytes
     png: bytes
+    chords: str | None = None  # the progression under primer + continuation, as a lead sheet
 
 
 @dataclass
@@ -92,7 +96,7 @@ class Result:
         data = dict(data)
         data.pop("pruned", None)  # previews deleted after the retention time (bot/storage/jobs.py)
         data["variations"] = [
-            Variation(v["events"], *(base64.b64decode(v[name]) for name in ("midi", "mp3", "png")))
+            Variation(v["events"], *(base64.b64decode(v[name]) for name in ("midi", "mp3", "png")), v.get("chords"))
             for v in data["variations"]
         ]
         data["combined_png"] = base64.b64decode(data["combined_png"])

@@ -33,6 +33,7 @@ import re
 from dataclasses import dataclass
 from fractions import Fraction
 
+from model.chords import chords_from_tracks
 from model.defaults import BPM_RANGE, DEFAULT_BPM
 from model.events import (
     MAX_PITCH,
@@ -89,6 +90,7 @@ class Primer:
     notes: int  # notes in `events`
     program: int = 0  # General MIDI program of the source track (0 for typed notes)
     trimmed_bars: int = 0  # bars cut from the front of a long sketch
+    chords: list | None = None  # a sketch's own chords under `events` (model.chords.Chord or None per step)
     file_bpm: float | None = None  # the sketch's tempo when outside BPM_RANGE (`bpm` is then the nearest end)
 
     @property
@@ -195,9 +197,11 @@ def primer_from_midi(source: bytes | str | os.PathLike, max_bars: int = DEFAULT_
     events, offset = notes_to_events(kept)
     low, high = BPM_RANGE
     bpm = min(max(midi.bpm, low), high)
+    chords = chords_from_tracks(midi.tracks, index, steps=offset + len(events))[offset:]
     return Primer(
         events=events,
         bpm=bpm,
+        chords=chords if any(chords) else None,
         file_bpm=midi.bpm if bpm != midi.bpm else None,
         source=track.name or f"track {index + 1}",
         notes=len(kept),

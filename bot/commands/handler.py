@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from bot.commands import replies, usage
 from bot.commands.options import (
+    CHORDS_OFF,
     DEFAULT_TOP_P,
     RANDOM_SEEDS,
     Options,
@@ -42,7 +43,9 @@ from bot.jobs import Job, JobState, JobStatus
 from bot.queue import JobQueue, QueueError, QueueFull
 from bot.settings import Settings
 from bot.storage import NUMBER_EMOJIS, BotStore, local_message_id
+from model.chords import chords_per_step, lead_sheet, parse_lead_sheet
 from model.defaults import DEFAULT_BPM, length_problem
+from model.events import STEPS_PER_BAR
 from model.midi_io import MidiError
 from model.primer import PrimerError, parse_notes
 
@@ -142,6 +145,7 @@ class CommandHandler:
             uploads.append(local_upload(parsed.sketch_path))
         notes_text = " ".join(parsed.words)
         remarks = []
+        sketch_chords = None
         if uploads:
             upload = pick_sketch(uploads)
             primer = await self.sketches.read(upload)
@@ -153,6 +157,11 @@ class CommandHandler:
                 remarks.append(f"the sketch is long, so I left out its first {_bars(primer.trimmed_bars)}")
             if notes_text:
                 remarks.append("you attached a sketch, so I ignored the typed notes")
+            if primer.chords is not None:  # its last steps may be past the accompaniment's end
+                sounding = list(primer.chords)
+                while sounding[-1] is None:
+                    sounding.pop()
+                sketch_chords = lead_sheet(sounding)
         elif notes_text:
             events, bpm = parse_notes(notes_text), DEFAULT_BPM
             source = "your notes"
@@ -176,6 +185,12 @@ class CommandHandler:
             user_name=request.user_name,
             guild_id=request.guild_id,
         )
+        job.chords, job.harmony = harmony(options.chords)
+        if sketch_chords is not None and job.harmony:
+            job.primer_chords = sketch_chords
+            if options.chords is None:  # the continuation goes on over the sketch's own progression
+                job.chords = sketch_chords
+                remarks.append(f"I kept the chords of your sketch: {sketch_chords}")
         return await self._submit(job, f"from {source}", remarks)
 
     async def cmd_extend(self, request: Request, args: str) -> list[Reply]:
@@ -194,7 +209,8 @@ class CommandHandler:
             number = leader or 1
             chosen_by = " (the vote leader)" if leader else " (no votes yet, so the first)"
         _no_more_words(words, "extend", self.prefix)
-        job = self._child(request, parent.job, parsed.options, result.variations[number - 1].events)
+        job = self._child(request, parent.job, parsed.options, result.variations[number - 1].events,
+                          sheet_bars_done=parent.job.bars)
         job.parent = f"{parent.job.job_id}:{number}"
         return await self._submit(job, f"extending {parent.job.job_id} variation {number}{chosen_by}", [])
 
@@ -207,9 +223,12 @@ class CommandHandler:
         job.parent = parent.job.parent  # a reroll continues the same thing its original did
         return await self._submit(job, f"rerolling {parent.job.job_id} with a new seed", [])
 
-    def _child(self, request: Request, parent: Job, options: Options, primer: list[int]) -> Job:
-        """A new job with the parent's settings, overridden by the options, and a new seed."""
-        return Job(
+    def _child(self, request: Request, parent: Job, options: Options, primer: list[int],
+               sheet_bars_done: int = 0) -> Job:
+        """A new job with the parent's settings, overridden by the options, and a new seed. An
+        extension goes on with the parent's chords where its continuation left them
+        (`sheet_bars_done` bars into the sheet)."""
+        child = Job(
             user_id=request.user_id,
             channel_id=request.channel_id,
             primer=list(primer),
@@ -224,6 +243,12 @@ class CommandHandler:
             user_name=request.user_name,
             guild_id=request.guild_id,
         )
+        if options.chords is not None:
+            child.chords, child.harmony = harmony(options.chords)
+        else:
+            child.chords, child.harmony = rotate_sheet(parent.chords, sheet_bars_done), parent.harmony
+            child.primer_chords = parent.primer_chords if not sheet_bars_done else None
+        return child
 
     def _new_seed(self, avoid: int | None = None) -> int:
         while True:
@@ -377,6 +402,23 @@ class CommandHandler:
 
 
 # -- helpers -----------------------------------------------------------------------------------------
+def harmony(chords_option: str | None) -> tuple[str | None, bool]:
+    """(Job.chords, Job.harmony) for the chords= option: a sheet, none (suggested), or off."""
+    if chords_option == CHORDS_OFF:
+        return None, False
+    return chords_option, True
+
+
+def rotate_sheet(sheet: str | None, bars: int) -> str | None:
+    """The lead sheet as it goes on `bars` bars later (it repeats)."""
+    if not sheet or not bars:
+        return sheet
+    parsed = parse_lead_sheet(sheet)
+    shift = bars % len(parsed)
+    parsed = parsed[shift:] + parsed[:shift]
+    return lead_sheet(chords_per_step(parsed, len(parsed) * STEPS_PER_BAR))
+
+
 def _job_id(word: str) -> str:
     return word.strip("`#<>").lower()
 

@@ -17,7 +17,9 @@ from typing import Any
 from bot.commands.replies import CommandError
 from bot.render import INSTRUMENTS, RenderError, resolve_instrument
 from bot.settings import Settings
+from model.chords import ChordError, chords_per_step, lead_sheet, parse_lead_sheet
 from model.defaults import BPM_RANGE, MAX_SEED, TEMPERATURE_RANGE, TOP_P_RANGE  # no torch: the worker's limits
+from model.events import STEPS_PER_BAR
 
 RANDOM_SEEDS = 100_000  # a fresh seed is below this: short enough to read out and retype
 DEFAULT_TOP_P = 0.95
@@ -42,7 +44,9 @@ OPTIONS = (
     Option("variations", "variations", ("n", "vars", "variation"), "variations=3"),
     Option("topp", "top_p", ("top_p", "top-p", "nucleus"), "topp=0.9"),
     Option("key", "keep_key", ("scale",), "key=off"),
+    Option("chords", "chords", ("chord", "harmony"), 'chords="C | G | Am F | F"'),
 )
+CHORDS_OFF = "off"  # Options.chords for chords=off: no harmony at all
 _OPTION_FIELDS = {alias: option.field for option in OPTIONS for alias in (option.name, *option.aliases)}
 _OPTION_TOKEN = re.compile(r"-{0,2}(?P<name>[A-Za-z][A-Za-z_-]*)(?P<sep>[=:])(?P<value>.*)", re.S)
 _SKETCH_OPTIONS = ("file", "midi", "sketch")  # terminal only: a local MIDI file as the primer
@@ -60,6 +64,7 @@ class Options:
     variations: int | None = None
     top_p: float | None = None
     keep_key: bool | None = None
+    chords: str | None = None  # a lead sheet (normalised), or CHORDS_OFF
 
 
 @dataclass
@@ -118,6 +123,11 @@ def parse_options(text: str, settings: Settings, *, allow_files: bool = False) -
         canonical = _OPTION_FIELDS.get(name)
         if canonical is None:
             raise CommandError(_unknown_option(name))
+        if canonical == "chords":  # unquoted, the sheet runs to the next option: chords=C | G | Am F
+            while i < len(tokens) and _OPTION_TOKEN.fullmatch(tokens[i]) is None:
+                value += " " + tokens[i]
+                i += 1
+            value = value.strip()
         if value == "":
             raise CommandError(f"`{name}=` needs a value, e.g. {_example(canonical)}")
         values[canonical] = _option_value(canonical, name, value, settings)
@@ -181,6 +191,17 @@ def _option_value(canonical: str, name: str, text: str, settings: Settings):
             raise CommandError(f"`{name}={text}` is out of range: top-p is a share from {TOP_P_RANGE[0]} to "
                                f"{TOP_P_RANGE[1]:g}, e.g. topp=0.9.")
         return value
+    if canonical == "chords":
+        if text.lower() in FALSE_WORDS + ("none",):
+            return CHORDS_OFF
+        try:
+            bars = parse_lead_sheet(text)
+        except ChordError as error:
+            raise CommandError(f"I can't read those chords: {error}. Write bars split by `|`, e.g. "
+                               f"{_example('chords')}.") from None
+        if not bars:
+            raise CommandError(f"`{name}=` needs chords, e.g. {_example('chords')}, or chords=off.")
+        return lead_sheet(chords_per_step(bars, len(bars) * STEPS_PER_BAR))
     if canonical == "keep_key":
         word = text.lower()
         if word in TRUE_WORDS:

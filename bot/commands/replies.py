@@ -133,6 +133,7 @@ def result_reply(status: JobStatus, prefix: str, platform: str, upload_limit: in
             f"key={'on' if job.keep_key else 'off'}",
             f"seed={job.seed}",
         ]),
+        *chord_lines(job, result),
         f"{how_to_vote(job.job_id, count, prefix, platform)} `{prefix}extend {job.job_id}` continues the leader, "
         f"`{prefix}again {job.job_id}` rerolls.",
         *remarks,
@@ -144,6 +145,17 @@ def result_reply(status: JobStatus, prefix: str, platform: str, upload_limit: in
         buttons=[Button("Extend the leader", "extend", job.job_id), Button("Again", "again", job.job_id)],
         result_of=job.job_id,
     )
+
+
+def chord_lines(job, result) -> list[str]:
+    """The progression(s) under the variations: one line when they share it."""
+    sheets = [v.chords for v in result.variations]
+    if not any(sheets):
+        return []
+    source = "yours" if job.chords else "suggested"
+    if len(set(sheets)) == 1:
+        return [f"Chords ({source}): {sheets[0]}"]
+    return [f"Chords {n} ({source}): {sheet or 'none'}" for n, sheet in enumerate(sheets, 1)]
 
 
 def _plural(count: int, word: str) -> str:

@@ -1,0 +1,99 @@
+"""Chords through the bot: the chords= option (quoted or not, chords=off, bad symbols), !extend
+and !again keeping or taking chords, a sketch's own chord track kept; on the real SQLite queue."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from midi_factory import TrackSpec, line, make_midi
+
+from bot.commands import DISCORD, CommandHandler, Request, Upload
+from bot.commands.handler import rotate_sheet
+from bot.jobs import Job, JobState, Result, Variation
+from bot.queue.base import StoreQueue
+from bot.settings import Settings
+from bot.storage import BotStore
+from bot.storage.jobs import JobStore
+
+
+@pytest.fixture
+async def handler(tmp_path):
+    settings = Settings(data_dir=tmp_path)
+    store = BotStore(settings.database)
+    async with StoreQueue(settings) as queue:
+        yield CommandHandler(settings, queue, store, platform=DISCORD, rng=random.Random(3))
+    store.close()
+
+
+async def say(handler, text: str, uploads=(), user_id: int = 1):
+    (reply,) = await handler.handle_line(Request(user_id=user_id, channel_id=9, uploads=list(uploads)), text)
+    return reply
+
+
+async def queued(handler, text: str, **kwargs) -> Job:
+    reply = await say(handler, text, **kwargs)
+    assert reply.status_of is not None, reply.text
+    return (await handler.queue.get(reply.status_of)).job
+
+
+@pytest.mark.parametrize("text", ['!continue C4 E4 G4 chords="C | G | Am F | F"',
+                                  "!continue C4 E4 G4 chords=C | G | Am F | F bars=4",
+                                  "!continue C4 E4 G4 chords=C|G|Am,F|F"])
+async def test_chords_are_read_quoted_or_not(handler, text):
+    job = await queued(handler, text)
+    assert job.chords == "C | G | Am F | F" and job.harmony and job.primer == [26, 0, 0, 0, 30, 0, 0, 0, 33, 0, 0, 0, 1]
+
+
+async def test_musicians_spellings_are_normalised_and_off_means_a_bare_melody(handler):
+    job = await queued(handler, "!continue C4 chords=Cmaj7 | F#m7b5 B7 | E-7 | C/E")
+    assert job.chords == "Cmaj7 | F#m7b5 B7 | Em7 | C/E"
+    bare = await queued(handler, "!continue C4 chords=off", user_id=2)
+    assert bare.chords is None and bare.harmony is False
+    plain = await queued(handler, "!continue C4", user_id=3)
+    assert plain.chords is None and plain.harmony is True  # the worker suggests chords
+
+
+async def test_a_bad_chord_is_named(handler):
+    reply = await say(handler, "!continue C4 E4 chords=C | Hx7 | G")
+    assert reply.status_of is None
+    assert reply.text.startswith('I can\'t read those chords: I can\'t read the chord "Hx7" (bar 2)')
+
+
+def test_a_sheet_goes_on_where_it_left_off():
+    assert rotate_sheet("C | G | Am F | F", 1) == "G | Am F | F | C"
+    assert rotate_sheet("C | G | Am F | F", 8) == "C | G | Am F | F"
+    assert rotate_sheet(None, 3) is None
+
+
+async def test_extend_goes_on_with_the_chords_and_again_keeps_them(handler, tmp_path):
+    parent = await queued(handler, "!continue C4 E4 G4 bars=1 chords=C | G | Am F | F")
+    store = JobStore(tmp_path / "melodybot.sqlite3")  # a worker's side: finish the job
+    store.claim("w", 64)
+    events = parent.primer + [40, 0, 0, 1] * 4
+    result = Result(parent.job_id, len(parent.primer), [Variation(events, b"m", b"", b"", "C | G")] * 4, b"", None, {})
+    store.finish(parent.job_id, JobState.DONE, result=result, worker="w")
+    store.close()
+    extended = await queued(handler, f"!extend {parent.job_id} 2", user_id=2)
+    assert extended.chords == "G | Am F | F | C"  # one bar of the sheet was used
+    again = await queued(handler, f"!again {parent.job_id}", user_id=3)
+    assert again.chords == parent.chords
+    changed = await queued(handler, f"!extend {parent.job_id} chords=Dm | G7", user_id=4)
+    assert changed.chords == "Dm | G7"
+    off = await queued(handler, f"!again {parent.job_id} chords=off", user_id=5)
+    assert off.harmony is False
+
+
+async def test_a_sketch_with_a_chord_track_keeps_its_chords(handler):
+    melody = line([72, 76, 79, 76, 74, 77, 81, 77], length=4)
+    pads = [(0, 16, 48), (0, 16, 52), (0, 16, 55), (16, 32, 50), (16, 32, 53), (16, 32, 57)]  # C, then Dm
+    data = make_midi([TrackSpec("Melody", melody), TrackSpec("Piano", pads)])
+
+    async def read():
+        return data
+
+    job = await queued(handler, "!continue bars=2", uploads=[Upload("song.mid", len(data), read)])
+    assert job.primer_chords == "C | Dm" and job.chords == "C | Dm"
+    reply = await say(handler, "!continue bars=2 chords=off", uploads=[Upload("song.mid", len(data), read)],
+                      user_id=2)
+    assert "kept the chords" not in reply.text

@@ -19,7 +19,7 @@ import sys
 from bot.settings import Settings, SettingsError
 from model.defaults import DEFAULT_WEIGHTS
 
-log = logging.getLogger("melodybot")
+log = logging.getLogger("bot")
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv

@@ -42,7 +42,7 @@ from bot.queue import JobQueue
 from bot.settings import Settings
 from bot.storage import BotStore, local_message_id
 
-log = logging.getLogger("melodybot.terminal")
+log = logging.getLogger(__name__)
 
 PROMPT = "you> "
 SPEAKER = "bot> "

@@ -170,7 +170,7 @@ async def test_healthz_raising_or_slow_check_is_503(monkeypatch):
         await asyncio.sleep(10)
         return {}
 
-    monkeypatch.setattr(observability, "HEALTH_TIMEOUT_S", 0.05)
+    monkeypatch.setattr(observability.http, "HEALTH_TIMEOUT_S", 0.05)
     for check, reason in ((broken, "health check failed: boom"), (slow, "health check timed out")):
         runner, base = await serve(check)
         try:
@@ -247,9 +247,9 @@ def log_stream():
     handlers, level = root.handlers[:], root.level
     stream = io.StringIO()
     yield stream
-    if observability._handler is not None:
-        root.removeHandler(observability._handler)
-        observability._handler = None
+    if observability.logs._handler is not None:
+        root.removeHandler(observability.logs._handler)
+        observability.logs._handler = None
     root.handlers[:], root.level = handlers, level
 
 

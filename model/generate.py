@@ -1,10 +1,13 @@
 """Continue a melody from the command line: typed notes or a MIDI sketch -> MIDI files.
 
     python -m model.generate "C4 E4 G4 A4" --bars 8 --variations 4 --out out
+    python -m model.generate "C4 E4 G4 A4" --chords "C | G | Am F | F" --bars 8 --out out
     python -m model.generate --midi sketch.mid --out out
 
 Writes DIR/variation-N.mid (the primer, then the continuation, at the primer's tempo) and prints
-the key it heard and each path. Given both a sketch and typed notes, the sketch wins and a notice on
+the key it heard and each path. With --chords (a lead sheet: bars split by "|", a bar's chords
+share it evenly, the list repeats to cover the continuation) the continuation follows them and
+each file gets a CHORDS track under the MELODY. Given both a sketch and typed notes, the sketch wins and a notice on
 stderr says the typed notes were ignored, as the bot's !continue does. Mistakes in the notes, the
 file or the options end with one line on stderr and exit code 2.
 """
@@ -16,6 +19,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from model.chords import ChordError, lead_sheet, parse_lead_sheet
 from model.defaults import BPM_RANGE, DEFAULT_BPM, length_problem
 from model.events import STEPS_PER_BAR
 from model.midi_io import MidiError, write_midi
@@ -60,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-key", action="store_true", help="allow notes outside the primer's key")
     parser.add_argument("--max-rest", type=int, metavar="STEPS",
                         help="sixteenths a note may be held or a rest may last, 0 for no limit (default 16)")
+    parser.add_argument("--chords", default="", metavar="LEAD_SHEET",
+                        help='chords for the continuation, e.g. "C | G | Am F | F" (bars split by |)')
     parser.add_argument("--weights", type=Path, help="network weights (default: the shipped ones)")
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU threads for torch (default 1: sampling goes step by step, more threads gain "
@@ -92,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
     if args.threads < 1:
         raise UsageError(f"--threads must be at least 1, not {args.threads}")
     primer = load_primer(args.notes, args.midi, args.max_bars)  # before torch loads: bad notes fail fast
+    sheet = parse_lead_sheet(args.chords) if args.chords.strip() else None  # so do bad chords
     if args.bpm is None and primer.tempo_remark:
         print(f"note: {primer.tempo_remark}", file=sys.stderr)
     problem = length_problem(args.bars, args.bpm or primer.bpm)
@@ -101,7 +108,14 @@ def run(args: argparse.Namespace) -> int:
     import torch  # about 1.5 s
 
     from model.network import DEFAULT_WEIGHTS
-    from model.sampling import SamplingOptions, continue_melodies, detect_key, load_model, prepare_primer
+    from model.sampling import (
+        SamplingOptions,
+        continuation_chords,
+        continue_melodies,
+        detect_key,
+        load_model,
+        prepare_primer,
+    )
 
     torch.set_num_threads(args.threads)
 
@@ -129,17 +143,22 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:  # rests so long that the last 64 bars hold no note
         raise UsageError(str(error)) from error
     key = detect_key(events)
-    continuations = continue_melodies(model, [events], [options])[0]
+    chords = continuation_chords(sheet, len(events), options.bars * STEPS_PER_BAR) if sheet else None
+    continuations = continue_melodies(model, [events], [options], chords=[chords])[0]
     bars = len(events) / STEPS_PER_BAR
     if args.midi is not None and args.notes.strip():  # told only now, so a failed run still has one stderr line
         print(f"note: you gave a sketch ({args.midi}), so the typed notes were ignored", file=sys.stderr)
     print(f"primer: {primer.notes} notes, {bars:g} bar{'s' * (bars != 1)} from {primer.source}, "
           f"{bpm:g} bpm" + (f" (kept the last {args.max_bars} bars)" if primer.trimmed_bars else ""))
     print(f"key: {key.name if key else 'none'}" + (" (not enforced)" if args.no_key else ""))
+    if chords:
+        print(f"chords: {lead_sheet(chords)}")
     args.out.mkdir(parents=True, exist_ok=True)
     for number, continuation in enumerate(continuations, 1):
         path = args.out / f"variation-{number}.mid"
-        path.write_bytes(write_midi(events + continuation, bpm, args.program, f"melodybot variation {number}"))
+        track_chords = [None] * len(events) + chords if chords else None
+        path.write_bytes(write_midi(events + continuation, bpm, args.program, f"melodybot variation {number}",
+                                    chords=track_chords))
         print(path)
     return 0
 
@@ -147,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     try:
         return run(build_parser().parse_args(argv))
-    except (UsageError, PrimerError, MidiError) as error:
+    except (UsageError, PrimerError, MidiError, ChordError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except OSError as error:  # the output folder cannot be written

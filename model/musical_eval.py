@@ -204,6 +204,48 @@ def evaluate_sampler(model, protocol: Protocol, options: SamplingOptions) -> dic
     return score_pieces(protocol, generate(model, protocol, options), options.variations)
 
 
+# -- the chord-tone protocol ---------------------------------------------------------------------
+def sheet_chords(folder: Path, song: Song) -> tuple[str, list]:
+    """The song's annotated chords for the 8 bars after the primer, typed as a lead sheet, and
+    the per-step chords that lead sheet gives (a bar's chords share it evenly)."""
+    from model.chords import chords_per_step, lead_sheet, parse_lead_sheet, song_chords  # noqa: PLC0415
+
+    start = _melody_offset(folder / song.song_id) + PRIMER_STEPS
+    annotated = song_chords(folder / song.song_id)[start : start + PIECE_STEPS]
+    annotated += [None] * (PIECE_STEPS - len(annotated))
+    sheet = lead_sheet(annotated)
+    return sheet, chords_per_step(parse_lead_sheet(sheet), PIECE_STEPS)
+
+
+def chord_tone_counts(piece: list[int], chords: list) -> tuple[int, int]:
+    """(duration of notes on a tone of the chord at their onset, duration of notes under a chord)."""
+    inside = total = 0
+    for note in events_to_notes(piece):
+        chord = chords[note.start] if note.start < len(chords) else None
+        if chord is not None:
+            total += note.end - note.start
+            inside += (note.end - note.start) * (note.pitch % 12 in chord.pitch_classes)
+    return inside, total
+
+
+def chord_tone_share(pieces: list[list[int]], chords: list[list]) -> float:
+    counts = [chord_tone_counts(p, c) for p, c in zip(pieces, chords)]
+    return sum(i for i, _ in counts) / max(sum(t for _, t in counts), 1)
+
+
+def chord_tone_rows(folder: Path, model, protocol: Protocol, options: SamplingOptions) -> list[dict]:
+    """Real melodies, the model told the chords, the model not told them: chord-tone shares under
+    each song's own chords as a lead sheet, with the musical protocol's numbers beside."""
+    sheets = [sheet_chords(folder, song)[1] for song in protocol.songs]
+    per_piece = [c for c in sheets for _ in range(options.variations)]
+    rows = [{"set": "real", "chord_tone": chord_tone_share(protocol.real, sheets)}]
+    for label, chords in (("told the chords", sheets), ("not told", None)):
+        generated = generate(model, protocol, options, chords)
+        rows.append({"set": label, "chord_tone": chord_tone_share(generated, per_piece),
+                     **score_pieces(protocol, generated, options.variations)})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", type=Path)
@@ -213,19 +255,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--temperature", type=float, default=SamplingOptions.temperature)
     parser.add_argument("--top-p", type=float, default=SamplingOptions.top_p)
     parser.add_argument("--sweep", action="store_true", help="a grid of temperatures and top-p values")
+    parser.add_argument("--candidates", type=int, default=SamplingOptions.candidates, help="per variation")
     parser.add_argument("--real", action="store_true", help="also the real-vs-real row")
+    parser.add_argument("--chords", action="store_true", help="the chord-tone protocol instead")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     model = load_model(*([str(args.weights)] if args.weights else []))
     protocol = prepare(args.folder)
-    base = SamplingOptions(bars=BARS, variations=args.variations, seed=args.seed)
-    grid = [(t, p) for t in (0.9, 1.0, 1.1) for p in (0.9, 0.95, 1.0)] if args.sweep else [
-        (args.temperature, args.top_p)]
+    base = SamplingOptions(bars=BARS, variations=args.variations, seed=args.seed, candidates=args.candidates,
+                           temperature=args.temperature, top_p=args.top_p)
+    if args.chords:
+        print_rows(chord_tone_rows(args.folder, model, protocol, base), args.json)
+        return
+    grid = [(t, p, c) for t in (0.9, 1.0, 1.1) for p in (0.95, 0.98, 1.0) for c in (1, 3)] if args.sweep else [
+        (args.temperature, args.top_p, args.candidates)]
     rows = [{"set": "real", **real_row(protocol)}] if args.real else []
-    for temperature, top_p in grid:
-        options = replace(base, temperature=temperature, top_p=top_p)
-        rows.append({"set": "generated", "temperature": temperature, "top_p": top_p, "seed": args.seed,
-                     **evaluate_sampler(model, protocol, options)})
+    for temperature, top_p, candidates in grid:
+        options = replace(base, temperature=temperature, top_p=top_p, candidates=candidates)
+        rows.append({"set": "generated", "temperature": temperature, "top_p": top_p, "candidates": candidates,
+                     "seed": args.seed, **evaluate_sampler(model, protocol, options)})
     print_rows(rows, args.json)
 
 

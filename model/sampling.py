@@ -135,6 +135,15 @@ def prepare_primer(events: list[int]) -> list[int]:
     return events
 
 
+def continuation_chords(sheet: list[list], primer_steps: int, steps: int) -> list:
+    """Per-step chords for a continuation of `steps` after a (prepared) primer of `primer_steps`:
+    the lead sheet's bars (model.chords.parse_lead_sheet) repeat from the bar line where the
+    continuation starts (or the primer's last bar line, when it starts inside a bar)."""
+    from model.chords import chords_per_step  # noqa: PLC0415
+
+    return chords_per_step(sheet, steps, start=primer_steps % STEPS_PER_BAR)
+
+
 def variation_seed(seed: int, variation: int, candidate: int = 0) -> int:
     """The noise seed of a candidate of a variation; candidate 0 keeps the seeds of before. (torch's
     CPU generator reads only the low 32 bits of a seed: the candidate's offset changes them.)"""

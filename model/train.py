@@ -125,7 +125,7 @@ def train(folder: Path, out: Path, config: TrainConfig, net: NetworkConfig, devi
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
         running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
-        progress.set_postfix(loss=f"{running:.3f}")
+        progress.set_postfix(loss=f"{running:.3f}", refresh=False)  # the bar redraws at its own pace
 
         done = step + 1
         extra = dict(step=done, history=history, train_config=asdict(config))

@@ -14,6 +14,7 @@ import torch
 from midi_factory import TrackSpec, make_midi
 
 from model import generate
+from model.chords import parse_lead_sheet
 from model.events import (
     NO_EVENT,
     NOTE_OFF,
@@ -25,13 +26,14 @@ from model.events import (
     note_on,
 )
 from model.midi_io import read_midi
-from model.network import MelodyNet, NetworkConfig
+from model.network import MelodyNet, NetworkConfig, save_checkpoint
 from model.primer import parse_notes
 from model.sampling import (
     MAX_PRIMER_STEPS,
     Key,
     SamplingOptions,
     allowed_events,
+    continuation_chords,
     continue_melodies,
     detect_key,
     load_model,
@@ -319,3 +321,74 @@ def test_step_by_step_sampling_agrees_with_teacher_forcing():
     with torch.no_grad():
         greedy = model(primer, sampled).argmax(-1)
     assert torch.equal(greedy, sampled)
+
+
+# -- chords in: continue_melodies(chords=...) and the CLI's --chords ---------------------------------
+@pytest.fixture(scope="module")
+def chord_model(tmp_path_factory):
+    """A tiny network with chord inputs, their weights made loud enough to change its choices."""
+    torch.manual_seed(4)
+    model = MelodyNet(NetworkConfig(embed=8, hidden=16, layers=1, heads=2, window=64, dropout=0.0, chords=True))
+    with torch.no_grad():
+        model.chord_proj.weight.mul_(20.0)
+    path = tmp_path_factory.mktemp("chord-weights") / "chords.pt"
+    save_checkpoint(path, model.eval())
+    return model.eval(), path
+
+
+def test_chords_steer_a_model_with_chord_inputs(chord_model):
+    model, _ = chord_model
+    options = SamplingOptions(bars=2, variations=2, seed=1, **WILD)
+    plain = continue_melodies(model, [C_MAJOR], [options])[0]
+    assert continue_melodies(model, [C_MAJOR], [options], chords=[None])[0] == plain
+    assert continue_melodies(model, [C_MAJOR], [options], chords=[[None] * 32])[0] == plain
+    c_and_f = continuation_chords(parse_lead_sheet("C | F"), len(prepare_primer(C_MAJOR)), 32)
+    assert continue_melodies(model, [C_MAJOR], [options], chords=[c_and_f])[0] != plain
+    # A request with chords does not change one without them in the same batch.
+    both = continue_melodies(model, [C_MAJOR, C_MAJOR], [options, options], chords=[c_and_f, None])
+    assert both[1] == plain and both[0] == continue_melodies(model, [C_MAJOR], [options], chords=[c_and_f])[0]
+
+
+def test_chords_outside_the_key_let_their_notes_in(tiny_model):
+    e7 = continuation_chords(parse_lead_sheet("E7"), len(prepare_primer(C_MAJOR)), 64)  # G# is not in C major
+    notes = {event_pitch(e) % 12 for c in continue_one(tiny_model, C_MAJOR, bars=4, variations=4, **WILD)
+             for e in c if is_note_on(e)}
+    assert 8 not in notes
+    told = continue_melodies(tiny_model, [C_MAJOR], [SamplingOptions(bars=4, variations=4, **WILD)], chords=[e7])[0]
+    assert 8 in {event_pitch(e) % 12 for c in told for e in c if is_note_on(e)}
+
+
+def test_continuation_chords_start_at_the_bar_of_the_continuation():
+    sheet = parse_lead_sheet("C | G")
+    chords = continuation_chords(sheet, 32, 48)
+    assert [c.symbol() for c in chords[::16]] == ["C", "G", "C"]
+    chords = continuation_chords(sheet, 24, 24)  # starts in the middle of the primer's second bar
+    assert [c.symbol() for c in chords[::8]] == ["C", "G", "G"]
+
+
+def test_cli_chords_go_into_the_sampler_and_the_file(chord_model, tmp_path):
+    _, weights = chord_model
+    text, sheet = "C4 E4 G4 A4", "C | G | Am F | F"
+    done = run_cli(text, "--chords", sheet, "--bars", "4", "--variations", "2", "--seed", "3",
+                   "--weights", str(weights), "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[2] == "chords: C | G | Am F | F"
+    primer = prepare_primer(parse_notes(text))
+    chords = continuation_chords(parse_lead_sheet(sheet), len(primer), 64)
+    expected = continue_melodies(load_model(str(weights)), [primer], [SamplingOptions(bars=4, variations=2, seed=3)],
+                                 chords=[chords])[0]
+    for number, continuation in enumerate(expected, 1):
+        melody, accompaniment = read_midi(tmp_path / f"variation-{number}.mid").tracks
+        assert (melody.name, accompaniment.name) == ("MELODY", "CHORDS")
+        assert melody.notes == events_to_notes(primer + continuation)
+        assert min(n.start for n in accompaniment.notes) == len(primer)  # chords under the continuation only
+        bar_two = {n.pitch % 12 for n in accompaniment.notes if n.start == len(primer) + 16}
+        assert bar_two == {7, 11, 2}  # G
+
+
+def test_cli_bad_chord_exit_2_naming_it(tmp_path, tiny_weights, capsys):
+    assert generate.main(["C4 E4", "--chords", "C | Gx7", "--weights", str(tiny_weights),
+                          "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('error: I can\'t read the chord "Gx7" (bar 2)') and len(err.splitlines()) == 1
+    assert not (tmp_path / "out").exists()

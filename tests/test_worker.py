@@ -16,6 +16,7 @@ from bot.worker.generator import Generator
 from model.network import save_checkpoint
 from model.sampling import SamplingOptions, continue_melodies
 
+CANDIDATES = SamplingOptions().candidates  # rows sampled per variation
 PRIMER = [26, 0, 0, 1, 30, 0, 0, 1, 33, 0, 0, 0, 1, 0, 0, 0]  # C4 E4 G4, a bar
 
 
@@ -55,7 +56,7 @@ def test_jobs_are_sampled_in_one_batch_and_rendered(generator):
     jobs = [job(1, variations=2, seed=1), job(2, variations=3, seed=2, bars=2, instrument="strings")]
     with CountingModel(generator.model) as counting:
         outcomes = list(generator.run(jobs))
-    assert counting.rows == [5]  # every variation of both jobs: one pass
+    assert counting.rows == [5 * CANDIDATES]  # every candidate of every variation of both jobs: one pass
     assert [o.job for o in outcomes] == jobs and all(o.state == JobState.DONE for o in outcomes)
     first, second = (o.result for o in outcomes)
     assert (len(first.variations), len(second.variations)) == (2, 3)
@@ -167,4 +168,4 @@ def test_the_batcher_runs_jobs_that_arrive_together_in_one_pass(generator):
     ids = [j.job_id for j in jobs]
     assert started[0] == ids[:1] and [len(batch) for batch in started] == [1, 2, 1]  # the limit of 4 rows
     assert sorted(started[1] + started[2]) == sorted(ids[1:])  # splits the three that were waiting
-    assert counting.rows == [2, 4, 2]
+    assert counting.rows == [2 * CANDIDATES, 4 * CANDIDATES, 2 * CANDIDATES]

@@ -177,8 +177,9 @@ class MelodyNet(nn.Module):
         forward, for left-padded primers; max_run (B,): the most NO_EVENTs in a row (a held note or
         a rest) before something must happen, 0 for no limit; chords (B, P + steps) chord codes
         or None. A row's result depends only on its own inputs and seed, never on what else
-        shares the batch. -> (B, steps); with_loglik, also (B,) each row's log-likelihood under
-        the model itself (no temperature, nucleus or masks)."""
+        shares the batch. -> (B, steps); with_loglik, also (B, steps) each sampled step's log-likelihood
+        under the model itself (no temperature, nucleus or masks), per step so a row asking for
+        fewer steps than the batch can score just its own."""
         batch, p_len = primer.shape
         device = primer.device
         noise = gumbel_noise(seeds, steps).to(device)  # (B, steps, C), drawn up front per row
@@ -199,7 +200,7 @@ class MelodyNet(nn.Module):
         run = _trailing_no_events(primer)  # (B,) NO_EVENTs in a row at the end so far
         no_limit = torch.zeros(batch, dtype=torch.long, device=device)
         max_run = no_limit if max_run is None else max_run
-        loglik = torch.zeros(batch, device=device)
+        loglik = torch.zeros(batch, steps, device=device)
         for t in range(p_len, p_len + steps):
             target = torch.tensor([t], device=device)
             step_chords = None if chord_features is None else chord_features[:, t - p_len : t - p_len + 1]
@@ -218,7 +219,7 @@ class MelodyNet(nn.Module):
             sequence[:, t] = (log_probs + noise[:, t - p_len]).argmax(-1)  # Gumbel-max sampling
             run = torch.where(sequence[:, t] == NO_EVENT, run + 1, 0)
             if with_loglik:
-                loglik += torch.log_softmax(logits, -1).gather(1, sequence[:, t : t + 1])[:, 0]
+                loglik[:, t - p_len] = torch.log_softmax(logits, -1).gather(1, sequence[:, t : t + 1])[:, 0]
             new_key, new_value = self._keys_values(decoded, sequence[:, t : t + 1], target, offset)
             keys[:, filled], values[:, filled] = new_key[:, 0], new_value[:, 0]
             filled += 1

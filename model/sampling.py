@@ -8,6 +8,7 @@ do, is likely under the model, and differs from the variations chosen before it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -226,7 +227,7 @@ def _sample(primers: list[list[int]], options: list[SamplingOptions], model: Mel
     for i, opt in enumerate(options):
         length = opt.bars * STEPS_PER_BAR
         for _ in range(opt.variations):
-            candidates = [(result[r, :length].tolist(), float(loglik[r]) / steps)
+            candidates = [(result[r, :length].tolist(), float(loglik[r, :length].sum()) / length)
                           for r in range(row, row + opt.candidates)]
             answers[i].append(choose(primers[i], candidates, answers[i]))
             row += opt.candidates
@@ -238,6 +239,7 @@ STRUCTURE_TARGET = 0.25  # share of bars that re-use an earlier bar (real pop: a
 STRUCTURE_WEIGHT = 1.0
 LIKELIHOOD_WEIGHT = 1.0  # per nat of mean log-likelihood per step
 SAMENESS_WEIGHT = 1.0  # against the (onset, pitch) Jaccard with an already chosen variation
+DENSITY_WEIGHT = 0.0  # against |log| of the ratio of notes per bar, continuation to primer
 REPEAT_JACCARD = 0.75  # a bar re-uses an earlier one when their (onset in bar, pitch) sets overlap this much
 
 
@@ -273,6 +275,9 @@ def choice_score(primer: list[int], continuation: list[int], loglik: float, chos
     hits, bars = repeated_bars(primer, continuation)
     score = -STRUCTURE_WEIGHT * abs(hits / max(bars, 1) - STRUCTURE_TARGET) + LIKELIHOOD_WEIGHT * loglik
     mine = onset_pitches(continuation)
+    if DENSITY_WEIGHT:
+        primer_rate = (sum(map(is_note_on, primer)) + 0.5) / max(len(primer), 1)
+        score -= DENSITY_WEIGHT * abs(math.log((len(mine) + 0.5) / max(len(continuation), 1) / primer_rate))
     if chosen:
         score -= SAMENESS_WEIGHT * max(jaccard(mine, onset_pitches(other)) for other in chosen)
     return score

@@ -51,7 +51,7 @@ def test_each_variation_is_the_best_of_its_own_candidates(tiny_model):
     assert len({tuple(r) for r in sampled.tolist()}) == 12  # every candidate has its own noise
     chosen = []
     for v in range(3):
-        candidates = [(sampled[4 * v + k].tolist(), float(loglik[4 * v + k]) / 32) for k in range(4)]
+        candidates = [(sampled[4 * v + k].tolist(), float(loglik[4 * v + k].sum()) / 32) for k in range(4)]
         chosen.append(choose(PRIMER, candidates, chosen))
     assert first == chosen
     assert len({tuple(c) for c in first}) == 3

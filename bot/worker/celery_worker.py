@@ -21,7 +21,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from celery import signals
 
@@ -29,7 +29,7 @@ from bot.jobs import Job, JobState
 from bot.observability import job_context, observe_job, serve_in_thread
 from bot.queue import celery_app as protocol
 from bot.settings import Settings
-from bot.worker.generator import Generator, Outcome
+from bot.worker.generator import Generator, Outcome, Sampled
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +38,9 @@ REPORT_RETRY_S = 1.0  # while Redis is unreachable, try to push an event again t
 
 
 class Batcher:
-    """Celery's pool threads hand their jobs to one thread that owns the model; it runs whatever
-    is waiting (up to `limit` rows) as one batch."""
+    """Celery's pool threads hand their jobs to one thread that owns the model; it samples
+    whatever is waiting (up to `limit` rows) as one batch, and a second thread renders, so the
+    next batch samples while the last one renders."""
 
     def __init__(
         self,
@@ -53,6 +54,7 @@ class Batcher:
         self.generator, self.limit, self.wanted, self.on_start = generator, limit, wanted, on_start
         self._waiting: list[tuple[Job, Future]] = []
         self._cond = threading.Condition()
+        self._renderer = ThreadPoolExecutor(1, thread_name_prefix="melodybot-render")
         threading.Thread(target=self._loop, name="melodybot-batcher", daemon=True).start()
 
     def run(self, job: Job) -> Outcome:
@@ -84,12 +86,21 @@ class Batcher:
             try:
                 if self.on_start is not None:
                     self.on_start(jobs)
-                for outcome in self.generator.run(jobs, self.wanted):
-                    futures[id(outcome.job)].set_result(outcome)
+                for item in self.generator.sample(jobs):  # the renderer thread renders the last batch meanwhile
+                    if isinstance(item, Outcome):
+                        futures[id(item.job)].set_result(item)
+                    else:
+                        self._renderer.submit(self._render, item, futures[id(item.job)])
             except BaseException as error:  # noqa: B036 - handed to the waiting task threads
                 for future in futures.values():
                     if not future.done():
                         future.set_exception(error)
+
+    def _render(self, sampled: Sampled, future: Future) -> None:
+        try:
+            future.set_result(self.generator.render(sampled, self.wanted))
+        except BaseException as error:  # noqa: B036 - handed to the waiting task thread
+            future.set_exception(error)
 
 
 class CeleryWorker:

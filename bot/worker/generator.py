@@ -44,6 +44,18 @@ class Outcome:
     error: str | None = None
 
 
+@dataclass
+class Sampled:
+    """A job whose continuations are sampled, waiting to be rendered."""
+
+    job: Job
+    primer: list[int]  # as sampled (model.sampling.prepare_primer)
+    continuations: list[list[int]]
+    chords: list | None  # the continuation's given chords per step
+    started: float  # when its batch started (unix seconds)
+    sample_s: float  # seconds its batch took to sample
+
+
 def _sentence(text: str) -> str:
     text = text.strip()
     return text[:1].upper() + text[1:] + ("" if text.endswith((".", "!", "?")) else ".")
@@ -80,7 +92,8 @@ class Generator:
         log.info("model loaded on %s and warmed up in %.1f s", device, time.perf_counter() - started)
 
     def _prepare(self, job: Job):
-        """(primer as sampled, SamplingOptions); ValueError with a user-facing reason."""
+        """(primer as sampled, SamplingOptions, the continuation's chords per step or None);
+        ValueError with a user-facing reason."""
         from model.events import NUM_CLASSES
         from model.sampling import SamplingOptions, prepare_primer
 
@@ -106,12 +119,19 @@ class Generator:
                 resolve_instrument(job.instrument)
             except RenderError as error:
                 raise ValueError(str(error)) from None
-        return primer, options
+        return primer, options, given_chords(job, len(primer))
 
     def run(self, jobs: list[Job], wanted: Callable[[Job], bool] | None = None) -> Iterator[Outcome]:
         """Every job's outcome, each as soon as it is ready: all jobs are sampled in one batched
         pass (keep them within settings.batch_limit rows), then rendered one by one. A job that
         `wanted` says is no longer wanted (cancelled meanwhile) is not rendered: CANCELLED."""
+        for item in self.sample(jobs):
+            yield item if isinstance(item, Outcome) else self.render(item, wanted)
+
+    def sample(self, jobs: list[Job]) -> Iterator[Outcome | Sampled]:
+        """One batched pass over every job: a Sampled for each job to render, an Outcome (FAILED)
+        for a job that cannot be sampled. Workers render a Sampled on another thread, so the
+        next batch samples while this one renders."""
         from model.sampling import continue_melodies
 
         started = time.time()
@@ -126,13 +146,14 @@ class Generator:
         ready = []
         for job in jobs:
             try:
-                ready.append((job, *self._prepare(job)))
+                ready.append((job, *self._prepare(job)))  # (job, primer, options, chords)
             except ValueError as error:
                 yield Outcome(job, JobState.FAILED, error=_sentence(str(error)))
         if not ready:
             return
         try:
-            sampled = continue_melodies(self.model, [p for _, p, _ in ready], [o for _, _, o in ready])
+            sampled = continue_melodies(self.model, [r[1] for r in ready], [r[2] for r in ready],
+                                        chords=[r[3] for r in ready])
         except Exception:
             if len(ready) == 1:
                 job = ready[0][0]
@@ -141,46 +162,53 @@ class Generator:
                 return
             log.exception("sampling a batch of %d jobs failed; running them one by one", len(ready))
             sampled = []
-            for job, primer, options in ready:
+            for job, primer, options, chords in ready:
                 try:
-                    sampled.append(continue_melodies(self.model, [primer], [options])[0])
+                    sampled.append(continue_melodies(self.model, [primer], [options], chords=[chords])[0])
                 except Exception:
                     log.exception("job %s: sampling failed", job.job_id)
                     sampled.append(None)
         sample_s = time.time() - started
-        if self.delay_s and any(job.user_name == SLOW_USER for job, _, _ in ready):
+        if self.delay_s and any(r[0].user_name == SLOW_USER for r in ready):
             time.sleep(self.delay_s)  # tests only
-        for (job, primer, _), continuations in zip(ready, sampled):
+        for (job, primer, _, chords), continuations in zip(ready, sampled):
             if continuations is None:
                 yield Outcome(job, JobState.FAILED, error=GENERIC_ERROR.format(job_id=job.job_id))
-                continue
-            if wanted is not None and not wanted(job):
-                yield Outcome(job, JobState.CANCELLED)
-                continue
-            with job_context(job.job_id):  # every log line while rendering names the job
-                try:
-                    result = self._result(job, primer, continuations, started, sample_s)
-                    outcome = Outcome(job, JobState.DONE, result=result)
-                except Exception:
-                    log.exception("job %s: rendering failed", job.job_id)
-                    outcome = Outcome(job, JobState.FAILED, error=GENERIC_ERROR.format(job_id=job.job_id))
-            yield outcome
+            else:
+                yield Sampled(job, primer, continuations, chords, started, sample_s)
 
-    def _result(self, job: Job, primer: list[int], continuations, started: float, sample_s: float) -> Result:
+    def render(self, sampled: Sampled, wanted: Callable[[Job], bool] | None = None) -> Outcome:
+        """The job's previews and Result (thread-safe: bot/render is); CANCELLED if not wanted."""
+        job = sampled.job
+        if wanted is not None and not wanted(job):
+            return Outcome(job, JobState.CANCELLED)
+        with job_context(job.job_id):  # every log line while rendering names the job
+            try:
+                return Outcome(job, JobState.DONE, result=self._result(sampled))
+            except Exception:
+                log.exception("job %s: rendering failed", job.job_id)
+                return Outcome(job, JobState.FAILED, error=GENERIC_ERROR.format(job_id=job.job_id))
+
+    def _result(self, sampled: Sampled) -> Result:
+        from model.chords import lead_sheet
         from model.sampling import detect_key
 
+        job, primer, continuations, chords = sampled.job, sampled.primer, sampled.continuations, sampled.chords
+        started, sample_s = sampled.started, sampled.sample_s
         melodies = [primer + continuation for continuation in continuations]
         render_started = time.time()
+        progressions = [harmony_of(job, primer, continuation, chords) for continuation in continuations]
+        sheets = [lead_sheet(p) if p is not None else None for p in progressions]
         if self.skip_render:  # tests only
-            variations, combined = [Variation(m, b"", b"", b"") for m in melodies], b""
+            variations, combined = [Variation(m, b"", b"", b"", s) for m, s in zip(melodies, sheets)], b""
         else:
             from bot.render import render_variations
 
             soundfont = str(self.settings.soundfont) if self.settings.soundfont else None
             previews, combined, _ = render_variations(
-                melodies, len(primer), job.bpm, job.instrument, soundfont=soundfont
+                melodies, len(primer), job.bpm, job.instrument, soundfont=soundfont, chords=progressions
             )
-            variations = [Variation(m, p.midi, p.mp3, p.png) for m, p in zip(melodies, previews)]
+            variations = [Variation(m, p.midi, p.mp3, p.png, s) for m, p, s in zip(melodies, previews, sheets)]
         now = time.time()
         key = detect_key(primer)
         return Result(
@@ -198,3 +226,38 @@ class Generator:
         )
 
 
+def given_chords(job: Job, primer_steps: int) -> list | None:
+    """The continuation's chords per step from the job's lead sheet, or None when it gives none."""
+    if not job.harmony or not job.chords:
+        return None
+    from model.chords import parse_lead_sheet
+    from model.events import STEPS_PER_BAR
+    from model.sampling import continuation_chords
+
+    return continuation_chords(parse_lead_sheet(job.chords), primer_steps, job.bars * STEPS_PER_BAR)
+
+
+def harmony_of(job: Job, primer: list[int], continuation: list[int], chords: list | None) -> list | None:
+    """The chords under primer + continuation for the preview: the sketch's own and the given
+    ones where there are, suggested (model/harmonize.py) where not; None with chords=off."""
+    if not job.harmony:
+        return None
+    from model.chords import chords_per_step, parse_lead_sheet
+    from model.harmonize import suggest_chords
+
+    melody = primer + continuation
+    suggested = None
+    if chords is None or job.primer_chords is None:
+        try:
+            suggested = suggest_chords(melody)
+        except Exception:  # the melody still goes out: suggested chords are an extra
+            log.exception("job %s: suggesting chords failed; the preview has none where none were given", job.job_id)
+            if chords is None and job.primer_chords is None:
+                return None
+            suggested = [None] * len(melody)
+    if chords is None and job.primer_chords is None:
+        return suggested
+    under_primer = (chords_per_step(parse_lead_sheet(job.primer_chords), len(primer)) if job.primer_chords
+                    else suggested[: len(primer)])
+    under_continuation = chords if chords is not None else suggested[len(primer):]
+    return list(under_primer) + list(under_continuation[: len(continuation)])

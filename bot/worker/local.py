@@ -12,12 +12,13 @@ import signal
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bot.jobs import JobState
 from bot.settings import Settings
 from bot.storage.jobs import JobStore
-from bot.worker.generator import Generator
+from bot.worker.generator import Generator, Outcome, Sampled
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,8 @@ GATHER_S = 0.02  # after a wake-up, wait this long for other jobs arriving toget
 
 def run_local(database: Path, token: str, supervised: bool) -> None:
     """Claim jobs from the SQLite queue, run them, write the outcomes back, until SIGTERM (after
-    the batch in hand) or, when supervised, until stdin closes (the bot is gone)."""
+    the batch in hand) or, when supervised, until stdin closes (the bot is gone). Rendering runs
+    on a thread of its own, so the next batch samples while the last one renders."""
     settings = Settings.load(dotenv=None if supervised else Path(".env"))
     if supervised:
         os.nice(LOCAL_WORKER_NICENESS)
@@ -39,6 +41,7 @@ def run_local(database: Path, token: str, supervised: bool) -> None:
         generator.load()
     except Exception:  # jobs fail with a generic message until it loads; not "ready" meanwhile
         log.exception("the model cannot be loaded; jobs will fail until it can")
+    renderer = Renderer(database, token, generator)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     parent = os.getppid()
@@ -50,22 +53,62 @@ def run_local(database: Path, token: str, supervised: bool) -> None:
         if supervised and os.getppid() != parent:  # the bot died: a new one will start its own worker
             log.info("the bot is gone; exiting")
             break
-        jobs = store.claim(token, settings.batch_limit)
+        jobs = store.claim(token, settings.batch_limit) if renderer.waiting() < RENDER_BACKLOG else []
         if not jobs:
-            if not _wait_for_wakeup(supervised, IDLE_POLL_S):
+            if not _wait_for_wakeup(supervised, IDLE_POLL_S if renderer.waiting() == 0 else GATHER_S):
                 log.info("the bot is gone; exiting")
                 break
             continue
         log.info("batch of %d jobs (%d rows): %s", len(jobs), sum(j.variations for j in jobs), [j.job_id for j in jobs])
-        for outcome in generator.run(jobs, wanted=lambda job: store.holds(job.job_id, token)):
-            if outcome.state == JobState.CANCELLED:
-                continue
-            kept = store.finish(
-                outcome.job.job_id, outcome.state, result=outcome.result, error=outcome.error, worker=token
-            )
-            if not kept:
-                log.info("job %s was cancelled or taken back meanwhile; its result is dropped", outcome.job.job_id)
+        for item in generator.sample(jobs):
+            if isinstance(item, Outcome):
+                finish(store, token, item)
+            else:
+                renderer.submit(item)
+    renderer.close()  # what was sampled is rendered and written before the worker exits
     store.close()
+
+
+# Sampled jobs waiting for the renderer beyond which the worker claims no more: enough to keep
+# both sampling and rendering busy, few enough that a claimed job is soon rendered.
+RENDER_BACKLOG = 8
+
+
+class Renderer:
+    """One thread that renders sampled jobs and writes their outcomes, on its own connection."""
+
+    def __init__(self, database: Path, token: str, generator: Generator):
+        self.token, self.generator = token, generator
+        self._local = threading.local()
+        self._database = database
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="melodybot-render")
+        self._pending: set = set()
+
+    def submit(self, sampled: Sampled) -> None:
+        future = self._pool.submit(self._render, sampled)
+        self._pending.add(future)
+        future.add_done_callback(self._pending.discard)
+
+    def waiting(self) -> int:
+        return len(self._pending)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    def _render(self, sampled: Sampled) -> None:
+        store = getattr(self._local, "store", None)
+        if store is None:
+            store = self._local.store = JobStore(self._database)
+        outcome = self.generator.render(sampled, wanted=lambda job: store.holds(job.job_id, self.token))
+        finish(store, self.token, outcome)
+
+
+def finish(store: JobStore, token: str, outcome: Outcome) -> None:
+    if outcome.state == JobState.CANCELLED:
+        return
+    kept = store.finish(outcome.job.job_id, outcome.state, result=outcome.result, error=outcome.error, worker=token)
+    if not kept:
+        log.info("job %s was cancelled or taken back meanwhile; its result is dropped", outcome.job.job_id)
 
 
 def _wait_for_wakeup(supervised: bool, timeout: float) -> bool:

@@ -97,3 +97,40 @@ async def test_a_sketch_with_a_chord_track_keeps_its_chords(handler):
     reply = await say(handler, "!continue bars=2 chords=off", uploads=[Upload("song.mid", len(data), read)],
                       user_id=2)
     assert "kept the chords" not in reply.text
+
+
+async def test_the_bot_path_with_chords_on_the_real_queue_worker_and_renderer(tmp_path, tiny_weights):
+    """Through a real LocalQueue worker (tiny network, real rendering): given chords are in each
+    variation's CHORDS track and listed in the reply; chords=off gives a melody-only file."""
+    import io
+
+    import pretty_midi
+    from conftest import QUEUE_WORKER_ENV, collect
+
+    from bot.queue.local import LocalQueue
+
+    settings = Settings(data_dir=tmp_path, weights=tiny_weights, device="cpu")
+    store = BotStore(settings.database)
+    try:
+        async with LocalQueue(settings, worker_env=QUEUE_WORKER_ENV) as queue:
+            handler = CommandHandler(settings, queue, store, platform=DISCORD, rng=random.Random(5))
+            given = (await say(handler, "!continue C4 E4 G4 A4 bars=2 variations=2 chords=F | G")).status_of
+            bare = (await say(handler, "!continue C4 E4 G4 A4 bars=2 variations=1 chords=off", user_id=2)).status_of
+            seen = await collect(queue, lambda seen: {s.job.job_id for s in seen if s.state.finished} >= {given, bare})
+            done = {s.job.job_id: s for s in seen if s.state == JobState.DONE}
+            assert set(done) == {given, bare}
+            for variation in done[given].result.variations:
+                midi = pretty_midi.PrettyMIDI(io.BytesIO(variation.midi))
+                assert [i.name for i in midi.instruments] == ["MELODY", "CHORDS"]
+                assert variation.chords.endswith("F | G")  # the continuation's two bars, after the primer's
+                chord_pcs = {n.pitch % 12 for n in midi.instruments[1].notes if n.start >= 2.0 - 1e-6}
+                assert chord_pcs <= {5, 9, 0, 7, 11, 2}  # F major and G major triads only, under the continuation
+                assert variation.mp3
+            reply = handler.result_reply(done[given])
+            assert all(v.chords in reply.text for v in done[given].result.variations) and "(yours)" in reply.text
+            (variation,) = done[bare].result.variations
+            assert variation.chords is None
+            assert [i.name for i in pretty_midi.PrettyMIDI(io.BytesIO(variation.midi)).instruments] == ["Melody"]
+            assert "Chords" not in handler.result_reply(done[bare]).text
+    finally:
+        store.close()

@@ -157,8 +157,11 @@ class Protocol:
     keys: list[set[int] | None]
 
 
-def prepare(folder: Path, songs: list[Song] | None = None) -> Protocol:
-    songs = split(load_songs(folder)[0])[1] if songs is None else songs
+def prepare(folder: Path, songs: list[Song] | None = None, every_song: bool = False) -> Protocol:
+    """The protocol's material from the held-out songs of a folder (every_song: all of them)."""
+    if songs is None:
+        songs = load_songs(folder)[0]
+        songs = songs if every_song else split(songs)[1]
     songs = [s for s in songs if len(s.events) >= PRIMER_STEPS + PIECE_STEPS]
     primers = [s.events[:PRIMER_STEPS].tolist() for s in songs]
     real = [s.events[PRIMER_STEPS : PRIMER_STEPS + PIECE_STEPS].tolist() for s in songs]
@@ -258,10 +261,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--candidates", type=int, default=SamplingOptions.candidates, help="per variation")
     parser.add_argument("--real", action="store_true", help="also the real-vs-real row")
     parser.add_argument("--chords", action="store_true", help="the chord-tone protocol instead")
+    parser.add_argument("--all", action="store_true", help="every song of the folder, not the held-out split")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     model = load_model(*([str(args.weights)] if args.weights else []))
-    protocol = prepare(args.folder)
+    protocol = prepare(args.folder, every_song=args.all)
     base = SamplingOptions(bars=BARS, variations=args.variations, seed=args.seed, candidates=args.candidates,
                            temperature=args.temperature, top_p=args.top_p)
     if args.chords:

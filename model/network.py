@@ -201,6 +201,7 @@ class MelodyNet(nn.Module):
         no_limit = torch.zeros(batch, dtype=torch.long, device=device)
         max_run = no_limit if max_run is None else max_run
         loglik = torch.zeros(batch, steps, device=device)
+        nucleus_p = None if bool((top_p >= 1).all()) else top_p  # top_p 1 everywhere: no sorting
         for t in range(p_len, p_len + steps):
             target = torch.tensor([t], device=device)
             step_chords = None if chord_features is None else chord_features[:, t - p_len : t - p_len + 1]
@@ -215,7 +216,7 @@ class MelodyNet(nn.Module):
             logits = self.head(torch.cat([decoded, context], -1))[:, 0]  # (B, C)
             allowed_now = allowed_events.clone()
             allowed_now[:, NO_EVENT] &= (max_run == 0) | (run < max_run)
-            log_probs = nucleus(logits / temperature[:, None].clamp(min=1e-3), top_p, allowed_now)
+            log_probs = nucleus(logits / temperature[:, None].clamp(min=1e-3), nucleus_p, allowed_now)
             sequence[:, t] = (log_probs + noise[:, t - p_len]).argmax(-1)  # Gumbel-max sampling
             run = torch.where(sequence[:, t] == NO_EVENT, run + 1, 0)
             if with_loglik:
@@ -257,10 +258,13 @@ def gumbel_noise(seeds: list[int], steps: int) -> torch.Tensor:
     return torch.stack(rows)
 
 
-def nucleus(logits: torch.Tensor, top_p: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+def nucleus(logits: torch.Tensor, top_p: torch.Tensor | None, allowed: torch.Tensor) -> torch.Tensor:
     """Log-probabilities restricted to allowed events and, per row, to the smallest set of
-    events whose probability reaches top_p (B,); everything else gets -inf."""
+    events whose probability reaches top_p (B,); everything else gets -inf. top_p None: the
+    whole distribution (as top_p 1, without sorting)."""
     logits = logits.masked_fill(~allowed, float("-inf"))
+    if top_p is None:
+        return torch.log_softmax(logits, -1)
     probs = torch.softmax(logits, -1)
     sorted_probs, order = probs.sort(-1, descending=True)
     outside_sorted = sorted_probs.cumsum(-1) - sorted_probs >= top_p[:, None]  # keeps the top event

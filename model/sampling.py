@@ -240,6 +240,8 @@ STRUCTURE_WEIGHT = 1.0
 LIKELIHOOD_WEIGHT = 1.0  # per nat of mean log-likelihood per step
 SAMENESS_WEIGHT = 1.0  # against the (onset, pitch) Jaccard with an already chosen variation
 DENSITY_WEIGHT = 0.0  # against |log| of the ratio of notes per bar, continuation to primer
+RANGE_WEIGHT = 0.0  # per semitone of the continuation's pitch range outside RANGE_USUAL
+RANGE_USUAL = (10, 17)  # semitones: 8 bars of pop melody span 14 +- 3
 REPEAT_JACCARD = 0.75  # a bar re-uses an earlier one when their (onset in bar, pitch) sets overlap this much
 
 
@@ -278,6 +280,10 @@ def choice_score(primer: list[int], continuation: list[int], loglik: float, chos
     if DENSITY_WEIGHT:
         primer_rate = (sum(map(is_note_on, primer)) + 0.5) / max(len(primer), 1)
         score -= DENSITY_WEIGHT * abs(math.log((len(mine) + 0.5) / max(len(continuation), 1) / primer_rate))
+    if RANGE_WEIGHT and mine:
+        pitches = [p for _, p in mine]
+        span = max(pitches) - min(pitches)
+        score -= RANGE_WEIGHT * max(RANGE_USUAL[0] - span, span - RANGE_USUAL[1], 0)
     if chosen:
         score -= SAMENESS_WEIGHT * max(jaccard(mine, onset_pitches(other)) for other in chosen)
     return score

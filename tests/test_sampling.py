@@ -392,3 +392,14 @@ def test_cli_bad_chord_exit_2_naming_it(tmp_path, tiny_weights, capsys):
     err = capsys.readouterr().err
     assert err.startswith('error: I can\'t read the chord "Gx7" (bar 2)') and len(err.splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_nucleus_of_one_is_the_whole_distribution_without_sorting():
+    from model.network import nucleus
+
+    torch.manual_seed(0)
+    logits = torch.randn(3, NUM_CLASSES)
+    allowed = torch.rand(3, NUM_CLASSES) > 0.3
+    torch.testing.assert_close(nucleus(logits, None, allowed), nucleus(logits, torch.ones(3), allowed))
+    assert torch.isinf(nucleus(logits, torch.full((3,), 0.5), allowed)).sum() > torch.isinf(
+        nucleus(logits, None, allowed)).sum()

@@ -164,6 +164,31 @@ class MelodyCog(commands.Cog, name="melodybot"):
         await self.bot.reaction(payload, added=False)
 
 
+class JamCog(commands.Cog, name="melodybot jam"):
+    """The jam commands (bot/commands/jam.py): `/jam`, `/song`, `!forget me`."""
+
+    def __init__(self, bot: MelodyBot):
+        self.bot = bot
+
+    @commands.hybrid_command(name="jam", description="Write a song together: timed vote rounds (or: stop, status)")
+    @app_commands.describe(
+        notes="Notes and options, e.g. C4 E4 G4 A4 rounds=4 bars=4 minutes=2; or: stop, status",
+        sketch="A .mid sketch to start from (instead of typed notes)",
+    )
+    async def jam(self, ctx: commands.Context, sketch: discord.Attachment | None = None, *, notes: str = ""):
+        uploads = [sketch] if ctx.interaction and sketch else list(ctx.message.attachments if ctx.message else [])
+        await self.bot.answer(ctx, "jam", notes, [upload_of(a) for a in uploads])
+
+    @commands.hybrid_command(name="song", description="The whole song of a jam or of a chain of extends")
+    @app_commands.describe(job="Job or jam id (default: the newest here)", variation="Variation of that job")
+    async def song(self, ctx: commands.Context, job: str = "", variation: int | None = None):
+        await self.bot.answer(ctx, "song", " ".join(filter(None, [job, str(variation or "")])))
+
+    @commands.command(name="forget")
+    async def forget(self, ctx: commands.Context, *, args: str = ""):
+        await self.bot.answer(ctx, "forget", args)
+
+
 class MelodyBot(commands.Bot):
     def __init__(self, settings: Settings, queue: JobQueue, store: BotStore, *, sync_commands: bool = True,
                  observe=None, **options):
@@ -183,6 +208,8 @@ class MelodyBot(commands.Bot):
         # Jobs of a terminal session on the same database are not Discord's to answer.
         self.follower = UpdateFollower(queue, self.deliver, accept=lambda s: s.job.channel_id != TERMINAL_CHANNEL_ID,
                                        observe=observe, on_failure=self._delivery_failed)
+        self.handler.jams.post = self._post  # jams post round results and the song (bot/jam.py)
+        self.handler.jams.accept = lambda channel_id: channel_id != TERMINAL_CHANNEL_ID
         self.sync_commands = sync_commands
         self._status_where: dict[str, tuple[int, int]] = {}  # job id -> (channel id, message id)
         self._vote_locks: dict[tuple[int, int], tuple[asyncio.Lock, int]] = {}  # (message, user) -> lock, users
@@ -190,12 +217,15 @@ class MelodyBot(commands.Bot):
 
     async def setup_hook(self) -> None:
         await self.add_cog(MelodyCog(self))
+        await self.add_cog(JamCog(self))
         self.add_dynamic_items(JobButton)
         self.follower.start()
+        self.handler.jams.start()
         if self.sync_commands:
             await self._sync_app_commands()
 
     async def close(self) -> None:
+        await self.handler.jams.stop()
         await self.follower.stop()
         await super().close()
 

@@ -62,6 +62,8 @@ class Terminal:
         self.out_dir = settings.data_dir / "out"
         self.follower = UpdateFollower(queue, self.deliver, accept=lambda s: s.job.channel_id == TERMINAL_CHANNEL_ID,
                                        observe=observe, on_failure=self._delivery_failed)
+        self.handler.jams.post = self._post_jam  # jams: round results and the song (bot/jam.py)
+        self.handler.jams.accept = lambda channel_id: channel_id == TERMINAL_CHANNEL_ID
         self.request = Request(
             user_id=TERMINAL_USER_ID,
             channel_id=TERMINAL_CHANNEL_ID,
@@ -103,6 +105,8 @@ class Terminal:
 
     def _write_files(self, job_id: str, reply: Reply) -> list[Path]:
         folder = self.out_dir / job_id
+        if reply.files and all(out.name.startswith("song-") for out in reply.files):  # a whole song: data/out/song-*
+            folder = self.out_dir
         folder.mkdir(parents=True, exist_ok=True)
         paths = []
         for out in reply.files:
@@ -143,6 +147,7 @@ class Terminal:
         threading.Thread(target=self._read_lines, args=(loop, lines), name="stdin", daemon=True).start()
         signals = _install_signals(loop, stop)
         self.follower.start()
+        self.handler.jams.start()
         p = self.settings.command_prefix
         self.say(f"melodybot, terminal channel. Try {p}continue C4 E4 G4 A4 or {p}help; {p}quit leaves. "
                  f"Files go to {self.out_dir}/<job>/.")
@@ -156,11 +161,12 @@ class Terminal:
                         self.stdout.write("\n")  # off the line the prompt (and ^C) left
                     break
                 if line is None:  # end of input: finish what was started, unless stopped meanwhile
-                    await _first(self._wait_for_jobs(), stop.wait())
+                    await _first(self._wait_for_jobs_and_jams(), stop.wait())
                     break
                 if not await self.command(line):
                     break
         finally:
+            await self.handler.jams.stop()
             await self.follower.stop()
             for number in signals:
                 loop.remove_signal_handler(number)
@@ -200,6 +206,20 @@ class Terminal:
         while self._waiting:
             self._answered.clear()
             await self._answered.wait()
+
+    # -- jams (bot/jam.py) --------------------------------------------------------------------------
+    async def _post_jam(self, channel_id: int, reply: Reply) -> None:
+        if reply.status_of:
+            self._waiting.add(reply.status_of)
+        await self.show(reply)
+
+    async def _wait_for_jobs_and_jams(self) -> None:
+        """End of input: a jam started from a script plays to its end, then its jobs finish."""
+        await self._wait_for_jobs()
+        if await self.store.jams.playing_in(TERMINAL_CHANNEL_ID) is not None:
+            self.say("End of input: waiting for the jam to finish (Ctrl-C stops now).")
+        await self.handler.jams.idle(TERMINAL_CHANNEL_ID)
+        await self._wait_for_jobs()
 
     def _read_lines(self, loop: asyncio.AbstractEventLoop, lines: asyncio.Queue) -> None:
         """Thread: blocking reads, each line handed to the loop; None at end of input."""

@@ -77,6 +77,9 @@ class CommandHandler:
         self.limiter = RateLimiter(settings.rate_limit_per_minute, clock)
         self.rng = rng or random.Random()
         self.sketches = SketchReader()
+        from bot.jam import JamService  # here: bot/jam.py imports this package's replies
+
+        self.jams = JamService(settings, queue, store, platform=platform)  # the front-end starts it
 
     # -- entry points ---------------------------------------------------------------------------
     def parse_line(self, line: str, require_prefix: bool = True) -> tuple[str, str] | None:
@@ -387,7 +390,25 @@ class CommandHandler:
                       f"Channels types `{self.prefix}channel on`.")]
 
     async def cmd_help(self, request: Request, args: str) -> list[Reply]:
+        if args.strip().lower().removeprefix(self.prefix) in ("jam", "song", "forget"):
+            return [Reply(usage.jam_help(self.prefix, self.platform))]
         return [Reply(self.help_text())]
+
+    # -- jam, song, forget (bot/commands/jam.py) ------------------------------------------------
+    async def cmd_jam(self, request: Request, args: str) -> list[Reply]:
+        from bot.commands import jam
+
+        return await jam.cmd_jam(self, request, args)
+
+    async def cmd_song(self, request: Request, args: str) -> list[Reply]:
+        from bot.commands import jam
+
+        return await jam.cmd_song(self, request, args)
+
+    async def cmd_forget(self, request: Request, args: str) -> list[Reply]:
+        from bot.commands import jam
+
+        return await jam.cmd_forget(self, request, args)
 
     def help_text(self) -> str:
         return usage.help_text(self.settings, self.prefix, self.platform)

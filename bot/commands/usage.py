@@ -21,6 +21,7 @@ COMMANDS = {  # name or alias -> command; bot/discord_app.py registers the same 
     "cancel": "cancel",
     "channel": "channel",
     "help": "help",
+    "jam": "jam", "song": "song", "forget": "forget",  # bot/commands/jam.py
 }  # fmt: skip
 
 USAGE = {
@@ -33,6 +34,9 @@ USAGE = {
     "cancel": "{p}cancel [job]",
     "channel": "{p}channel on|off",
     "help": "{p}help",
+    "jam": "{p}jam C4 E4 G4 A4 [rounds=4 bars=4 minutes=2 options]  |  {p}jam stop  |  {p}jam status",
+    "song": "{p}song [job or jam] [variation]",
+    "forget": "{p}forget me",
 }
 
 
@@ -68,8 +72,44 @@ def help_text(settings: Settings, prefix: str, platform: str) -> str:
         f"  {p}again <job> [options]        the same melody and settings, a new seed",
         f"  {p}queue   your jobs;  {p}cancel <job>   cancel one",
         end,
+        *jam_lines(p),
         "Note notation:",
     ]
     notation = NOTATION if platform == TERMINAL else f"```\n{NOTATION}\n```"
     body = "\n".join(lines)
     return f"```\n{body}\n```\n{notation}" if platform == DISCORD else f"{body}\n{notation}"
+
+
+def jam_lines(p: str) -> list[str]:
+    """The main help's lines about jams and the votes kept (the rest is in jam_help)."""
+    return [
+        f"  {p}jam C4 E4 G4 A4 rounds=4 minutes=2   the channel writes a song together: {p}help jam",
+        f"Votes are kept to improve the model; {p}forget me deletes yours.",
+    ]
+
+
+def jam_help(prefix: str, platform: str) -> str:
+    """!help jam: jams, the whole song, the votes kept."""
+    from bot import jam  # here: bot/jam.py imports this package
+
+    p = prefix
+    low, high = jam.ROUNDS_RANGE
+    vote = f"{p}vote <job> <n>" if platform == TERMINAL else "the number reactions"
+    lines = [
+        "Jam: the channel writes a song together, round by round.",
+        f"  {p}jam C4 E4 G4 A4 rounds={jam.DEFAULT_ROUNDS} bars={jam.DEFAULT_BARS} minutes={jam.DEFAULT_MINUTES:g} "
+        "[chords=... and any !continue option, or a .mid sketch]",
+        f"  rounds {low}-{high}; minutes {jam.MINUTES_RANGE[0]:g}-{jam.MINUTES_RANGE[1]:g} per round, fractions "
+        "too (minutes=0.2 is 12 s)",
+        f"Each round posts its variations; vote with {vote}. When the round's time is up, the leader is",
+        "appended to the song (a tie: the variation voted for first; no votes: variation 1), and the next",
+        "round continues the whole song so far.",
+        jam.agreement_rule()[0].upper() + jam.agreement_rule()[1:] + ".",
+        f"  {p}jam status   the round, its leader and deadline;  {p}jam stop   its starter or a channel admin",
+        "At the end: the whole song as one MIDI (with its chords), one MP3 and an engraved lead sheet (PNG, PDF).",
+        f"  {p}song [job|jam] [n]   the whole song of a jam, or of a chain of {p}extend up to that job",
+        "Votes, melodies and results are kept to improve the model (preference tuning).",
+        f"  {p}forget me   deletes your votes, your finished jobs and your jams.",
+    ]
+    body = "\n".join(lines)
+    return f"```\n{body}\n```" if platform == DISCORD else body

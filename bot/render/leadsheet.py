@@ -15,6 +15,7 @@ interrupted inside a call, so the deadline is checked between the steps and the 
 from __future__ import annotations
 
 import base64
+import importlib.resources
 import threading
 import time
 from collections.abc import Sequence
@@ -261,6 +262,9 @@ def engrave(
     verovio, cairosvg = load_engraver()
     document = melody_mei(events, chords, bpm, title, key_fifths(events))
     with _LOCK:
+        # verovio keeps its default resource path per thread (set on import, in the importing
+        # thread): set it in this one, or engraving from another thread finds no fonts.
+        verovio.setDefaultResourcePath(str(importlib.resources.files("verovio") / "data"))
         toolkit = verovio.toolkit()
         toolkit.setOptions(
             {

@@ -5,6 +5,7 @@
 - `votes.py`: VoteStore, who voted for which variation.
 - `messages.py`: MessageStore, which Discord message shows which job.
 - `channels.py`: ChannelStore, per-channel on/off switches and the bot's own facts.
+- `jams.py`: JamStore, the jams (a channel's song, round by round) and their closed rounds.
 - `sqlite.py`: `connect()` and AsyncSQLite, the one thread through which the event loop reaches
   a connection.
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bot.storage.channels import ChannelStore
+from bot.storage.jams import JamStore
 from bot.storage.messages import MessageStore, ResultMessage, local_message_id
 from bot.storage.sqlite import AsyncSQLite, connect
 from bot.storage.votes import KEYCAP, NUMBER_EMOJIS, Tally, VoteStore, emoji_number
@@ -34,6 +36,7 @@ class BotStore:
         self.votes = VoteStore(self._db, self._sqlite)
         self.messages = MessageStore(self._db, self._sqlite)
         self.channels = ChannelStore(self._db, self._sqlite)
+        self.jams = JamStore(self._db, self._sqlite)  # after votes: it reads their table
 
     def close(self) -> None:
         self._sqlite.close()  # waits for the calls in flight

@@ -1,0 +1,173 @@
+"""The jam commands (bot/jam.py runs the jams themselves):
+
+    !jam C4 E4 G4 A4 rounds=4 bars=4 minutes=2 [chords=...] [options]   (or with a .mid sketch)
+    !jam stop      the starter or a channel admin ends it (the song so far is posted)
+    !jam status    the round in play, its leader and deadline, the rounds closed
+    !song [job|jam] [n]   the whole song of a jam, or of a chain of !extend ending at a job
+    !forget me     delete your votes, finished jobs and jams
+
+`rounds=` and `minutes=` are the jam's own options; every other word goes to `!continue` as it is,
+so notes, sketches and options behave exactly as there.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from typing import TYPE_CHECKING
+
+from bot.commands.options import parse_options, split_tokens
+from bot.commands.replies import TERMINAL, CommandError, Reply, Request
+from bot.commands.usage import USAGE
+from bot.jam import DEFAULT_BARS, MAX_SONG_BARS, JamError, agreement_rule, bars_of
+
+if TYPE_CHECKING:
+    from bot.commands.handler import CommandHandler
+
+JAM_OPTIONS = {"rounds": "rounds", "round": "rounds", "minutes": "minutes", "minute": "minutes", "mins": "minutes",
+               "min": "minutes"}  # fmt: skip
+_JAM_TOKEN = re.compile(r"-{0,2}(?P<name>[A-Za-z]+)[=:](?P<value>.*)", re.S)
+STOP_WORDS = ("stop", "end", "finish")
+
+
+def jam_options(tokens: list[str]) -> tuple[int, float, list[str]]:
+    """(rounds, minutes, the other tokens); CommandError naming a value out of range."""
+    from bot import jam as jams  # the limits read at call time: tests shorten MINUTES_RANGE
+
+    values: dict[str, str] = {}
+    rest: list[str] = []
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        i += 1
+        name = token[2:].lower() if token.startswith("--") else None
+        if name in JAM_OPTIONS and i < len(tokens):  # --rounds 4
+            values[JAM_OPTIONS[name]] = tokens[i]
+            i += 1
+            continue
+        match = _JAM_TOKEN.fullmatch(token)
+        if match and match["name"].lower() in JAM_OPTIONS:
+            values[JAM_OPTIONS[match["name"].lower()]] = match["value"].strip()
+        else:
+            rest.append(token)
+    low, high = jams.ROUNDS_RANGE
+    rounds = jams.DEFAULT_ROUNDS
+    if "rounds" in values:
+        text = values["rounds"]
+        if not text.isdigit() or not low <= int(text) <= high:
+            raise CommandError(f"`rounds={text}`: a jam has {low} to {high} rounds, e.g. rounds=4.")
+        rounds = int(text)
+    low, high = jams.MINUTES_RANGE
+    minutes = jams.DEFAULT_MINUTES
+    if "minutes" in values:
+        text = values["minutes"]
+        try:
+            minutes = float(text)
+        except ValueError:
+            minutes = float("nan")
+        if not low <= minutes <= high:  # nan fails too
+            raise CommandError(f"`minutes={text}`: each round's voting lasts {low:g} to {high:g} minutes "
+                               f"(fractions too: minutes=0.5 is 30 s).")
+    return rounds, minutes, rest
+
+
+async def cmd_jam(handler: CommandHandler, request: Request, args: str) -> list[Reply]:
+    jams, p = handler.jams, handler.prefix
+    tokens = split_tokens(args)
+    word = tokens[0].lower() if tokens else ""
+    if word in STOP_WORDS and len(tokens) == 1:
+        text = await jams.stop_jam(request.channel_id, request.user_id, request.user_name, request.can_manage_channel)
+        return [Reply(text)]
+    if word == "status" and len(tokens) == 1:
+        return [Reply(await jams.status_text(request.channel_id))]
+    rounds, minutes, rest = jam_options(tokens)
+    if await handler.store.jams.playing_in(request.channel_id) is not None:
+        raise CommandError(jams.in_play_text())
+    parsed = parse_options(shlex.join(rest), handler.settings, allow_files=handler.platform == TERMINAL)
+    if not parsed.words and not request.uploads and parsed.sketch_path is None:
+        raise CommandError(f"Give the jam a melody to start from: type a few notes or attach a .mid sketch. "
+                           f"Usage: {USAGE['jam'].format(p=p)}")
+    bars = parsed.options.bars or DEFAULT_BARS
+    if parsed.options.bars is None:
+        rest.append(f"bars={bars}")
+    if rounds * bars >= MAX_SONG_BARS:
+        raise CommandError(f"{rounds} rounds of {bars} bars make a song longer than the {MAX_SONG_BARS} bars a lead "
+                           "sheet holds; choose fewer rounds or bars.")
+    replies = await handler.cmd_continue(request, shlex.join(rest))
+    queued = next((r for r in replies if r.status_of), None)
+    if queued is None:  # refused: the reason is the reply
+        return replies
+    status = await handler.queue.get(queued.status_of)
+    first = status.job
+    if bars_of(len(first.primer)) + rounds * bars > MAX_SONG_BARS:
+        await jams._cancel_quietly(first.job_id)
+        raise CommandError(f"Your melody and {rounds} rounds of {bars} bars make a song longer than the "
+                           f"{MAX_SONG_BARS} bars a lead sheet holds; choose fewer rounds or bars.")
+    try:
+        jam = await jams.begin(first, rounds, minutes)
+    except JamError as error:
+        await jams._cancel_quietly(first.job_id)
+        raise CommandError(str(error)) from None
+    seconds = f" ({minutes * 60:g} s)" if minutes < 1 else ""
+    intro = (f"Jam {jam.jam_id} started by {request.user_name or 'you'}: {rounds} rounds of {bars} bars, "
+             f"{minutes:g} min{seconds} of voting per round; {agreement_rule()}. Each round continues the whole song "
+             f"with the winner appended; the song comes at the end (`{p}jam status`, `{p}jam stop`).")
+    return [Reply(intro), queued]
+
+
+async def cmd_song(handler: CommandHandler, request: Request, args: str) -> list[Reply]:
+    jams = handler.jams
+    words = split_tokens(args)
+    variation = None
+    if len(words) == 2 and words[1].lstrip("#v").isdigit():
+        variation = int(words.pop().lstrip("#v"))
+    if len(words) > 1:
+        raise CommandError(f"Usage: {USAGE['song'].format(p=handler.prefix)}")
+    jam = None
+    if words:
+        jam = await handler.store.jams.get(words[0].strip("`#<>").lower())
+    else:  # the jam of the newest result here, else the newest jam, else the newest result's chain
+        newest = await handler.store.messages.latest_result(request.channel_id)
+        if newest is not None:
+            jam = await handler.store.jams.of_job(newest.job_id)
+        else:
+            jam = await handler.store.jams.latest_in(request.channel_id)
+    if jam is not None and jam.guild_id == request.guild_id and variation is None:
+        from bot.jobs import Job
+
+        template = Job.from_dict(jam.template)
+        reply = await jams.song_reply(f"song-{jam.jam_id}", jam.song, jam.chords, template.bpm, template.instrument,
+                                      f"Jam {jam.jam_id}")  # fmt: skip
+        reply.text = f"The song of jam {jam.jam_id} ({_rounds(jam)}): " + reply.text
+        return [reply]
+    status = await handler._job(request, words, "song")
+    try:
+        song, chords, last, number = await jams.chain_song(status.job.job_id, variation)
+    except JamError as error:
+        raise CommandError(str(error)) from None
+    if bars_of(len(song)) > MAX_SONG_BARS:
+        raise CommandError(f"That song is {bars_of(len(song))} bars long; a lead sheet holds {MAX_SONG_BARS}.")
+    job = last.job
+    reply = await jams.song_reply(f"song-{job.job_id}", song, chords, job.bpm, job.instrument, f"Song {job.job_id}")
+    reply.text = f"The song up to job {job.job_id} variation {number}: " + reply.text
+    return [reply]
+
+
+async def cmd_forget(handler: CommandHandler, request: Request, args: str) -> list[Reply]:
+    if args.strip().lower() != "me":
+        raise CommandError(f"`{handler.prefix}forget me` deletes your votes, your finished jobs and your jams from "
+                           "my database (and so from the data kept to improve the model).")
+    playing = await handler.store.jams.playing_in(request.channel_id)
+    if playing is not None and playing.starter_id == request.user_id:
+        raise CommandError(f"Your jam {playing.jam_id} is still going; `{handler.prefix}jam stop` it first.")
+    counts = await handler.store.jams.forget_user(request.user_id)
+    unfinished = await handler.queue.user_jobs(request.user_id)
+    text = (f"Done: I deleted {counts['votes']} of your votes, {counts['jobs']} finished jobs and "
+            f"{counts['jams']} jams.")
+    if unfinished:
+        text += f" Your {len(unfinished)} unfinished jobs are kept; say `{handler.prefix}forget me` again after them."
+    return [Reply(text, private=True)]
+
+
+def _rounds(jam) -> str:
+    return f"{jam.rounds_done} of {jam.rounds} rounds"

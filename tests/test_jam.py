@@ -1,0 +1,367 @@
+"""Jams (bot/jam.py, bot/commands/jam.py, bot/storage/jams.py) on the real store and queue.
+
+The jams that play rounds run in the terminal channel (bot/terminal.py, in this process) over a
+real LocalQueue whose worker samples the tiny test network without rendering previews
+(MELODYBOT_TEST_SKIP_RENDER=1); the votes are cast in the real vote store, as reactions are. The
+whole song at the end is rendered for real (FluidSynth, LAME, verovio). Rounds last a second or
+two: the test lowers the jam's shortest round (MINUTES_RANGE) for that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+import io
+import random
+import re
+import time
+import warnings
+
+import pytest
+from conftest import QUEUE_WORKER_ENV
+from PIL import Image
+from test_leadsheet import CHORDS, EVENTS, TUNE
+from test_render import STEP_S, decode
+
+from bot import jam as jams
+from bot.commands import DISCORD, CommandHandler, Request
+from bot.jam import Ballot, agreed, append_variation, choose_winner
+from bot.jobs import Job, JobState, Result, Variation
+from bot.queue.base import StoreQueue
+from bot.queue.local import LocalQueue
+from bot.render.audio import TAIL_S
+from bot.render.leadsheet import engrave
+from bot.storage import BotStore
+from bot.storage.jams import DONE, GENERATING, STOPPED, VOTING
+from bot.storage.jobs import JobStore
+from bot.terminal import Terminal
+from bot.worker.generator import TEST_SKIP_RENDER_ENV
+from model.chords import chords_per_step, parse_lead_sheet
+from model.events import NO_EVENT, NOTE_OFF, note_on
+from model.midi_io import CHORD_TRACK, MELODY_TRACK, read_midi, write_midi
+
+USER, OTHER, CHANNEL = 1001, 1002, 2001
+VOTERS = (11, 12, 13)
+TIMEOUT_S = 40.0
+
+
+@pytest.fixture(autouse=True)
+def short_rounds(monkeypatch):
+    monkeypatch.setattr(jams, "MINUTES_RANGE", (0.001, 60.0))
+
+
+class LocalBot:
+    """One bot process's parts in this event loop: the store, a LocalQueue with its worker, and
+    the terminal channel (its handler, update follower and jam service running)."""
+
+    def __init__(self, settings):
+        self.settings = settings
+        self.stdout = io.StringIO()
+
+    async def start(self) -> LocalBot:
+        self.store = BotStore(self.settings.database)
+        self.queue = LocalQueue(self.settings, worker_env={**QUEUE_WORKER_ENV, TEST_SKIP_RENDER_ENV: "1"})
+        await self.queue.start()
+        self.terminal = Terminal(self.settings, self.queue, self.store, stdin=io.StringIO(), stdout=self.stdout)
+        self.terminal.follower.start()
+        self.terminal.handler.jams.start()
+        return self
+
+    async def close(self) -> None:
+        await self.terminal.handler.jams.stop()
+        await self.terminal.follower.stop()
+        await self.queue.close()
+        self.store.close()
+
+    async def say(self, line: str) -> None:
+        assert await self.terminal.command(line)
+
+    async def jam_until(self, jam_id: str, done, timeout: float = TIMEOUT_S):
+        deadline = time.monotonic() + timeout
+        while True:
+            jam = await self.store.jams.get(jam_id)
+            if done(jam):
+                return jam
+            if time.monotonic() > deadline:
+                raise AssertionError(f"jam {jam_id} is stuck in {jam}; output:\n{self.stdout.getvalue()}")
+            await asyncio.sleep(0.05)
+
+    async def output_until(self, pattern: str, timeout: float = TIMEOUT_S) -> re.Match:
+        deadline = time.monotonic() + timeout
+        while (match := re.search(pattern, self.stdout.getvalue())) is None:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {pattern!r} in:\n{self.stdout.getvalue()}")
+            await asyncio.sleep(0.05)
+        return match
+
+
+def sheet_steps(sheet: str, steps: int) -> list[str | None]:
+    return [None if c is None else c.symbol() for c in chords_per_step(parse_lead_sheet(sheet), steps)]
+
+
+def melody_notes(midi: bytes) -> list[tuple[int, int, int]]:
+    with warnings.catch_warnings():  # verovio writes its tempo on the note track; pretty_midi warns
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return [(n.start, n.end, n.pitch) for n in read_midi(midi).tracks[0].notes]
+
+
+# -- the rules, on their own --------------------------------------------------------------------------
+def test_the_winner_ties_no_votes_and_early_agreement():
+    b = Ballot
+    assert choose_winner([b(1, 3, 10.0), b(2, 2, 11.0), b(3, 2, 12.0)], 4) == (2, 2, 3)
+    assert choose_winner([b(1, 3, 10.0), b(2, 1, 11.0)], 4) == (3, 1, 2)  # a tie: the earliest vote wins
+    assert choose_winner([b(2, 1, 10.0), b(1, 3, 11.0)], 4) == (1, 1, 2)
+    assert choose_winner([], 4) == (1, 0, 0)  # no votes: variation 1
+    assert choose_winner([b(1, 7, 10.0)], 4) == (1, 0, 0)  # a vote beyond the job's variations does not count
+    two = [b(1, 2, 100.0), b(2, 2, 101.0)]
+    assert agreed(two, 4, now=111.0, round_s=120) and not agreed(two, 4, now=110.0, round_s=120)
+    assert agreed(two, 4, now=102.3, round_s=12) and not agreed(two, 4, now=102.1, round_s=12)  # a tenth of 12 s
+    assert not agreed(two[:1], 4, now=500.0, round_s=120)  # one voter is not "everyone agrees"
+    assert not agreed([*two, b(3, 1, 90.0)], 4, now=500.0, round_s=120)
+
+
+def test_the_song_keeps_what_the_worker_cut_from_a_long_primer():
+    song = [note_on(60), NO_EVENT, NO_EVENT, NOTE_OFF] * 40  # 160 steps ending in a NOTE_OFF
+    prepared = song[32:-1]  # the worker cut two bars and the trailing NOTE_OFF
+    continuation = [note_on(67), NO_EVENT, NOTE_OFF, NO_EVENT]
+    assert append_variation(song, prepared + continuation, len(prepared)) == song[:-1] + continuation
+    assert append_variation(song[:-1], prepared + continuation, len(prepared)) == song[:-1] + continuation
+
+
+# -- jams that play -----------------------------------------------------------------------------------
+async def test_a_jam_of_three_rounds_with_a_tie_an_agreement_and_no_votes(queue_settings):
+    bot = await LocalBot(queue_settings(rate_limit_per_minute=1000)).start()
+    try:
+        await bot.say('!jam C4 E4 G4 A4 rounds=3 bars=1 minutes=0.03 n=3 chords="C | F | G | Am"')
+        jam_id = (await bot.output_until(r"Jam (\w+) started by"))[1]
+        started = await bot.store.jams.get(jam_id)
+        assert (started.rounds, started.minutes, started.state) == (3, 0.03, GENERATING)
+
+        # Round 1: a tie, 1 vote each for 2 and 3; variation 2 was voted first.
+        jam = await bot.jam_until(jam_id, lambda j: j.state == VOTING and j.round == 1)
+        assert jam.deadline == pytest.approx(time.time() + 1.8, abs=1.0)
+        await bot.store.votes.vote(jam.job_id, VOTERS[0], 2)
+        await asyncio.sleep(0.02)
+        await bot.store.votes.vote(jam.job_id, VOTERS[1], 3)
+        # Round 2: both voters agree on 3: it closes before its time is up.
+        jam = await bot.jam_until(jam_id, lambda j: j.state == VOTING and j.round == 2)
+        for voter in VOTERS[:2]:
+            await bot.store.votes.vote(jam.job_id, voter, 3)
+        round_2_deadline = jam.deadline
+        # Round 3: nobody votes.
+        await bot.jam_until(jam_id, lambda j: j.state == VOTING and j.round == 3)
+        jam = await bot.jam_until(jam_id, lambda j: j.state == DONE)
+        await bot.output_until(r"Jam \w+ is over")
+    finally:
+        await bot.close()
+
+    store = BotStore(bot.settings.database)
+    jobs = JobStore(bot.settings.database)
+    try:
+        rounds = await store.jams.rounds(jam_id)
+        assert [(r.round, r.winner, r.votes, r.total, r.reason) for r in rounds] == [
+            (1, 2, 1, 2, "time"), (2, 3, 2, 2, "agreed"), (3, 1, 0, 0, "no votes")]
+        assert rounds[1].closed_at < round_2_deadline - 0.5  # agreement closed it early
+        results = [jobs.get(r.job_id) for r in rounds]
+        assert all(s.state == JobState.DONE for s in results)
+        winners = [s.result.variations[r.winner - 1] for s, r in zip(results, rounds)]
+        # Each round continues the whole song so far, extending the last winner.
+        for before, status, closed in zip(winners, results[1:], rounds):
+            assert status.job.primer == before.events
+            assert status.job.parent == f"{closed.job_id}:{closed.winner}"
+        assert jam.song == winners[-1].events  # a short song: the last winner holds all of it
+        assert len(jam.song) == 16 + 3 * 16
+        # The chords under each round's continuation stay in the song.
+        for status, variation in zip(results, winners):
+            start = status.result.primer_steps
+            assert variation.chords is not None
+            assert jam.chords[start:start + 16] == sheet_steps(variation.chords, len(variation.events))[start:]
+        # The whole song's files, where the terminal puts them.
+        out = bot.settings.data_dir / "out"
+        midi = (out / f"song-{jam_id}.mid").read_bytes()
+        assert [t.name for t in read_midi(midi).tracks] == [MELODY_TRACK, CHORD_TRACK]
+        assert melody_notes(midi) == melody_notes(write_midi(jam.song))
+        segment, _ = decode((out / f"song-{jam_id}.mp3").read_bytes())
+        assert segment.duration_seconds == pytest.approx(len(jam.song) * STEP_S + TAIL_S, abs=0.05)
+        assert Image.open(out / f"song-{jam_id}-lead-sheet.png").size[0] > 1000
+        text = bot.stdout.getvalue()
+        for name in (f"song-{jam_id}.mid", f"song-{jam_id}.mp3", f"song-{jam_id}-lead-sheet.png"):
+            assert str(out / name) in text  # printed like a job's files
+        assert "nobody voted, so variation 1 goes on" in text and "everyone who voted agreed" in text
+    finally:
+        jobs.close()
+        store.close()
+
+
+async def test_a_restart_in_the_middle_of_a_round_keeps_its_deadline_and_a_cancelled_round_runs_again(
+        queue_settings):
+    settings = queue_settings(rate_limit_per_minute=1000)
+    bot = await LocalBot(settings).start()
+    try:
+        await bot.say("!jam C4 E4 G4 A4 rounds=3 bars=1 minutes=0.08 n=2")
+        jam_id = (await bot.output_until(r"Jam (\w+) started by"))[1]
+        before = await bot.jam_until(jam_id, lambda j: j.state == VOTING)
+        await bot.store.votes.vote(before.job_id, VOTERS[0], 2)
+    finally:
+        await bot.close()  # the bot stops with the round open
+    assert before.deadline - time.time() > 1.0, "the round closed too soon for this test"
+
+    bot = await LocalBot(settings).start()
+    try:
+        resumed = await bot.store.jams.get(jam_id)
+        assert (resumed.state, resumed.round, resumed.deadline) == (VOTING, 1, before.deadline)
+        jam = await bot.jam_until(jam_id, lambda j: j.round == 2)
+        (closed,) = await bot.store.jams.rounds(jam_id)
+        assert (closed.winner, closed.reason) == (2, "time")
+        assert closed.closed_at >= before.deadline  # on time, not before
+
+        # Round 2's job is cancelled: the round runs again with a new job.
+        jam = await bot.jam_until(jam_id, lambda j: j.job_id is not None)
+        await bot.say(f"!cancel {jam.job_id}")
+        rerun = await bot.jam_until(jam_id, lambda j: j.job_id not in (None, jam.job_id))
+        assert (rerun.round, rerun.reruns) == (2, 1)
+        await bot.output_until(rf"job {jam.job_id} did not finish \(it was cancelled\); I'm running the round again")
+        # The starter stops it: the song so far (one round) is posted.
+        await bot.say("!jam stop")
+        stopped = await bot.jam_until(jam_id, lambda j: j.state == STOPPED)
+        assert stopped.rounds_done == 1 and stopped.note == f"stopped by {bot.terminal.request.user_name}"
+        await bot.output_until(r"Jam \w+ stopped after 1 round")
+        assert (settings.data_dir / "out" / f"song-{jam_id}.mid").is_file()
+    finally:
+        await bot.close()
+
+
+# -- commands without a worker ------------------------------------------------------------------------
+@pytest.fixture
+async def handler(tmp_path):
+    from bot.settings import Settings
+
+    settings = Settings(data_dir=tmp_path, rate_limit_per_minute=1000)
+    store = BotStore(settings.database)
+    queue = StoreQueue(settings)  # the queue's bookkeeping without a worker: jobs stay queued
+    await queue.start()
+    yield CommandHandler(settings, queue, store, platform=DISCORD, rng=random.Random(3))
+    await queue.close()
+    store.close()
+
+
+def request(user_id: int = USER, **changes) -> Request:
+    return Request(user_id=user_id, channel_id=CHANNEL, user_name={USER: "ann", OTHER: "bob"}.get(user_id, "x"),
+                   guild_id=5, **changes)
+
+
+async def say(handler, line: str, **changes) -> str:
+    replies = await handler.handle_line(request(**changes), line)
+    return "\n".join(r.text for r in replies)
+
+
+async def test_one_jam_per_channel_stopped_only_by_its_starter_or_an_admin(handler, monkeypatch):
+    monkeypatch.setattr(jams, "MINUTES_RANGE", (0.1, 60.0))  # the real limits here
+    for line, error in [("!jam rounds=3", "Give the jam a melody"),
+                        ("!jam C4 E4 rounds=0", "a jam has 1 to 16 rounds"),
+                        ("!jam C4 E4 rounds=99", "a jam has 1 to 16 rounds"),
+                        ("!jam C4 E4 minutes=0.01", "lasts 0.1 to 60 minutes"),
+                        ("!jam C4 E4 minutes=soon", "lasts 0.1 to 60 minutes"),
+                        ("!jam C4 E4 rounds=16 bars=8", "longer than the 128 bars"),
+                        ("!jam C4 E4 tempo=fast", "tempo must be a number")]:
+        assert error in await say(handler, line), line
+    assert await handler.store.jams.playing_in(CHANNEL) is None
+
+    replies = await handler.handle_line(request(), "!jam C4 E4 G4 rounds=2 minutes=0.5 sound=flute")
+    intro, queued = replies
+    assert "started by ann: 2 rounds of 4 bars, 0.5 min (30 s) of voting per round" in intro.text
+    assert "at least 2 have voted, all for one variation" in intro.text
+    job = (await handler.queue.get(queued.status_of)).job
+    assert (job.bars, job.instrument, job.user_id) == (4, "flute", USER)
+    jam = await handler.store.jams.playing_in(CHANNEL)
+    assert (jam.job_id, jam.starter_id, jam.rounds, jam.minutes) == (job.job_id, USER, 2, 0.5)
+
+    assert "already has a jam going" in await say(handler, "!jam C4 E4", user_id=OTHER)
+    status = await say(handler, "!jam status", user_id=OTHER)
+    assert f"Jam {jam.jam_id}, started by ann: 2 rounds of 4 bars" in status and f"job {job.job_id}" in status
+
+    refused = await say(handler, "!jam stop", user_id=OTHER)
+    assert refused == f"Only ann or a channel admin (Manage Channels) can stop jam {jam.jam_id}."
+    assert (await handler.store.jams.get(jam.jam_id)).state == GENERATING
+    assert (await handler.queue.get(job.job_id)).state == JobState.QUEUED
+
+    stopped = await say(handler, "!jam stop", user_id=OTHER, can_manage_channel=True)
+    assert stopped == f"Jam {jam.jam_id} stopped before any round closed."
+    assert (await handler.store.jams.get(jam.jam_id)).state == STOPPED
+    assert (await handler.queue.get(job.job_id)).state == JobState.CANCELLED
+    assert "There is no jam going" in await say(handler, "!jam stop")
+    assert "started by bob" in await say(handler, "!jam E4 G4 rounds=1", user_id=OTHER)  # the channel is free again
+
+
+async def test_song_of_an_extend_chain_engraves_the_known_melody(handler):
+    """Two finished jobs (stored as a worker stores them): the first continued bar 1 of a known
+    tune by bar 2, the second extended that variation by bars 3-4. `!song` puts the chain back
+    together: MIDI, MP3, lead sheet; the engraving plays back as the tune."""
+    jobs = JobStore(handler.settings.database)
+    try:
+        first = Job(user_id=USER, channel_id=CHANNEL, primer=EVENTS[:16], bars=1, variations=2, guild_id=5,
+                    bpm=100, instrument="guitar")
+        other = [note_on(60)] + [NO_EVENT] * 31
+        jobs.add(first, 10, 100)
+        jobs.finish(first.job_id, JobState.DONE, result=Result(first.job_id, 16, [
+            Variation(other, b"", b"", b"", "C | C"), Variation(EVENTS[:32], b"", b"", b"", "F | Bb C7")],
+            b"", "F major", {}))
+        second = Job(user_id=OTHER, channel_id=CHANNEL, primer=EVENTS[:32], bars=2, variations=1, guild_id=5,
+                     bpm=100, instrument="guitar", parent=f"{first.job_id}:2")
+        jobs.add(second, 10, 100)
+        jobs.finish(second.job_id, JobState.DONE, result=Result(second.job_id, 32, [
+            Variation(EVENTS, b"", b"", b"", "Am | Dm | C7 | F")], b"", "F major", {}))  # its primer's chords differ
+    finally:
+        jobs.close()
+
+    events, chords, last, number = await handler.jams.chain_song(second.job_id, None)
+    assert (events, last.job.job_id, number) == (EVENTS, second.job_id, 1)
+    assert chords == sheet_steps(CHORDS, 64)  # bars 1-2 from the first job, 3-4 from the second's continuation
+
+    (reply,) = await handler.handle_line(request(), f"!song {second.job_id}")
+    files = {f.name: f.data for f in reply.files}
+    name = f"song-{second.job_id}"
+    assert set(files) == {f"{name}.mid", f"{name}.mp3", f"{name}-lead-sheet.png", f"{name}-lead-sheet.pdf"}
+    assert f"up to job {second.job_id} variation 1" in reply.text and "with its chords" in reply.text
+    midi = read_midi(files[f"{name}.mid"])
+    assert [t.name for t in midi.tracks] == [MELODY_TRACK, CHORD_TRACK] and midi.bpm == 100
+    assert melody_notes(files[f"{name}.mid"]) == TUNE
+    assert files[f"{name}-lead-sheet.png"].startswith(b"\x89PNG")
+    assert files[f"{name}-lead-sheet.pdf"].startswith(b"%PDF")
+    _, _, engraved_midi = engrave(events, jams.chord_objects(chords), 100, "Song", pdf=False, timeout=20)
+    assert melody_notes(engraved_midi) == melody_notes(files[f"{name}.mid"]) == TUNE  # the notation is the tune
+
+    (reply,) = await handler.handle_line(request(), f"!song {first.job_id} 2")  # part of the chain
+    assert melody_notes(reply.files[0].data) == [n for n in TUNE if n[1] <= 32]
+    assert "has variations 1 to 2; there is no 3" in await say(handler, f"!song {first.job_id} 3")
+
+
+async def test_forget_me_refuses_during_ones_own_jam(handler):
+    await say(handler, "!jam C4 E4 G4 rounds=2")
+    assert "is still going; `!jam stop` it first" in await say(handler, "!forget me")
+    assert "`!forget me` deletes your votes" in await say(handler, "!forget everything")
+    await say(handler, "!jam stop")
+    assert (await say(handler, "!forget me")).startswith("Done: I deleted 0 of your votes")
+
+
+async def test_songs_engrave_from_any_thread():
+    """verovio keeps its resource path per thread: each song renders in a thread of its own
+    (asyncio.to_thread), and the second thread must find the fonts too."""
+    for _ in range(2):
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:  # a new thread each time
+            png, _, midi = await asyncio.get_running_loop().run_in_executor(
+                pool, functools.partial(engrave, EVENTS, None, 120, "Thread", pdf=False, timeout=20))
+        assert png.startswith(b"\x89PNG") and melody_notes(midi) == TUNE
+
+
+async def test_help_states_the_jam_rules_and_that_votes_are_kept(handler):
+    main = await say(handler, "!help")
+    assert "!help jam" in main and "!forget me deletes yours" in main and "Votes are kept to improve the model" in main
+    assert len(main) <= 2000  # one Discord message
+    text = await say(handler, "!help jam")
+    assert len(text) <= 2000
+    for words in ("rounds 1-16", "minutes=0.2 is 12 s", "a tie: the variation voted for first",
+                  "no votes: variation 1", "A round ends early when at least 2 have voted, all for one variation",
+                  "kept to improve the model", "!forget me", "!jam stop", "!song [job|jam]"):
+        assert words in text, words

@@ -474,7 +474,7 @@ async def test_slash_commands_are_uploaded_only_when_they_change(bot, monkeypatc
     await bot._sync_app_commands()
     assert len(calls) == 1
     assert {c.name for c in bot.tree.get_commands()} == {"continue", "extend", "again", "votes", "queue", "cancel",
-                                                         "channel", "help"}
+                                                         "channel", "help", "jam", "song"}
 
 
 async def test_discord_knows_every_command_name_of_the_handler(bot):

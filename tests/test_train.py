@@ -12,7 +12,7 @@ from midi_factory import TrackSpec, make_midi, write_song_folder
 
 import model.data
 from model.events import note_on
-from model.network import load_checkpoint
+from model.network import CHORD_ROOT, NO_CHORD, load_checkpoint
 from model.sampling import SamplingOptions, continue_melodies, load_model
 from model.train import TrainConfig, export, train
 
@@ -76,3 +76,49 @@ def test_training_lowers_the_loss_resumes_and_exports(songs_folder, tmp_path, ca
         torch.testing.assert_close(value, best.state_dict()[name], atol=1e-2, rtol=1e-2)
     [[continuation]] = continue_melodies(exported, [[note_on(60), 0, 0, 0]], [SamplingOptions(bars=1, variations=1)])
     assert len(continuation) == 16
+
+
+# -- chords ----------------------------------------------------------------------------------------
+SECONDS_PER_STEP = 60 / 100 / 4  # the test songs play at 100 bpm
+
+
+def chord_song() -> tuple[bytes, str]:
+    """A melody that starts in bar 2 (after a bar of accompaniment only), arpeggiating its chords:
+    C, then Am for two bars, G: (MIDI, chord_midi.txt)."""
+    plan = [(0, 4, 7), (9, 0, 4), (9, 0, 4), (7, 11, 2)] * 3  # chord tones per bar, the root first
+    melody = [(16 * (b + 1) + 4 * k, 16 * (b + 1) + 4 * k + 4, 60 + tones[k % 3])
+              for b, tones in enumerate(plan) for k in range(4)]
+    names = {0: "C:maj", 9: "A:min", 7: "G:maj"}
+    lines = [f"0.0\t{16 * SECONDS_PER_STEP:.6f}\tN"]
+    lines += [f"{16 * (b + 1) * SECONDS_PER_STEP:.6f}\t{16 * (b + 2) * SECONDS_PER_STEP:.6f}\t{names[t[0]]}"
+              for b, t in enumerate(plan)]
+    midi = make_midi([TrackSpec("MELODY", melody), TrackSpec("PIANO", [(0, 16, 48)])], bpm=100)
+    return midi, "\n".join(lines) + "\n"
+
+
+def test_songs_carry_their_chords_on_the_melody_grid(tmp_path, monkeypatch):
+    monkeypatch.setattr(model.data, "CACHE_DIR", tmp_path / "cache")
+    folder = write_song_folder(tmp_path / "pop909", {"001": chord_song()[0], "002": chord_song()[0]})
+    (folder / "001" / "chord_midi.txt").write_text(chord_song()[1])  # 002 has no chords
+    for use_cache in (True, True, False):  # written, read back, parsed again
+        songs = {s.song_id: s for s in model.data.load_songs(folder, use_cache=use_cache)[0]}
+        assert songs["002"].chords is None
+        codes = songs["001"].chords
+        assert len(codes) == len(songs["001"].events) == 16 * 12 + 1  # from the melody's first bar line
+        roots = [int(c) // CHORD_ROOT for c in codes[: 16 * 12 : 16]]
+        assert roots == [0, 9, 9, 7] * 3
+        assert codes[-1] == NO_CHORD  # the last NOTE_OFF is past the last chord
+
+
+def test_a_chord_model_trains_and_scores_with_and_without_chords(tmp_path, monkeypatch, tiny_config):
+    monkeypatch.setattr(model.data, "CACHE_DIR", tmp_path / "cache")
+    ids = ["001", "002", "003", "004", "005", "010"]
+    folder = write_song_folder(tmp_path / "pop909", {i: chord_song()[0] for i in ids})
+    for i in ids:
+        (folder / i / "chord_midi.txt").write_text(chord_song()[1])
+    config = replace(CONFIG, steps=20, eval_every=20, chord_dropout=0.5)
+    result = train(folder, tmp_path / "run", config, replace(tiny_config, chords=True), device="cpu", threads=1)
+    assert {"nll", "nll_chords", "note_accuracy", "note_accuracy_chords"} <= set(result)
+    assert result["nll_chords"] != result["nll"]
+    stored, _ = load_checkpoint(tmp_path / "run" / "best.pt")
+    assert stored.config.chords

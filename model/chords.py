@@ -358,10 +358,11 @@ def chord_tone_share(events: Sequence[int], chords: Sequence[Chord | None]) -> f
     return inside / total if total else None
 
 
-def best_chord(weights: Sequence[float], min_classes: int = 3) -> Chord | None:
+def best_chord(weights: Sequence[float], min_classes: int = 3, bass: int | None = None) -> Chord | None:
     """Template matching: the chord whose pitch classes best fit a 12-bin pitch-class weight
-    profile (weight inside minus weight outside, a small cost per chord tone not sounding), or
-    None when fewer than `min_classes` pitch classes sound."""
+    profile (weight inside minus weight outside, a small cost per chord tone not sounding, a
+    small bonus for a root in the bass, which settles C6 against Am7), or None when fewer than
+    `min_classes` pitch classes sound."""
     present = [pc for pc in range(12) if weights[pc] > 0]
     if len(present) < min_classes:
         return None
@@ -373,7 +374,8 @@ def best_chord(weights: Sequence[float], min_classes: int = 3) -> Chord | None:
             inside = sum(weights[pc] for pc in tones)
             missing = sum(1 for pc in tones if weights[pc] <= 0)
             score = inside - (total - inside) - 0.3 * missing * total / len(tones) - 0.01 * len(tones) * total
-            # the lowest sounding pitch class is a hint for the root
+            if root == bass:
+                score += 0.1 * total
             if score > best_score + 1e-9:
                 best, best_score = Chord(root, quality), score
     return best
@@ -389,8 +391,10 @@ def chords_from_tracks(tracks, melody_index: int | None, steps: int | None = Non
     from the file's start): for each span of `steps_per_chord` steps (default half a bar), the
     duration-weighted pitch classes sounding in the non-melody, non-drum tracks -> best_chord;
     None where fewer than 3 pitch classes sound. A change that keeps the chord the same span
-    after span is one chord. Returns one entry per step from step 0 for `steps` steps (default:
-    up to the last accompaniment note)."""
+    after span is one chord; a lowest note that is a chord tone but not the root makes a slash
+    chord. Returns one entry per step from the file's step 0 for `steps` steps (default: up to
+    the last accompaniment note); a primer's events start at its offset (model.events
+    notes_to_events), so crop the list there."""
     notes = [n for i, t in enumerate(tracks) if i != melody_index and not t.is_drum for n in t.notes]
     if steps is None:
         steps = max((n.end for n in notes), default=0)
@@ -405,7 +409,7 @@ def chords_from_tracks(tracks, melody_index: int | None, steps: int | None = Non
                 weights[n.pitch % 12] += overlap
                 if lowest is None or n.pitch < lowest:
                     lowest = n.pitch
-        chord = best_chord(weights)
+        chord = best_chord(weights, bass=None if lowest is None else lowest % 12)
         if chord is not None and lowest is not None and lowest % 12 in chord.pitch_classes - {chord.root}:
             chord = Chord(chord.root, chord.quality, lowest % 12)  # an inversion: a slash chord
         result += [chord] * (end - begin)

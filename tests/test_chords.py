@@ -190,6 +190,9 @@ def test_best_chord_matches_templates():
     assert best_chord(profile({G, B, D, F})) == Chord(G, "7")
     assert best_chord(profile({D, F, A, C})) == Chord(D, "min7")
     assert best_chord(profile({C, E})) is None
+    assert best_chord(profile({A, C, E, G}), bass=C) == Chord(C, "6")  # the bass settles C6 against Am7
+    assert best_chord(profile({A, C, E, G}), bass=A) == Chord(A, "min7")
+    assert best_chord(profile({C, E, G, B}), bass=E) == Chord(C, "maj7")  # a bass never outvotes a better fit
 
 
 def test_chords_from_tracks_reads_the_accompaniment_of_a_sketch():
@@ -202,3 +205,13 @@ def test_chords_from_tracks_reads_the_accompaniment_of_a_sketch():
     chords = chords_from_tracks(tracks, melody_index=0)
     assert lead_sheet(chords) == "C | G7 | Am F | C/E"
     assert chords_from_tracks(tracks, melody_index=1, steps=16) == [None] * 16  # the lead alone: one voice
+
+
+def test_chords_from_tracks_reads_arpeggios_and_a_bass_track_together():
+    arpeggio = [(bar * 16 + 2 * i, bar * 16 + 2 * i + 2, pitch) for bar, chord in enumerate([(57, 60, 64, 67),
+                (53, 57, 60, 64), (55, 59, 62, 65)]) for i, pitch in enumerate(chord * 2)]
+    bass = [(0, 16, 45), (16, 32, 41), (32, 48, 43)]
+    melody = TrackSpec("Melody", [(0, 48, 76)])
+    tracks = read_midi(make_midi([melody, TrackSpec("Guitar", arpeggio, program=25),
+                                  TrackSpec("Bass", bass, program=33)])).tracks
+    assert lead_sheet(chords_from_tracks(tracks, melody_index=0)) == "Am7 | Fmaj7 | G7"

@@ -365,3 +365,59 @@ async def test_help_states_the_jam_rules_and_that_votes_are_kept(handler):
                   "no votes: variation 1", "A round ends early when at least 2 have voted, all for one variation",
                   "kept to improve the model", "!forget me", "!jam stop", "!song [job|jam]"):
         assert words in text, words
+
+
+async def test_a_jam_on_discord_votes_with_reactions_and_posts_the_song(queue_settings, tmp_path, monkeypatch):
+    """The Discord front-end (dpytest, as in tests/test_discord.py): reactions on a round's result
+    are its votes; the round messages and the song's files are posted in the channel."""
+    import discord.ext.test as dpytest
+    import dpytest_compat as compat
+    from test_discord import job_id_in, make_bot, result_message, sent, stop_bot
+
+    from bot.storage import NUMBER_EMOJIS
+
+    monkeypatch.chdir(tmp_path)  # dpytest writes its attachments here
+    settings = queue_settings(rate_limit_per_minute=1000)
+    queue = LocalQueue(settings, worker_env={**QUEUE_WORKER_ENV, TEST_SKIP_RENDER_ENV: "1"})
+    await queue.start()
+    bot = await make_bot(settings, queue)
+    try:
+        alice, bob = dpytest.get_config().members[:2]
+        await dpytest.message("!jam C4 E4 G4 A4 rounds=2 bars=1 minutes=0.05 n=2", member=0)
+        intro, ack = sent()
+        assert "rounds of 1 bar" in compat.first_text(intro)
+        jam = await bot.store.jams.playing_in(ack.channel.id)
+        message = await result_message(bot, job_id_in(ack))
+        opened = await _until(lambda: bot.store.jams.get(jam.jam_id), lambda j: j.state == VOTING)
+        texts = [compat.first_text(m) for m in sent()]
+        assert any("round 1 of 2: vote" in t and f"<t:{int(opened.deadline)}:R>" in t for t in texts), texts
+        await dpytest.add_reaction(alice, message, NUMBER_EMOJIS[1])
+        await dpytest.add_reaction(bob, message, NUMBER_EMOJIS[1])
+        second = await _until(lambda: bot.store.jams.get(jam.jam_id), lambda j: j.round == 2 and j.job_id)
+        (closed,) = await bot.store.jams.rounds(jam.jam_id)
+        assert (closed.winner, closed.votes, closed.reason) == (2, 2, "agreed")
+        await result_message(bot, second.job_id)
+        await _until(lambda: bot.store.jams.get(jam.jam_id), lambda j: j.state == DONE)
+        seen = []
+        song = await _until(lambda: _song_message(seen, sent()), lambda m: m is not None)
+        names = sorted(a.filename for a in song.attachments)
+        assert names == sorted(f"song-{jam.jam_id}{end}" for end in (".mid", ".mp3", "-lead-sheet.png",
+                                                                      "-lead-sheet.pdf"))
+        assert f"Jam {jam.jam_id} is over: 2 rounds, 3 bars" in song.content
+    finally:
+        await bot.handler.jams.stop()
+        await stop_bot(bot)
+        await queue.close()
+
+
+async def _until(get, done, timeout: float = TIMEOUT_S):
+    deadline = time.monotonic() + timeout
+    while not done(value := await get()):
+        assert time.monotonic() < deadline, f"timed out; last: {value}"
+        await asyncio.sleep(0.05)
+    return value
+
+
+async def _song_message(seen: list, new: list):
+    seen.extend(new)
+    return next((m for m in seen if any(a.filename.startswith("song-") for a in m.attachments)), None)

@@ -26,18 +26,11 @@ from model.defaults import (
     TOP_P_RANGE,
 )
 from model.events import NOTE_OFF, NUM_CLASSES, PAD, STEPS_PER_BAR, event_pitch, events_to_notes, is_note_on
+from model.keys import KEY_NAMES, MAJOR_PROFILE, MAJOR_SCALE, MINOR_PROFILE, MINOR_SCALE, Key, detect_key  # noqa: F401
 from model.network import CHORD_ROOT, NO_CHORD, MelodyNet, load_checkpoint
 
 MAX_PRIMER_STEPS = 64 * STEPS_PER_BAR  # longer primers keep only their last 64 bars
 CANDIDATE_SEED_STEP = 0x9E3779B97F4A7C15  # odd, 64-bit golden ratio: candidates' seeds far apart
-
-# Krumhansl-Kessler key profiles (major, minor), index 0 = tonic.
-MAJOR_PROFILE = (6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88)
-MINOR_PROFILE = (6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17)
-MAJOR_SCALE = (0, 2, 4, 5, 7, 9, 11)
-MINOR_SCALE = (0, 2, 3, 5, 7, 8, 10)
-KEY_NAMES = ["C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B"]
-
 
 @dataclass(frozen=True)
 class SamplingOptions:
@@ -68,44 +61,6 @@ class SamplingOptions:
             raise ValueError(f"candidates must be between 1 and {MAX_CANDIDATES}, not {self.candidates}")
         if not 0 <= self.seed <= MAX_SEED:
             raise ValueError(f"seed must be between 0 and {MAX_SEED}, not {self.seed}")
-
-
-@dataclass(frozen=True)
-class Key:
-    tonic: int  # pitch class, 0 = C
-    minor: bool
-
-    @property
-    def name(self) -> str:
-        return f"{KEY_NAMES[self.tonic]} {'minor' if self.minor else 'major'}"
-
-    @property
-    def pitch_classes(self) -> set[int]:
-        return {(self.tonic + i) % 12 for i in (MINOR_SCALE if self.minor else MAJOR_SCALE)}
-
-
-def detect_key(events: list[int]) -> Key | None:
-    """The key whose profile best correlates with the primer's duration-weighted pitch classes."""
-    weights = [0.0] * 12
-    for note in events_to_notes(events):
-        weights[note.pitch % 12] += note.end - note.start
-    if not any(weights):
-        return None
-    best, best_score = None, float("-inf")
-    for minor, profile in ((False, MAJOR_PROFILE), (True, MINOR_PROFILE)):
-        for tonic in range(12):
-            rotated = [profile[(pc - tonic) % 12] for pc in range(12)]
-            score = _correlation(weights, rotated)
-            if score > best_score:
-                best, best_score = Key(tonic, minor), score
-    return best
-
-
-def _correlation(a: list[float], b: list[float]) -> float:
-    mean_a, mean_b = sum(a) / len(a), sum(b) / len(b)
-    cov = sum((x - mean_a) * (y - mean_b) for x, y in zip(a, b))
-    norm = (sum((x - mean_a) ** 2 for x in a) * sum((y - mean_b) ** 2 for y in b)) ** 0.5
-    return cov / norm if norm else 0.0
 
 
 def allowed_events(primer: list[int], keep_key: bool, also: set[int] = frozenset()) -> torch.Tensor:

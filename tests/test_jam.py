@@ -13,10 +13,14 @@ import asyncio
 import concurrent.futures
 import functools
 import io
+import os
 import random
 import re
+import subprocess
+import sys
 import time
 import warnings
+from pathlib import Path
 
 import pytest
 from conftest import QUEUE_WORKER_ENV
@@ -41,6 +45,7 @@ from model.chords import chords_per_step, parse_lead_sheet
 from model.events import NO_EVENT, NOTE_OFF, note_on
 from model.midi_io import CHORD_TRACK, MELODY_TRACK, read_midi, write_midi
 
+ROOT = Path(__file__).resolve().parents[1]
 USER, OTHER, CHANNEL = 1001, 1002, 2001
 VOTERS = (11, 12, 13)
 TIMEOUT_S = 40.0
@@ -421,3 +426,27 @@ async def _until(get, done, timeout: float = TIMEOUT_S):
 async def _song_message(seen: list, new: list):
     seen.extend(new)
     return next((m for m in seen if any(a.filename.startswith("song-") for a in m.attachments)), None)
+
+
+def test_the_bot_renders_a_song_without_importing_torch(tmp_path):
+    """The bot process never imports torch (only workers do): a jam's song, lead sheet included,
+    renders in it all the same."""
+    script = f"""
+import asyncio, sys
+from pathlib import Path
+from bot.commands import CommandHandler
+from bot.queue.base import StoreQueue
+from bot.settings import Settings
+from bot.storage import BotStore
+from test_leadsheet import EVENTS
+
+settings = Settings(data_dir=Path({str(tmp_path)!r}))
+handler = CommandHandler(settings, StoreQueue(settings), BotStore(settings.database))
+reply = asyncio.run(handler.jams.song_reply("song-x", EVENTS, None, 120, "piano", "Song"))
+assert [f.name for f in reply.files][-1] == "song-x-lead-sheet.pdf"
+print("torch" in sys.modules)
+"""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"

@@ -2,7 +2,7 @@
 
 The melody's sixteenth grid becomes MEI (the music encoding verovio reads): each bar's notes and
 rests split into written values on the beat structure (ties across bar lines and beats), pitches
-spelled in the key that model.sampling.detect_key finds (its key signature; accidentals written
+spelled in the key that model.keys.detect_key finds (its key signature; accidentals written
 once per bar), 4/4, the tempo, and each chord symbol (a `harm`) where its chord starts. verovio
 engraves it to SVG and CairoSVG turns that into PNG and PDF, all in this process.
 
@@ -67,8 +67,8 @@ def load_engraver():
 
 
 def key_fifths(events: list[int]) -> int:
-    """Key signature (fifths) of the melody's key as model.sampling.detect_key finds it."""
-    from model.sampling import detect_key  # imports torch: only the worker engraves
+    """Key signature (fifths) of the melody's key as model.keys.detect_key finds it (the sampler's)."""
+    from model.keys import detect_key
 
     key = detect_key(events)
     if key is None:

@@ -86,7 +86,7 @@ async def queue_run(weights: Path, jobs: int, bars: int, variations: int, render
     folder = Path(tempfile.mkdtemp(prefix="queue-bench-"))
     settings = Settings(
         data_dir=folder, weights=weights, device="cpu", worker_threads=threads, job_timeout_s=600,
-        max_queue=10_000, max_queued_per_user=10_000, max_bars=32, max_variations=16,
+        max_queue=10_000, max_queued_per_user=10_000, max_bars=32, max_variations=4,
     )  # fmt: skip
     env = {} if render else {TEST_SKIP_RENDER_ENV: "1"}  # --no-render: the test knob, clearly not production
     waiters: dict[str, asyncio.Future] = {}

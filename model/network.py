@@ -51,6 +51,10 @@ class MelodyNet(nn.Module):
         decoder_input = (2 + len(LOOKBACKS) + c.chords) * c.embed
         if c.chords:
             self.chord_proj = nn.Linear(len(CHORD_AHEAD) * CHORD_INPUT, c.embed)
+            # and straight to the output: a learned "chord tones are likelier" bias, zero at first
+            self.chord_logits = nn.Linear(len(CHORD_AHEAD) * CHORD_INPUT, NUM_CLASSES)
+            nn.init.zeros_(self.chord_logits.weight)
+            nn.init.zeros_(self.chord_logits.bias)
         self.decoder = nn.LSTM(decoder_input, c.hidden, c.layers, batch_first=True, dropout=c.dropout)
         self.query = nn.Linear(c.hidden + c.embed, c.hidden)
         self.key = nn.Linear(c.hidden + c.embed, c.hidden)
@@ -86,8 +90,9 @@ class MelodyNet(nn.Module):
             parts.append(chord_features)
         return self.drop(torch.cat(parts, -1))
 
-    def _chord_inputs(self, chords, targets, batch, device) -> torch.Tensor:
-        """(B, len(targets), E): the chords at each target step and CHORD_AHEAD steps later."""
+    def _chord_inputs(self, chords, targets, batch, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The chords at each target step and CHORD_AHEAD steps later, as decoder inputs
+        (B, len(targets), E) and as output biases (B, len(targets), NUM_CLASSES)."""
         if chords is None:
             chords = torch.full((batch, 1), NO_CHORD, dtype=torch.long, device=device)
         features = []
@@ -98,7 +103,8 @@ class MelodyNet(nn.Module):
             chroma = (codes[..., None] >> torch.arange(12, device=device)) & 1
             root = F.one_hot(codes // CHORD_ROOT, 13)
             features += [chroma, root]
-        return self.chord_proj(torch.cat(features, -1).float())
+        features = torch.cat(features, -1).float()
+        return self.chord_proj(features), self.chord_logits(features)
 
     def _keys_values(self, states, next_events, next_steps, offset):
         """Memory entries: states (B, M, H) and the events that followed them (B, M) at steps (M,)."""
@@ -144,7 +150,8 @@ class MelodyNet(nn.Module):
         offset = torch.zeros(len(primer), dtype=torch.long, device=device) if offset is None else offset
         encoded, state = self._encode(primer, offset)  # (B, P, H)
         targets = torch.arange(p_len, p_len + t_len, device=device)
-        chord_features = self._chord_inputs(chords, targets, len(primer), device) if self.config.chords else None
+        chord_features, chord_bias = self._chord_inputs(chords, targets, len(primer), device) if self.config.chords \
+            else (None, 0.0)
         decoded, _ = self.decoder(self._decoder_inputs(sequence, targets, offset, chord_features), state)
         queries = self.query(torch.cat([decoded, self._positions(targets, offset)], -1))
 
@@ -153,7 +160,7 @@ class MelodyNet(nn.Module):
         memory_pos = torch.arange(memory.shape[1], device=device)
         keys, values = self._keys_values(memory, sequence[:, 1 : memory.shape[1] + 1], memory_pos + 1, offset)
         context = self._attend(queries, *self._with_null(keys, values, self._window_mask(targets - 1, memory_pos)))
-        return self.head(self.drop(torch.cat([decoded, context], -1)))
+        return self.head(self.drop(torch.cat([decoded, context], -1))) + chord_bias
 
     # -- sampling --------------------------------------------------------------------------------
     @torch.no_grad()
@@ -193,10 +200,10 @@ class MelodyNet(nn.Module):
         memory_pos = torch.arange(p_len - 1, device=device)
         keys[:, 1:p_len], values[:, 1:p_len] = self._keys_values(encoded[:, :-1], primer[:, 1:], memory_pos + 1, offset)
         filled = p_len  # valid entries: the null slot and p_len - 1 memory entries
-        chord_features = None
+        chord_features = chord_bias = None
         if self.config.chords:  # all steps at once; step t reads its row
             steps_ahead = torch.arange(p_len, p_len + steps, device=device)
-            chord_features = self._chord_inputs(chords, steps_ahead, batch, device)
+            chord_features, chord_bias = self._chord_inputs(chords, steps_ahead, batch, device)
         run = _trailing_no_events(primer)  # (B,) NO_EVENTs in a row at the end so far
         no_limit = torch.zeros(batch, dtype=torch.long, device=device)
         max_run = no_limit if max_run is None else max_run
@@ -214,6 +221,8 @@ class MelodyNet(nn.Module):
                 allowed[0, 1 : filled - self.config.window] = False
             context = self._attend(query, keys[:, :filled], values[:, :filled], allowed)
             logits = self.head(torch.cat([decoded, context], -1))[:, 0]  # (B, C)
+            if chord_bias is not None:
+                logits = logits + chord_bias[:, t - p_len]
             allowed_now = allowed_events.clone()
             allowed_now[:, NO_EVENT] &= (max_run == 0) | (run < max_run)
             log_probs = nucleus(logits / temperature[:, None].clamp(min=1e-3), nucleus_p, allowed_now)
@@ -279,6 +288,8 @@ def save_checkpoint(path, model: MelodyNet, **extra) -> None:
 def load_checkpoint(path, device: str = "cpu") -> tuple[MelodyNet, dict]:
     checkpoint = torch.load(path, map_location=device, weights_only=True)
     model = MelodyNet(NetworkConfig(**checkpoint["model_args"])).to(device)
-    model.load_state_dict(checkpoint["state_dict"])
+    missing, unexpected = model.load_state_dict(checkpoint["state_dict"], strict=False)
+    if unexpected or any(not name.startswith("chord_logits.") for name in missing):  # that one starts at zero
+        model.load_state_dict(checkpoint["state_dict"])  # raises, naming what does not fit
     model.eval()
     return model, checkpoint

@@ -120,3 +120,19 @@ def test_step_by_step_sampling_with_chords_agrees_with_teacher_forcing():
     assert torch.equal(logits.argmax(-1), sampled)
     expected = torch.log_softmax(logits, -1).gather(2, sampled[..., None])[..., 0].sum(1)
     torch.testing.assert_close(loglik.sum(-1), expected, atol=1e-4, rtol=1e-5)
+
+
+def test_checkpoints_from_before_the_chord_bias_load_and_broken_ones_do_not(tmp_path):
+    import pytest
+
+    from model.network import load_checkpoint
+
+    model = MelodyNet(NetworkConfig(**SMALL, chords=True)).eval()
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("chord_logits.")}
+    torch.save({"model_args": vars(model.config), "state_dict": state}, tmp_path / "old.pt")
+    loaded, _ = load_checkpoint(tmp_path / "old.pt")
+    assert not loaded.chord_logits.weight.any()
+    del state["head.0.weight"]
+    torch.save({"model_args": vars(model.config), "state_dict": state}, tmp_path / "broken.pt")
+    with pytest.raises(RuntimeError, match="head.0.weight"):
+        load_checkpoint(tmp_path / "broken.pt")

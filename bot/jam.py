@@ -273,9 +273,13 @@ class JamService:
         try:
             status = await self.queue.submit(job)
         except QueueError as error:
+            told = jam.jam_id in self._retry_at
             self._retry_at[jam.jam_id] = now + SUBMIT_RETRY_S
             log.warning("jam %s: round %d could not be queued (%s); trying again in %.0f s", jam.jam_id, jam.round,
                         error, SUBMIT_RETRY_S)  # fmt: skip
+            if not told:  # once per wait
+                await self._say(jam.channel_id, Reply(f"Jam {jam.jam_id}, round {jam.round} waits for room in the "
+                                                      f"queue ({error}); I'll keep trying."))
             return
         self._retry_at.pop(jam.jam_id, None)
         if not await self.store.jams.set_job(jam, job.job_id):  # stopped meanwhile
@@ -344,9 +348,9 @@ class JamService:
         song, chords = extend_song(jam.song, jam.chords, result, winner)
         if not await self.store.jams.close_round(jam, winner, votes, total, reason, song, chords):
             return
-        count = f"{_plural(votes, 'vote')} of {total}" if total else "no votes"
+        why = f"{_plural(votes, 'vote')} of {total}; {REASONS[reason]}" if total else REASONS[reason]
         text = (f"Jam {jam.jam_id}, round {jam.round} of {jam.rounds}: variation {winner} of job {jam.job_id} wins "
-                f"({count}; {REASONS[reason]}). The song is now {_plural(bars_of(len(song)), 'bar')}.")
+                f"({why}). The song is now {_plural(bars_of(len(song)), 'bar')}.")
         if jam.round < jam.rounds:
             text += f" Round {jam.round + 1} continues it."
         log.info("jam %s: round %d closed (%s): variation %d, %d of %d votes", jam.jam_id, jam.round, reason, winner,
@@ -470,8 +474,10 @@ class JamService:
             now_text = f"It is over ({jam.note or 'all rounds played'})."
         lines = [head, now_text]
         for closed in await self.store.jams.rounds(jam.jam_id):
-            lines.append(f"  round {closed.round}: job {closed.job_id} variation {closed.winner} "
-                         f"({_plural(closed.votes, 'vote')} of {closed.total}; {REASONS[closed.reason]})")
+            why = REASONS[closed.reason]
+            if closed.total:
+                why = f"{_plural(closed.votes, 'vote')} of {closed.total}; {why}"
+            lines.append(f"  round {closed.round}: job {closed.job_id} variation {closed.winner} ({why})")
         return "\n".join(lines)
 
     async def chain_song(self, job_id: str, variation: int | None) -> tuple[list[int], list[str | None] | None,

@@ -450,3 +450,43 @@ print("torch" in sys.modules)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"
+
+
+async def test_a_round_waits_for_room_in_the_queue_and_an_unposted_result_still_opens_it(handler):
+    """No front-end posts the first round's result (no message remembered): its round opens after
+    UNPOSTED_GRACE_S. The next round's job is refused while the starter has the most jobs waiting:
+    the channel is told once, and the round is queued when there is room. Time is the tick's `now`."""
+    said = []
+
+    async def post(channel_id, reply):
+        said.append(reply.text)
+
+    handler.jams.post = post
+    (_, queued) = await handler.handle_line(request(), "!jam C4 E4 G4 rounds=2 bars=1 minutes=1 n=2")
+    jam = await handler.store.jams.playing_in(CHANNEL)
+    jobs = JobStore(handler.settings.database)
+    try:
+        jobs.finish(jam.job_id, JobState.DONE, result=Result(jam.job_id, 12, [
+            Variation(EVENTS[:28], b"", b"", b"", None), Variation(EVENTS[:24], b"", b"", b"", None)], b"", None, {}))
+    finally:
+        jobs.close()
+    for notes in ("C4", "D4", "E4"):  # the starter's cap (3 unfinished jobs)
+        await say(handler, f"!continue {notes}")
+    now = time.time()
+    await handler.jams.tick(now)
+    assert (await handler.store.jams.get(jam.jam_id)).state == GENERATING  # not posted yet: wait
+    await handler.jams.tick(now + jams.UNPOSTED_GRACE_S + 0.1)
+    opened = await handler.store.jams.get(jam.jam_id)
+    assert opened.state == VOTING and opened.deadline == pytest.approx(now + jams.UNPOSTED_GRACE_S + 60.1)
+    await handler.jams.tick(opened.deadline)  # time is up: nobody voted
+    await handler.jams.tick(opened.deadline + 0.1)  # round 2's job: refused
+    await handler.jams.tick(opened.deadline + 0.2)  # not tried again so soon, not told twice
+    waiting = await handler.store.jams.get(jam.jam_id)
+    assert (waiting.round, waiting.job_id, waiting.song) == (2, None, EVENTS[:28])
+    assert sum("round 2 waits for room in the queue" in text for text in said) == 1, said
+    await say(handler, "!cancel " + (await handler.queue.user_jobs(USER))[-1].job.job_id)
+    await handler.jams.tick(opened.deadline + jams.SUBMIT_RETRY_S + 1)
+    queued_2 = await handler.store.jams.get(jam.jam_id)
+    job_2 = (await handler.queue.get(queued_2.job_id)).job
+    assert job_2.primer == EVENTS[:28] and job_2.parent == f"{jam.job_id}:1"
+    assert any(f"round 2 of 2: queued as job {job_2.job_id}" in text for text in said), said

@@ -318,12 +318,8 @@ def song_chords(song_folder: str | Path, midi_path: str | Path | None = None) ->
     map (as model.midi_io reads notes). Steps with no chord are None; the list ends at the last
     chord. Note: model.data's melody events start at the bar line at or before the first note
     (notes_to_events' offset), so a caller crops with song_chords(...)[offset : offset + len]."""
-    import pretty_midi  # noqa: PLC0415 - only training and evaluation read songs
-
     folder = Path(song_folder)
-    midi_path = Path(midi_path) if midi_path is not None else folder / f"{folder.name}.mid"
-    pm = pretty_midi.PrettyMIDI(str(midi_path))
-    ticks_per_step = pm.resolution / STEPS_PER_BEAT
+    to_step = song_clock(folder, midi_path)
     spans = []
     for line in (folder / "chord_midi.txt").read_text().splitlines():
         fields = line.split()
@@ -333,14 +329,44 @@ def song_chords(song_folder: str | Path, midi_path: str | Path | None = None) ->
             start_s, end_s = float(fields[0]), float(fields[1])
         except ValueError:
             continue
-        start = round(pm.time_to_tick(max(start_s, 0.0)) / ticks_per_step)
-        end = round(pm.time_to_tick(max(end_s, 0.0)) / ticks_per_step)
+        start, end = to_step(start_s), to_step(end_s)
         spans.append((start, end, parse_pop909_label(fields[2])))
     steps: list[Chord | None] = [None] * max((end for _, end, _ in spans), default=0)
     for start, end, chord in spans:
         for step in range(start, end):
             steps[step] = chord
     return steps
+
+
+def song_downbeat_phase(song_folder: str | Path, midi_path: str | Path | None = None) -> int | None:
+    """Where a POP909 song's bars begin on its MIDI's sixteenth grid: the most common step (0..15,
+    mod a bar) of the downbeats in beat_midi.txt (lines `seconds beat downbeat`, downbeat 1.0),
+    through the same tempo map as song_chords; None without beat_midi.txt or downbeats. POP909's
+    beats need not fall on the bar lines counted from tick 0 (most songs are 1-15 steps off)."""
+    folder = Path(song_folder)
+    beats = folder / "beat_midi.txt"
+    if not beats.is_file():
+        return None
+    to_step = song_clock(folder, midi_path)
+    counts = [0] * STEPS_PER_BAR
+    for line in beats.read_text().splitlines():
+        fields = line.split()
+        try:
+            if len(fields) >= 3 and float(fields[2]) == 1.0:
+                counts[to_step(float(fields[0])) % STEPS_PER_BAR] += 1
+        except ValueError:
+            continue
+    return counts.index(max(counts)) if any(counts) else None
+
+
+def song_clock(folder: Path, midi_path: str | Path | None):
+    """seconds -> the nearest sixteenth step of the song's MIDI file, through its tempo map."""
+    import pretty_midi  # noqa: PLC0415 - only training and evaluation read songs
+
+    midi_path = Path(midi_path) if midi_path is not None else folder / f"{folder.name}.mid"
+    pm = pretty_midi.PrettyMIDI(str(midi_path))
+    ticks_per_step = pm.resolution / STEPS_PER_BEAT
+    return lambda seconds: round(pm.time_to_tick(max(seconds, 0.0)) / ticks_per_step)
 
 
 def chord_tone_share(events: Sequence[int], chords: Sequence[Chord | None]) -> float | None:
@@ -417,4 +443,5 @@ def chords_from_tracks(tracks, melody_index: int | None, steps: int | None = Non
 
 
 __all__ = ["QUALITIES", "Chord", "ChordError", "best_chord", "chord_tone_share", "chords_from_tracks",
-           "chords_per_step", "lead_sheet", "parse_chord", "parse_lead_sheet", "parse_pop909_label", "song_chords"]
+           "chords_per_step", "lead_sheet", "parse_chord", "parse_lead_sheet", "parse_pop909_label", "song_chords",
+           "song_downbeat_phase"]

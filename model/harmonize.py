@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model.chords import Chord, parse_chord, song_chords
+from model.chords import Chord, parse_chord, song_chords, song_clock, song_downbeat_phase
 from model.events import STEPS_PER_BAR, events_to_notes
 
 DEFAULT_HARMONY_WEIGHTS = Path(__file__).parent / "weights" / "harmony.json"
@@ -250,34 +250,22 @@ def load_pieces(folder: str | Path, use_cache: bool = True) -> list[Piece]:
 
 
 def _keys_and_phase(song: Path, offset: int, length: int) -> tuple[list[int], int]:
-    import pretty_midi  # noqa: PLC0415
-
-    pm = pretty_midi.PrettyMIDI(str(song / f"{song.name}.mid"))
-    per_step = pm.resolution / 4
-
-    def step(seconds: float) -> int:
-        return round(pm.time_to_tick(max(seconds, 0.0)) / per_step) - offset
-
+    """Per step from `offset`: the major tonic of key_audio.txt's key (-1 unknown); and the
+    downbeat phase (song_downbeat_phase; offset is a bar line of the grid, so it is unchanged)."""
+    to_step = song_clock(song, None)
     tonics = [-1] * length
     key_file = song / "key_audio.txt"
     if key_file.is_file():
         for line in key_file.read_text().splitlines():
             fields = line.split()
-            if len(fields) >= 3:
-                key = _parse_key_label(fields[2])
-                if key is not None:
-                    for s in range(max(step(float(fields[0])), 0), min(step(float(fields[1])), length)):
-                        tonics[s] = key
+            key = _parse_key_label(fields[2]) if len(fields) >= 3 else None
+            if key is not None:
+                begin, end = to_step(float(fields[0])) - offset, to_step(float(fields[1])) - offset
+                for step in range(max(begin, 0), min(end, length)):
+                    tonics[step] = key
         first = next((t for t in tonics if t >= 0), -1)  # the first key reaches back to the first note
         tonics = [first if t < 0 else t for t in tonics]
-    phases = [0] * STEPS_PER_BAR
-    beat_file = song / "beat_midi.txt"
-    if beat_file.is_file():
-        for line in beat_file.read_text().splitlines():
-            fields = line.split()
-            if len(fields) >= 3 and float(fields[2]) == 1.0:
-                phases[step(float(fields[0])) % STEPS_PER_BAR] += 1
-    return tonics, int(np.argmax(phases))
+    return tonics, song_downbeat_phase(song) or 0
 
 
 def _parse_key_label(label: str) -> int | None:

@@ -19,6 +19,7 @@ from model.chords import (
     parse_lead_sheet,
     parse_pop909_label,
     song_chords,
+    song_downbeat_phase,
 )
 from model.defaults import MAX_CHORD_BARS, MAX_CHORDS_PER_BAR
 from model.events import NO_EVENT, NOTE_OFF, note_on
@@ -161,6 +162,10 @@ def test_song_chords_lands_on_the_midi_tick_grid_through_tempo_changes(tmp_path)
     assert chords[16:32] == [Chord(A, "min", C)] * 16
     assert chords[32:40] == [Chord(F, "maj7")] * 8 and chords[40:] == [Chord(G, "7")] * 8
     assert song_chords(song, song / "007.mid") == chords
+    assert song_downbeat_phase(song) is None  # no beat_midi.txt
+    # beats every 0.5 s from 0.25 s (step 2), a downbeat every fourth: bars start at step 2 of the grid
+    (song / "beat_midi.txt").write_text("".join(f"{0.25 + b * 0.5}\t1.0\t{float(b % 4 == 0)}\n" for b in range(8)))
+    assert song_downbeat_phase(song) == 2
 
 
 def _events(notes: list[tuple[int, int]]) -> list[int]:

@@ -10,7 +10,7 @@ import base64
 import enum
 import secrets
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 GENERIC_ERROR = "The generator hit an error (job {job_id}); try again."  # details are in the worker's log
 
@@ -50,8 +50,8 @@ class Job:
     harmony: bool = True  # False (chords=off): a bare melody, as before harmony
     primer_chords: str | None = None  # a sketch's own chords under the primer, as a lead sheet
     user_name: str = ""  # for display only
-    guild_id: int | None = None  # the Discord server it was made in; None: a DM or the terminal
     status_message_id: int | None = None  # the "queued, position N" message the bot edits
+    guild_id: int | None = None  # the Discord server it was made in; None: a DM or the terminal
     parent: str | None = None  # "jobid:variation" this job extends, if any
     job_id: str = field(default_factory=new_job_id)
     created_at: float = field(default_factory=time.time)
@@ -61,7 +61,8 @@ class Job:
 
     @classmethod
     def from_dict(cls, data: dict) -> Job:
-        return cls(**data)
+        known = {f.name for f in fields(cls)}  # rows written by older versions may hold retired fields
+        return cls(**{name: value for name, value in data.items() if name in known})
 
 
 @dataclass

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from midi_factory import TrackSpec, make_midi
@@ -185,3 +188,13 @@ def test_pop909_folder_reads_trains_and_evaluates(tmp_path, monkeypatch, capsys)
     assert harmonize.main(["evaluate", str(folder), "--weights", str(out), "--whole-songs"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["songs"] == 1 and result["model, key given"]["root+triad"] > 0.6
+
+
+def test_suggesting_chords_never_imports_torch():
+    # the bot process calls this; only workers may load torch
+    code = ("import sys; from model.harmonize import suggest_chords; from model.chords import parse_lead_sheet; "
+            "parse_lead_sheet('C | G'); assert suggest_chords([20, 0, 0, 0, 1]); "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                            cwd=Path(__file__).resolve().parents[1])
+    assert result.returncode == 0, result.stderr

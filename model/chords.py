@@ -13,13 +13,15 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from model.defaults import MAX_CHORD_BARS, MAX_CHORDS_PER_BAR, MAX_LEAD_SHEET_CHARS
 from model.events import STEPS_PER_BAR, STEPS_PER_BEAT, events_to_notes
 
 NOTE_NAMES = ["C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B"]  # how symbol() spells roots
+FLAT_NAMES = ["C", "Db", "D", "Eb", "E", "F", "Gb", "G", "Ab", "A", "Bb", "B"]  # ... of a chord typed with flats
+SHARP_NAMES = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"]  # ... typed with sharps
 LETTERS = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
 
 # quality -> intervals from the root (semitones; the first is the root)
@@ -104,6 +106,9 @@ class Chord:
     root: int  # pitch class 0..11, C = 0
     quality: str  # a key of QUALITIES
     bass: int | None = None  # slash-chord bass pitch class; None when it is the root
+    # how symbol() spells black keys: True flats (Db), False sharps (C#), None NOTE_NAMES; not part of
+    # the chord's identity (Chord(1, "maj", flats=True) == Chord(1, "maj"))
+    flats: bool | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self):
         if self.quality not in QUALITIES:
@@ -121,9 +126,10 @@ class Chord:
         return frozenset(tones)
 
     def symbol(self) -> str:
-        """Lead-sheet spelling: "C", "Am7", "F#dim", "Bbmaj7", "C/E"."""
-        slash = f"/{NOTE_NAMES[self.bass]}" if self.bass is not None else ""
-        return NOTE_NAMES[self.root] + SUFFIXES[self.quality] + slash
+        """Lead-sheet spelling: "C", "Am7", "F#dim", "Bbmaj7", "C/E" (black keys as typed: "Db7")."""
+        names = NOTE_NAMES if self.flats is None else FLAT_NAMES if self.flats else SHARP_NAMES
+        slash = f"/{names[self.bass]}" if self.bass is not None else ""
+        return names[self.root] + SUFFIXES[self.quality] + slash
 
     def __str__(self) -> str:
         return self.symbol()
@@ -151,6 +157,7 @@ def parse_chord(symbol: str) -> Chord | None:
     if head is None:
         raise ChordError(f'I can\'t read the chord "{text}": {HELP}', text)
     root, rest = head
+    accidentals = norm[1 : len(norm) - len(rest)]  # as typed, for the spelling
     bass = None
     if "/" in rest:
         rest, _, bass_text = rest.rpartition("/")
@@ -159,12 +166,14 @@ def parse_chord(symbol: str) -> Chord | None:
             raise ChordError(f'I can\'t read the chord "{text}": the bass after "/" must be a note name such as '
                              f"E or Bb", text)
         bass = parsed[0]
+        accidentals += bass_text[1:]
     quality = _BY_SPELLING.get(rest) or _BY_LOWER.get(rest.lower())
     if quality is None and rest != "":
         kinds = ", ".join(s for s in dict.fromkeys(SUFFIXES.values()) if s)
         raise ChordError(f'I can\'t read the chord "{text}": I don\'t know the chord kind "{rest}" '
                          f"(I know {kinds}, and C for major)", text)
-    return Chord(root, quality or "maj", bass)
+    flats = True if "b" in accidentals else False if "#" in accidentals else None  # the spelling they chose
+    return Chord(root, quality or "maj", bass, flats)
 
 
 def parse_lead_sheet(text: str) -> list[list[Chord | None]]:
@@ -267,13 +276,14 @@ def parse_pop909_label(label: str) -> Chord | None:
     if head is None or head[1]:
         return None
     root = head[0]
+    flats = True if "b" in root_text[1:] else False if "#" in root_text[1:] else None
     quality_text, _, degree = rest.partition("/")
     quality = _POP909.get(quality_text) or _nearest_quality(_harte_intervals(quality_text))
     bass = None
     if degree:
         interval = _degree(degree)
         bass = None if interval is None else (root + interval) % 12
-    return Chord(root, quality, bass)
+    return Chord(root, quality, bass, flats)
 
 
 def _degree(text: str) -> int | None:

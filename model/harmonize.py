@@ -41,6 +41,8 @@ REDUCE = {"maj": "maj", "min": "min", "7": "7", "maj7": "maj7", "min7": "min7", 
 # the coarse comparison of the evaluation: major-like, minor-like, anything else
 TRIAD = {"maj": "maj", "7": "maj", "maj7": "maj", "6": "maj", "9": "maj", "add9": "maj", "maj9": "maj",
          "69": "maj", "min": "min", "min7": "min", "min6": "min", "minmaj7": "min", "min9": "min"}
+# per major tonic: spell the key's chords with flats (F Bb Eb Ab Db Gb), sharps (G D A E B), or as C does
+KEY_FLATS = [None, True, False, True, False, True, True, False, True, False, True, False]
 FRAME = STEPS_PER_BAR // 2  # steps per frame: half a bar
 SMOOTHING = 4.0  # pseudo-counts that pull each transition row toward the key-relative prior
 BACKOFF = 50.0  # pseudo-counts that pull a state's emission toward its quality's (all roots together)
@@ -151,8 +153,9 @@ def suggest_chords(events: list[int], steps_per_chord: int | None = None, key=No
     path, _, tonic = best
     chords = []
     q = len(VOCAB)
+    flats = KEY_FLATS[tonic]
     for state, (begin, end) in zip(path, bounds):
-        chord = Chord((tonic + state // q) % 12, VOCAB[state % q])
+        chord = Chord((tonic + state // q) % 12, VOCAB[state % q], flats=flats)
         chords += [chord] * (end - begin)
     return chords
 

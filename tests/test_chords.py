@@ -69,6 +69,14 @@ def test_every_quality_and_root_round_trips_through_its_symbol(quality):
             assert parse_chord(chord.symbol()) == chord, chord.symbol()
 
 
+def test_symbols_keep_the_spelling_typed():
+    for symbol in ["Db7", "C#m", "Gb/Bb", "C/Eb", "G#m7", "E/G#", "Bbmaj7", "Ebm7b5"]:
+        assert parse_chord(symbol).symbol() == symbol
+    assert parse_chord("Db") == parse_chord("C#") and len({parse_chord("Db"), parse_chord("C#")}) == 1
+    assert parse_chord("Cb").symbol() == "B"
+    assert parse_pop909_label("Gb:maj/3").symbol() == "Gb/Bb" and parse_pop909_label("C#:min").symbol() == "C#m"
+
+
 def test_symbols_use_lead_sheet_spelling():
     assert [Chord(C, "maj").symbol(), Chord(A, "min7").symbol(), Chord(6, "dim").symbol(),
             Chord(10, "maj7").symbol(), Chord(C, "maj", E).symbol(), Chord(B, "hdim7").symbol()] == [

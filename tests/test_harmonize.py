@@ -124,6 +124,8 @@ def test_the_shipped_parameters_load_small_and_suggest_c_g_am_f():
     assert [(c.root, harmonize.TRIAD.get(c.quality, "other")) for c in bars] == [
         (0, "maj"), (7, "maj"), (9, "min"), (5, "maj")], lead_sheet(found)
     assert load_model() is load_model()  # loaded once
+    up_a_semitone = [e + 1 if e >= 2 else e for e in _triads_melody()]  # C# G# A#m F#: written Db Ab Bbm Gb
+    assert lead_sheet(suggest_chords(up_a_semitone)[: 4 * STEPS_PER_BAR]) == "Db | Ab | Bbm | Gb"
 
 
 def test_baseline_takes_the_diatonic_triad_holding_the_melody():

@@ -499,3 +499,23 @@ async def test_a_result_replayed_after_a_restart_is_not_posted_twice(bot):
     status.replayed = False  # a first delivery does post
     await bot.deliver(status)
     assert [m.id for m in sent() if compat.first_text(m).startswith(f"Job {job_id}: ")] != []
+
+
+async def test_a_quick_vote_and_take_back_are_applied_in_order(bot):
+    """Both gateway events are parsed before either is handled (each runs in its own task): the
+    remove must not be applied before the add, or a vote would stay that the user took back."""
+    member = dpytest.get_config().members[0]
+    await dpytest.message("!continue C4 E4 G4 variations=2 bars=1")
+    job_id = job_id_in(sent()[0])
+    message = await result_message(bot, job_id, reactions=2)
+    where = (message.id, message.channel.id, message.guild.id)
+    for _ in range(5):
+        bot._connection.parse_message_reaction_add(vote_payload(*where, user_id=member.id, number=2))
+        bot._connection.parse_message_reaction_remove(vote_payload(*where, user_id=member.id, number=2))
+    await dpytest.run_all_events()
+    await until(lambda: asyncio.sleep(0.05, result=not bot._vote_locks), what="the reactions to be applied")
+    assert (await bot.store.votes.tally(job_id, 2)).counts == (0, 0)
+    bot._connection.parse_message_reaction_add(vote_payload(*where, user_id=member.id, number=1))
+    await dpytest.run_all_events()
+    await until(lambda: asyncio.sleep(0.05, result=not bot._vote_locks), what="the vote to be applied")
+    assert (await bot.store.votes.tally(job_id, 2)).counts == (1, 0)

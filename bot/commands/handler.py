@@ -354,6 +354,9 @@ class CommandHandler:
             lines.append(f"{job.job_id}: {_state_words(status)} ({_plural(job.variations, 'variation')} of "
                          f"{_bars(job.bars)})")
         lines.append(f"`{self.prefix}cancel <job>` cancels one.")
+        problem = self.queue.health_problem()
+        if problem:
+            lines.append(problem)
         return [Reply("\n".join(lines))]
 
     async def cmd_cancel(self, request: Request, args: str) -> list[Reply]:

@@ -286,7 +286,7 @@ class JamService:
             await self._cancel_quietly(job.job_id)
             return
         bars = bars_of(len(jam.song))
-        again = f" again (its last job {_plural(jam.reruns, 'time')} failed)" if jam.reruns else ""
+        again = f" again ({_plural(jam.reruns, 'job')} of it failed)" if jam.reruns else ""
         text = (f"Jam {jam.jam_id}, round {jam.round} of {jam.rounds}{again}: queued as job {job.job_id}, position "
                 f"{status.position}; it continues the whole song so far ({_plural(bars, 'bar')}) by "
                 f"{_plural(job.bars, 'bar')}.")
@@ -316,6 +316,8 @@ class JamService:
                     f"Jam {jam.jam_id} ends: round {jam.round}'s job failed {_plural(jam.reruns + 1, 'time')} "
                     f"(last: {reason}). `{self.prefix}song {jam.jam_id}` gives the song so far."))
             return
+        self._next_check.pop(jam.job_id, None)
+        self._done_since.pop(jam.job_id, None)
         if await self.store.jams.rerun(jam):
             log.info("jam %s: round %d's job %s %s; running the round again", jam.jam_id, jam.round, jam.job_id,
                      status.state.value if status else "is gone")  # fmt: skip

@@ -501,3 +501,22 @@ async def test_a_round_waits_for_room_in_the_queue_and_an_unposted_result_still_
     job_2 = (await handler.queue.get(queued_2.job_id)).job
     assert job_2.primer == EVENTS[:28] and job_2.parent == f"{jam.job_id}:1"
     assert any(f"round 2 of 2: queued as job {job_2.job_id}" in text for text in said), said
+
+
+async def test_the_terminal_plays_a_piped_jam_to_its_end(queue_settings):
+    """`echo '!jam ...' | python -m bot`: at the end of its input the terminal waits for the jam,
+    then leaves the song's files behind."""
+    settings = queue_settings(rate_limit_per_minute=1000)
+    store = BotStore(settings.database)
+    stdout = io.StringIO()
+    try:
+        async with LocalQueue(settings, worker_env={**QUEUE_WORKER_ENV, TEST_SKIP_RENDER_ENV: "1"}) as queue:
+            stdin = io.StringIO("!jam C4 E4 G4 A4 rounds=1 bars=1 minutes=0.02 n=2\n")
+            await asyncio.wait_for(Terminal(settings, queue, store, stdin=stdin, stdout=stdout).run(), TIMEOUT_S)
+    finally:
+        store.close()
+    text = stdout.getvalue()
+    jam_id = re.search(r"Jam (\w+) started by", text)[1]
+    assert "End of input: waiting for the jam to finish" in text and f"Jam {jam_id} is over: 1 round, 2 bars" in text
+    assert (settings.data_dir / "out" / f"song-{jam_id}-lead-sheet.png").is_file()
+    assert text.rstrip().endswith("bot> Bye.")

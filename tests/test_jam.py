@@ -420,6 +420,13 @@ async def test_a_jam_on_discord_votes_with_reactions_and_posts_the_song(queue_se
         assert names == sorted(f"song-{jam.jam_id}{end}" for end in (".mid", ".mp3", "-lead-sheet.png",
                                                                       "-lead-sheet.pdf"))
         assert f"Jam {jam.jam_id} is over: 2 rounds, 3 bars" in song.content
+        # The slash commands: /jam status, /song <jam>.
+        await compat.interact(bot, compat.slash_payload(bot, "jam", {"notes": "status"}))
+        assert any(f"Jam {jam.jam_id}" in compat.first_text(m) and "It is over" in compat.first_text(m)
+                   for m in sent())
+        await compat.interact(bot, compat.slash_payload(bot, "song", {"job": jam.jam_id}))
+        (again,) = [m for m in sent() if m.attachments]
+        assert sorted(a.filename for a in again.attachments) == names
     finally:
         await bot.handler.jams.stop()
         await stop_bot(bot)
@@ -520,3 +527,25 @@ async def test_the_terminal_plays_a_piped_jam_to_its_end(queue_settings):
     assert "End of input: waiting for the jam to finish" in text and f"Jam {jam_id} is over: 1 round, 2 bars" in text
     assert (settings.data_dir / "out" / f"song-{jam_id}-lead-sheet.png").is_file()
     assert text.rstrip().endswith("bot> Bye.")
+
+
+async def test_a_jam_from_a_sketch_keeps_its_tempo_and_its_chords(handler):
+    from midi_factory import TrackSpec, line, make_midi
+
+    from bot.commands import Upload
+
+    tune = line([72, 74, 76, 77, 79, 77, 76, 74])  # two bars of quarters
+    chords = [(0, 16, p) for p in (48, 52, 55)] + [(16, 32, p) for p in (53, 57, 60)]  # C, then F
+    sketch = make_midi([TrackSpec("Melody", tune), TrackSpec("Piano", chords)], bpm=96)
+
+    async def read():
+        return sketch
+
+    replies = await handler.handle_line(request(uploads=[Upload("idea.mid", len(sketch), read)]),
+                                        "!jam rounds=2 minutes=0.5 n=2")
+    assert "From the sketch idea.mid" in replies[-1].text, replies[-1].text
+    jam = await handler.store.jams.playing_in(CHANNEL)
+    job = (await handler.queue.get(jam.job_id)).job
+    assert (job.bpm, job.bars, jam.song) == (96, 4, job.primer)
+    assert job.primer_chords == "C | F" and len(jam.song) == 33  # two bars and the last note's end
+    assert jam.chords == ["C"] * 16 + ["F"] * 16 + ["C"]  # the sketch's own chords (repeated, as the worker lays them)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from model.chords import chord_tone_share, chords_per_step
 from model.defaults import (
     DEFAULT_WEIGHTS,
     MAX_BARS,
@@ -95,8 +96,6 @@ def continuation_chords(sheet: list[list], primer_steps: int, steps: int) -> lis
     """Per-step chords for a continuation of `steps` after a (prepared) primer of `primer_steps`:
     the lead sheet's bars (model.chords.parse_lead_sheet) repeat from the bar line where the
     continuation starts (or the primer's last bar line, when it starts inside a bar)."""
-    from model.chords import chords_per_step  # noqa: PLC0415
-
     return chords_per_step(sheet, steps, start=primer_steps % STEPS_PER_BAR)
 
 
@@ -184,7 +183,7 @@ def _sample(primers: list[list[int]], options: list[SamplingOptions], model: Mel
         for _ in range(opt.variations):
             candidates = [(result[r, :length].tolist(), float(loglik[r, :length].sum()) / length)
                           for r in range(row, row + opt.candidates)]
-            answers[i].append(choose(primers[i], candidates, answers[i]))
+            answers[i].append(choose(primers[i], candidates, answers[i], chords[i]))
             row += opt.candidates
     return answers
 
@@ -197,6 +196,8 @@ SAMENESS_WEIGHT = 1.0  # against the (onset, pitch) Jaccard with an already chos
 DENSITY_WEIGHT = 0.0  # against |log| of the ratio of notes per bar, continuation to primer
 RANGE_WEIGHT = 0.0  # per semitone of the continuation's pitch range outside RANGE_USUAL
 RANGE_USUAL = (10, 17)  # semitones: 8 bars of pop melody span 14 +- 3
+CHORD_TONE_TARGET = 0.67  # with chords: share of note duration on chord tones (real POP909 melodies: 0.67)
+CHORD_TONE_WEIGHT = 1.0  # against the distance from it
 REPEAT_JACCARD = 0.75  # a bar re-uses an earlier one when their (onset in bar, pitch) sets overlap this much
 
 
@@ -227,8 +228,10 @@ def jaccard(a: set, b: set) -> float:
     return len(a & b) / len(a | b) if a or b else 0.0
 
 
-def choice_score(primer: list[int], continuation: list[int], loglik: float, chosen: list[list[int]]) -> float:
-    """Higher is better: structure near STRUCTURE_TARGET, likely, unlike the chosen variations."""
+def choice_score(primer: list[int], continuation: list[int], loglik: float, chosen: list[list[int]],
+                 chords: list | None = None) -> float:
+    """Higher is better: structure near STRUCTURE_TARGET, likely, unlike the chosen variations,
+    and with chords (per continuation step), their tones about as often as in real songs."""
     hits, bars = repeated_bars(primer, continuation)
     score = -STRUCTURE_WEIGHT * abs(hits / max(bars, 1) - STRUCTURE_TARGET) + LIKELIHOOD_WEIGHT * loglik
     mine = onset_pitches(continuation)
@@ -241,13 +244,18 @@ def choice_score(primer: list[int], continuation: list[int], loglik: float, chos
         score -= RANGE_WEIGHT * max(RANGE_USUAL[0] - span, span - RANGE_USUAL[1], 0)
     if chosen:
         score -= SAMENESS_WEIGHT * max(jaccard(mine, onset_pitches(other)) for other in chosen)
+    if chords and CHORD_TONE_WEIGHT:
+        share = chord_tone_share(continuation, chords)
+        if share is not None:
+            score -= CHORD_TONE_WEIGHT * abs(share - CHORD_TONE_TARGET)
     return score
 
 
-def choose(primer: list[int], candidates: list[tuple[list[int], float]], chosen: list[list[int]]) -> list[int]:
+def choose(primer: list[int], candidates: list[tuple[list[int], float]], chosen: list[list[int]],
+           chords: list | None = None) -> list[int]:
     """The candidate (events, mean log-likelihood per step) with the best choice_score; ties go
     to the earlier candidate, so one candidate gives the sampler of before."""
     if len(candidates) == 1:
         return candidates[0][0]
-    scores = [choice_score(primer, events, loglik, chosen) for events, loglik in candidates]
+    scores = [choice_score(primer, events, loglik, chosen, chords) for events, loglik in candidates]
     return candidates[scores.index(max(scores))][0]

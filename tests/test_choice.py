@@ -4,6 +4,7 @@ likely continuations and variations that differ from each other."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from model.events import NUM_CLASSES, STEPS_PER_BAR
@@ -89,3 +90,22 @@ def test_the_score_prefers_some_re_use_likelihood_and_difference():
 def test_the_most_candidates_for_a_short_request(tiny_model):
     [[continuation]] = continue_melodies(tiny_model, [PRIMER], [SamplingOptions(bars=1, variations=1, candidates=8)])
     assert len(continuation) == 16 and all(0 <= e < NUM_CLASSES for e in continuation)
+
+
+def test_with_chords_the_score_prefers_chord_tones_as_often_as_real_songs():
+    from model.chords import chords_per_step, parse_lead_sheet
+
+    primer = BAR_A + BAR_B
+    under_c = chords_per_step(parse_lead_sheet("C"), 64)
+    under_d = chords_per_step(parse_lead_sheet("Dm"), 64)
+    only_chord_tones = BAR_C + BAR_A + bar("G4 E C E") + bar("C5 G E G")  # 15 of 16 notes in C major's triad
+    some_passing = bar("C4 D E F") + bar("G4 A G E") + BAR_A + bar("E4 D C D")  # 11 of 16
+
+    def chord_term(events, chords):
+        return choice_score(primer, events, -1.0, [], chords) - choice_score(primer, events, -1.0, [])
+
+    assert chord_term(some_passing, under_c) == pytest.approx(-abs(11 / 16 - 0.67))
+    assert chord_term(only_chord_tones, under_c) == pytest.approx(-abs(15 / 16 - 0.67))
+    assert chord_term(only_chord_tones, under_d) < chord_term(some_passing, under_c)  # Dm: 3 of 16
+    assert choose(primer, [(only_chord_tones, -1.0), (some_passing, -1.0)], [], under_c) == some_passing
+    assert choose(primer, [(only_chord_tones, -1.0), (some_passing, -1.0)], []) == only_chord_tones

@@ -13,6 +13,9 @@ TOP_P_RANGE = (0.05, 1.0)  # inclusive
 MAX_SEED = 2**31 - 1  # inclusive; seeds start at 0
 MAX_REST_LIMIT = 256  # steps; the largest max_rest a request may set
 MAX_CANDIDATES = 8  # continuations sampled per variation; the best of them is kept
+DEFAULT_TEMPERATURE = 1.0  # the sampler's defaults (BENCHMARKS.md: the musical protocol's sweep)
+DEFAULT_TOP_P = 0.95
+DEFAULT_CANDIDATES = 3
 
 DEFAULT_BPM = 120.0  # typed notes, and a sketch that states no tempo
 BPM_RANGE = (20.0, 300.0)  # inclusive; a sketch's tempo outside is moved to the nearest end

@@ -20,7 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from model.chords import ChordError, lead_sheet, parse_lead_sheet
-from model.defaults import BPM_RANGE, DEFAULT_BPM, length_problem
+from model.defaults import BPM_RANGE, DEFAULT_BPM, DEFAULT_TEMPERATURE, DEFAULT_TOP_P, length_problem
 from model.events import STEPS_PER_BAR
 from model.midi_io import MidiError, write_midi
 from model.primer import (
@@ -55,8 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-bars", type=int, default=DEFAULT_MAX_BARS, help="bars of a sketch kept, its last ones")
     parser.add_argument("--bars", type=int, default=8, help="length of each continuation in bars (default 8)")
     parser.add_argument("--variations", type=int, default=4, help="continuations to write (default 4)")
-    parser.add_argument("--temperature", type=float, default=1.0, help="> 1 wilder, < 1 safer (default 1.0)")
-    parser.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling mass (default 0.95)")
+    parser.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE,
+                        help=f"> 1 wilder, < 1 safer (default {DEFAULT_TEMPERATURE:g})")
+    parser.add_argument("--top-p", type=float, default=DEFAULT_TOP_P,
+                        help=f"nucleus sampling mass (default {DEFAULT_TOP_P:g})")
     parser.add_argument("--seed", type=int, default=0, help="same seed, same result (default 0)")
     parser.add_argument("--program", "--instrument", type=int, default=0, metavar="0-127",
                         help="General MIDI program of the written track (default 0, piano)")

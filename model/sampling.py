@@ -17,6 +17,9 @@ import torch
 
 from model.chords import chord_tone_share, chords_per_step
 from model.defaults import (
+    DEFAULT_CANDIDATES,
+    DEFAULT_TEMPERATURE,
+    DEFAULT_TOP_P,
     DEFAULT_WEIGHTS,
     MAX_BARS,
     MAX_CANDIDATES,
@@ -37,12 +40,12 @@ CANDIDATE_SEED_STEP = 0x9E3779B97F4A7C15  # odd, 64-bit golden ratio: candidates
 class SamplingOptions:
     bars: int = 8  # length of each continuation
     variations: int = 4  # continuations of the same primer
-    temperature: float = 1.0  # > 1 wilder, < 1 safer
-    top_p: float = 0.95  # nucleus: sample among the likeliest events holding this much probability
+    temperature: float = DEFAULT_TEMPERATURE  # > 1 wilder, < 1 safer
+    top_p: float = DEFAULT_TOP_P  # nucleus: sample among the likeliest events holding this much probability
     seed: int = 0  # same seed, same primer, same options -> same continuations
     keep_key: bool = True  # only notes of the primer's key (and any other pitch class it uses)
     max_rest: int = 16  # steps a note may be held or a rest may last before something happens; 0: no limit
-    candidates: int = 3  # continuations sampled per variation; the best by choice_score is kept
+    candidates: int = DEFAULT_CANDIDATES  # continuations sampled per variation; the best by choice_score is kept
 
     def check(self) -> None:
         """Raise ValueError naming the first option out of range."""

@@ -47,6 +47,7 @@ FRAME = STEPS_PER_BAR // 2  # steps per frame: half a bar
 SMOOTHING = 4.0  # pseudo-counts that pull each transition row toward the key-relative prior
 BACKOFF = 50.0  # pseudo-counts that pull a state's emission toward its quality's (all roots together)
 METRIC = 4  # metric classes of a sounding step: beats 1 and 3, beats 2 and 4, off-beat eighths, sixteenths
+PIECES_VERSION = 1  # of the cached song extraction; bump when load_pieces reads songs differently
 HELD_OUT_EVERY = 10  # as model.data: song ids divisible by 10 are held out
 VALIDATION_ID = 5  # training ids with this last digit tune the emission weight before the final fit
 
@@ -230,7 +231,7 @@ def load_pieces(folder: str | Path, use_cache: bool = True) -> list[Piece]:
     songs = sorted(p for p in folder.iterdir() if (p / f"{p.name}.mid").is_file() and (p / "chord_midi.txt").is_file())
     stamp = "".join(f"{p.name}:{(p / 'chord_midi.txt').stat().st_mtime_ns}:{(p / f'{p.name}.mid').stat().st_size}"
                     for p in songs)
-    cache = CACHE_DIR / f"harmony-{hashlib.sha1(stamp.encode()).hexdigest()[:16]}.json"
+    cache = CACHE_DIR / f"harmony-{hashlib.sha1(f'v{PIECES_VERSION}{stamp}'.encode()).hexdigest()[:16]}.json"
     if use_cache and cache.exists():
         return [_piece_from_json(d) for d in json.loads(cache.read_text())]
     pieces = []

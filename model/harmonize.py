@@ -2,14 +2,14 @@
 
 The melody is cut into frames of half a bar. A frame's hidden state is a chord (root, quality from
 VOCAB), written relative to the song's key tonic (the relative major's, so a minor key shares its
-major's degrees). Each state emits the frame's melody: every sounding sixteenth draws its pitch
-class from a multinomial over the 12 intervals above the chord's root, one per quality
-(transposition-invariant, naive Bayes). Transitions between key-relative states are learned
-separately at bar lines and inside bars, so chords change mostly at bar lines but may change
-mid-bar; a bar-frame matrix serves one chord per bar. Decoding is Viterbi, maximised jointly over
-the 12 tonics (the key's fit to the melody counts), so no key is needed. Everything is counting
-with smoothing; the parameters ship as a small JSON file (model/weights/harmony.json), loaded
-lazily once. Pure numpy: the bot process may call it.
+major's degrees). Each state emits the frame's melody: every sounding sixteenth draws (its metric
+position, its interval above the chord's root) from the state's multinomial, backed off to its
+quality's (naive Bayes; transposition-invariant, as everything is relative). Transitions between
+key-relative states are learned separately at bar lines and inside bars, so chords change mostly
+at bar lines but may change mid-bar; a bar-frame matrix serves one chord per bar. Decoding is
+Viterbi, maximised jointly over the 12 tonics (the key's fit to the melody counts), so no key is
+needed. Everything is counting with smoothing; the parameters ship as a small JSON file
+(model/weights/harmony.json), loaded lazily once. Pure numpy: the bot process may call it.
 
     python -m model.harmonize train FOLDER --out model/weights/harmony.json   # train split only
     python -m model.harmonize evaluate FOLDER [--weights PATH]                # held-out songs

@@ -1,4 +1,4 @@
-"""Time a jam's whole song (bot/jam.py JamService.song_reply -> bot/render/song.render_song): one
+"""Time a jam's whole song (bot/commands/jam_service.py JamService.song_reply -> bot/render/song.render_song): one
 MIDI with chords, one MP3, the lead sheet as PNG and PDF, for songs of several lengths, in the bot
 process (no torch), as `!song` and the end of a jam run it.
 
@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bot.jam import JamService, step_symbols  # noqa: E402
+from bot.commands.jam_service import JamService, step_symbols  # noqa: E402
 from bot.queue.base import StoreQueue  # noqa: E402
 from bot.settings import Settings  # noqa: E402
 from bot.storage import BotStore  # noqa: E402

@@ -208,7 +208,7 @@ class MelodyBot(commands.Bot):
         # Jobs of a terminal session on the same database are not Discord's to answer.
         self.follower = UpdateFollower(queue, self.deliver, accept=lambda s: s.job.channel_id != TERMINAL_CHANNEL_ID,
                                        observe=observe, on_failure=self._delivery_failed)
-        self.handler.jams.post = self._post  # jams post round results and the song (bot/jam.py)
+        self.handler.jams.post = self._post  # jams post round results and the song (bot/commands/jam_service.py)
         self.handler.jams.accept = lambda channel_id: channel_id != TERMINAL_CHANNEL_ID
         self.sync_commands = sync_commands
         self._status_where: dict[str, tuple[int, int]] = {}  # job id -> (channel id, message id)

@@ -29,7 +29,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
-from bot.jam import choose_winner
+from bot.commands.jam_service import choose_winner
 from bot.storage.jams import Ballot
 
 OPTION_FIELDS = ("bars", "variations", "temperature", "top_p", "seed", "bpm", "instrument", "keep_key", "chords",

@@ -50,7 +50,6 @@ class Job:
     harmony: bool = True  # False (chords=off): a bare melody, as before harmony
     primer_chords: str | None = None  # a sketch's own chords under the primer, as a lead sheet
     user_name: str = ""  # for display only
-    status_message_id: int | None = None  # the "queued, position N" message the bot edits
     guild_id: int | None = None  # the Discord server it was made in; None: a DM or the terminal
     parent: str | None = None  # "jobid:variation" this job extends, if any
     job_id: str = field(default_factory=new_job_id)

@@ -62,7 +62,7 @@ class Terminal:
         self.out_dir = settings.data_dir / "out"
         self.follower = UpdateFollower(queue, self.deliver, accept=lambda s: s.job.channel_id == TERMINAL_CHANNEL_ID,
                                        observe=observe, on_failure=self._delivery_failed)
-        self.handler.jams.post = self._post_jam  # jams: round results and the song (bot/jam.py)
+        self.handler.jams.post = self._post_jam  # jams: round results and the song (bot/commands/jam_service.py)
         self.handler.jams.accept = lambda channel_id: channel_id == TERMINAL_CHANNEL_ID
         self.request = Request(
             user_id=TERMINAL_USER_ID,
@@ -207,7 +207,7 @@ class Terminal:
             self._answered.clear()
             await self._answered.wait()
 
-    # -- jams (bot/jam.py) --------------------------------------------------------------------------
+    # -- jams (bot/commands/jam_service.py) --------------------------------------------------------------------------
     async def _post_jam(self, channel_id: int, reply: Reply) -> None:
         if reply.status_of:
             self._waiting.add(reply.status_of)

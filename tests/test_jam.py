@@ -1,4 +1,4 @@
-"""Jams (bot/jam.py, bot/commands/jam.py, bot/storage/jams.py) on the real store and queue.
+"""Jams (bot/commands/jam_service.py, bot/commands/jam.py, bot/storage/jams.py) on the real store and queue.
 
 The jams that play rounds run in the terminal channel (bot/terminal.py, in this process) over a
 real LocalQueue whose worker samples the tiny test network without rendering previews
@@ -28,9 +28,9 @@ from PIL import Image
 from test_leadsheet import CHORDS, EVENTS, TUNE
 from test_render import STEP_S, decode
 
-from bot import jam as jams
 from bot.commands import DISCORD, CommandHandler, Request
-from bot.jam import Ballot, agreed, append_variation, choose_winner
+from bot.commands import jam_service as jams
+from bot.commands.jam_service import Ballot, agreed, append_variation, choose_winner
 from bot.jobs import Job, JobState, Result, Variation
 from bot.queue.base import StoreQueue
 from bot.queue.local import LocalQueue

@@ -15,15 +15,18 @@ import re
 import time
 from collections.abc import Callable
 
+from bot.commands import jam as jam_commands
 from bot.commands import replies, usage
+from bot.commands.jam_service import JamService
 from bot.commands.options import (
-    CHORDS_OFF,
     DEFAULT_TOP_P,
     RANDOM_SEEDS,
     Options,
+    harmony,
     known_options,
     max_variations,
     parse_options,
+    rotate_sheet,
     split_tokens,
 )
 from bot.commands.ratelimit import RateLimiter
@@ -34,8 +37,8 @@ from bot.commands.replies import (
     CommandError,
     Reply,
     Request,
-    _bars,
-    _plural,
+    bars_text,
+    plural,
 )
 from bot.commands.sketches import SketchReader, local_upload, pick_sketch
 from bot.commands.usage import COMMANDS, USAGE
@@ -43,9 +46,8 @@ from bot.jobs import Job, JobState, JobStatus
 from bot.queue import JobQueue, QueueError, QueueFull
 from bot.settings import Settings
 from bot.storage import NUMBER_EMOJIS, BotStore, local_message_id
-from model.chords import chords_per_step, lead_sheet, parse_lead_sheet
+from model.chords import lead_sheet
 from model.defaults import DEFAULT_BPM, length_problem
-from model.events import STEPS_PER_BAR
 from model.midi_io import MidiError
 from model.primer import PrimerError, parse_notes
 
@@ -77,7 +79,6 @@ class CommandHandler:
         self.limiter = RateLimiter(settings.rate_limit_per_minute, clock)
         self.rng = rng or random.Random()
         self.sketches = SketchReader()
-        from bot.jam import JamService  # here: bot/jam.py imports this package's replies
 
         self.jams = JamService(settings, queue, store, platform=platform)  # the front-end starts it
 
@@ -157,7 +158,7 @@ class CommandHandler:
                 remarks.append(primer.tempo_remark)
             source = f"the sketch {upload.filename} ({primer.notes} notes from {primer.source})"
             if primer.trimmed_bars:
-                remarks.append(f"the sketch is long, so I left out its first {_bars(primer.trimmed_bars)}")
+                remarks.append(f"the sketch is long, so I left out its first {bars_text(primer.trimmed_bars)}")
             if notes_text:
                 remarks.append("you attached a sketch, so I ignored the typed notes")
             if primer.chords is not None:  # its last steps may be past the accompaniment's end
@@ -279,7 +280,7 @@ class CommandHandler:
                  job.variations, job.temperature, job.top_p, job.seed, job.instrument,
                  "on" if job.keep_key else "off", len(job.primer))
         text = self.status_text(status)
-        detail = f"{what}: {_plural(job.variations, 'variation')} of {_bars(job.bars)}, seed {job.seed}."
+        detail = f"{what}: {plural(job.variations, 'variation')} of {bars_text(job.bars)}, seed {job.seed}."
         text += " " + detail[0].upper() + detail[1:]
         for remark in remarks:
             text += f" Note: {remark}."
@@ -315,7 +316,7 @@ class CommandHandler:
         _no_more_words(words, "votes", self.prefix)
         job_id, count = status.job.job_id, len(status.result.variations)
         tally = await self.store.votes.tally(job_id, count)
-        lines = [f"Votes for job {job_id}: {_plural(tally.total, 'vote')}."]
+        lines = [f"Votes for job {job_id}: {plural(tally.total, 'vote')}."]
         for number, votes in enumerate(tally.counts, 1):
             mark = "  <- leading" if number == tally.leader else ""
             lines.append(f"{NUMBER_EMOJIS[number - 1]} {'#' * votes or '-'} {votes}{mark}")
@@ -351,8 +352,8 @@ class CommandHandler:
         lines = [f"Your jobs ({len(jobs)}):"]
         for status in jobs:
             job = status.job
-            lines.append(f"{job.job_id}: {_state_words(status)} ({_plural(job.variations, 'variation')} of "
-                         f"{_bars(job.bars)})")
+            lines.append(f"{job.job_id}: {_state_words(status)} ({plural(job.variations, 'variation')} of "
+                         f"{bars_text(job.bars)})")
         lines.append(f"`{self.prefix}cancel <job>` cancels one.")
         problem = self.queue.health_problem()
         if problem:
@@ -399,19 +400,13 @@ class CommandHandler:
 
     # -- jam, song, forget (bot/commands/jam.py) ------------------------------------------------
     async def cmd_jam(self, request: Request, args: str) -> list[Reply]:
-        from bot.commands import jam
-
-        return await jam.cmd_jam(self, request, args)
+        return await jam_commands.cmd_jam(self, request, args)
 
     async def cmd_song(self, request: Request, args: str) -> list[Reply]:
-        from bot.commands import jam
-
-        return await jam.cmd_song(self, request, args)
+        return await jam_commands.cmd_song(self, request, args)
 
     async def cmd_forget(self, request: Request, args: str) -> list[Reply]:
-        from bot.commands import jam
-
-        return await jam.cmd_forget(self, request, args)
+        return await jam_commands.cmd_forget(self, request, args)
 
     def help_text(self) -> str:
         return usage.help_text(self.settings, self.prefix, self.platform)
@@ -426,23 +421,6 @@ class CommandHandler:
 
 
 # -- helpers -----------------------------------------------------------------------------------------
-def harmony(chords_option: str | None) -> tuple[str | None, bool]:
-    """(Job.chords, Job.harmony) for the chords= option: a sheet, none (suggested), or off."""
-    if chords_option == CHORDS_OFF:
-        return None, False
-    return chords_option, True
-
-
-def rotate_sheet(sheet: str | None, bars: int) -> str | None:
-    """The lead sheet as it goes on `bars` bars later (it repeats)."""
-    if not sheet or not bars:
-        return sheet
-    parsed = parse_lead_sheet(sheet)
-    shift = bars % len(parsed)
-    parsed = parsed[shift:] + parsed[:shift]
-    return lead_sheet(chords_per_step(parsed, len(parsed) * STEPS_PER_BAR))
-
-
 def _job_id(word: str) -> str:
     return word.strip("`#<>").lower()
 

@@ -1,4 +1,4 @@
-"""The jam commands (bot/jam.py runs the jams themselves):
+"""The jam commands (bot/commands/jam_service.py runs the jams themselves):
 
     !jam C4 E4 G4 A4 rounds=4 bars=4 minutes=2 [chords=...] [options]   (or with a .mid sketch)
     !jam stop      the starter or a channel admin ends it (the song so far is posted)
@@ -16,10 +16,11 @@ import re
 import shlex
 from typing import TYPE_CHECKING
 
+from bot.commands.jam_service import DEFAULT_BARS, MAX_SONG_BARS, JamError, agreement_rule, bars_of
 from bot.commands.options import parse_options, split_tokens
 from bot.commands.replies import TERMINAL, CommandError, Reply, Request
 from bot.commands.usage import USAGE
-from bot.jam import DEFAULT_BARS, MAX_SONG_BARS, JamError, agreement_rule, bars_of
+from bot.jobs import Job
 
 if TYPE_CHECKING:
     from bot.commands.handler import CommandHandler
@@ -32,7 +33,7 @@ STOP_WORDS = ("stop", "end", "finish")
 
 def jam_options(tokens: list[str]) -> tuple[int, float, list[str]]:
     """(rounds, minutes, the other tokens); CommandError naming a value out of range."""
-    from bot import jam as jams  # the limits read at call time: tests shorten MINUTES_RANGE
+    from bot.commands import jam_service as jams  # the limits read at call time: tests shorten MINUTES_RANGE
 
     values: dict[str, str] = {}
     rest: list[str] = []
@@ -133,8 +134,6 @@ async def cmd_song(handler: CommandHandler, request: Request, args: str) -> list
         else:
             jam = await handler.store.jams.latest_in(request.channel_id)
     if jam is not None and jam.guild_id == request.guild_id and variation is None:
-        from bot.jobs import Job
-
         template = Job.from_dict(jam.template)
         reply = await jams.song_reply(f"song-{jam.jam_id}", jam.song, jam.chords, template.bpm, template.instrument,
                                       f"Jam {jam.jam_id}")  # fmt: skip

@@ -225,3 +225,20 @@ def _number(name: str, text: str, kind: type):
 
 def max_variations(settings: Settings) -> int:
     return settings.max_variations
+
+
+def harmony(chords_option: str | None) -> tuple[str | None, bool]:
+    """(Job.chords, Job.harmony) for the chords= option: a sheet, none (suggested), or off."""
+    if chords_option == CHORDS_OFF:
+        return None, False
+    return chords_option, True
+
+
+def rotate_sheet(sheet: str | None, bars: int) -> str | None:
+    """The lead sheet as it goes on `bars` bars later (it repeats)."""
+    if not sheet or not bars:
+        return sheet
+    parsed = parse_lead_sheet(sheet)
+    shift = bars % len(parsed)
+    parsed = parsed[shift:] + parsed[:shift]
+    return lead_sheet(chords_per_step(parsed, len(parsed) * STEPS_PER_BAR))

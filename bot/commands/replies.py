@@ -84,7 +84,7 @@ def status_text(status: JobStatus) -> str:
         where = f", position {status.position}" if status.position else ""
         return f"Queued as job {job.job_id}{where}."
     if status.state == JobState.RUNNING:
-        return f"Generating job {job.job_id}... ({_plural(job.variations, 'variation')} of {_bars(job.bars)})"
+        return f"Generating job {job.job_id}... ({plural(job.variations, 'variation')} of {bars_text(job.bars)})"
     if status.state == JobState.DONE:
         return f"Job {job.job_id} is done: the results are below."
     if status.state == JobState.FAILED:
@@ -123,10 +123,10 @@ def result_reply(status: JobStatus, prefix: str, platform: str, upload_limit: in
         parent_id, _, number = job.parent.partition(":")
         origin = f", extending {parent_id} variation {number}" if number else f", from {parent_id}"
     lines = [
-        f"Job {job.job_id}: {_plural(count, 'continuation')}{who}{origin}.",
+        f"Job {job.job_id}: {plural(count, 'continuation')}{who}{origin}.",
         " | ".join([
             f"Key: {result.key}" if result.key else "Key: none found",
-            f"{_bars(job.bars)} at {job.bpm:g} BPM",
+            f"{bars_text(job.bars)} at {job.bpm:g} BPM",
             job.instrument,
             f"temp={job.temperature:g}",
             f"topp={job.top_p:g}",
@@ -158,9 +158,9 @@ def chord_lines(job, result) -> list[str]:
     return [f"Chords {n} ({source}): {sheet or 'none'}" for n, sheet in enumerate(sheets, 1)]
 
 
-def _plural(count: int, word: str) -> str:
+def plural(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
 
 
-def _bars(count: int) -> str:
-    return _plural(count, "bar")
+def bars_text(count: int) -> str:
+    return plural(count, "bar")

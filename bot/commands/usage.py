@@ -5,6 +5,7 @@ error replies, and `help_text` is the answer to !help, worded for Discord or the
 
 from __future__ import annotations
 
+from bot.commands import jam_service as jam
 from bot.commands.options import TEMPERATURE_RANGE, max_variations
 from bot.commands.replies import DISCORD, TERMINAL
 from bot.render import INSTRUMENTS
@@ -90,8 +91,6 @@ def jam_lines(p: str) -> list[str]:
 
 def jam_help(prefix: str, platform: str) -> str:
     """!help jam: jams, the whole song, the votes kept."""
-    from bot import jam  # here: bot/jam.py imports this package
-
     p = prefix
     low, high = jam.ROUNDS_RANGE
     vote = f"{p}vote <job> <n>" if platform == TERMINAL else "the number reactions"

@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncIterator
 
 from bot.jobs import Job, JobState, JobStatus
-from bot.queue import JobQueue, QueueError, QueueFull, TooManyJobs
+from bot.queue.api import JobQueue, QueueError, QueueFull, TooManyJobs
 from bot.settings import Settings
 from bot.storage.jobs import JobStore, Rejected, StoreError
 from bot.storage.sqlite import AsyncSQLite

@@ -29,7 +29,8 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from bot.render import mp3, pianoroll
+import bot.render.mp3 as mp3
+import bot.render.pianoroll as pianoroll
 from bot.render.audio import (
     SAMPLE_RATE,
     SOUNDFONT_ENV,

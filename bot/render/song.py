@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from bot.render import mp3
 from bot.render.audio import accompaniment, find_soundfont, finish, mix, performance, synthesize
 from bot.render.errors import RenderError
 from bot.render.instruments import DEFAULT_INSTRUMENT, INSTRUMENTS, resolve_instrument
 from bot.render.leadsheet import engrave_lead_sheet
+from bot.render.mp3 import encode as encode_mp3
 from model.midi_io import write_midi
 
 SONG_TIMEOUT_S = 60.0  # seconds for a whole song (a jam's song can be many times a preview's length)
@@ -42,6 +42,6 @@ def render_song(
     if chords is not None:
         audio = mix(audio, synthesize(soundfont, accompaniment(chords, 0, False), program, bpm, deadline))
     audio = finish(audio, bool(played.end))
-    encoded = mp3.encode(audio)
+    encoded = encode_mp3(audio)
     png, pdf_bytes = engrave_lead_sheet(events, chords, bpm, title, pdf=pdf, timeout=deadline - time.monotonic())
     return midi, encoded, png, pdf_bytes

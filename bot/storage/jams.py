@@ -1,4 +1,4 @@
-"""Jams: a channel writing a song together, round by round (bot/jam.py runs them).
+"""Jams: a channel writing a song together, round by round (bot/commands/jam_service.py runs them).
 
 - `jams`: one row per jam: its settings (the first job, kept as the template of every round's
   job), the song so far (events, and chord symbols per step), the round in play, that round's job,

@@ -30,7 +30,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
-from bot.commands.handler import rotate_sheet
+from bot.commands.options import rotate_sheet
 from bot.commands.replies import DISCORD, UPLOAD_LIMIT, OutFile, Reply, how_to_vote
 from bot.jobs import Job, JobState, JobStatus, Result, new_job_id
 from bot.queue import JobQueue, QueueError
@@ -286,17 +286,17 @@ class JamService:
             await self._cancel_quietly(job.job_id)
             return
         bars = bars_of(len(jam.song))
-        again = f" again ({_plural(jam.reruns, 'job')} of it failed)" if jam.reruns else ""
+        again = f" again ({plural(jam.reruns, 'job')} of it failed)" if jam.reruns else ""
         text = (f"Jam {jam.jam_id}, round {jam.round} of {jam.rounds}{again}: queued as job {job.job_id}, position "
-                f"{status.position}; it continues the whole song so far ({_plural(bars, 'bar')}) by "
-                f"{_plural(job.bars, 'bar')}.")
+                f"{status.position}; it continues the whole song so far ({plural(bars, 'bar')}) by "
+                f"{plural(job.bars, 'bar')}.")
         await self._say(jam.channel_id, Reply(text, status_of=job.job_id))
 
     async def _round_job(self, jam: Jam) -> Job:
         """The round's job: the first round's settings, a new seed; after round 1 it continues the
         whole song, extending the last winner, over the chords where the last round left them."""
         template = Job.from_dict(jam.template)
-        changes = dict(job_id=new_job_id(), created_at=time.time(), status_message_id=None,
+        changes = dict(job_id=new_job_id(), created_at=time.time(),
                        seed=self.rng.randrange(RANDOM_SEEDS))
         if jam.rounds_done:
             last = (await self.store.jams.rounds(jam.jam_id))[-1]
@@ -313,7 +313,7 @@ class JamService:
         if jam.reruns >= MAX_RERUNS:
             if await self.store.jams.end(jam, STOPPED, f"round {jam.round}'s jobs failed"):
                 await self._say(jam.channel_id, Reply(
-                    f"Jam {jam.jam_id} ends: round {jam.round}'s job failed {_plural(jam.reruns + 1, 'time')} "
+                    f"Jam {jam.jam_id} ends: round {jam.round}'s job failed {plural(jam.reruns + 1, 'time')} "
                     f"(last: {reason}). `{self.prefix}song {jam.jam_id}` gives the song so far."))
             return
         self._next_check.pop(jam.job_id, None)
@@ -350,9 +350,9 @@ class JamService:
         song, chords = extend_song(jam.song, jam.chords, result, winner)
         if not await self.store.jams.close_round(jam, winner, votes, total, reason, song, chords):
             return
-        why = f"{_plural(votes, 'vote')} of {total}; {REASONS[reason]}" if total else REASONS[reason]
+        why = f"{plural(votes, 'vote')} of {total}; {REASONS[reason]}" if total else REASONS[reason]
         text = (f"Jam {jam.jam_id}, round {jam.round} of {jam.rounds}: variation {winner} of job {jam.job_id} wins "
-                f"({why}). The song is now {_plural(bars_of(len(song)), 'bar')}.")
+                f"({why}). The song is now {plural(bars_of(len(song)), 'bar')}.")
         if jam.round < jam.rounds:
             text += f" Round {jam.round + 1} continues it."
         log.info("jam %s: round %d closed (%s): variation %d, %d of %d votes", jam.jam_id, jam.round, reason, winner,
@@ -373,9 +373,9 @@ class JamService:
             reply = Reply(f"Sorry, I couldn't render the song of jam {jam.jam_id}: {error}")
         if not await self.store.jams.end(jam, final):
             return
-        how = "is over" if final == DONE else f"stopped after {_plural(jam.rounds_done, 'round')}"
-        reply.text = (f"Jam {jam.jam_id} {how}: {_plural(jam.rounds_done, 'round')}, "
-                      f"{_plural(bars_of(len(jam.song)), 'bar')}. Here is the whole song. " + reply.text)
+        how = "is over" if final == DONE else f"stopped after {plural(jam.rounds_done, 'round')}"
+        reply.text = (f"Jam {jam.jam_id} {how}: {plural(jam.rounds_done, 'round')}, "
+                      f"{plural(bars_of(len(jam.song)), 'bar')}. Here is the whole song. " + reply.text)
         await self._say(jam.channel_id, reply)
 
     async def song_reply(self, name: str, events: list[int], chords: list[str | None] | None, bpm: float,
@@ -395,7 +395,7 @@ class JamService:
             if sum(len(f.data) for f in files) > upload_limit:
                 files = [f for f in files if f.name != drop]
         with_chords = " with its chords" if chord_objects(chords) else ""
-        return Reply(f"MIDI{with_chords}, MP3 and the lead sheet of {_plural(bars_of(len(events)), 'bar')} at "
+        return Reply(f"MIDI{with_chords}, MP3 and the lead sheet of {plural(bars_of(len(events)), 'bar')} at "
                      f"{bpm:g} BPM.", files=files)
 
     def _when(self, deadline: float, now: float) -> str:
@@ -447,8 +447,8 @@ class JamService:
         log.info("jam %s %s in round %d", jam.jam_id, note, jam.round)
         self.wake()
         if state == FINISHING:
-            return (f"Jam {jam.jam_id} stopped after {_plural(jam.rounds_done, 'round')}; the song so far "
-                    f"({_plural(bars_of(len(jam.song)), 'bar')}) follows.")
+            return (f"Jam {jam.jam_id} stopped after {plural(jam.rounds_done, 'round')}; the song so far "
+                    f"({plural(bars_of(len(jam.song)), 'bar')}) follows.")
         return f"Jam {jam.jam_id} stopped before any round closed."
 
     async def status_text(self, channel_id: int, now: float | None = None) -> str:
@@ -458,16 +458,16 @@ class JamService:
             return (f"No jam in this channel yet. Start one: `{self.prefix}jam C4 E4 G4 A4 rounds={DEFAULT_ROUNDS} "
                     f"bars={DEFAULT_BARS} minutes={DEFAULT_MINUTES:g}`.")
         template = Job.from_dict(jam.template)
-        head = (f"Jam {jam.jam_id}, started by {jam.starter_name or jam.starter_id}: {_plural(jam.rounds, 'round')} "
-                f"of {_plural(template.bars, 'bar')}, {jam.minutes:g} min of voting each; the song is "
-                f"{_plural(bars_of(len(jam.song)), 'bar')}.")
+        head = (f"Jam {jam.jam_id}, started by {jam.starter_name or jam.starter_id}: {plural(jam.rounds, 'round')} "
+                f"of {plural(template.bars, 'bar')}, {jam.minutes:g} min of voting each; the song is "
+                f"{plural(bars_of(len(jam.song)), 'bar')}.")
         if jam.state == GENERATING:
             now_text = (f"Round {jam.round}: job {jam.job_id} is being made." if jam.job_id
                         else f"Round {jam.round}: its job is about to be queued.")
         elif jam.state == VOTING:
             ballots = await self.store.jams.ballots(jam.job_id)
             leader, votes, total = choose_winner(ballots, await self._variations(jam.job_id))
-            lead = f"variation {leader} leads with {_plural(votes, 'vote')} of {total}" if total else "no votes yet"
+            lead = f"variation {leader} leads with {plural(votes, 'vote')} of {total}" if total else "no votes yet"
             now_text = (f"Round {jam.round}: voting on job {jam.job_id} closes {self._when(jam.deadline, now)}; "
                         f"{lead}.")
         elif jam.state == FINISHING:
@@ -478,7 +478,7 @@ class JamService:
         for closed in await self.store.jams.rounds(jam.jam_id):
             why = REASONS[closed.reason]
             if closed.total:
-                why = f"{_plural(closed.votes, 'vote')} of {closed.total}; {why}"
+                why = f"{plural(closed.votes, 'vote')} of {closed.total}; {why}"
             lines.append(f"  round {closed.round}: job {closed.job_id} variation {closed.winner} ({why})")
         return "\n".join(lines)
 
@@ -525,7 +525,7 @@ def extend_song(song: list[int], chords: list[str | None] | None, result: Result
     return append_variation(song, variation.events, result.primer_steps), new_chords
 
 
-def _plural(count: int, word: str) -> str:
+def plural(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
 
 

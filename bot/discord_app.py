@@ -403,8 +403,9 @@ class MelodyBot(commands.Bot):
     async def _delivery_failed(self, status: JobStatus, error: BaseException) -> None:
         """A result that could not be posted (logged already): tell the channel, if it can be told."""
         job_id = status.job.job_id
-        text = (f"Sorry, I couldn't post the result of job {job_id} ({type(error).__name__}); it will be tried "
-                f"again when I restart, or try `{self.settings.command_prefix}again {job_id}`.")
+        text = (f"Sorry, I couldn't post the result of job {job_id} ({type(error).__name__}), even after trying "
+                f"for a while; it will be tried again when I restart, or try "
+                f"`{self.settings.command_prefix}again {job_id}`.")
         await self._post(status.job.channel_id, Reply(text))
 
     async def _channel(self, channel_id: int):

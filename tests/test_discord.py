@@ -437,16 +437,21 @@ async def test_a_result_that_cannot_be_posted_is_explained(bot, monkeypatch):
     await dpytest.message("!continue C4 E4 G4 bars=1 variations=1")
     job_id = job_id_in(sent()[0])
 
+    tries = []
+
     async def refuse(status):
+        tries.append(status.replayed)
         raise discord.HTTPException(compat.back.FakeRequest(500, "Server Error"), "upload failed")
 
     monkeypatch.setattr(bot, "_post_result", refuse)
+    monkeypatch.setattr(bot.follower, "DELIVERY_RETRIES_S", (0.01, 0.01, 0.01))  # 2, 10 and 30 s in the bot
 
     async def told():
         return [m for m in sent() if "couldn't post the result of job" in compat.first_text(m)]
 
     (message,) = await until(told, what="the apology")
     assert f"try `!again {job_id}`" in compat.first_text(message) and "HTTPException" in compat.first_text(message)
+    assert tries == [False, True, True, True]  # tried again three times before the apology
 
 
 async def test_slash_channel_and_help(bot):

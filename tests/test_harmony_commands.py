@@ -76,6 +76,7 @@ async def test_extend_goes_on_with_the_chords_and_again_keeps_them(handler, tmp_
     store.close()
     extended = await queued(handler, f"!extend {parent.job_id} 2", user_id=2)
     assert extended.chords == "G | Am F | F | C"  # one bar of the sheet was used
+    assert extended.primer_chords == "C | G"  # the extended variation keeps the chords it had
     again = await queued(handler, f"!again {parent.job_id}", user_id=3)
     assert again.chords == parent.chords
     changed = await queued(handler, f"!extend {parent.job_id} chords=Dm | G7", user_id=4)

@@ -213,9 +213,11 @@ class CommandHandler:
             number = leader or 1
             chosen_by = " (the vote leader)" if leader else " (no votes yet, so the first)"
         _no_more_words(words, "extend", self.prefix)
-        job = self._child(request, parent.job, parsed.options, result.variations[number - 1].events,
-                          sheet_bars_done=parent.job.bars)
+        variation = result.variations[number - 1]
+        job = self._child(request, parent.job, parsed.options, variation.events, sheet_bars_done=parent.job.bars)
         job.parent = f"{parent.job.job_id}:{number}"
+        if job.harmony:  # the chords the extended variation already had stay under it
+            job.primer_chords = variation.chords
         return await self._submit(job, f"extending {parent.job.job_id} variation {number}{chosen_by}", [])
 
     async def cmd_again(self, request: Request, args: str) -> list[Reply]:

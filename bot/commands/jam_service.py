@@ -38,7 +38,7 @@ from bot.render.leadsheet import MAX_BARS
 from bot.settings import Settings
 from bot.storage import BotStore
 from bot.storage.jams import DONE, FINISHING, GENERATING, STOPPED, VOTING, Ballot, Jam, JamExists
-from model.chords import Chord, chords_per_step, parse_chord
+from model.chords import Chord, chords_per_step, lead_sheet, parse_chord
 from model.events import NOTE_OFF, STEPS_PER_BAR
 
 log = logging.getLogger(__name__)
@@ -303,8 +303,8 @@ class JamService:
             changes.update(primer=list(jam.song), parent=f"{last.job_id}:{last.winner}")
             if getattr(template, "chords", None):
                 changes["chords"] = rotate_sheet(template.chords, jam.rounds_done * template.bars)
-            if hasattr(template, "primer_chords"):
-                changes["primer_chords"] = None
+            objects = chord_objects(jam.chords)  # the song's chords so far sound under its primer
+            changes["primer_chords"] = lead_sheet(objects) if objects and template.harmony else None
         return dataclasses.replace(template, **changes)
 
     async def _rerun(self, jam: Jam, status: JobStatus | None) -> None:

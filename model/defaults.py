@@ -14,7 +14,7 @@ MAX_SEED = 2**31 - 1  # inclusive; seeds start at 0
 MAX_REST_LIMIT = 256  # steps; the largest max_rest a request may set
 MAX_CANDIDATES = 8  # continuations sampled per variation; the best of them is kept
 DEFAULT_TEMPERATURE = 1.0  # the sampler's defaults (BENCHMARKS.md: the musical protocol's sweep)
-DEFAULT_TOP_P = 0.95
+DEFAULT_TOP_P = 0.98
 DEFAULT_CANDIDATES = 3
 
 DEFAULT_BPM = 120.0  # typed notes, and a sketch that states no tempo

@@ -176,6 +176,7 @@ class MelodyNet(nn.Module):
         max_run: torch.Tensor | None = None,
         chords: torch.Tensor | None = None,
         with_loglik: bool = False,
+        chord_scale: float = 1.0,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Continue each primer row by `steps` events, all rows in one batched pass.
 
@@ -200,10 +201,13 @@ class MelodyNet(nn.Module):
         memory_pos = torch.arange(p_len - 1, device=device)
         keys[:, 1:p_len], values[:, 1:p_len] = self._keys_values(encoded[:, :-1], primer[:, 1:], memory_pos + 1, offset)
         filled = p_len  # valid entries: the null slot and p_len - 1 memory entries
-        chord_features = chord_bias = None
+        chord_features = chord_bias = chord_guide = None
         if self.config.chords:  # all steps at once; step t reads its row
             steps_ahead = torch.arange(p_len, p_len + steps, device=device)
             chord_features, chord_bias = self._chord_inputs(chords, steps_ahead, batch, device)
+            if chord_scale != 1.0 and chords is not None:  # scale what the chords add to "no chord"
+                _, no_chord_bias = self._chord_inputs(None, steps_ahead, batch, device)
+                chord_guide = (chord_scale - 1.0) * (chord_bias - no_chord_bias)
         run = _trailing_no_events(primer)  # (B,) NO_EVENTs in a row at the end so far
         no_limit = torch.zeros(batch, dtype=torch.long, device=device)
         max_run = no_limit if max_run is None else max_run
@@ -221,15 +225,18 @@ class MelodyNet(nn.Module):
                 allowed[0, 1 : filled - self.config.window] = False
             context = self._attend(query, keys[:, :filled], values[:, :filled], allowed)
             logits = self.head(torch.cat([decoded, context], -1))[:, 0]  # (B, C)
+            model_logits = logits
             if chord_bias is not None:
-                logits = logits + chord_bias[:, t - p_len]
+                model_logits = logits = logits + chord_bias[:, t - p_len]
+                if chord_guide is not None:
+                    logits = logits + chord_guide[:, t - p_len]
             allowed_now = allowed_events.clone()
             allowed_now[:, NO_EVENT] &= (max_run == 0) | (run < max_run)
             log_probs = nucleus(logits / temperature[:, None].clamp(min=1e-3), nucleus_p, allowed_now)
             sequence[:, t] = (log_probs + noise[:, t - p_len]).argmax(-1)  # Gumbel-max sampling
             run = torch.where(sequence[:, t] == NO_EVENT, run + 1, 0)
             if with_loglik:
-                loglik[:, t - p_len] = torch.log_softmax(logits, -1).gather(1, sequence[:, t : t + 1])[:, 0]
+                loglik[:, t - p_len] = torch.log_softmax(model_logits, -1).gather(1, sequence[:, t : t + 1])[:, 0]
             new_key, new_value = self._keys_values(decoded, sequence[:, t : t + 1], target, offset)
             keys[:, filled], values[:, filled] = new_key[:, 0], new_value[:, 0]
             filled += 1

@@ -177,6 +177,7 @@ def _sample(primers: list[list[int]], options: list[SamplingOptions], model: Mel
         max_run=torch.tensor([options[i].max_rest for i, _, _ in rows], device=device),
         chords=torch.tensor([codes[i] for i, _, _ in rows], dtype=torch.long, device=device) if any(chords) else None,
         with_loglik=True,
+        chord_scale=CHORD_SCALE,
     )
     result, loglik = result.cpu(), loglik.cpu()
     answers: list[list[list[int]]] = [[] for _ in options]
@@ -193,14 +194,15 @@ def _sample(primers: list[list[int]], options: list[SamplingOptions], model: Mel
 
 # -- choosing a variation among its candidates -----------------------------------------------------
 STRUCTURE_TARGET = 0.25  # share of bars that re-use an earlier bar (real pop: about 0.22)
-STRUCTURE_WEIGHT = 1.0
+STRUCTURE_WEIGHT = 2.0
 LIKELIHOOD_WEIGHT = 1.0  # per nat of mean log-likelihood per step
 SAMENESS_WEIGHT = 1.0  # against the (onset, pitch) Jaccard with an already chosen variation
-DENSITY_WEIGHT = 0.0  # against |log| of the ratio of notes per bar, continuation to primer
-RANGE_WEIGHT = 0.0  # per semitone of the continuation's pitch range outside RANGE_USUAL
+DENSITY_WEIGHT = 1.0  # against |log| of the ratio of notes per bar, continuation to primer
+RANGE_WEIGHT = 0.1  # per semitone of the continuation's pitch range outside RANGE_USUAL
 RANGE_USUAL = (10, 17)  # semitones: 8 bars of pop melody span 14 +- 3
 CHORD_TONE_TARGET = 0.67  # with chords: share of note duration on chord tones (real POP909 melodies: 0.67)
-CHORD_TONE_WEIGHT = 1.0  # against the distance from it
+CHORD_TONE_WEIGHT = 3.0  # against the distance from it
+CHORD_SCALE = 1.4  # the network's direct chord-to-output bias, scaled by this when sampling
 REPEAT_JACCARD = 0.75  # a bar re-uses an earlier one when their (onset in bar, pitch) sets overlap this much
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from model import sampling
 from model.events import NUM_CLASSES, STEPS_PER_BAR
 from model.primer import parse_notes
 from model.sampling import (
@@ -34,7 +35,7 @@ def test_one_candidate_is_the_plain_sampler(tiny_model):
     options = SamplingOptions(bars=2, variations=3, seed=5, candidates=1)
     [got] = continue_melodies(tiny_model, [PRIMER], [options])
     primer = torch.tensor([PRIMER] * 3)
-    plain = tiny_model.generate(primer, 32, temperature=torch.ones(3), top_p=torch.full((3,), 0.95),
+    plain = tiny_model.generate(primer, 32, temperature=torch.ones(3), top_p=torch.full((3,), options.top_p),
                                 allowed_events=torch.stack([allowed_events(PRIMER, True)] * 3),
                                 seeds=[variation_seed(5, v) for v in range(3)], max_run=torch.full((3,), 16))
     assert got == plain.tolist()
@@ -104,8 +105,9 @@ def test_with_chords_the_score_prefers_chord_tones_as_often_as_real_songs():
     def chord_term(events, chords):
         return choice_score(primer, events, -1.0, [], chords) - choice_score(primer, events, -1.0, [])
 
-    assert chord_term(some_passing, under_c) == pytest.approx(-abs(11 / 16 - 0.67))
-    assert chord_term(only_chord_tones, under_c) == pytest.approx(-abs(15 / 16 - 0.67))
+    weight = sampling.CHORD_TONE_WEIGHT
+    assert chord_term(some_passing, under_c) == pytest.approx(-weight * abs(11 / 16 - 0.67))
+    assert chord_term(only_chord_tones, under_c) == pytest.approx(-weight * abs(15 / 16 - 0.67))
     assert chord_term(only_chord_tones, under_d) < chord_term(some_passing, under_c)  # Dm: 3 of 16
     assert choose(primer, [(only_chord_tones, -1.0), (some_passing, -1.0)], [], under_c) == some_passing
     assert choose(primer, [(only_chord_tones, -1.0), (some_passing, -1.0)], []) == only_chord_tones

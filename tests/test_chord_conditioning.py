@@ -136,3 +136,20 @@ def test_checkpoints_from_before_the_chord_bias_load_and_broken_ones_do_not(tmp_
     torch.save({"model_args": vars(model.config), "state_dict": state}, tmp_path / "broken.pt")
     with pytest.raises(RuntimeError, match="head.0.weight"):
         load_checkpoint(tmp_path / "broken.pt")
+
+
+def test_chord_scale_follows_the_chords_harder_and_leaves_no_chords_alone():
+    torch.manual_seed(5)
+    model = MelodyNet(NetworkConfig(**SMALL, chords=True)).eval()
+    with torch.no_grad():
+        model.chord_logits.weight.normal_(0, 1.0)
+        model.chord_logits.bias.normal_(0, 1.0)
+    primer = torch.tensor([parse_notes("C4 E4 G4 A4:2")] * 2)
+    common = dict(temperature=torch.ones(2), top_p=torch.ones(2),
+                  allowed_events=torch.ones(2, NUM_CLASSES, dtype=torch.bool), seeds=[1, 2])
+    chords = torch.full((2, primer.shape[1] + 64), chord_code(A_MINOR))
+    told = model.generate(primer, 64, chords=chords, **common)
+    assert torch.equal(model.generate(primer, 64, chords=chords, chord_scale=1.0, **common), told)
+    assert not torch.equal(model.generate(primer, 64, chords=chords, chord_scale=3.0, **common), told)
+    plain = model.generate(primer, 64, **common)
+    assert torch.equal(model.generate(primer, 64, chord_scale=3.0, **common), plain)

@@ -24,7 +24,8 @@ from bot.storage.jobs import JobStore
 from bot.worker.generator import SLOW_USER, TEST_DELAY_ENV, TEST_SKIP_RENDER_ENV
 
 PRIMER = [26, 0, 0, 1, 30, 0, 0, 1, 33, 0, 0, 0, 1, 0, 0, 0]
-ANSWER_BOUND_S = 30  # every scenario: all jobs answered within this long after the fault ends
+ANSWER_BOUND_S = 45  # every scenario: all jobs answered within this long after the fault ends (12 s at most
+# in benchmarks/faults_bench.py; the margin is for a machine busy with other tests)
 
 
 def job(user: int, **fields) -> Job:

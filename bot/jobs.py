@@ -12,6 +12,8 @@ import secrets
 import time
 from dataclasses import asdict, dataclass, field, fields
 
+from model.defaults import DEFAULT_TEMPERATURE, DEFAULT_TOP_P
+
 GENERIC_ERROR = "The generator hit an error (job {job_id}); try again."  # details are in the worker's log
 
 
@@ -41,8 +43,8 @@ class Job:
     bpm: float = 120.0  # the primer's tempo, kept in the results
     bars: int = 8  # continuation length
     variations: int = 4
-    temperature: float = 1.0
-    top_p: float = 0.95
+    temperature: float = DEFAULT_TEMPERATURE
+    top_p: float = DEFAULT_TOP_P
     seed: int = 0
     instrument: str = "piano"  # a name from bot.render's instrument table
     keep_key: bool = True

@@ -41,6 +41,7 @@ from bot.queue.local import LocalQueue
 from bot.settings import Settings
 from bot.storage import NUMBER_EMOJIS, BotStore
 from bot.storage.jobs import JobStore
+from model.defaults import DEFAULT_TOP_P
 from model.primer import NOTATION, parse_notes
 
 USER, OTHER, CHANNEL = 1001, 1002, 2001
@@ -231,7 +232,7 @@ async def test_continue_typed_notes_queues_a_job(handler, queue):
     assert job.primer == parse_notes("C4 E4 G4 A4")
     assert (job.bars, job.temperature, job.instrument, job.seed, job.variations) == (4, 1.2, "guitar", 42, 3)
     assert (job.user_id, job.channel_id, job.user_name, job.bpm, job.top_p, job.keep_key) == (
-        USER, CHANNEL, "ann", 120.0, 0.95, True)
+        USER, CHANNEL, "ann", 120.0, DEFAULT_TOP_P, True)  # the sampler's own default
 
 
 async def test_continue_defaults(handler, queue):
@@ -489,7 +490,8 @@ async def test_result_reply_carries_every_file_and_the_settings(handler, queue, 
     first = reply.text.splitlines()[:2]
     assert re.fullmatch(r"[A-G][#b]? (major|minor)", status.result.key)  # the primer is in a key
     assert first == [f"Job {job.job_id}: 4 continuations for ann.",
-                     f"Key: {status.result.key} | 2 bars at 96 BPM | piano | temp=1 | topp=0.95 | key=on | seed=42"]
+                     f"Key: {status.result.key} | 2 bars at 96 BPM | piano | temp=1 | topp={DEFAULT_TOP_P:g} | key=on "
+                     "| seed=42"]
     small = handler.result_reply(status, upload_limit=40)
     assert all(not f.name.endswith(".mp3") for f in small.files) and "MP3 previews are left out" in small.text
 

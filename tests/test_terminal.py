@@ -26,6 +26,7 @@ from bot.jobs import Job, JobState, JobStatus
 from bot.settings import Settings
 from bot.storage import BotStore
 from bot.terminal import Terminal
+from model.defaults import DEFAULT_TOP_P
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 60.0
@@ -180,7 +181,7 @@ def test_a_typed_melody_becomes_files_on_disk(bot_process, tmp_path):
                         r"seed 7\.")[1]
     bot.expect(rf"Generating job {job_id}")
     bot.expect(rf"^bot> Job {job_id}: 2 continuations")
-    bot.expect(r"Key: .* \| 2 bars at 120 BPM \| strings \| temp=1 \| topp=0.95 \| key=on \| seed=7")
+    bot.expect(rf"Key: .* \| 2 bars at 120 BPM \| strings \| temp=1 \| topp={DEFAULT_TOP_P:g} \| key=on \| seed=7")
     bot.expect(r"Files:")
     paths = [Path(bot.expect(r"^\s+(/.*)$")[1]) for _ in range(7)]  # 2 MIDI, 2 MP3, the picture, 2 pictures
     folder = tmp_path / "data" / "out" / job_id

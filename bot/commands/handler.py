@@ -19,7 +19,6 @@ from bot.commands import jam as jam_commands
 from bot.commands import replies, usage
 from bot.commands.jam_service import JamService
 from bot.commands.options import (
-    DEFAULT_TOP_P,
     RANDOM_SEEDS,
     Options,
     harmony,
@@ -47,7 +46,7 @@ from bot.queue import JobQueue, QueueError, QueueFull
 from bot.settings import Settings
 from bot.storage import NUMBER_EMOJIS, BotStore, local_message_id
 from model.chords import lead_sheet
-from model.defaults import DEFAULT_BPM, length_problem
+from model.defaults import DEFAULT_BPM, DEFAULT_TEMPERATURE, DEFAULT_TOP_P, length_problem
 from model.midi_io import MidiError
 from model.primer import PrimerError, parse_notes
 
@@ -181,7 +180,7 @@ class CommandHandler:
             bpm=options.bpm or bpm,
             bars=options.bars or self.settings.default_bars,
             variations=options.variations or max_variations(self.settings),
-            temperature=options.temperature if options.temperature is not None else 1.0,
+            temperature=options.temperature if options.temperature is not None else DEFAULT_TEMPERATURE,
             top_p=options.top_p if options.top_p is not None else DEFAULT_TOP_P,
             seed=options.seed if options.seed is not None else self._new_seed(),
             instrument=options.instrument or "piano",

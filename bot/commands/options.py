@@ -18,11 +18,15 @@ from bot.commands.replies import CommandError
 from bot.render import INSTRUMENTS, RenderError, resolve_instrument
 from bot.settings import Settings
 from model.chords import ChordError, chords_per_step, lead_sheet, parse_lead_sheet
-from model.defaults import BPM_RANGE, MAX_SEED, TEMPERATURE_RANGE, TOP_P_RANGE  # no torch: the worker's limits
+from model.defaults import (  # no torch: the worker's limits
+    BPM_RANGE,
+    MAX_SEED,
+    TEMPERATURE_RANGE,
+    TOP_P_RANGE,
+)
 from model.events import STEPS_PER_BAR
 
 RANDOM_SEEDS = 100_000  # a fresh seed is below this: short enough to read out and retype
-DEFAULT_TOP_P = 0.95
 TRUE_WORDS = ("on", "yes", "true", "1", "keep", "in")
 FALSE_WORDS = ("off", "no", "false", "0", "free", "out", "any")
 

@@ -10,6 +10,7 @@ from bot.commands.options import TEMPERATURE_RANGE, max_variations
 from bot.commands.replies import DISCORD, TERMINAL
 from bot.render import INSTRUMENTS
 from bot.settings import Settings
+from model.defaults import DEFAULT_TOP_P
 from model.primer import NOTATION
 
 COMMANDS = {  # name or alias -> command; bot/discord_app.py registers the same names and aliases
@@ -65,7 +66,7 @@ def help_text(settings: Settings, prefix: str, platform: str) -> str:
         f"  sound=piano {', '.join(INSTRUMENTS)} (also instrument=)",
         "  seed=42     the same seed, melody and options give the same result",
         f"  variations={most}  how many continuations, 1-{most} (also n=, vars=)",
-        "  topp=0.95   0.05-1: lower keeps to the likeliest notes",
+        f"  topp={DEFAULT_TOP_P:g}   0.05-1: lower keeps to the likeliest notes",
         "  key=on      on keeps to your melody's key; off lets it wander",
         "Then:",
         vote,

@@ -31,12 +31,17 @@ import json
 import logging
 import time
 
+from kombu.exceptions import OperationalError
+from redis.exceptions import RedisError
+
 from bot.jobs import GENERIC_ERROR, Job, JobState, Result
 from bot.queue import celery_app as protocol
 from bot.queue.base import MAX_ATTEMPTS, StoreQueue
 from bot.settings import Settings, safe_url
 
 log = logging.getLogger(__name__)
+
+REDIS_DOWN = (RedisError, OperationalError, OSError)  # what Redis, kombu and sockets raise when Redis is gone
 
 RECONCILE_S = 3.0  # how often queued jobs are looked for in Redis
 UNREACHABLE = "The generators are unreachable right now; your job is kept and will run when they are back."
@@ -132,17 +137,22 @@ class CeleryQueue(StoreQueue):
         now = time.monotonic()
         self._no_workers_since = None if self._alive else (self._no_workers_since or now)
         # Just after Redis came back, heartbeats are not there yet: give the workers time to beat.
-        if now - self._reachable_since > protocol.HEARTBEAT_TTL_S:
-            orphans = [job_id for job_id, worker, _ in running if worker not in self._alive]
-            if orphans:
-                requeued, failed = await self._db(self._store.requeue, orphans, MAX_ATTEMPTS, GENERIC_ERROR)
-                log.warning("the workers of jobs %s are gone; sending again: %s; failed: %s", orphans, requeued, failed)
-                for job_id in failed:
-                    await self._finished_elsewhere(job_id)
-                await self._resend(requeued)
-        if now >= self._next_reconcile:
-            self._next_reconcile = now + RECONCILE_S
-            await self._reconcile()
+        try:
+            if now - self._reachable_since > protocol.HEARTBEAT_TTL_S:
+                orphans = [job_id for job_id, worker, _ in running if worker not in self._alive]
+                if orphans:
+                    requeued, failed = await self._db(self._store.requeue, orphans, MAX_ATTEMPTS, GENERIC_ERROR)
+                    log.warning("the workers of jobs %s are gone; sending again: %s; failed: %s", orphans, requeued,
+                                failed)  # fmt: skip
+                    for job_id in failed:
+                        await self._finished_elsewhere(job_id)
+                    await self._resend(requeued)  # jobs it cannot send now stay queued: the reconcile sends them
+            if now >= self._next_reconcile:
+                self._next_reconcile = now + RECONCILE_S
+                await self._reconcile()
+        except REDIS_DOWN as error:  # Redis went away mid-way: one warning, not a traceback a tick
+            self._set_reachable(False, error)
+            return
         await super()._tick()
 
     async def _resend(self, job_ids: list[str]) -> None:

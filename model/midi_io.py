@@ -7,12 +7,16 @@ one `MidiError` with a message a songwriter can act on.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import pretty_midi
+# pretty_midi imports pyfluidsynth, which prints where it found libfluidsynth to stdout whenever $CI
+# is set; the CLIs' stdout is their answer (file paths, counts), so that line is kept off it.
+with contextlib.redirect_stdout(io.StringIO()):
+    import pretty_midi
 
 from model.defaults import DEFAULT_BPM, MAX_SKETCH_BYTES
 from model.events import STEPS_PER_BAR, STEPS_PER_BEAT, Note, events_to_notes

@@ -16,6 +16,10 @@ import torch
 from bot.settings import Settings
 from model.network import MelodyNet, NetworkConfig, save_checkpoint
 
+# CI sets $CI, and libraries behave differently under it (pyfluidsynth prints to stdout, which the
+# CLIs' answers are read from): every run of the suite, and every process it starts, sees it as CI does.
+os.environ.setdefault("CI", "true")
+
 # Step-by-step sampling of a tiny network is all per-op overhead: extra threads only fight over the
 # cores (seven times slower here while a training job runs).
 torch.set_num_threads(1)

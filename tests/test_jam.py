@@ -307,6 +307,18 @@ async def test_one_jam_per_channel_stopped_only_by_its_starter_or_an_admin(handl
     assert "started by bob" in await say(handler, "!jam E4 G4 rounds=1", user_id=OTHER)  # the channel is free again
 
 
+async def test_switching_the_channel_off_stops_its_jam(handler):
+    await say(handler, "!jam C4 E4 G4 rounds=2")
+    jam = await handler.store.jams.playing_in(CHANNEL)
+    assert "Only members who can manage" in await say(handler, "!channel off")  # refused: the jam goes on
+    assert (await handler.store.jams.get(jam.jam_id)).state == GENERATING
+    off = await say(handler, "!channel off", user_id=OTHER, can_manage_channel=True)
+    assert "melodybot is off in this channel" in off and f"Jam {jam.jam_id} stopped before any round closed." in off
+    stopped = await handler.store.jams.get(jam.jam_id)
+    assert (stopped.state, stopped.note) == (STOPPED, "stopped by bob")
+    assert (await handler.queue.get(jam.job_id)).state == JobState.CANCELLED
+
+
 async def test_song_of_an_extend_chain_engraves_the_known_melody(handler):
     """Two finished jobs (stored as a worker stores them): the first continued bar 1 of a known
     tune by bar 2, the second extended that variation by bars 3-4. `!song` puts the chain back

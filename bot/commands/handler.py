@@ -391,8 +391,13 @@ class CommandHandler:
         log.info("channel %s switched %s by user %s", request.channel_id, word, request.user_id)
         if word == "on":
             return [Reply(f"melodybot is on in this channel. Try `{self.prefix}continue C4 E4 G4 A4`.")]
-        return [Reply(f"melodybot is off in this channel; I'll ignore commands here until someone with Manage "
-                      f"Channels types `{self.prefix}channel on`.")]
+        off = Reply(f"melodybot is off in this channel; I'll ignore commands here until someone with Manage "
+                    f"Channels types `{self.prefix}channel on`.")
+        # A jam would go on posting rounds into a channel that asked for quiet: it stops (its song so far follows).
+        if await self.store.jams.playing_in(request.channel_id) is None:
+            return [off]
+        stopped = await self.jams.stop_jam(request.channel_id, request.user_id, request.user_name, can_manage=True)
+        return [off, Reply(stopped)]
 
     async def cmd_help(self, request: Request, args: str) -> list[Reply]:
         if args.strip().lower().removeprefix(self.prefix) in ("jam", "song", "forget"):

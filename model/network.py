@@ -77,6 +77,22 @@ class MelodyNet(nn.Module):
         x = torch.cat([self.event_embed(primer), self._positions(steps, offset)], -1)
         return self.encoder(self.drop(x))
 
+    def _encode_real_steps(self, primer: torch.Tensor, offset: torch.Tensor, pad: list[int]):
+        """_encode for left-padded rows, row b's first pad[b] steps being padding: the encoder
+        reads only each row's own steps (one call per padding), its final state is the row's own
+        last step, and its outputs over the padding are zeros."""
+        if not any(pad):
+            return self._encode(primer, offset)
+        batch, p_len = primer.shape
+        encoded = torch.zeros(batch, p_len, self.config.hidden, device=primer.device)
+        h = torch.zeros(self.config.layers, batch, self.config.hidden, device=primer.device)
+        c = torch.zeros_like(h)
+        for skip in sorted(set(pad)):
+            rows = torch.tensor([b for b, p in enumerate(pad) if p == skip], device=primer.device)
+            out, (h_rows, c_rows) = self._encode(primer[rows, skip:], offset[rows] - skip)
+            encoded[rows, skip:], h[:, rows], c[:, rows] = out, h_rows, c_rows
+        return encoded, (h, c)
+
     def _decoder_inputs(self, sequence, targets, offset, chord_features=None) -> torch.Tensor:
         """Inputs for predicting `sequence[:, t]` for each t in `targets` (absolute steps);
         chord_features: _chord_inputs for these targets (models with chord inputs)."""
@@ -114,8 +130,8 @@ class MelodyNet(nn.Module):
         return keys, values
 
     def _attend(self, queries, keys, values, allowed):
-        """queries (B, Q, H); keys/values (B, M, H), the null slot first; allowed (Q, M) bool or
-        None for all -> context (B, Q, H)."""
+        """queries (B, Q, H); keys/values (B, M, H), the null slot first; allowed (Q, M) or, per
+        row, (B, 1, Q, M) bool, or None for all -> context (B, Q, H)."""
         batch, q_len, hidden = queries.shape
         heads = self.config.heads
 
@@ -177,30 +193,46 @@ class MelodyNet(nn.Module):
         chords: torch.Tensor | None = None,
         with_loglik: bool = False,
         chord_scale: float = 1.0,
+        lengths: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Continue each primer row by `steps` events, all rows in one batched pass.
 
         primer (B, P) with P >= 2; temperature, top_p (B,); allowed_events (B, NUM_CLASSES) bool
         masks events out (e.g. notes outside the key); seeds: one per row; offset (B,) as in
-        forward, for left-padded primers; max_run (B,): the most NO_EVENTs in a row (a held note or
-        a rest) before something must happen, 0 for no limit; chords (B, P + steps) chord codes
-        or None. A row's result depends only on its own inputs and seed, never on what else
-        shares the batch. -> (B, steps); with_loglik, also (B, steps) each sampled step's log-likelihood
-        under the model itself (no temperature, nucleus or masks), per step so a row asking for
-        fewer steps than the batch can score just its own."""
+        forward: the step where row b's first bar starts, its left padding included; max_run (B,):
+        the most NO_EVENTs in a row (a held note or a rest) before something must happen, 0 for no
+        limit; chords (B, P + steps) chord codes or None; lengths (B,): each row's own primer
+        steps, >= 2, the last of its row: the P - lengths[b] steps before them are padding (PAD),
+        which nothing reads (None: no padding). So primers of different lengths share a pass,
+        and a row's result depends only on its own inputs and seed, never on what else shares
+        the batch (up to float rounding). -> (B, steps); with_loglik, also (B, steps) each sampled
+        step's log-likelihood under the model itself (no temperature, nucleus or masks), per step
+        so a row asking for fewer steps than the batch can score just its own."""
         batch, p_len = primer.shape
         device = primer.device
         noise = gumbel_noise(seeds, steps).to(device)  # (B, steps, C), drawn up front per row
         sequence = torch.cat([primer, torch.full((batch, steps), PAD, dtype=primer.dtype, device=device)], 1)
         offset = torch.zeros(batch, dtype=torch.long, device=device) if offset is None else offset
-        encoded, state = self._encode(primer, offset)
+        pad = [0] * batch if lengths is None else [p_len - int(n) for n in lengths.tolist()]
+        if not all(0 <= p <= p_len - 2 for p in pad):
+            raise ValueError(f"primer lengths must be between 2 and {p_len}, not {lengths.tolist()}")
+        pad_steps = torch.tensor(pad, device=device)[:, None]
+        # Padding reads as PAD, as the steps before a primer do to the lookbacks (and is no NO_EVENT).
+        sequence[:, :p_len].masked_fill_(torch.arange(p_len, device=device) < pad_steps, PAD)
+        encoded, state = self._encode_real_steps(sequence[:, :p_len], offset, pad)
         # Memory buffers: the null slot, then one entry per step read so far, filled in place.
         keys = torch.empty(batch, p_len + steps, self.config.hidden, device=device)
         values = torch.empty_like(keys)
         keys[:, 0], values[:, 0] = self.null_key[0, 0], self.null_value[0, 0]
         memory_pos = torch.arange(p_len - 1, device=device)
-        keys[:, 1:p_len], values[:, 1:p_len] = self._keys_values(encoded[:, :-1], primer[:, 1:], memory_pos + 1, offset)
+        keys[:, 1:p_len], values[:, 1:p_len] = self._keys_values(encoded[:, :-1], sequence[:, 1:p_len],
+                                                                 memory_pos + 1, offset)
         filled = p_len  # valid entries: the null slot and p_len - 1 memory entries
+        # Row b's memory slot 1 + m holds the state after step m: padding while m < pad[b].
+        own_memory = None  # (B, 1, 1, slots) for attention, None when no row is padded
+        if any(pad):
+            slots = torch.arange(p_len + steps, device=device)
+            own_memory = ((slots > pad_steps) | (slots == 0))[:, None, None]
         chord_features = chord_bias = chord_guide = None
         if self.config.chords:  # all steps at once; step t reads its row
             steps_ahead = torch.arange(p_len, p_len + steps, device=device)
@@ -208,7 +240,7 @@ class MelodyNet(nn.Module):
             if chord_scale != 1.0 and chords is not None:  # scale what the chords add to "no chord"
                 _, no_chord_bias = self._chord_inputs(None, steps_ahead, batch, device)
                 chord_guide = (chord_scale - 1.0) * (chord_bias - no_chord_bias)
-        run = _trailing_no_events(primer)  # (B,) NO_EVENTs in a row at the end so far
+        run = _trailing_no_events(sequence[:, :p_len])  # (B,) NO_EVENTs in a row at the end so far
         no_limit = torch.zeros(batch, dtype=torch.long, device=device)
         max_run = no_limit if max_run is None else max_run
         loglik = torch.zeros(batch, steps, device=device)
@@ -219,10 +251,10 @@ class MelodyNet(nn.Module):
             inputs = self._decoder_inputs(sequence, target, offset, step_chords)
             decoded, state = self._decoder_step(inputs, state)  # (B, 1, H)
             query = self.query(torch.cat([decoded, self._positions(target, offset)], -1))
-            allowed = None  # all of it, unless the memory is longer than the window
-            if filled - 1 > self.config.window:
-                allowed = torch.ones(1, filled, dtype=torch.bool, device=device)
-                allowed[0, 1 : filled - self.config.window] = False
+            allowed = None if own_memory is None else own_memory[..., :filled]  # all of it, unless padded
+            if filled - 1 > self.config.window:  # or the memory is longer than the window
+                allowed = torch.ones(1, filled, dtype=torch.bool, device=device) if allowed is None else allowed.clone()
+                allowed[..., 1 : filled - self.config.window] = False
             context = self._attend(query, keys[:, :filled], values[:, :filled], allowed)
             logits = self.head(torch.cat([decoded, context], -1))[:, 0]  # (B, C)
             model_logits = logits

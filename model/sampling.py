@@ -122,26 +122,17 @@ def continue_melodies(
 
     chords: per request None or its chords, one model.chords.Chord (or None) per step of the
     continuation (missing steps: no chord); a network without chord inputs only lets their
-    pitch classes into the key. Every candidate of every variation of every request with the
-    same primer length is one row of a single batched pass. (Rows of different lengths would
-    need padding, and padding would change the result of a seed.) Returns, per request, its
-    continuations (the events after the primer)."""
+    pitch classes into the key. Every candidate of every variation of every request is one row
+    of a single batched pass, primers of different lengths left-padded to the longest (the
+    network reads no padding, so a request's answer does not depend on its batch). Returns, per
+    request, its continuations (the events after the primer)."""
     primers = [prepare_primer(p) for p in primers]
     for opt in options:
         opt.check()
     chords = [None] * len(primers) if chords is None else list(chords)
     if len(chords) != len(primers):
         raise ValueError(f"{len(chords)} chord lists for {len(primers)} primers")
-    answers: list[list[list[int]]] = [[] for _ in options]
-    by_length: dict[int, list[int]] = {}
-    for i, primer in enumerate(primers):
-        by_length.setdefault(len(primer), []).append(i)
-    for requests in by_length.values():
-        sampled = _sample([primers[i] for i in requests], [options[i] for i in requests], model,
-                          [chords[i] for i in requests])
-        for i, continuations in zip(requests, sampled):
-            answers[i] = continuations
-    return answers
+    return _sample(primers, options, model, chords)
 
 
 def _chord_codes(chords: list | None, steps: int) -> list[int]:
@@ -154,14 +145,18 @@ def _chord_codes(chords: list | None, steps: int) -> list[int]:
 
 def _sample(primers: list[list[int]], options: list[SamplingOptions], model: MelodyNet,
             chords: list) -> list[list[list[int]]]:
-    """One batched pass over primers of equal length."""
+    """One batched pass over every request."""
     device = next(model.parameters()).device
     rows = [(i, v, k) for i, opt in enumerate(options) for v in range(opt.variations) for k in range(opt.candidates)]
-    if len(primers[0]) < 2:  # the network needs two primer steps; a rest before is harmless
-        primers = [[PAD] + p for p in primers]
-    p_len = len(primers[0])
-    primer = torch.tensor([primers[i] for i, _, _ in rows], dtype=torch.long, device=device)
-    offset = torch.full((len(rows),), int(primers[0][0] == PAD), dtype=torch.long, device=device)
+    # The network needs two primer steps: a rest before one note is harmless (its bar starts after it).
+    primers = [[PAD] + p if len(p) < 2 else p for p in primers]
+    bar_start = [int(p[0] == PAD) for p in primers]
+    p_len = max(len(p) for p in primers)
+    padded = [[PAD] * (p_len - len(p)) + p for p in primers]  # left padding: every row ends where the pass starts
+    primer = torch.tensor([padded[i] for i, _, _ in rows], dtype=torch.long, device=device)
+    lengths = torch.tensor([len(primers[i]) for i, _, _ in rows], dtype=torch.long, device=device)
+    offset = torch.tensor([p_len - len(primers[i]) + bar_start[i] for i, _, _ in rows], dtype=torch.long,
+                          device=device)
     steps = max(opt.bars for opt in options) * STEPS_PER_BAR
     codes = [[NO_CHORD] * p_len + _chord_codes(c, steps) for c in chords]
     chord_classes = [{pc for c in (per or []) if c is not None for pc in c.pitch_classes} for per in chords]
@@ -178,6 +173,7 @@ def _sample(primers: list[list[int]], options: list[SamplingOptions], model: Mel
         chords=torch.tensor([codes[i] for i, _, _ in rows], dtype=torch.long, device=device) if any(chords) else None,
         with_loglik=True,
         chord_scale=CHORD_SCALE,
+        lengths=lengths,
     )
     result, loglik = result.cpu(), loglik.cpu()
     answers: list[list[list[int]]] = [[] for _ in options]

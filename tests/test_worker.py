@@ -169,3 +169,39 @@ def test_the_batcher_runs_jobs_that_arrive_together_in_one_pass(generator):
     assert started[0] == ids[:1] and [len(batch) for batch in started] == [1, 2, 1]  # the limit of 4 rows
     assert sorted(started[1] + started[2]) == sorted(ids[1:])  # splits the three that were waiting
     assert counting.rows == [2 * CANDIDATES, 4 * CANDIDATES, 2 * CANDIDATES]
+
+
+@pytest.fixture(scope="module")
+def loud_generator(tmp_path_factory, tiny_config) -> Generator:
+    """A Generator on a tiny network whose weights are loud enough that it hears its primer (an
+    untrained tiny one hardly does), so reading a row's padding would change its result."""
+    import torch
+
+    from model.network import MelodyNet
+
+    torch.manual_seed(6)
+    model = MelodyNet(tiny_config).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.mul_(5.0)
+    path = tmp_path_factory.mktemp("loud") / "loud.pt"
+    save_checkpoint(path, model)
+    generator = Generator(Settings(weights=path, device="cpu"))
+    generator.load()
+    generator.skip_render = True  # the sampling is the point here
+    return generator
+
+
+def test_jobs_with_primers_of_different_lengths_share_one_pass(loud_generator):
+    primers = [[33], PRIMER[:5], PRIMER, PRIMER + [28, 0, 1, 0, 31, 0, 0, 0, 0, 1] * 3]  # 1 to 46 steps
+    jobs = [job(user, primer=p, variations=2, bars=2, seed=10 + user, temperature=1.5)
+            for user, p in enumerate(primers)]
+    with CountingModel(loud_generator.model) as counting:
+        outcomes = list(loud_generator.run(jobs))
+    assert counting.rows == [len(jobs) * 2 * CANDIDATES]  # one pass for all four lengths
+    assert all(o.state == JobState.DONE for o in outcomes)
+    for j, outcome in zip(jobs, outcomes):
+        [alone] = loud_generator.run([j])  # the same job by itself, the same seed
+        mixed = [tuple(v.events[outcome.result.primer_steps :]) for v in outcome.result.variations]
+        assert mixed == [tuple(v.events[alone.result.primer_steps :]) for v in alone.result.variations]
+        assert len(set(mixed)) == 2

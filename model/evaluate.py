@@ -1,10 +1,13 @@
 """Score a model on a POP909-style folder with the protocol of EVALUATION.md.
 
-    python -m model.evaluate FOLDER --json [--checkpoint PATH] [--held-out]
+    python -m model.evaluate FOLDER --json [--checkpoint PATH] [--held-out] [--chords] [--no-phase]
 
 For each song the first 32 steps are the primer; every later step is predicted from everything
 before it (teacher forcing). As in the reference counts (912,292 predicted steps on 818 songs),
 the first step scored is step 33: targets are events[1:] and the first 32 of them are primer.
+The steps are the protocol's (its grid counts bars from the file's tick 0); our network is also
+told where the song's annotated bars begin (Song.phase, from beat_midi.txt) for its position in
+the bar, unless --no-phase (then it counts bars from the protocol's grid, as before).
 """
 
 from __future__ import annotations
@@ -26,9 +29,11 @@ FIRST_SCORED_STEP = PRIMER_STEPS + 1
 
 
 @torch.no_grad()
-def score(model, songs: list[Song], batch_size: int = 16, device: str = "cpu", chords: bool = False) -> dict:
+def score(model, songs: list[Song], batch_size: int = 16, device: str = "cpu", chords: bool = False,
+          phase: bool = True) -> dict:
     """Total nll (nats) and note accuracy over the scored steps of all songs; with chords, a
-    model with chord inputs is told each song's annotated chords."""
+    model with chord inputs is told each song's annotated chords; with phase, our network is
+    told where each song's bars begin (the baselines have no positions)."""
     model.eval()
     total_nll, steps, notes, notes_right = 0.0, 0, 0, 0
     ordered = sorted((s for s in songs if len(s.events) > FIRST_SCORED_STEP), key=lambda s: len(s.events))
@@ -41,6 +46,8 @@ def score(model, songs: list[Song], batch_size: int = 16, device: str = "cpu", c
             sequence[row, : len(song.events)] = torch.as_tensor(song.events)
             codes[row, : len(song.events)] = torch.as_tensor(song.chord_codes())
         extra = {"chords": codes.to(device)} if chords and _has_chord_inputs(model) else {}
+        if phase and getattr(model, "config", None) is not None:  # MelodyNet: bars begin at step `offset`
+            extra["offset"] = torch.tensor([s.phase for s in batch], dtype=torch.long, device=device)
         logits = model(sequence[:, :PRIMER_STEPS].to(device), sequence[:, PRIMER_STEPS:].to(device), **extra).cpu()
         # logits[:, k] predicts step PRIMER_STEPS + k; score from FIRST_SCORED_STEP on.
         first = FIRST_SCORED_STEP - PRIMER_STEPS
@@ -72,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--held-out", action="store_true", help="score only this project's held-out split")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--chords", action="store_true", help="tell the model each song's annotated chords")
+    parser.add_argument("--no-phase", dest="phase", action="store_false",
+                        help="count bars from the protocol's grid, not the songs' annotated downbeats")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
 
@@ -83,8 +92,9 @@ def main(argv: list[str] | None = None) -> int:
         songs = split(songs)[1]
     model, _ = load_checkpoint(args.checkpoint, args.device)
     result = {"songs": len(songs), "skipped": len(skipped)}
-    result.update(score(model, songs, device=args.device, chords=args.chords))
+    result.update(score(model, songs, device=args.device, chords=args.chords, phase=args.phase))
     result["chords"] = args.chords and _has_chord_inputs(model)
+    result["phase"] = args.phase
     result["checkpoint"] = str(args.checkpoint)
     if args.json:
         print(json.dumps(result))

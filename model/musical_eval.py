@@ -3,7 +3,9 @@
     python -m model.musical_eval FOLDER [--seed 0] [--variations 4] [--temperature T --top-p P | --sweep]
     python -m model.musical_eval FOLDER --chords        # the chord-tone protocol
 
-Primers: the first 2 bars (32 steps) of each held-out song's melody; each is continued by 8 bars
+Primers: the first 2 bars (32 steps) of each held-out song's melody, its bars counted from the
+song's annotated downbeats (beat_midi.txt; Song.aligned) as the sampler expects a primer to start
+at a bar line, the protocol's grid when there are none; each is continued by 8 bars
 with the CLI's defaults, 4 variations (seeds as the CLI derives them from --seed); the real next
 8 bars (steps 32..159) are the reference. Features per 8-bar piece (MGEval, Yang & Lerch 2018):
 note count, pitch count, pitch range, mean absolute interval, mean inter-onset interval, the
@@ -162,12 +164,16 @@ def prepare(folder: Path, songs: list[Song] | None = None, every_song: bool = Fa
     if songs is None:
         songs = load_songs(folder)[0]
         songs = songs if every_song else split(songs)[1]
-    songs = [s for s in songs if len(s.events) >= PRIMER_STEPS + PIECE_STEPS]
-    primers = [s.events[:PRIMER_STEPS].tolist() for s in songs]
-    real = [s.events[PRIMER_STEPS : PRIMER_STEPS + PIECE_STEPS].tolist() for s in songs]
-    keys = [song_key(Path(folder) / s.song_id, _melody_offset(Path(folder) / s.song_id) + PRIMER_STEPS)
-            for s in songs]
+    songs = [s for s in songs if len(s.aligned()[0]) >= PRIMER_STEPS + PIECE_STEPS]
+    primers = [s.aligned()[0][:PRIMER_STEPS].tolist() for s in songs]
+    real = [s.aligned()[0][PRIMER_STEPS : PRIMER_STEPS + PIECE_STEPS].tolist() for s in songs]
+    keys = [song_key(Path(folder) / s.song_id, _continuation_start(Path(folder), s)) for s in songs]
     return Protocol(songs, primers, real, keys)
+
+
+def _continuation_start(folder: Path, song: Song) -> int:
+    """The file step where a song's continuation (after its aligned primer) begins."""
+    return _melody_offset(folder / song.song_id) + song.downbeat_start() + PRIMER_STEPS
 
 
 def _melody_offset(folder: Path) -> int:
@@ -213,7 +219,7 @@ def sheet_chords(folder: Path, song: Song) -> tuple[str, list]:
     the per-step chords that lead sheet gives (a bar's chords share it evenly)."""
     from model.chords import chords_per_step, lead_sheet, parse_lead_sheet, song_chords  # noqa: PLC0415
 
-    start = _melody_offset(folder / song.song_id) + PRIMER_STEPS
+    start = _continuation_start(folder, song)
     annotated = song_chords(folder / song.song_id)[start : start + PIECE_STEPS]
     annotated += [None] * (PIECE_STEPS - len(annotated))
     sheet = lead_sheet(annotated)

@@ -1,0 +1,33 @@
+"""The scorer tells our network where a song's bars begin and still scores the protocol's steps."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from model.data import Song
+from model.evaluate import FIRST_SCORED_STEP, PRIMER_STEPS, score
+from model.events import NO_EVENT, NOTE_OFF, note_on
+
+
+def melody(bars: int = 6) -> np.ndarray:
+    events = []
+    for k in range(bars):
+        events += [note_on(60 + k % 5)] + [NO_EVENT] * 3 + [note_on(64)] + [NO_EVENT] * 3 + [NOTE_OFF] + [NO_EVENT] * 7
+    return np.array(events + [note_on(67), NOTE_OFF], dtype=np.int64)
+
+
+def test_the_phase_moves_the_network_s_bars_not_the_scored_steps(tiny_model):
+    events = melody()
+    told, blind = score(tiny_model, [Song("010", events, phase=5)]), score(tiny_model, [Song("010", events)])
+    scored = (len(events) - FIRST_SCORED_STEP, 8)  # 13 notes, 5 of them before step 33
+    assert (told["steps"], told["notes"]) == (blind["steps"], blind["notes"]) == scored
+    assert told["nll"] != blind["nll"]
+    assert score(tiny_model, [Song("010", events, phase=5)], phase=False) == blind
+
+    sequence = torch.as_tensor(events)[None]  # the same score by hand, bars beginning at step 5
+    with torch.no_grad():
+        logits = tiny_model(sequence[:, :PRIMER_STEPS], sequence[:, PRIMER_STEPS:], offset=torch.tensor([5]))
+    nll = F.cross_entropy(logits[0, FIRST_SCORED_STEP - PRIMER_STEPS :], sequence[0, FIRST_SCORED_STEP:])
+    assert abs(told["nll"] - nll.item()) < 1e-5

@@ -240,6 +240,7 @@ async def test_a_restart_in_the_middle_of_a_round_keeps_its_deadline_and_a_cance
         stopped = await bot.jam_until(jam_id, lambda j: j.state == STOPPED)
         assert stopped.rounds_done == 1 and stopped.note == f"stopped by {bot.terminal.request.user_name}"
         await bot.output_until(r"Jam \w+ stopped after 1 round")
+        await bot.output_until(rf"song-{jam_id}\.mid")  # the song is posted after the stop's answer
         assert (settings.data_dir / "out" / f"song-{jam_id}.mid").is_file()
     finally:
         await bot.close()

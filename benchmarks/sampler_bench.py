@@ -1,11 +1,16 @@
 """What the sampler's choice of variations costs: `continue_melodies` for `!continue C4 E4 G4 A4`
 (4 variations x 8 bars), one torch thread as in the worker, median of --runs passes per case.
 
-    nice -n 5 .venv/bin/python benchmarks/sampler_bench.py [--baseline-weights OLD.pt]
+    nice -n 5 .venv/bin/python benchmarks/sampler_bench.py [--baseline-weights OLD.pt] [--part single|mixed]
 
 Cases: the shipped weights with the defaults; with one candidate (no choice); with chords
 "C | G | Am F | F"; and, given --baseline-weights, those weights with one candidate at top_p 0.95
 (the sampler before candidates).
+
+Mixed lengths: 8 jobs x 4 variations (defaults), two jobs each with primers of 4 different
+lengths, as one pass (left-padded, as the worker samples a batch now) and as the per-length passes
+it replaces (one pass per primer length, as continue_melodies split a batch before); every job
+gets the same answer both ways, which the benchmark checks.
 """
 
 from __future__ import annotations
@@ -37,10 +42,49 @@ def median_seconds(model, options: SamplingOptions, chords, runs: int) -> float:
     return statistics.median(times[1:])
 
 
+MIXED_PRIMERS = ("C4 E4 G4 A4", "C4 D E F G A B C", "E4 G C5 B4 A:2 G:2 F E D C D:4",
+                 "G4 A B C5 D:2 C B4 " * 4)  # 1, 2, 4 and 8 bars
+
+
+def mixed_lengths(model, runs: int) -> None:
+    primers = [prepare_primer(parse_notes(text)) for text in MIXED_PRIMERS for _ in range(2)]
+    options = [SamplingOptions(seed=j) for j in range(len(primers))]
+    lengths = sorted({len(p) for p in primers})
+    groups = [[j for j, p in enumerate(primers) if len(p) == n] for n in lengths]
+
+    def one_pass():
+        return continue_melodies(model, primers, options)
+
+    def per_length():
+        answers = [None] * len(primers)
+        for group in groups:
+            for j, answer in zip(group, continue_melodies(model, [primers[j] for j in group],
+                                                          [options[j] for j in group])):
+                answers[j] = answer
+        return answers
+
+    assert one_pass() == per_length(), "a job's answer changed with its batch"  # also warms up
+    times = {"one pass": [], "per length": []}
+    for _ in range(runs):  # interleaved, so a change in the machine's speed hits both alike
+        for name, run in (("one pass", one_pass), ("per length", per_length)):
+            started = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - started)
+    rows = sum(o.variations * o.candidates for o in options)
+    print(f"\nMixed lengths: {len(primers)} jobs x {options[0].variations} variations ({rows} rows), primers of "
+          f"{', '.join(map(str, lengths))} steps; median of {runs}\n")
+    print("| case | passes | median s | min s |\n|---|---:|---:|---:|")
+    for name, passes in (("one mixed-length pass", 1), ("per-length passes", len(groups))):
+        values = times["one pass" if passes == 1 else "per length"]
+        print(f"| {name} | {passes} | {statistics.median(values):.3f} | {min(values):.3f} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--baseline-weights", type=Path)
+    parser.add_argument("--part", choices=("all", "single", "mixed"), default="all")
+    parser.add_argument("--mixed-runs", type=int, default=7)
     args = parser.parse_args()
     torch.set_num_threads(1)
     model = load_model(str(DEFAULT_WEIGHTS))
@@ -53,10 +97,13 @@ def main() -> None:
     if args.baseline_weights:
         cases.append(("baseline weights, 1 candidate, top_p 0.95", load_model(str(args.baseline_weights)),
                       replace(defaults, candidates=1, top_p=0.95), None))
-    print("| case | rows | median s |\n|---|---:|---:|")
-    for name, net, options, given in cases:
-        seconds = median_seconds(net, options, given, args.runs)
-        print(f"| {name} | {options.variations * options.candidates} | {seconds:.3f} |", flush=True)
+    if args.part in ("all", "single"):
+        print("| case | rows | median s |\n|---|---:|---:|")
+        for name, net, options, given in cases:
+            seconds = median_seconds(net, options, given, args.runs)
+            print(f"| {name} | {options.variations * options.candidates} | {seconds:.3f} |", flush=True)
+    if args.part in ("all", "mixed"):
+        mixed_lengths(model, args.mixed_runs)
 
 
 if __name__ == "__main__":

@@ -74,7 +74,7 @@ def test_a_request_does_not_depend_on_its_batch(tiny_model):
     alone = continue_one(tiny_model, C_MAJOR, bars=2, variations=2, seed=7)
     batched = continue_melodies(
         tiny_model,
-        [OTHER, C_MAJOR, parse_notes("C4 E G")],  # OTHER has the same length: one batch with C_MAJOR
+        [OTHER, C_MAJOR, parse_notes("C4 E G")],  # one pass, the last left-padded
         [SamplingOptions(bars=3, variations=3, seed=7, temperature=0.5, keep_key=False),
          SamplingOptions(bars=2, variations=2, seed=7),
          SamplingOptions(bars=1, variations=1)],
@@ -305,6 +305,17 @@ def test_the_one_step_decoder_matches_nn_lstm():
     got, (h_step, c_step) = model._decoder_step(inputs, state)
     assert torch.allclose(got, expected, atol=1e-6)
     assert torch.allclose(h_step, h, atol=1e-6) and torch.allclose(c_step, c, atol=1e-6)
+
+
+def test_the_one_query_attention_matches_scaled_dot_product_attention():
+    model = MelodyNet(NetworkConfig(embed=8, hidden=16, layers=1, heads=4, window=64, dropout=0.0)).eval()
+    query, keys, values = torch.randn(3, 1, 16), torch.randn(3, 9, 16), torch.randn(3, 9, 16)
+    allowed = torch.rand(3, 1, 1, 9) < 0.6
+    allowed[..., 0] = True  # the null slot
+    for mask in (None, allowed, allowed[0, 0]):
+        expected = model._attend(query, keys, values, mask)
+        got = model._attend_one(query, model._by_head(keys), model._by_head(values), mask)
+        assert torch.allclose(got, expected, atol=1e-6)
 
 
 def test_step_by_step_sampling_agrees_with_teacher_forcing():

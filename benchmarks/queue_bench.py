@@ -113,12 +113,17 @@ async def queue_run(weights: Path, jobs: int, bars: int, variations: int, render
             await queue.submit(job)
             done_at, status = await waiters[job.job_id]
             assert status.state == JobState.DONE, status.error
+            timings.append(status.result.timings)
             return done_at - submitted
 
+        timings: list[dict] = []
         out["idle"] = [await one(0, seed) for seed in range(idle)]
+        timings.clear()
         burst_started = time.monotonic()
         out["burst"] = await asyncio.gather(*(one(1 + n % 8, n) for n in range(jobs)))
         out["burst_s"] = time.monotonic() - burst_started
+        out["burst_stages"] = {stage: statistics.mean(t[stage] for t in timings)
+                               for stage in ("queued", "sample", "render")}
         out["after"] = memory_kib(queue.worker_pid)
         follower.cancel()
     return out
@@ -180,6 +185,9 @@ def main() -> None:
             burst = out["burst"]
             print(f"| burst from 8 users at once | {len(burst)} | {len(burst) / out['burst_s']:.2f} | "
                   f"{statistics.median(burst):.2f} | {percentile(burst, 95):.2f} |")  # fmt: skip
+            stages = out["burst_stages"]
+            print(f"\nBurst, mean per job: queued {stages['queued']:.2f} s, its batch's sampling "
+                  f"{stages['sample']:.2f} s, rendering {stages['render']:.2f} s")
             print(f"\nWorker memory: VmRSS {out['warm']['VmRSS'] / 1024:.0f} MiB warm, "
                   f"{out['after']['VmRSS'] / 1024:.0f} MiB after the burst, peak (VmHWM) "
                   f"{out['after']['VmHWM'] / 1024:.0f} MiB")  # fmt: skip

@@ -142,7 +142,7 @@ def test_the_batcher_runs_jobs_that_arrive_together_in_one_pass(generator):
         gate.wait(30)  # hold the first batch until the others are waiting
 
     batcher = Batcher(generator, limit=4, on_start=on_start)
-    jobs = [job(user, variations=2) for user in range(4)]
+    jobs = [job(user, variations=2, primer=PRIMER[: 4 + 4 * user]) for user in range(4)]  # 4 primer lengths
     outcomes = {}
 
     def submit(j):
@@ -168,7 +168,7 @@ def test_the_batcher_runs_jobs_that_arrive_together_in_one_pass(generator):
     ids = [j.job_id for j in jobs]
     assert started[0] == ids[:1] and [len(batch) for batch in started] == [1, 2, 1]  # the limit of 4 rows
     assert sorted(started[1] + started[2]) == sorted(ids[1:])  # splits the three that were waiting
-    assert counting.rows == [2 * CANDIDATES, 4 * CANDIDATES, 2 * CANDIDATES]
+    assert counting.rows == [2 * CANDIDATES, 4 * CANDIDATES, 2 * CANDIDATES]  # two lengths share the second
 
 
 @pytest.fixture(scope="module")

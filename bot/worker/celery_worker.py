@@ -39,8 +39,8 @@ REPORT_RETRY_S = 1.0  # while Redis is unreachable, try to push an event again t
 
 class Batcher:
     """Celery's pool threads hand their jobs to one thread that owns the model; it samples
-    whatever is waiting (up to `limit` rows) as one batch, and a second thread renders, so the
-    next batch samples while the last one renders."""
+    whatever is waiting (up to `limit` rows, primers of any lengths) as one batch, and a second
+    thread renders, so the next batch samples while the last one renders."""
 
     def __init__(
         self,

@@ -2,7 +2,8 @@
 render each job's previews (bot/render) and hand back its Outcome as soon as it is ready.
 
 Batching: every variation of every job taken together is one row of one sampled pass
-(model.sampling.continue_melodies), up to settings.batch_limit rows.
+(model.sampling.continue_melodies), up to settings.batch_limit rows, whatever the lengths of the
+jobs' primers (shorter ones are left-padded; a job's answer does not depend on its batch).
 
 Failures: a bad request (options out of range, a primer without notes, an unknown instrument)
 fails the job with that reason; anything else fails it with GENERIC_ERROR, the details logged

@@ -5,7 +5,7 @@
 
 Primers: the first 2 bars (32 steps) of each held-out song's melody, its bars counted from the
 song's annotated downbeats (beat_midi.txt; Song.aligned) as the sampler expects a primer to start
-at a bar line, the protocol's grid when there are none; each is continued by 8 bars
+at a bar line, the protocol's grid when there are none (or --no-phase); each is continued by 8 bars
 with the CLI's defaults, 4 variations (seeds as the CLI derives them from --seed); the real next
 8 bars (steps 32..159) are the reference. Features per 8-bar piece (MGEval, Yang & Lerch 2018):
 note count, pitch count, pitch range, mean absolute interval, mean inter-onset interval, the
@@ -159,11 +159,14 @@ class Protocol:
     keys: list[set[int] | None]
 
 
-def prepare(folder: Path, songs: list[Song] | None = None, every_song: bool = False) -> Protocol:
-    """The protocol's material from the held-out songs of a folder (every_song: all of them)."""
+def prepare(folder: Path, songs: list[Song] | None = None, every_song: bool = False, phase: bool = True) -> Protocol:
+    """The protocol's material from the held-out songs of a folder (every_song: all of them);
+    phase False: bars counted from the protocol's grid, not the annotated downbeats."""
     if songs is None:
         songs = load_songs(folder)[0]
         songs = songs if every_song else split(songs)[1]
+    if not phase:
+        songs = [replace(s, phase=0) for s in songs]
     songs = [s for s in songs if len(s.aligned()[0]) >= PRIMER_STEPS + PIECE_STEPS]
     primers = [s.aligned()[0][:PRIMER_STEPS].tolist() for s in songs]
     real = [s.aligned()[0][PRIMER_STEPS : PRIMER_STEPS + PIECE_STEPS].tolist() for s in songs]
@@ -268,10 +271,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--real", action="store_true", help="also the real-vs-real row")
     parser.add_argument("--chords", action="store_true", help="the chord-tone protocol instead")
     parser.add_argument("--all", action="store_true", help="every song of the folder, not the held-out split")
+    parser.add_argument("--no-phase", dest="phase", action="store_false",
+                        help="primers from the protocol's grid (bars from tick 0), not the annotated downbeats")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     model = load_model(*([str(args.weights)] if args.weights else []))
-    protocol = prepare(args.folder, every_song=args.all)
+    protocol = prepare(args.folder, every_song=args.all, phase=args.phase)
     base = SamplingOptions(bars=BARS, variations=args.variations, seed=args.seed, candidates=args.candidates,
                            temperature=args.temperature, top_p=args.top_p)
     if args.chords:

@@ -94,6 +94,10 @@ def test_training_windows_and_primers_start_on_downbeats(folder):
     assert by_id["002"][13] == note_on(50) and by_id["002"][16] == NOTE_OFF  # the pickup ends on the next downbeat
     assert by_id["003"][PHASE] == note_on(60)  # no beats: the grid's bar line
     assert all(len(r) == PIECE_STEPS for r in protocol.real) and all(len(p) == PRIMER_STEPS for p in protocol.primers)
+    on_the_grid = prepare(folder, songs=list(songs.values()), phase=False)  # bars from the file's tick 0
+    grid_bar = [NO_EVENT] * PHASE + [note_on(60)]
+    assert [p[: PHASE + 1] for p in on_the_grid.primers] == [grid_bar, songs["002"].events[: PHASE + 1].tolist(),
+                                                              grid_bar]
 
 
 def test_a_song_without_a_phase_is_cut_at_its_grid():

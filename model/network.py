@@ -77,22 +77,6 @@ class MelodyNet(nn.Module):
         x = torch.cat([self.event_embed(primer), self._positions(steps, offset)], -1)
         return self.encoder(self.drop(x))
 
-    def _encode_real_steps(self, primer: torch.Tensor, offset: torch.Tensor, pad: list[int]):
-        """_encode for left-padded rows, row b's first pad[b] steps being padding: the encoder
-        reads only each row's own steps (one call per padding), its final state is the row's own
-        last step, and its outputs over the padding are zeros."""
-        if not any(pad):
-            return self._encode(primer, offset)
-        batch, p_len = primer.shape
-        encoded = torch.zeros(batch, p_len, self.config.hidden, device=primer.device)
-        h = torch.zeros(self.config.layers, batch, self.config.hidden, device=primer.device)
-        c = torch.zeros_like(h)
-        for skip in sorted(set(pad)):
-            rows = torch.tensor([b for b, p in enumerate(pad) if p == skip], device=primer.device)
-            out, (h_rows, c_rows) = self._encode(primer[rows, skip:], offset[rows] - skip)
-            encoded[rows, skip:], h[:, rows], c[:, rows] = out, h_rows, c_rows
-        return encoded, (h, c)
-
     def _decoder_inputs(self, sequence, targets, offset, chord_features=None) -> torch.Tensor:
         """Inputs for predicting `sequence[:, t]` for each t in `targets` (absolute steps);
         chord_features: _chord_inputs for these targets (models with chord inputs)."""
@@ -148,16 +132,30 @@ class MelodyNet(nn.Module):
             return x.view(x.shape[0], heads, -1)
         return x.view(x.shape[0], x.shape[1], heads, -1).transpose(1, 2)
 
-    def _attend_one(self, query, keys, values, allowed):
+    def _attend_one(self, query, keys, values, allowed, visible_from: int = 1):
         """_attend for one query step: query (B, 1, H); keys/values (B, heads, M, H / heads), the
-        null slot first; allowed as in _attend. The same maths as scaled_dot_product_attention,
-        as two matmuls: for a single query they cost a fraction of its CPU kernel."""
+        null slot first; allowed as in _attend. Only the null slot and the slots from
+        `visible_from` on are read (the window: the rest is out of every row's sight). The same
+        maths as scaled_dot_product_attention, as matmuls: for a single query they cost a
+        fraction of its CPU kernel."""
         batch, _, hidden = query.shape
-        scores = self._by_head(query[:, 0])[:, :, None] @ keys.transpose(-1, -2)  # (B, heads, 1, M)
-        scores = scores * (hidden // self.config.heads) ** -0.5
+        q = self._by_head(query[:, 0])[:, :, None] * (hidden // self.config.heads) ** -0.5  # (B, heads, 1, h)
+        if visible_from > 1:  # the null slot apart, so nothing before the window is read
+            null_key, null_value = keys[:, :, :1], values[:, :, :1]
+            keys, values = keys[:, :, visible_from:], values[:, :, visible_from:]
+            scores = torch.cat([q @ null_key.transpose(-1, -2), q @ keys.transpose(-1, -2)], -1)
+            if allowed is not None:
+                allowed = torch.cat([allowed[..., :1], allowed[..., visible_from:]], -1)
+        else:
+            scores = q @ keys.transpose(-1, -2)  # (B, heads, 1, M)
         if allowed is not None:
             scores = scores.masked_fill(~allowed, float("-inf"))
-        return (torch.softmax(scores, -1) @ values).reshape(batch, 1, hidden)
+        probs = torch.softmax(scores, -1)
+        if visible_from > 1:
+            context = probs[..., :1] @ null_value + probs[..., 1:] @ values
+        else:
+            context = probs @ values
+        return context.reshape(batch, 1, hidden)
 
     def _with_null(self, keys, values, allowed):
         """Put the always-visible null slot in front of the memory (and of its mask)."""
@@ -228,31 +226,62 @@ class MelodyNet(nn.Module):
         so a row asking for fewer steps than the batch can score just its own."""
         batch, p_len = primer.shape
         device = primer.device
-        noise = gumbel_noise(seeds, steps).to(device)  # (B, steps, C), drawn up front per row
-        sequence = torch.cat([primer, torch.full((batch, steps), PAD, dtype=primer.dtype, device=device)], 1)
-        offset = torch.zeros(batch, dtype=torch.long, device=device) if offset is None else offset
         pad = [0] * batch if lengths is None else [p_len - int(n) for n in lengths.tolist()]
         if not all(0 <= p <= p_len - 2 for p in pad):
             raise ValueError(f"primer lengths must be between 2 and {p_len}, not {lengths.tolist()}")
-        pad_steps = torch.tensor(pad, device=device)[:, None]
-        # Padding reads as PAD, as the steps before a primer do to the lookbacks (and is no NO_EVENT).
-        sequence[:, :p_len].masked_fill_(torch.arange(p_len, device=device) < pad_steps, PAD)
-        encoded, state = self._encode_real_steps(sequence[:, :p_len], offset, pad)
+        offset = torch.zeros(batch, dtype=torch.long, device=device) if offset is None else offset
+        max_run = torch.zeros(batch, dtype=torch.long, device=device) if max_run is None else max_run
+        inputs = (primer, temperature, top_p, allowed_events, offset, max_run, chords)
+        order = sorted(range(batch), key=pad.__getitem__)  # rows padded alike side by side: each group a slice
+        if order == list(range(batch)):
+            out = self._generate_sorted(*inputs, steps, seeds, pad, chord_scale, with_loglik)
+        else:
+            index = torch.tensor(order, device=device)
+            inputs = tuple(x if x is None else x[index] for x in inputs)
+            out = self._generate_sorted(*inputs, steps, [seeds[b] for b in order], [pad[b] for b in order],
+                                        chord_scale, with_loglik)  # fmt: skip
+            back = torch.argsort(index)
+            out = out[0][back], out[1][back]
+        return out if with_loglik else out[0]
+
+    def _generate_sorted(self, primer, temperature, top_p, allowed_events, offset, max_run, chords, steps, seeds, pad,
+                         chord_scale, with_loglik):  # fmt: skip
+        """generate, its rows in order of padding -> (events, loglik: zeros without with_loglik)."""
+        batch, p_len = primer.shape
+        device = primer.device
+        # (first row, end row, padding) of each group of rows padded alike
+        groups = [(pad.index(p), len(pad) - pad[::-1].index(p), p) for p in sorted(set(pad))]
+        noise = gumbel_noise(seeds, steps).to(device)  # (B, steps, C), drawn up front per row
+        sequence = torch.cat([primer, torch.full((batch, steps), PAD, dtype=primer.dtype, device=device)], 1)
+        for start, end, skip in groups:  # padding reads as PAD, as the steps before a primer do to the lookbacks
+            sequence[start:end, :skip] = PAD
         # Memory buffers: the null slot, then one entry per step read so far, filled in place.
         # Kept split by head, (B, heads, slots, H / heads), so each step's attention is two matmuls.
         heads = self.config.heads
         keys = torch.empty(batch, heads, p_len + steps, self.config.hidden // heads, device=device)
         values = torch.empty_like(keys)
         keys[:, :, 0], values[:, :, 0] = self._by_head(self.null_key[:, 0]), self._by_head(self.null_value[:, 0])
-        memory_pos = torch.arange(p_len - 1, device=device)
-        primer_keys, primer_values = self._keys_values(encoded[:, :-1], sequence[:, 1:p_len], memory_pos + 1, offset)
-        keys[:, :, 1:p_len], values[:, :, 1:p_len] = self._by_head(primer_keys), self._by_head(primer_values)
-        filled = p_len  # valid entries: the null slot and p_len - 1 memory entries
-        # Row b's memory slot 1 + m holds the state after step m: padding while m < pad[b].
-        own_memory = None  # (B, 1, 1, slots) for attention, None when no row is padded
-        if any(pad):
-            slots = torch.arange(p_len + steps, device=device)
-            own_memory = ((slots > pad_steps) | (slots == 0))[:, None, None]
+        # Each group's encoder reads only its own steps, so its final state is each row's own last
+        # step. Slot j holds the state after step j - 1 and what followed it; slots over the
+        # padding, or before the window of the first step, are never read, nor filled.
+        state = None
+        for start, end, skip in groups:
+            rows = slice(start, end)
+            encoded, group_state = self._encode(sequence[rows, skip:p_len], offset[rows] - skip)
+            if len(groups) == 1:
+                state = group_state
+            else:
+                if state is None:
+                    state = tuple(torch.empty(self.config.layers, batch, self.config.hidden, device=device)
+                                  for _ in range(2))  # fmt: skip
+                state[0][:, rows], state[1][:, rows] = group_state
+            first = max(skip + 1, p_len - self.config.window)
+            primer_keys, primer_values = self._keys_values(
+                encoded[:, first - 1 - skip : -1], sequence[rows, first:p_len],
+                torch.arange(first, p_len, device=device), offset[rows])  # fmt: skip
+            keys[rows, :, first:p_len] = self._by_head(primer_keys)
+            values[rows, :, first:p_len] = self._by_head(primer_values)
+        filled = p_len  # entries so far: the null slot and p_len - 1 memory slots
         chord_features = chord_bias = chord_guide = None
         if self.config.chords:  # all steps at once; step t reads its row
             steps_ahead = torch.arange(p_len, p_len + steps, device=device)
@@ -260,9 +289,7 @@ class MelodyNet(nn.Module):
             if chord_scale != 1.0 and chords is not None:  # scale what the chords add to "no chord"
                 _, no_chord_bias = self._chord_inputs(None, steps_ahead, batch, device)
                 chord_guide = (chord_scale - 1.0) * (chord_bias - no_chord_bias)
-        run = _trailing_no_events(sequence[:, :p_len])  # (B,) NO_EVENTs in a row at the end so far
-        no_limit = torch.zeros(batch, dtype=torch.long, device=device)
-        max_run = no_limit if max_run is None else max_run
+        run = _trailing_no_events(sequence[:, :p_len])  # (B,) NO_EVENTs in a row at the end so far (PAD is none)
         loglik = torch.zeros(batch, steps, device=device)
         nucleus_p = None if bool((top_p >= 1).all()) else top_p  # top_p 1 everywhere: no sorting
         for t in range(p_len, p_len + steps):
@@ -271,11 +298,13 @@ class MelodyNet(nn.Module):
             inputs = self._decoder_inputs(sequence, target, offset, step_chords)
             decoded, state = self._decoder_step(inputs, state)  # (B, 1, H)
             query = self.query(torch.cat([decoded, self._positions(target, offset)], -1))
-            allowed = None if own_memory is None else own_memory[..., :filled]  # all of it, unless padded
-            if filled - 1 > self.config.window:  # or the memory is longer than the window
-                allowed = torch.ones(1, filled, dtype=torch.bool, device=device) if allowed is None else allowed.clone()
-                allowed[..., 1 : filled - self.config.window] = False
-            context = self._attend_one(query, keys[:, :, :filled], values[:, :, :filled], allowed)
+            # Each group reads the null slot and its own slots within the window.
+            context = torch.cat([
+                self._attend_one(query[start:end], keys[start:end, :, :filled], values[start:end, :, :filled],
+                                 None, max(skip + 1, filled - self.config.window))
+                for start, end, skip in groups
+            ]) if len(groups) > 1 else self._attend_one(query, keys[:, :, :filled], values[:, :, :filled], None,
+                                                        max(1, filled - self.config.window))  # fmt: skip
             logits = self.head(torch.cat([decoded, context], -1))[:, 0]  # (B, C)
             model_logits = logits
             if chord_bias is not None:
@@ -292,7 +321,7 @@ class MelodyNet(nn.Module):
             new_key, new_value = self._keys_values(decoded, sequence[:, t : t + 1], target, offset)
             keys[:, :, filled], values[:, :, filled] = self._by_head(new_key[:, 0]), self._by_head(new_value[:, 0])
             filled += 1
-        return (sequence[:, p_len:], loglik) if with_loglik else sequence[:, p_len:]
+        return sequence[:, p_len:], loglik
 
     def _decoder_step(self, inputs: torch.Tensor, state):
         """One decoder step, inputs (B, 1, In) -> (B, 1, H): the same maths as self.decoder, through

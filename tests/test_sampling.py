@@ -316,6 +316,12 @@ def test_the_one_query_attention_matches_scaled_dot_product_attention():
         expected = model._attend(query, keys, values, mask)
         got = model._attend_one(query, model._by_head(keys), model._by_head(values), mask)
         assert torch.allclose(got, expected, atol=1e-6)
+        # reading only the null slot and slots 4.. is the same as masking slots 1 to 3
+        windowed = (torch.ones(3, 1, 1, 9, dtype=torch.bool) if mask is None else mask.expand(3, 1, 1, 9)).clone()
+        windowed[..., 1:4] = False
+        expected = model._attend(query, keys, values, windowed)
+        got = model._attend_one(query, model._by_head(keys), model._by_head(values), mask, visible_from=4)
+        assert torch.allclose(got, expected, atol=1e-6)
 
 
 def test_step_by_step_sampling_agrees_with_teacher_forcing():

@@ -7,10 +7,11 @@ Cases: the shipped weights with the defaults; with one candidate (no choice); wi
 "C | G | Am F | F"; and, given --baseline-weights, those weights with one candidate at top_p 0.95
 (the sampler before candidates).
 
-Mixed lengths: 8 jobs x 4 variations (defaults; then x 1), two jobs each with primers of 4 different
-lengths, as one pass (left-padded, as the worker samples a batch now) and as the per-length passes
-it replaces (one pass per primer length, as continue_melodies split a batch before); every job
-gets the same answer both ways, which the benchmark checks.
+Mixed lengths: 8 jobs x 4 variations (defaults; then x 1), two jobs each with primers of 4
+different lengths (--mixed-long: also seven of one bar with one of 64 bars), as one pass
+(left-padded, as the worker samples a batch now) and as the per-length passes it replaces (one
+pass per primer length, as continue_melodies split a batch before); every job gets the same
+answer both ways, which the benchmark checks.
 """
 
 from __future__ import annotations
@@ -46,8 +47,16 @@ MIXED_PRIMERS = ("C4 E4 G4 A4", "C4 D E F G A B C", "E4 G C5 B4 A:2 G:2 F E D C 
                  "G4 A B C5 D:2 C B4 " * 4)  # 1, 2, 4 and 8 bars
 
 
-def mixed_lengths(model, runs: int, variations: int) -> None:
-    primers = [prepare_primer(parse_notes(text)) for text in MIXED_PRIMERS for _ in range(2)]
+def mixed_primers(long: bool) -> list[list[int]]:
+    """Two jobs each of MIXED_PRIMERS; long: seven jobs of one bar and one of 64 bars instead."""
+    if long:
+        return [prepare_primer(parse_notes(MIXED_PRIMERS[0]))] * 7 + [prepare_primer(
+            parse_notes(MIXED_PRIMERS[-1]) * 8)]  # fmt: skip
+    return [prepare_primer(parse_notes(text)) for text in MIXED_PRIMERS for _ in range(2)]
+
+
+def mixed_lengths(model, runs: int, variations: int, long: bool = False) -> None:
+    primers = mixed_primers(long)
     options = [SamplingOptions(seed=j, variations=variations) for j in range(len(primers))]
     lengths = sorted({len(p) for p in primers})
     groups = [[j for j, p in enumerate(primers) if len(p) == n] for n in lengths]
@@ -86,6 +95,7 @@ def main() -> None:
     parser.add_argument("--part", choices=("all", "single", "mixed"), default="all")
     parser.add_argument("--mixed-runs", type=int, default=7)
     parser.add_argument("--mixed-variations", type=int, nargs="+", default=[4, 1])
+    parser.add_argument("--mixed-long", action="store_true", help="also 7 jobs of 1 bar with one of 64 bars")
     args = parser.parse_args()
     torch.set_num_threads(1)
     model = load_model(str(DEFAULT_WEIGHTS))
@@ -106,6 +116,8 @@ def main() -> None:
     if args.part in ("all", "mixed"):
         for variations in args.mixed_variations:
             mixed_lengths(model, args.mixed_runs, variations)
+        if args.mixed_long:
+            mixed_lengths(model, args.mixed_runs, 4, long=True)
 
 
 if __name__ == "__main__":

@@ -114,8 +114,8 @@ class MelodyNet(nn.Module):
         return keys, values
 
     def _attend(self, queries, keys, values, allowed):
-        """queries (B, Q, H); keys/values (B, M, H), the null slot first; allowed (Q, M) or, per
-        row, (B, 1, Q, M) bool, or None for all -> context (B, Q, H)."""
+        """queries (B, Q, H); keys/values (B, M, H), the null slot first; allowed (Q, M) bool or
+        None for all -> context (B, Q, H)."""
         batch, q_len, hidden = queries.shape
         heads = self.config.heads
 
@@ -132,30 +132,20 @@ class MelodyNet(nn.Module):
             return x.view(x.shape[0], heads, -1)
         return x.view(x.shape[0], x.shape[1], heads, -1).transpose(1, 2)
 
-    def _attend_one(self, query, keys, values, allowed, visible_from: int = 1):
-        """_attend for one query step: query (B, 1, H); keys/values (B, heads, M, H / heads), the
-        null slot first; allowed as in _attend. Only the null slot and the slots from
-        `visible_from` on are read (the window: the rest is out of every row's sight). The same
-        maths as scaled_dot_product_attention, as matmuls: for a single query they cost a
-        fraction of its CPU kernel."""
+    def _attend_one(self, query, keys, values, visible_from: int = 1):
+        """_attend for one query step, every slot allowed: query (B, 1, H); keys/values (B, heads,
+        M, H / heads), the null slot first. Only the null slot and the slots from `visible_from`
+        on are read (the window, and a row's own slots). The same maths as
+        scaled_dot_product_attention, as matmuls: for a single query they cost a fraction of
+        its CPU kernel."""
         batch, _, hidden = query.shape
         q = self._by_head(query[:, 0])[:, :, None] * (hidden // self.config.heads) ** -0.5  # (B, heads, 1, h)
-        if visible_from > 1:  # the null slot apart, so nothing before the window is read
-            null_key, null_value = keys[:, :, :1], values[:, :, :1]
-            keys, values = keys[:, :, visible_from:], values[:, :, visible_from:]
-            scores = torch.cat([q @ null_key.transpose(-1, -2), q @ keys.transpose(-1, -2)], -1)
-            if allowed is not None:
-                allowed = torch.cat([allowed[..., :1], allowed[..., visible_from:]], -1)
-        else:
-            scores = q @ keys.transpose(-1, -2)  # (B, heads, 1, M)
-        if allowed is not None:
-            scores = scores.masked_fill(~allowed, float("-inf"))
-        probs = torch.softmax(scores, -1)
-        if visible_from > 1:
-            context = probs[..., :1] @ null_value + probs[..., 1:] @ values
-        else:
-            context = probs @ values
-        return context.reshape(batch, 1, hidden)
+        if visible_from == 1:
+            return (torch.softmax(q @ keys.transpose(-1, -2), -1) @ values).reshape(batch, 1, hidden)
+        null_key, null_value = keys[:, :, :1], values[:, :, :1]  # the null slot apart: nothing else before is read
+        keys, values = keys[:, :, visible_from:], values[:, :, visible_from:]
+        probs = torch.softmax(torch.cat([q @ null_key.transpose(-1, -2), q @ keys.transpose(-1, -2)], -1), -1)
+        return (probs[..., :1] @ null_value + probs[..., 1:] @ values).reshape(batch, 1, hidden)
 
     def _with_null(self, keys, values, allowed):
         """Put the always-visible null slot in front of the memory (and of its mask)."""
@@ -301,9 +291,9 @@ class MelodyNet(nn.Module):
             # Each group reads the null slot and its own slots within the window.
             context = torch.cat([
                 self._attend_one(query[start:end], keys[start:end, :, :filled], values[start:end, :, :filled],
-                                 None, max(skip + 1, filled - self.config.window))
+                                 max(skip + 1, filled - self.config.window))
                 for start, end, skip in groups
-            ]) if len(groups) > 1 else self._attend_one(query, keys[:, :, :filled], values[:, :, :filled], None,
+            ]) if len(groups) > 1 else self._attend_one(query, keys[:, :, :filled], values[:, :, :filled],
                                                         max(1, filled - self.config.window))  # fmt: skip
             logits = self.head(torch.cat([decoded, context], -1))[:, 0]  # (B, C)
             model_logits = logits

@@ -128,10 +128,25 @@ async def test_the_bot_path_with_chords_on_the_real_queue_worker_and_renderer(tm
                 assert chord_pcs <= {5, 9, 0, 7, 11, 2}  # F major and G major triads only, under the continuation
                 assert variation.mp3
             reply = handler.result_reply(done[given])
-            assert all(v.chords in reply.text for v in done[given].result.variations) and "(yours)" in reply.text
+            assert all(v.chords in reply.text for v in done[given].result.variations)
+            assert "(suggested under your notes, then yours)" in reply.text
             (variation,) = done[bare].result.variations
             assert variation.chords is None
             assert [i.name for i in pretty_midi.PrettyMIDI(io.BytesIO(variation.midi)).instruments] == ["Melody"]
             assert "Chords" not in handler.result_reply(done[bare]).text
     finally:
         store.close()
+
+
+@pytest.mark.parametrize(
+    ("sheet", "sketch_chords", "label"),
+    [(None, None, "suggested"), ("F | G", None, "suggested under your notes, then yours"),
+     (None, "C", "your sketch's under your notes, then suggested"), ("F | G", "C", "yours")],
+)
+def test_the_reply_says_whose_chords_it_lists(sheet, sketch_chords, label):
+    from bot.commands.replies import chord_lines
+
+    job = Job(user_id=1, channel_id=1, primer=[26, 0, 0, 1], chords=sheet, primer_chords=sketch_chords)
+    variations = [Variation([26], b"", b"", b"", "C | F | G"), Variation([26], b"", b"", b"", "C | Am | G")]
+    lines = chord_lines(job, Result(job.job_id, 4, variations, b"", None, {}))
+    assert lines == [f"Chords 1 ({label}): C | F | G", f"Chords 2 ({label}): C | Am | G"]

@@ -152,7 +152,13 @@ def chord_lines(job, result) -> list[str]:
     sheets = [v.chords for v in result.variations]
     if not any(sheets):
         return []
-    source = "yours" if job.chords else "suggested"
+    # Under the primer: a sketch's own chords, else suggested; under the continuation: chords=, else suggested.
+    if bool(job.primer_chords) == bool(job.chords):
+        source = "yours" if job.chords else "suggested"
+    elif job.chords:
+        source = "suggested under your notes, then yours"
+    else:
+        source = "your sketch's under your notes, then suggested"
     if len(set(sheets)) == 1:
         return [f"Chords ({source}): {sheets[0]}"]
     return [f"Chords {n} ({source}): {sheet or 'none'}" for n, sheet in enumerate(sheets, 1)]

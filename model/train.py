@@ -3,13 +3,14 @@
     python -m model.train path/to/pop909 --out runs/main --steps 2000 --hidden 192 --export model/weights/melody.pt
     python -m model.train path/to/pop909 --out runs/chords --init model/weights/melody.pt --steps 3000 --lr 1e-3
 
-Cuts (primer, continuation) pairs from random bar lines of the training songs, transposed at
-random, with the songs' chords as decoder inputs (dropped from a share of the windows, so one
-model serves requests with and without chords); scores the held-out split (every 10th song id)
-with the evaluation protocol, without chords (the number that picks the best checkpoint) and with
-them; keeps the best checkpoint; resumes from `--out` when a checkpoint is there. `--init` starts
-from other weights (a model without chord inputs gets them, initially silent). `--export` writes
-the small float16 weights file the project ships.
+Cuts (primer, continuation) pairs from random bar lines of the training songs (their annotated
+downbeats, model.data.Song.aligned), transposed at random, with the songs' chords as decoder
+inputs (dropped from a share of the windows, so one model serves requests with and without
+chords); scores the held-out split (every 10th song id) with the evaluation protocol, told each
+song's downbeat phase, without chords (the number that picks the best checkpoint) and with them;
+keeps the best checkpoint; resumes from `--out` when a checkpoint is there. `--init` starts from
+other weights (a model without chord inputs gets them, initially silent). `--export` writes the
+small float16 weights file the project ships.
 """
 
 from __future__ import annotations

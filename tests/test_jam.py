@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import functools
 import io
 import os
@@ -40,7 +41,7 @@ from bot.storage import BotStore
 from bot.storage.jams import DONE, GENERATING, STOPPED, VOTING
 from bot.storage.jobs import JobStore
 from bot.terminal import Terminal
-from bot.worker.generator import TEST_SKIP_RENDER_ENV
+from bot.worker.generator import SLOW_USER, TEST_DELAY_ENV, TEST_SKIP_RENDER_ENV
 from model.chords import chords_per_step, parse_lead_sheet
 from model.events import NO_EVENT, NOTE_OFF, note_on
 from model.midi_io import CHORD_TRACK, MELODY_TRACK, read_midi, write_midi
@@ -60,13 +61,15 @@ class LocalBot:
     """One bot process's parts in this event loop: the store, a LocalQueue with its worker, and
     the terminal channel (its handler, update follower and jam service running)."""
 
-    def __init__(self, settings):
+    def __init__(self, settings, slow_s: float = 0.0):
+        """slow_s: the worker sleeps this long after sampling a job of SLOW_USER's (time to cancel it)."""
         self.settings = settings
         self.stdout = io.StringIO()
+        self.worker_env = {**QUEUE_WORKER_ENV, TEST_SKIP_RENDER_ENV: "1", TEST_DELAY_ENV: str(slow_s)}
 
     async def start(self) -> LocalBot:
         self.store = BotStore(self.settings.database)
-        self.queue = LocalQueue(self.settings, worker_env={**QUEUE_WORKER_ENV, TEST_SKIP_RENDER_ENV: "1"})
+        self.queue = LocalQueue(self.settings, worker_env=self.worker_env)
         await self.queue.start()
         self.terminal = Terminal(self.settings, self.queue, self.store, stdin=io.StringIO(), stdout=self.stdout)
         self.terminal.follower.start()
@@ -206,8 +209,9 @@ async def test_a_jam_of_three_rounds_with_a_tie_an_agreement_and_no_votes(queue_
 async def test_a_restart_in_the_middle_of_a_round_keeps_its_deadline_and_a_cancelled_round_runs_again(
         queue_settings):
     settings = queue_settings(rate_limit_per_minute=1000)
-    bot = await LocalBot(settings).start()
+    bot = await LocalBot(settings, slow_s=1.5).start()  # the jam's jobs take 1.5 s: round 2's can be cancelled
     try:
+        bot.terminal.request = dataclasses.replace(bot.terminal.request, user_name=SLOW_USER)
         await bot.say("!jam C4 E4 G4 A4 rounds=3 bars=1 minutes=0.1 n=2")
         jam_id = (await bot.output_until(r"Jam (\w+) started by"))[1]
         before = await bot.jam_until(jam_id, lambda j: j.state == VOTING)
@@ -222,7 +226,7 @@ async def test_a_restart_in_the_middle_of_a_round_keeps_its_deadline_and_a_cance
     assert (stored.state, stored.round, stored.deadline) == (VOTING, 1, before.deadline)
     assert before.deadline > time.time(), "the round closed too soon for this test"
 
-    bot = await LocalBot(settings).start()
+    bot = await LocalBot(settings, slow_s=1.5).start()
     try:
         jam = await bot.jam_until(jam_id, lambda j: j.round == 2)
         (closed,) = await bot.store.jams.rounds(jam_id)

@@ -4,6 +4,7 @@ the melody (quieter, loudness still normalised), chord symbols in the piano roll
 from __future__ import annotations
 
 import io
+import time
 
 import numpy as np
 import pytest
@@ -123,3 +124,24 @@ def test_the_primer_gap_is_silent_under_chords_too():
     gap_end = 16 * STEP_S + 0.5  # the primer ends at 2.0 s, the continuation starts a beat later
     assert dbfs(part(samples, gap_end - 0.12, gap_end - 0.02)) < dbfs(part(samples, gap_end, gap_end + 1.5)) - 25
     assert gapped.duration_s == pytest.approx(len(melody) * STEP_S + 0.5 + TAIL_S)
+
+
+def test_a_variations_own_chords_play_in_its_melodys_pass_and_sound_as_if_mixed_in():
+    from bot.render.audio import accompaniment, find_soundfont, mix, performance, synthesize, with_chords
+
+    deadline = time.monotonic() + 60
+    soundfont = find_soundfont(None)
+    melody = performance(MELODY, 4, True, True)
+    chords = accompaniment(per_step(PROGRESSION, len(MELODY)), 4, True)
+    apart = mix(synthesize(soundfont, melody, 0, BPM, deadline), synthesize(soundfont, chords, 0, BPM, deadline))
+    together = synthesize(soundfont, with_chords(melody, chords), 0, BPM, deadline)
+    assert len(together) == len(apart) and np.abs(apart).max() > 0.01
+    assert np.abs(together - apart).max() < 1e-4  # one pass, the same samples (up to float rounding)
+
+    # Through the renderer: the chords of variation 1 shared with variation 2 (rendered apart, mixed
+    # in) or its own (one pass) give the same preview, up to MP3 coding.
+    progression = per_step(PROGRESSION, len(MELODY))
+    own = render_variations([MELODY], 4, BPM, chords=[progression])[0][0]
+    shared = render_variations([MELODY, MELODY[::-1]], 4, BPM, chords=[progression, progression])[0][0]
+    (_, own_samples), (_, shared_samples) = decode(own.mp3), decode(shared.mp3)
+    assert dbfs(own_samples - shared_samples) < dbfs(own_samples) - 30

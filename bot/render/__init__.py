@@ -41,6 +41,7 @@ from bot.render.audio import (
     mix,
     performance,
     synthesize,
+    with_chords,
 )
 from bot.render.errors import RenderError
 from bot.render.instruments import DEFAULT_INSTRUMENT, INSTRUMENTS, resolve_instrument
@@ -121,17 +122,17 @@ def render_variations(
 
     midis = [write_midi(events, bpm, program, chords=progression) for events, progression in zip(melodies, chords)]
     played = [performance(events, primer_steps, primer_gap, soft_primer) for events in melodies]
-    # Chords are rendered apart and mixed in: variations over the same chords share one render.
-    backings: list = []  # distinct chord performances
+    # A variation's own chords play in its melody's pass; chords that several variations share are
+    # rendered once apart and mixed into each.
+    accompaniments = [accompaniment(p, primer_steps, primer_gap) if p is not None else None for p in chords]
+    backings: list = []  # shared chord performances
     backing_of: list[int | None] = []  # per variation: its index in backings
-    for progression in chords:
-        if progression is None:
-            backing_of.append(None)
-            continue
-        backing = accompaniment(progression, primer_steps, primer_gap)
-        if backing not in backings:
+    for index, backing in enumerate(accompaniments):
+        if backing is not None and accompaniments.count(backing) == 1:
+            played[index] = with_chords(played[index], backing)
+        elif backing is not None and backing not in backings:
             backings.append(backing)
-        backing_of.append(backings.index(backing))
+        backing_of.append(backings.index(backing) if backing in backings else None)
     lap("midi_write")
 
     # libfluidsynth and LAME release the GIL, so threads render melodies side by side.

@@ -12,7 +12,7 @@ import pytest
 from bot.jobs import Job, JobState
 from bot.settings import Settings
 from bot.worker.celery_worker import Batcher
-from bot.worker.generator import Generator
+from bot.worker.generator import FIRST_PASS_ROWS, Generator
 from model.network import save_checkpoint
 from model.sampling import SamplingOptions, continue_melodies
 
@@ -169,6 +169,36 @@ def test_the_batcher_runs_jobs_that_arrive_together_in_one_pass(generator):
     assert started[0] == ids[:1] and [len(batch) for batch in started] == [1, 2, 1]  # the limit of 4 rows
     assert sorted(started[1] + started[2]) == sorted(ids[1:])  # splits the three that were waiting
     assert counting.rows == [2 * CANDIDATES, 4 * CANDIDATES, 2 * CANDIDATES]  # two lengths share the second
+
+
+def test_while_nothing_waits_to_be_rendered_a_pass_is_small_so_answers_start_soon(generator):
+    """A burst of 7 jobs of 4 variations behind a first one, batch limit 64 rows: rendered at once
+    (skip_render), nothing waits for the renderer, so each pass takes FIRST_PASS_ROWS (16), not 28."""
+    started: list[int] = []
+    gate = threading.Event()
+
+    def on_start(jobs):
+        started.append(len(jobs))
+        gate.wait(30)
+
+    batcher = Batcher(generator, limit=64, on_start=on_start)
+    jobs = [job(user, variations=4) for user in range(8)]
+    threads = [threading.Thread(target=batcher.run, args=(j,)) for j in jobs]
+    generator.skip_render = True
+    try:
+        threads[0].start()
+        while not started:
+            time.sleep(0.01)
+        for thread in threads[1:]:
+            thread.start()
+        while len(batcher._waiting) < 7:
+            time.sleep(0.01)
+        gate.set()
+        for thread in threads:
+            thread.join(30)
+    finally:
+        generator.skip_render = False
+    assert FIRST_PASS_ROWS == 16 and started == [1, 4, 3]
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ from bot.jobs import Job, JobState
 from bot.observability import job_context, observe_job, serve_in_thread
 from bot.queue import celery_app as protocol
 from bot.settings import Settings
-from bot.worker.generator import Generator, Outcome, Sampled
+from bot.worker.generator import Generator, Outcome, Sampled, pass_rows
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +39,8 @@ REPORT_RETRY_S = 1.0  # while Redis is unreachable, try to push an event again t
 
 class Batcher:
     """Celery's pool threads hand their jobs to one thread that owns the model; it samples
-    whatever is waiting (up to `limit` rows, primers of any lengths) as one batch, and a second
-    thread renders, so the next batch samples while the last one renders."""
+    whatever is waiting (primers of any lengths; rows as pass_rows allows within `limit`) as one
+    batch, and a second thread renders, so the next batch samples while the last one renders."""
 
     def __init__(
         self,
@@ -55,6 +55,7 @@ class Batcher:
         self._waiting: list[tuple[Job, Future]] = []
         self._cond = threading.Condition()
         self._renderer = ThreadPoolExecutor(1, thread_name_prefix="melodybot-render")
+        self._rows_to_render = 0  # rows of sampled jobs not yet rendered (under _cond)
         threading.Thread(target=self._loop, name="melodybot-batcher", daemon=True).start()
 
     def run(self, job: Job) -> Outcome:
@@ -71,7 +72,8 @@ class Batcher:
         time.sleep(GATHER_S)
         batch, rows = [], 0
         with self._cond:
-            while self._waiting and (not batch or rows + self._waiting[0][0].variations <= self.limit):
+            limit = pass_rows(self.limit, self._rows_to_render)
+            while self._waiting and (not batch or rows + self._waiting[0][0].variations <= limit):
                 batch.append(self._waiting.pop(0))
                 rows += batch[-1][0].variations
         return batch
@@ -90,6 +92,8 @@ class Batcher:
                     if isinstance(item, Outcome):
                         futures[id(item.job)].set_result(item)
                     else:
+                        with self._cond:
+                            self._rows_to_render += item.job.variations
                         self._renderer.submit(self._render, item, futures[id(item.job)])
             except BaseException as error:  # noqa: B036 - handed to the waiting task threads
                 for future in futures.values():
@@ -98,9 +102,14 @@ class Batcher:
 
     def _render(self, sampled: Sampled, future: Future) -> None:
         try:
-            future.set_result(self.generator.render(sampled, self.wanted))
+            outcome = self.generator.render(sampled, self.wanted)
         except BaseException as error:  # noqa: B036 - handed to the waiting task thread
             future.set_exception(error)
+        else:
+            future.set_result(outcome)
+        finally:
+            with self._cond:
+                self._rows_to_render -= sampled.job.variations
 
 
 class CeleryWorker:

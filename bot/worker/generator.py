@@ -35,6 +35,15 @@ TEST_DELAY_ENV = "MELODYBOT_TEST_JOB_DELAY_S"  # tests only, see the module docs
 TEST_SKIP_RENDER_ENV = "MELODYBOT_TEST_SKIP_RENDER"  # the load test only
 SLOW_USER = "test-slow"  # tests only: the user_name TEST_DELAY_ENV applies to
 WARMUP_PRIMER = [2 + 24, 0, 0, 1, 2 + 28, 0, 0, 1]  # C4 and E4 eighths: one short pass at start
+FIRST_PASS_ROWS = 16  # a pass while nothing waits to be rendered: its jobs render (and answer) soon
+
+
+def pass_rows(limit: int, rows_to_render: int) -> int:
+    """Rows for the next sampling pass. Rendering a job takes longer than its share of a pass, so
+    in a burst the renderer must never wait: the first pass is small, so rendering starts soon,
+    and each later one twice what waits to be rendered (it is sampled meanwhile), up to `limit`
+    (settings.batch_limit)."""
+    return min(limit, max(FIRST_PASS_ROWS, 2 * rows_to_render))
 
 
 @dataclass

@@ -18,7 +18,7 @@ from pathlib import Path
 from bot.jobs import JobState
 from bot.settings import Settings
 from bot.storage.jobs import JobStore
-from bot.worker.generator import Generator, Outcome, Sampled
+from bot.worker.generator import Generator, Outcome, Sampled, pass_rows
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,8 @@ def run_local(database: Path, token: str, supervised: bool) -> None:
         if supervised and os.getppid() != parent:  # the bot died: a new one will start its own worker
             log.info("the bot is gone; exiting")
             break
-        jobs = store.claim(token, settings.batch_limit) if renderer.waiting() < RENDER_BACKLOG else []
+        rows = pass_rows(settings.batch_limit, renderer.waiting_rows())
+        jobs = store.claim(token, rows) if renderer.waiting() < RENDER_BACKLOG else []
         if not jobs:
             if not _wait_for_wakeup(supervised, IDLE_POLL_S if renderer.waiting() == 0 else GATHER_S):
                 log.info("the bot is gone; exiting")
@@ -82,15 +83,19 @@ class Renderer:
         self._local = threading.local()
         self._database = database
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="melodybot-render")
-        self._pending: set = set()
+        self._pending: dict = {}  # future -> the job's rows (variations)
 
     def submit(self, sampled: Sampled) -> None:
         future = self._pool.submit(self._render, sampled)
-        self._pending.add(future)
-        future.add_done_callback(self._pending.discard)
+        self._pending[future] = sampled.job.variations
+        future.add_done_callback(lambda done: self._pending.pop(done, None))
 
     def waiting(self) -> int:
+        """Sampled jobs not yet rendered and written."""
         return len(self._pending)
+
+    def waiting_rows(self) -> int:
+        return sum(list(self._pending.values()))
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)

@@ -143,7 +143,8 @@ class _Synth:
     def __init__(self, fluidsynth, soundfont: str):
         # Chorus and reverb off: chorus is barely audible on a melody, reverb cost 40% of the synth
         # time, and its tail outlives a render (2.3 resets no reverb), so audio would depend on
-        # the render before. Dry, the same notes always give the same samples.
+        # the render before. Dry, the same notes give the same samples (but for a few attack
+        # samples the first time a synthesizer plays them: ~0.1% of them, inaudible).
         options = {"synth.chorus.active": 0, "synth.reverb.active": 0, "synth.polyphony": POLYPHONY}
         self.synth = fluidsynth.Synth(gain=SYNTH_GAIN, samplerate=SAMPLE_RATE, channels=16, **options)
         self.font = self.synth.sfload(soundfont)

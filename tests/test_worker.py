@@ -133,37 +133,45 @@ def test_without_weights_jobs_fail_until_the_weights_appear(tmp_path, tiny_model
     assert outcome.state == JobState.DONE
 
 
-def test_the_batcher_runs_jobs_that_arrive_together_in_one_pass(generator):
+def burst_through_batcher(generator, limit: int, jobs: list[Job]):
+    """Run `jobs` through a Batcher of `limit` rows: the first alone, held at its start until all
+    the others wait (rendering skipped: the batching is the point). Returns (outcome per job id,
+    the job ids of each batch as it started)."""
     started: list[list[str]] = []
     gate = threading.Event()
 
-    def on_start(jobs):
-        started.append([j.job_id for j in jobs])
-        gate.wait(30)  # hold the first batch until the others are waiting
+    def on_start(batch):
+        started.append([j.job_id for j in batch])
+        gate.wait(30)
 
-    batcher = Batcher(generator, limit=4, on_start=on_start)
-    jobs = [job(user, variations=2, primer=PRIMER[: 4 + 4 * user]) for user in range(4)]  # 4 primer lengths
+    batcher = Batcher(generator, limit=limit, on_start=on_start)
     outcomes = {}
 
     def submit(j):
         outcomes[j.job_id] = batcher.run(j)
 
     threads = [threading.Thread(target=submit, args=(j,)) for j in jobs]
-    generator.skip_render = True  # the batching is the point here
+    generator.skip_render = True
     try:
-        with CountingModel(generator.model) as counting:
-            threads[0].start()
-            while not started:
-                time.sleep(0.01)
-            for thread in threads[1:]:
-                thread.start()
-            while len(batcher._waiting) < 3:
-                time.sleep(0.01)
-            gate.set()
-            for thread in threads:
-                thread.join(30)
+        threads[0].start()
+        while not started:
+            time.sleep(0.01)
+        for thread in threads[1:]:
+            thread.start()
+        while len(batcher._waiting) < len(jobs) - 1:
+            time.sleep(0.01)
+        gate.set()
+        for thread in threads:
+            thread.join(30)
     finally:
         generator.skip_render = False
+    return outcomes, started
+
+
+def test_the_batcher_runs_jobs_that_arrive_together_in_one_pass(generator):
+    jobs = [job(user, variations=2, primer=PRIMER[: 4 + 4 * user]) for user in range(4)]  # 4 primer lengths
+    with CountingModel(generator.model) as counting:
+        outcomes, started = burst_through_batcher(generator, 4, jobs)
     assert all(outcomes[j.job_id].state == JobState.DONE for j in jobs)
     ids = [j.job_id for j in jobs]
     assert started[0] == ids[:1] and [len(batch) for batch in started] == [1, 2, 1]  # the limit of 4 rows
@@ -174,31 +182,10 @@ def test_the_batcher_runs_jobs_that_arrive_together_in_one_pass(generator):
 def test_while_nothing_waits_to_be_rendered_a_pass_is_small_so_answers_start_soon(generator):
     """A burst of 7 jobs of 4 variations behind a first one, batch limit 64 rows: rendered at once
     (skip_render), nothing waits for the renderer, so each pass takes FIRST_PASS_ROWS (16), not 28."""
-    started: list[int] = []
-    gate = threading.Event()
-
-    def on_start(jobs):
-        started.append(len(jobs))
-        gate.wait(30)
-
-    batcher = Batcher(generator, limit=64, on_start=on_start)
     jobs = [job(user, variations=4) for user in range(8)]
-    threads = [threading.Thread(target=batcher.run, args=(j,)) for j in jobs]
-    generator.skip_render = True
-    try:
-        threads[0].start()
-        while not started:
-            time.sleep(0.01)
-        for thread in threads[1:]:
-            thread.start()
-        while len(batcher._waiting) < 7:
-            time.sleep(0.01)
-        gate.set()
-        for thread in threads:
-            thread.join(30)
-    finally:
-        generator.skip_render = False
-    assert FIRST_PASS_ROWS == 16 and started == [1, 4, 3]
+    outcomes, started = burst_through_batcher(generator, 64, jobs)
+    assert all(outcomes[j.job_id].state == JobState.DONE for j in jobs)
+    assert FIRST_PASS_ROWS == 16 and [len(batch) for batch in started] == [1, 4, 3]
 
 
 @pytest.fixture(scope="module")

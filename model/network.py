@@ -36,7 +36,7 @@ class NetworkConfig:
     hidden: int = 192  # LSTM units per layer, also the attention width
     layers: int = 2  # LSTM layers in encoder and decoder each
     heads: int = 4  # attention heads
-    window: int = 256  # steps of memory attention may look back over (16 bars)
+    window: int = 4096  # steps of memory attention may look back over (256 bars: any song, any request)
     dropout: float = 0.2
     chords: bool = False  # decoder conditioned on the chord at each step (checkpoints before it: False)
 

@@ -111,3 +111,17 @@ def test_with_chords_the_score_prefers_chord_tones_as_often_as_real_songs():
     assert chord_term(only_chord_tones, under_d) < chord_term(some_passing, under_c)  # Dm: 3 of 16
     assert choose(primer, [(only_chord_tones, -1.0), (some_passing, -1.0)], [], under_c) == some_passing
     assert choose(primer, [(only_chord_tones, -1.0), (some_passing, -1.0)], []) == only_chord_tones
+
+
+def test_a_pickup_primer_sets_the_pace_from_its_first_note(monkeypatch):
+    """Folk tunes open with a pickup: a bar of mostly silence, then the tune. The density term
+    takes the primer's pace from its first note, so it prefers a continuation that keeps the
+    tune's pace to one as sparse as the primer's first bar."""
+    monkeypatch.setattr(sampling, "STRUCTURE_WEIGHT", 0.0)  # density alone decides
+    monkeypatch.setattr(sampling, "RANGE_WEIGHT", 0.0)
+    pickup = parse_notes("r:3 G3")[:STEPS_PER_BAR]  # three beats of rest, then one quarter note
+    primer = pickup + bar("C4 D E F")  # five notes; four quarter notes a bar once the tune starts
+    # (counted from the bar line the primer would have 2.5 notes a bar, and two a bar would win)
+    in_pace = BAR_C + BAR_D + BAR_A + BAR_B  # four notes a bar, as the tune
+    sparse = bar("E4:2 G:2") + bar("F4:2 A:2") + bar("C4:2 G:2") + bar("D4:2 F:2")  # two notes a bar
+    assert choose(primer, [(sparse, -1.0), (in_pace, -1.0)], []) == in_pace

@@ -356,6 +356,7 @@ def chord_model(tmp_path_factory):
     model = MelodyNet(NetworkConfig(embed=8, hidden=16, layers=1, heads=2, window=64, dropout=0.0, chords=True))
     with torch.no_grad():
         model.chord_proj.weight.mul_(20.0)
+        model.chord_logits.weight.normal_(0.0, 2.0)  # the direct chord bias, zero in a new model
     path = tmp_path_factory.mktemp("chord-weights") / "chords.pt"
     save_checkpoint(path, model.eval())
     return model.eval(), path

@@ -39,7 +39,7 @@ NOTES_COMMAND = "!continue C4 E4 G4 A4 bars=8 variations=4"
 SKETCH_COMMAND = "!continue file={path} bars=8 variations=4"
 FIRST_COMMAND = "!continue C4 E4 G4 A4"  # the cold start: what a new user types first
 BASELINE_CASE = "typed notes, baseline"
-GOAL_P50_S = 0.5  # issue #13: p50 <= 0.5 s (p95 <= 0.8 s) on this 2-core machine
+GOAL_P50_S, GOAL_P95_S = 0.5, 0.8  # issue #13, typed notes: p50 <= 0.5 s, p95 <= 0.8 s on this 2-core machine
 REQUEST_TIMEOUT_S = 180.0
 START_TIMEOUT_S = 300.0
 
@@ -342,7 +342,8 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(data_dir, ignore_errors=True)
 
     rows = [(name, values, means[name]) for name, values in results.items()]
-    met = all(percentile(values, 50) < GOAL_P50_S for name, values, _ in rows if name != BASELINE_CASE)
+    typed = results["typed notes"]
+    met = percentile(typed, 50) <= GOAL_P50_S and percentile(typed, 95) <= GOAL_P95_S
     load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
     cold_detail = ", ".join(f"{STAGE_METRICS[m]} {v:.2f} s" for m, v in cold_stages.items())
     report = "\n".join([
@@ -368,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
            f"{percentile(results['typed notes'], 50) / percentile(results[BASELINE_CASE], 50):.2f}, p95 ratio "
            f"{percentile(results['typed notes'], 95) / percentile(results[BASELINE_CASE], 95):.2f}.", ""]
           if baseline is not None else []),
-        f"Goal p50 < {GOAL_P50_S:g} s: {'met' if met else 'NOT met'}.",
+        f"Goal, typed notes p50 <= {GOAL_P50_S:g} s and p95 <= {GOAL_P95_S:g} s: {'met' if met else 'NOT met'}.",
         "",
         f"`nice -n 15 .venv/bin/python benchmarks/e2e_bench.py --runs {args.runs}"
         f"{'' if args.threads is None else f' --threads {args.threads}'}` (bot exit code {code}).",

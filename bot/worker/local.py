@@ -95,6 +95,8 @@ class Renderer:
         return len(self._pending)
 
     def waiting_rows(self) -> int:
+        """Rows (variations) of the jobs waiting(): a copy first, as the render thread's callback
+        removes finished jobs meanwhile."""
         return sum(list(self._pending.values()))
 
     def close(self) -> None:

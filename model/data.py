@@ -209,15 +209,19 @@ def sample_chord_batch(
     rng: np.random.Generator,
     max_shift: int = 0,
     chord_dropout: float = 0.0,
+    extra: list[Song] = (),
+    extra_share: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """sample_batch and the windows' chord codes (B, P+T), transposed with the melody; a share
     `chord_dropout` of the windows (and songs without chords) get NO_CHORD everywhere, so one
-    model learns both with and without chords."""
+    model learns both with and without chords. With `extra` songs, a share `extra_share` of the
+    windows is cut from them instead."""
     primer = np.full((batch_size, primer_steps), PAD, dtype=np.int64)
     target = np.full((batch_size, target_steps), PAD, dtype=np.int64)
     chords = np.full((batch_size, primer_steps + target_steps), NO_CHORD, dtype=np.int64)
     for b in range(batch_size):
-        song = songs[rng.integers(len(songs))]
+        pool = extra if extra and rng.random() < extra_share else songs
+        song = pool[rng.integers(len(pool))]
         events, codes = song.aligned()
         bars = max(1, (len(events) - primer_steps) // 16)
         start = 16 * int(rng.integers(bars))

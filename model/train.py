@@ -2,6 +2,7 @@
 
     python -m model.train path/to/pop909 --out runs/main --steps 2000 --hidden 192 --export model/weights/melody.pt
     python -m model.train path/to/pop909 --out runs/chords --init model/weights/melody.pt --steps 3000 --lr 1e-3
+    python -m model.train path/to/pop909 --extra path/to/folk --extra-share 0.25 ...
 
 Cuts (primer, continuation) pairs from random bar lines of the training songs (their annotated
 downbeats, model.data.Song.aligned), transposed at random, with the songs' chords as decoder
@@ -9,8 +10,10 @@ inputs (dropped from a share of the windows, so one model serves requests with a
 chords); scores the held-out split (every 10th song id) with the evaluation protocol, told each
 song's downbeat phase, without chords (the number that picks the best checkpoint) and with them;
 keeps the best checkpoint; resumes from `--out` when a checkpoint is there. `--init` starts from
-other weights (a model without chord inputs gets them, initially silent). `--export` writes the
-small float16 weights file the project ships.
+other weights (a model without chord inputs gets them, initially silent). `--extra` adds another
+folder of songs (e.g. folk tunes from model/folk.py) to the training windows only: a share
+`--extra-share` of the windows comes from it, and the held-out split stays the main folder's.
+`--export` writes the small float16 weights file the project ships.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ class TrainConfig:
     eval_every: int = 500  # steps between held-out scorings
     save_every: int = 100  # steps between resumable checkpoints
     chord_dropout: float = 0.4  # share of windows trained without chords
+    extra_share: float = 0.0  # share of windows cut from the --extra folder's songs
     seed: int = 1234
 
 
@@ -83,13 +87,16 @@ def evaluate(model: MelodyNet, held_out, device: str) -> dict:
 
 
 def train(folder: Path, out: Path, config: TrainConfig, net: NetworkConfig, device: str, threads: int,
-          init: Path | None = None) -> dict:
+          init: Path | None = None, extra: Path | None = None) -> dict:
     torch.set_num_threads(threads)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     songs, _ = load_songs(folder)
     train_songs, held_out = split(songs)
     print(f"{len(train_songs)} training songs, {len(held_out)} held out")
+    extra_songs = load_songs(extra)[0] if extra is not None else []
+    if extra_songs:
+        print(f"{len(extra_songs)} more training songs from {extra} ({config.extra_share:.0%} of the windows)")
 
     out.mkdir(parents=True, exist_ok=True)
     last, best = out / "last.pt", out / "best.pt"
@@ -116,7 +123,7 @@ def train(folder: Path, out: Path, config: TrainConfig, net: NetworkConfig, devi
         primer_steps = int(rng.choice(config.primer_steps))
         primer, target, mask, chords = (torch.as_tensor(a).to(device) for a in sample_chord_batch(
             train_songs, config.batch_size, primer_steps, config.target_steps, rng, config.max_shift,
-            config.chord_dropout))
+            config.chord_dropout, extra_songs, config.extra_share))
         logits = model(primer, target, chords=chords)
         loss = F.cross_entropy(logits[mask], target[mask].clamp(max=PAD - 1))
         for group in optimizer.param_groups:
@@ -162,6 +169,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="CPU threads")
     parser.add_argument("--export", type=Path, help="after training, write float16 weights here")
     parser.add_argument("--init", type=Path, help="start from these weights (ignored when resuming)")
+    parser.add_argument("--extra", type=Path, help="another folder of songs, for training windows only")
     parser.add_argument("--no-chords", dest="chords", action="store_false", help="a model without chord inputs")
     for group in (TrainConfig, NetworkConfig):
         for f in fields(group):
@@ -169,7 +177,8 @@ def main(argv: list[str] | None = None) -> None:
                 parser.add_argument(f"--{f.name.replace('_', '-')}", type=eval(f.type), default=f.default)
     args = parser.parse_args(argv)
     pick = lambda cls: cls(**{f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)})  # noqa: E731
-    train(args.folder, args.out, pick(TrainConfig), pick(NetworkConfig), args.device, args.threads, args.init)
+    train(args.folder, args.out, pick(TrainConfig), pick(NetworkConfig), args.device, args.threads, args.init,
+          args.extra)
     if args.export:
         export(args.out / "best.pt", args.export)
 

@@ -105,3 +105,16 @@ def test_a_song_without_a_phase_is_cut_at_its_grid():
     assert Song("004", events).downbeat_start() == 0
     assert Song("004", events, phase=1).downbeat_start() == 1
     assert Song("004", events, phase=3).downbeat_start() == 3 - 16  # after the first note: the bar before
+
+
+def test_a_share_of_the_training_windows_comes_from_the_extra_songs():
+    main = [Song("001", np.array([note_on(60), NO_EVENT, NOTE_OFF, NO_EVENT] * 16, dtype=np.int64))]
+    extra = [Song("x1", np.array([note_on(72), NO_EVENT, NOTE_OFF, NO_EVENT] * 16, dtype=np.int64))]
+    alone = sample_chord_batch(main, 400, 8, 8, np.random.default_rng(5))
+    primer = sample_chord_batch(main, 400, 8, 8, np.random.default_rng(5), extra=extra, extra_share=0.25)[0]
+    from_extra = (primer == note_on(72)).any(axis=1)
+    assert 0.19 < from_extra.mean() < 0.31
+    assert not (primer[~from_extra] == note_on(72)).any()
+    # No extra songs: the batches drawn are the same as before the option existed.
+    again = sample_chord_batch(main, 400, 8, 8, np.random.default_rng(5), extra=[], extra_share=0.25)
+    assert all((a == b).all() for a, b in zip(alone, again))

@@ -13,6 +13,7 @@ from bot.jobs import Job, JobState
 from bot.settings import Settings
 from bot.worker.celery_worker import Batcher
 from bot.worker.generator import FIRST_PASS_ROWS, Generator
+from bot.worker.rendering import render_job
 from model.network import save_checkpoint
 from model.sampling import SamplingOptions, continue_melodies
 
@@ -98,7 +99,8 @@ def test_an_internal_error_fails_the_job_with_a_generic_message_and_logs_it(gene
     monkeypatch.setattr(bot.render, "render_variations", buggy)
     broken, fine = job(1, bpm=123), job(2)
     with caplog.at_level(logging.ERROR, logger="bot.worker"):
-        outcomes = list(generator.run([broken, fine]))
+        # What the render process runs for each job, here, where the bug can be planted.
+        outcomes = [render_job(generator.settings, sampled) for sampled in generator.sample([broken, fine])]
     assert outcomes[0].state == JobState.FAILED
     assert outcomes[0].error == f"The generator hit an error (job {broken.job_id}); try again."
     assert outcomes[1].state == JobState.DONE
@@ -222,3 +224,43 @@ def test_jobs_with_primers_of_different_lengths_share_one_pass(loud_generator):
         mixed = [tuple(v.events[outcome.result.primer_steps :]) for v in outcome.result.variations]
         assert mixed == [tuple(v.events[alone.result.primer_steps :]) for v in alone.result.variations]
         assert len(set(mixed)) == 2
+
+
+def test_a_render_process_that_dies_is_replaced_and_its_job_tried_again(generator, caplog):
+    import os
+    import signal
+
+    first = generator.run([job(1)])
+    assert next(first).state == JobState.DONE
+    renderer = generator._render_process
+    os.kill(renderer._process.pid, signal.SIGKILL)  # between jobs
+    [outcome] = generator.run([job(2)])
+    assert outcome.state == JobState.DONE
+
+    # Killed while rendering a long job (32 bars at 40 BPM: seconds of synthesis), every time:
+    # after the second try the job fails, with the generic message, and the next job is fine.
+    long_job = job(3, bars=32, bpm=40)
+    [sampled] = generator.sample([long_job])
+    killer_stop = threading.Event()
+
+    def kill_each_renderer():
+        killed = set()
+        while not killer_stop.is_set() and len(killed) < 2:
+            process = renderer._process
+            if process is not None and renderer._started and process.pid not in killed:
+                time.sleep(0.3)
+                os.kill(process.pid, signal.SIGKILL)
+                killed.add(process.pid)
+            time.sleep(0.01)
+
+    killer = threading.Thread(target=kill_each_renderer)
+    with caplog.at_level(logging.WARNING, logger="bot.worker"):
+        killer.start()
+        outcome = generator.render(sampled)
+        killer_stop.set()
+        killer.join()
+    assert outcome.state == JobState.FAILED
+    assert outcome.error == f"The generator hit an error (job {long_job.job_id}); try again."
+    assert "attempt 1 of 2" in caplog.text and "attempt 2 of 2" in caplog.text
+    [outcome] = generator.run([job(4)])
+    assert outcome.state == JobState.DONE

@@ -29,7 +29,8 @@ from bot.jobs import Job, JobState
 from bot.observability import job_context, observe_job, serve_in_thread
 from bot.queue import celery_app as protocol
 from bot.settings import Settings
-from bot.worker.generator import Generator, Outcome, Sampled, pass_rows
+from bot.worker.generator import Generator, pass_rows
+from bot.worker.rendering import Outcome, Sampled
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,8 @@ REPORT_RETRY_S = 1.0  # while Redis is unreachable, try to push an event again t
 class Batcher:
     """Celery's pool threads hand their jobs to one thread that owns the model; it samples
     whatever is waiting (primers of any lengths; rows as pass_rows allows within `limit`) as one
-    batch, and a second thread renders, so the next batch samples while the last one renders."""
+    batch, and a second thread has it rendered (in the render process, bot/worker/render_process.py),
+    so the next batch samples while the last one renders."""
 
     def __init__(
         self,

@@ -1,5 +1,6 @@
 """The model service of a worker process: check a job, sample every job of a batch in one pass,
-render each job's previews (bot/render) and hand back its Outcome as soon as it is ready.
+render each job's previews (bot/render, in a child process: bot/worker/render_process.py) and
+hand back its Outcome as soon as it is ready.
 
 Batching: every variation of every job taken together is one row of one sampled pass
 (model.sampling.continue_melodies), up to settings.batch_limit rows, whatever the lengths of the
@@ -22,11 +23,10 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
-from bot.jobs import GENERIC_ERROR, Job, JobState, Result, Variation
-from bot.observability import job_context
+from bot.jobs import GENERIC_ERROR, Job, JobState
 from bot.settings import Settings
+from bot.worker.rendering import Outcome, Sampled
 from model.defaults import DEFAULT_WEIGHTS, length_problem
 
 log = logging.getLogger(__name__)
@@ -46,26 +46,6 @@ def pass_rows(limit: int, rows_to_render: int) -> int:
     return min(limit, max(FIRST_PASS_ROWS, 2 * rows_to_render))
 
 
-@dataclass
-class Outcome:
-    job: Job
-    state: JobState  # DONE, FAILED, or CANCELLED (the job was cancelled meanwhile: nothing to report)
-    result: Result | None = None
-    error: str | None = None
-
-
-@dataclass
-class Sampled:
-    """A job whose continuations are sampled, waiting to be rendered."""
-
-    job: Job
-    primer: list[int]  # as sampled (model.sampling.prepare_primer)
-    continuations: list[list[int]]
-    chords: list | None  # the continuation's given chords per step
-    started: float  # when its batch started (unix seconds)
-    sample_s: float  # seconds its batch took to sample
-
-
 def _sentence(text: str) -> str:
     text = text.strip()
     return text[:1].upper() + text[1:] + ("" if text.endswith((".", "!", "?")) else ".")
@@ -80,6 +60,7 @@ class Generator:
         self.device = "cpu"
         self.delay_s = float(os.environ.get(TEST_DELAY_ENV) or 0)
         self.skip_render = os.environ.get(TEST_SKIP_RENDER_ENV) == "1"
+        self._render_process = None  # started on the first job to render
         if self.delay_s or self.skip_render:
             log.warning("test knobs set: delay %.1f s per batch, skip render %s", self.delay_s, self.skip_render)
 
@@ -90,6 +71,8 @@ class Generator:
 
         from model.sampling import SamplingOptions, continue_melodies, load_model
 
+        self._renderer().start()  # it loads the soundfont while the model loads here
+
         if self.settings.worker_threads:  # step-by-step sampling: more threads mostly fight over cores
             torch.set_num_threads(self.settings.worker_threads)
         device = self.settings.device
@@ -98,8 +81,9 @@ class Generator:
         started = time.perf_counter()
         model = load_model(str(self.settings.weights or DEFAULT_WEIGHTS), device)
         continue_melodies(model, [WARMUP_PRIMER], [SamplingOptions(bars=1, variations=1)])  # warm up
+        self._renderer().wait_ready()
         self.model, self.device = model, device
-        log.info("model loaded on %s and warmed up in %.1f s", device, time.perf_counter() - started)
+        log.info("model and renderer loaded on %s and warmed up in %.1f s", device, time.perf_counter() - started)
 
     def _prepare(self, job: Job):
         """(primer as sampled, SamplingOptions, the continuation's chords per step or None);
@@ -188,52 +172,24 @@ class Generator:
                 yield Sampled(job, primer, continuations, chords, started, sample_s)
 
     def render(self, sampled: Sampled, wanted: Callable[[Job], bool] | None = None) -> Outcome:
-        """The job's previews and Result (thread-safe: bot/render is); CANCELLED if not wanted."""
+        """The job's previews and Result, rendered in the render process (bot/worker/render_process.py:
+        beside the next batch's sampling, not taking turns with it); CANCELLED if not wanted."""
         job = sampled.job
         if wanted is not None and not wanted(job):
             return Outcome(job, JobState.CANCELLED)
-        with job_context(job.job_id):  # every log line while rendering names the job
-            try:
-                return Outcome(job, JobState.DONE, result=self._result(sampled))
-            except Exception:
-                log.exception("job %s: rendering failed", job.job_id)
-                return Outcome(job, JobState.FAILED, error=GENERIC_ERROR.format(job_id=job.job_id))
+        return self._renderer().render(sampled)
 
-    def _result(self, sampled: Sampled) -> Result:
-        from model.chords import lead_sheet
-        from model.sampling import detect_key
+    def _renderer(self):
+        if self._render_process is None:
+            from bot.worker.render_process import RenderProcess
 
-        job, primer, continuations, chords = sampled.job, sampled.primer, sampled.continuations, sampled.chords
-        started, sample_s = sampled.started, sampled.sample_s
-        melodies = [primer + continuation for continuation in continuations]
-        render_started = time.time()
-        progressions = [harmony_of(job, primer, continuation, chords) for continuation in continuations]
-        sheets = [lead_sheet(p) if p is not None else None for p in progressions]
-        if self.skip_render:  # tests only
-            variations, combined = [Variation(m, b"", b"", b"", s) for m, s in zip(melodies, sheets)], b""
-        else:
-            from bot.render import render_variations
+            self._render_process = RenderProcess(self.settings, self.skip_render)
+        return self._render_process
 
-            soundfont = str(self.settings.soundfont) if self.settings.soundfont else None
-            previews, combined, _ = render_variations(
-                melodies, len(primer), job.bpm, job.instrument, soundfont=soundfont, chords=progressions
-            )
-            variations = [Variation(m, p.midi, p.mp3, p.png, s) for m, p, s in zip(melodies, previews, sheets)]
-        now = time.time()
-        key = detect_key(primer)
-        return Result(
-            job_id=job.job_id,
-            primer_steps=len(primer),
-            variations=variations,
-            combined_png=combined,
-            key=key.name if key else None,
-            timings={
-                "queued": max(0.0, started - job.created_at),
-                "sample": sample_s,
-                "render": now - render_started,
-                "total": max(0.0, now - job.created_at),
-            },
-        )
+    def close(self) -> None:
+        """Stop the render process, if one was started."""
+        if self._render_process is not None:
+            self._render_process.close()
 
 
 def given_chords(job: Job, primer_steps: int) -> list | None:
@@ -245,29 +201,3 @@ def given_chords(job: Job, primer_steps: int) -> list | None:
     from model.sampling import continuation_chords
 
     return continuation_chords(parse_lead_sheet(job.chords), primer_steps, job.bars * STEPS_PER_BAR)
-
-
-def harmony_of(job: Job, primer: list[int], continuation: list[int], chords: list | None) -> list | None:
-    """The chords under primer + continuation for the preview: the sketch's own and the given
-    ones where there are, suggested (model/harmonize.py) where not; None with chords=off."""
-    if not job.harmony:
-        return None
-    from model.chords import chords_per_step, parse_lead_sheet
-    from model.harmonize import suggest_chords
-
-    melody = primer + continuation
-    suggested = None
-    if chords is None or job.primer_chords is None:
-        try:
-            suggested = suggest_chords(melody)
-        except Exception:  # the melody still goes out: suggested chords are an extra
-            log.exception("job %s: suggesting chords failed; the preview has none where none were given", job.job_id)
-            if chords is None and job.primer_chords is None:
-                return None
-            suggested = [None] * len(melody)
-    if chords is None and job.primer_chords is None:
-        return suggested
-    under_primer = (chords_per_step(parse_lead_sheet(job.primer_chords), len(primer)) if job.primer_chords
-                    else suggested[: len(primer)])
-    under_continuation = chords if chords is not None else suggested[len(primer):]
-    return list(under_primer) + list(under_continuation[: len(continuation)])

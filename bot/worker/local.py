@@ -18,7 +18,8 @@ from pathlib import Path
 from bot.jobs import JobState
 from bot.settings import Settings
 from bot.storage.jobs import JobStore
-from bot.worker.generator import Generator, Outcome, Sampled, pass_rows
+from bot.worker.generator import Generator, pass_rows
+from bot.worker.rendering import Outcome, Sampled
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,8 @@ GATHER_S = 0.02  # after a wake-up, wait this long for other jobs arriving toget
 def run_local(database: Path, token: str, supervised: bool) -> None:
     """Claim jobs from the SQLite queue, run them, write the outcomes back, until SIGTERM (after
     the batch in hand) or, when supervised, until stdin closes (the bot is gone). Rendering runs
-    on a thread of its own, so the next batch samples while the last one renders."""
+    on a thread of its own (which hands each job to the render process, bot/worker/render_process.py),
+    so the next batch samples while the last one renders."""
     settings = Settings.load(dotenv=None if supervised else Path(".env"))
     if supervised:
         os.nice(LOCAL_WORKER_NICENESS)
@@ -76,7 +78,8 @@ RENDER_BACKLOG = 8
 
 
 class Renderer:
-    """One thread that renders sampled jobs and writes their outcomes, on its own connection."""
+    """One thread that has sampled jobs rendered (in the render process) and writes their outcomes,
+    on its own connection."""
 
     def __init__(self, database: Path, token: str, generator: Generator):
         self.token, self.generator = token, generator
@@ -101,6 +104,7 @@ class Renderer:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+        self.generator.close()
 
     def _render(self, sampled: Sampled) -> None:
         store = getattr(self._local, "store", None)

@@ -1,12 +1,15 @@
 """Folk tunes for the out-of-genre check of the musical protocol, in the POP909 layout.
 
     python -m model.folk OUT [--collection fink0] [--count 100]
+    python -m model.folk OUT --training    # every other collection's tunes, for model/key_profile.py
 
 Reads public-domain German folk songs from the Essen Folksong Collection (the ABC files that
 ship in music21's corpus: `pip install music21==10.5.0`, the `eval` extra), keeps 4/4 tunes of at
 least 10 bars, and writes OUT/NNN/NNN.mid (one track named MELODY, pickups moved so that bar lines
 fall on the grid's) and OUT/NNN/key_audio.txt (the tune's key signature as its major key), so that
-`python -m model.musical_eval OUT --all` scores the sampler on them.
+`python -m model.musical_eval OUT --all` scores the sampler on them. `--training` writes the 4/4
+tunes of every other collection instead (1,074; none of fink0's, nor a tune that opens like one
+of fink0's: the same first 12 intervals and lengths), for learning from.
 """
 
 from __future__ import annotations
@@ -49,14 +52,37 @@ def major_key(score) -> str:
 def write_folder(out: Path, collection: str, count: int) -> int:
     from music21 import corpus  # noqa: PLC0415 - an evaluation-only dependency
 
-    opus = corpus.parse(f"essenFolksong/{collection}")
+    return _write(out, corpus.parse(f"essenFolksong/{collection}").scores, count, set())
+
+
+def write_training_folder(out: Path, held_out: str = "fink0") -> int:
+    """Every 4/4 tune of the other Essen collections (not the test files), as OUT/NNNN."""
+    from music21 import corpus  # noqa: PLC0415 - an evaluation-only dependency
+
+    kept_apart = {_opening(n) for n in map(tune_notes, corpus.parse(f"essenFolksong/{held_out}").scores) if n}
     written = 0
-    for score in opus.scores:
-        notes = tune_notes(score)
-        if notes is None:
+    for path in sorted((Path(corpus.__file__).parent / "essenFolksong").glob("*.abc")):
+        if path.stem.startswith((held_out[:-1], "test")):
             continue
+        opus = corpus.parse(f"essenFolksong/{path.stem}")
+        written += _write(out, getattr(opus, "scores", [opus]), None, kept_apart, first=written + 1)
+    return written
+
+
+def _opening(notes: list[Note]) -> tuple:
+    """A tune's first 12 intervals and note lengths: the same tune in two collections shares them."""
+    return tuple(n.pitch - notes[0].pitch for n in notes[:12]) + tuple(n.end - n.start for n in notes[:12])
+
+
+def _write(out: Path, scores, count: int | None, kept_apart: set, first: int = 1) -> int:
+    written = 0
+    for score in scores:
+        notes = tune_notes(score)
+        if notes is None or _opening(notes) in kept_apart:
+            continue
+        number = first + written
         written += 1
-        folder = out / f"{written:03d}"
+        folder = out / (f"{number:03d}" if count is not None else f"{number:04d}")
         folder.mkdir(parents=True, exist_ok=True)
         events, _ = notes_to_events(notes)
         (folder / f"{folder.name}.mid").write_bytes(write_midi(events, 100.0, track_name="MELODY"))
@@ -71,8 +97,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--collection", default="fink0", help="an Essen collection in music21's corpus")
     parser.add_argument("--count", type=int, default=100)
+    parser.add_argument("--training", action="store_true", help="every other collection's tunes")
     args = parser.parse_args(argv)
-    print(f"wrote {write_folder(args.out, args.collection, args.count)} tunes to {args.out}")
+    written = write_training_folder(args.out) if args.training else write_folder(args.out, args.collection, args.count)
+    print(f"wrote {written} tunes to {args.out}")
 
 
 if __name__ == "__main__":

@@ -108,15 +108,26 @@ def overlap_areas(real: list[list[int]], generated: list[list[int]]) -> dict[str
 
 def parse_key(label: str) -> set[int]:
     """`G:maj`, `F#:min`, `Bb:min` -> the pitch classes of the (relative) major scale."""
-    name, _, mode = label.strip().partition(":")
-    tonic = NOTE_NAMES[name[0].upper()] + name[1:].count("#") - name[1:].count("b")
-    if mode.lower().startswith("min"):
-        tonic += 3  # the relative major
+    tonic, minor = parse_key_label(label)
+    tonic += 3 if minor else 0  # the relative major
     return {(tonic + i) % 12 for i in MAJOR_SCALE}
 
 
+def parse_key_label(label: str) -> tuple[int, bool]:
+    """`G:maj`, `F#:min`, `Bb:min` -> (tonic pitch class, minor)."""
+    name, _, mode = label.strip().partition(":")
+    tonic = NOTE_NAMES[name[0].upper()] + name[1:].count("#") - name[1:].count("b")
+    return tonic % 12, mode.lower().startswith("min")
+
+
 def song_key(folder: Path, melody_start_step: float) -> set[int] | None:
-    """The annotated key (key_audio.txt) sounding at a step of the song's MIDI file, or None."""
+    """The annotated key's scale (key_audio.txt) sounding at a step of the song's MIDI file, or None."""
+    label = song_key_label(folder, melody_start_step)
+    return None if label is None else parse_key(label)
+
+
+def song_key_label(folder: Path, melody_start_step: float) -> str | None:
+    """The annotated key (key_audio.txt, e.g. `F#:min`) sounding at a step of the song's MIDI file."""
     path = folder / "key_audio.txt"
     if not path.is_file():
         return None
@@ -129,8 +140,8 @@ def song_key(folder: Path, melody_start_step: float) -> set[int] | None:
     seconds = pm.tick_to_time(int(round(melody_start_step * pm.resolution / 4)))
     for _start, end, label in spans:
         if seconds < float(end):
-            return parse_key(label)
-    return parse_key(spans[-1][2])
+            return label
+    return spans[-1][2]
 
 
 def in_key_share(pieces: list[list[int]], keys: list[set[int] | None]) -> float:

@@ -151,6 +151,10 @@ def test_max_rest_limits_held_notes_and_rests(tiny_model):
         ("A3 B C D E F G A", "A minor"),
         ("A3:2 C E A:2 E C A:2", "A minor"),
         ("D4 F A D:2 C# D:2", "D minor"),
+        ("C4 E G A", "C major"),  # a major triad and its 6th: major, though A minor has the same notes
+        ("G4 C5:2", "C major"),  # only a tonic and its fifth: major
+        ("C4 D E G A C5:2", "C major"),  # pentatonic: the scale without the 4th and 7th it never sounds
+        ("G4 A B D E G:2", "G major"),
     ],
 )
 def test_detect_key(text, key):

@@ -50,10 +50,10 @@ class RenderProcess:
                     if not self._conn.poll(RENDER_WAIT_S):
                         raise TimeoutError(f"no previews after {RENDER_WAIT_S:.0f} s")
                     return self._conn.recv()
-                except (EOFError, OSError, TimeoutError) as error:
+                except Exception as error:  # a dead or hung child, or a pipe that broke: start afresh
                     exitcode = self._process.exitcode if self._process is not None else None
-                    log.warning("job %s: the render process failed (%s, exit code %s); attempt %d of 2",
-                                job.job_id, error or type(error).__name__, exitcode, attempt)
+                    log.warning("job %s: the render process failed (%s: %s, exit code %s); attempt %d of 2",
+                                job.job_id, type(error).__name__, error, exitcode, attempt)
                     self._stop()
         return Outcome(job, JobState.FAILED, error=GENERIC_ERROR.format(job_id=job.job_id))
 

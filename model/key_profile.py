@@ -1,6 +1,6 @@
 """Learn model/keys.py's key profiles from melodies with annotated keys; prints the constants.
 
-    python -m model.key_profile ../shared/data/pop909 [--folk FOLDER]
+    python -m model.key_profile path/to/pop909 [--folk FOLDER]
 
 A profile is the share of melody duration on each pitch class above a key's tonic, in 2-bar
 windows: what model.keys.detect_key compares a primer with. POP909: the training split only (the

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from model.data import load_songs, split
-from model.events import events_to_notes
+from model.keys import pitch_class_weights
 from model.musical_eval import PRIMER_STEPS, _melody_offset, parse_key_label, song_key_label
 
 # Krumhansl-Kessler probe-tone profiles, index 0 = tonic: only to tell a folk tune's mode.
@@ -33,9 +33,8 @@ FLOOR = 0.01  # windows' worth of duration every pitch class starts with
 
 
 def pitch_class_share(events: list[int]) -> np.ndarray:
-    weights = np.zeros(12)
-    for note in events_to_notes(events):
-        weights[note.pitch % 12] += note.end - note.start
+    """Share of the sounded steps per pitch class (all zero without notes)."""
+    weights = np.array(pitch_class_weights(events))
     return weights / weights.sum() if weights.sum() else weights
 
 

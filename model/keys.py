@@ -48,9 +48,7 @@ class Key:
 def detect_key(events: list[int]) -> Key | None:
     """The key under whose profile the melody's duration-weighted pitch classes are likeliest
     (ties: major before minor, then the lower tonic)."""
-    weights = [0.0] * 12
-    for note in events_to_notes(events):
-        weights[note.pitch % 12] += note.end - note.start
+    weights = pitch_class_weights(events)
     if not any(weights):
         return None
     best, best_score = None, float("-inf")
@@ -60,3 +58,11 @@ def detect_key(events: list[int]) -> Key | None:
             if score > best_score:
                 best, best_score = Key(tonic, minor), score
     return best
+
+
+def pitch_class_weights(events: list[int]) -> list[float]:
+    """Steps sounded per pitch class (0 = C)."""
+    weights = [0.0] * 12
+    for note in events_to_notes(events):
+        weights[note.pitch % 12] += note.end - note.start
+    return weights

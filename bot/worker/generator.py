@@ -60,7 +60,7 @@ class Generator:
         self.device = "cpu"
         self.delay_s = float(os.environ.get(TEST_DELAY_ENV) or 0)
         self.skip_render = os.environ.get(TEST_SKIP_RENDER_ENV) == "1"
-        self._render_process = None  # started on the first job to render
+        self._render_process = None  # started by load(), or by the first job to render
         if self.delay_s or self.skip_render:
             log.warning("test knobs set: delay %.1f s per batch, skip render %s", self.delay_s, self.skip_render)
 

@@ -78,8 +78,9 @@ class RenderProcess:
         with self._lock:
             try:
                 self._ready()
-            except (EOFError, OSError, TimeoutError) as error:
-                log.warning("the render process did not start (%s); trying again with the first job", error)
+            except Exception as error:  # as in render(): whatever went wrong, the first job starts afresh
+                log.warning("the render process did not start (%s: %s); trying again with the first job",
+                            type(error).__name__, error)
                 self._stop()
 
     def _start(self) -> None:

@@ -242,7 +242,8 @@ class MelodyNet(nn.Module):
         # (first row, end row, padding) of each group of rows padded alike
         groups = [(pad.index(p), len(pad) - pad[::-1].index(p), p) for p in sorted(set(pad))]
         noise = gumbel_noise(seeds, steps).to(device)  # (B, steps, C), drawn up front per row
-        sequence = torch.cat([primer, torch.full((batch, steps), PAD, dtype=primer.dtype, device=device)], 1)
+        # the steps to sample, then one PAD column: where lookbacks from before the sequence read
+        sequence = torch.cat([primer, torch.full((batch, steps + 1), PAD, dtype=primer.dtype, device=device)], 1)
         for start, end, skip in groups:  # padding reads as PAD, as the steps before a primer do to the lookbacks
             sequence[start:end, :skip] = PAD
         # Memory buffers: the null slot, then one entry per step read so far, filled in place.
@@ -282,12 +283,26 @@ class MelodyNet(nn.Module):
         run = _trailing_no_events(sequence[:, :p_len])  # (B,) NO_EVENTs in a row at the end so far (PAD is none)
         loglik = torch.zeros(batch, steps, device=device)
         nucleus_p = None if bool((top_p >= 1).all()) else top_p  # top_p 1 everywhere: no sorting
+        w = StepWeights.of(self)
+        hidden = self.config.hidden
+        chord_gates = None if chord_features is None else chord_features @ w.chord_gates  # (B, steps, 4H)
+        # Per step: the rows of w.gate_table to add up (the previous event, the events LOOKBACKS
+        # back, the position in the bar). A step before the sequence reads the PAD column at its end.
+        targets = torch.arange(p_len, p_len + steps, device=device)
+        event_columns = torch.stack([targets - 1] + [(targets - back).clamp(min=-1) for back in LOOKBACKS], 1)
+        positions = (targets[None, :] - offset[:, None]) % STEPS_PER_BAR  # (B, steps)
+        position_rows = positions + w.position_row
+        state = [list(state[0]), list(state[1])]  # per layer (B, H), replaced step by step
         for t in range(p_len, p_len + steps):
-            target = torch.tensor([t], device=device)
-            step_chords = None if chord_features is None else chord_features[:, t - p_len : t - p_len + 1]
-            inputs = self._decoder_inputs(sequence, target, offset, step_chords)
-            decoded, state = self._decoder_step(inputs, state)  # (B, 1, H)
-            query = self.query(torch.cat([decoded, self._positions(target, offset)], -1))
+            s = t - p_len
+            rows = torch.cat([sequence[:, event_columns[s]] + w.event_rows, position_rows[:, s, None]], 1)
+            inputs = F.embedding_bag(rows, w.gate_table, mode="sum")  # layer 0's gates from its inputs
+            if chord_gates is not None:
+                inputs = inputs + chord_gates[:, s]
+            decoded = w.decoder_step(inputs, state)  # (B, H)
+            projected = torch.addmm(w.state_bias, decoded, w.from_state)  # query, key, value, head
+            position_qk = w.position_qk[positions[:, s]]  # (B, 2H)
+            query = (projected[:, :hidden] + position_qk[:, :hidden])[:, None]
             # Each group reads the null slot and its own slots within the window.
             context = torch.cat([
                 self._attend_one(query[start:end], keys[start:end, :, :filled], values[start:end, :, :filled],
@@ -295,38 +310,105 @@ class MelodyNet(nn.Module):
                 for start, end, skip in groups
             ]) if len(groups) > 1 else self._attend_one(query, keys[:, :, :filled], values[:, :, :filled],
                                                         max(1, filled - self.config.window))  # fmt: skip
-            logits = self.head(torch.cat([decoded, context], -1))[:, 0]  # (B, C)
+            head = F.gelu(torch.addmm(projected[:, 3 * hidden :], context[:, 0], w.from_context))
+            logits = torch.addmm(w.out_bias, head, w.out_weight)  # (B, C)
             model_logits = logits
             if chord_bias is not None:
-                model_logits = logits = logits + chord_bias[:, t - p_len]
+                model_logits = logits = logits + chord_bias[:, s]
                 if chord_guide is not None:
-                    logits = logits + chord_guide[:, t - p_len]
+                    logits = logits + chord_guide[:, s]
             allowed_now = allowed_events.clone()
             allowed_now[:, NO_EVENT] &= (max_run == 0) | (run < max_run)
             log_probs = nucleus(logits / temperature[:, None].clamp(min=1e-3), nucleus_p, allowed_now)
-            sequence[:, t] = (log_probs + noise[:, t - p_len]).argmax(-1)  # Gumbel-max sampling
+            sequence[:, t] = (log_probs + noise[:, s]).argmax(-1)  # Gumbel-max sampling
             run = torch.where(sequence[:, t] == NO_EVENT, run + 1, 0)
             if with_loglik:
-                loglik[:, t - p_len] = torch.log_softmax(model_logits, -1).gather(1, sequence[:, t : t + 1])[:, 0]
-            new_key, new_value = self._keys_values(decoded, sequence[:, t : t + 1], target, offset)
-            keys[:, :, filled], values[:, :, filled] = self._by_head(new_key[:, 0]), self._by_head(new_value[:, 0])
+                loglik[:, s] = torch.log_softmax(model_logits, -1).gather(1, sequence[:, t : t + 1])[:, 0]
+            new_key = projected[:, hidden : 2 * hidden] + position_qk[:, hidden:]
+            new_value = projected[:, 2 * hidden : 3 * hidden] + w.value_event[sequence[:, t]]
+            keys[:, :, filled], values[:, :, filled] = self._by_head(new_key), self._by_head(new_value)
             filled += 1
-        return sequence[:, p_len:], loglik
-
-    def _decoder_step(self, inputs: torch.Tensor, state):
-        """One decoder step, inputs (B, 1, In) -> (B, 1, H): the same maths as self.decoder, through
-        torch.lstm_cell, which costs a third of nn.LSTM's per-call overhead on one step."""
-        h, c = state  # (layers, B, H) each
-        x, hs, cs = inputs[:, 0], [], []
-        for k in range(self.config.layers):
-            weights = [getattr(self.decoder, f"{kind}_l{k}") for kind in LSTM_PARAMETERS]
-            x, c_k = torch.lstm_cell(x, (h[k], c[k]), *weights)
-            hs.append(x)
-            cs.append(c_k)
-        return x[:, None], (torch.stack(hs), torch.stack(cs))
+        return sequence[:, p_len : p_len + steps], loglik
 
 
-LSTM_PARAMETERS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")  # nn.LSTM's names, per layer
+@dataclass(frozen=True)
+class StepWeights:
+    """A MelodyNet's weights arranged for sampling one step at a time: the same maths as forward()
+    (in eval mode: no dropout), with fewer and smaller matrix products per step. Step-by-step
+    sampling is bound by reading the weights once per step (a few rows each), so every part of
+    an input that is an embedding (events, positions) is multiplied through its layer once per
+    pass, into a table a step only indexes, and products of the same input are one product."""
+
+    gate_table: torch.Tensor  # decoder layer 0's gates from each input embedding, biases in the position rows
+    event_rows: torch.Tensor  # (1 + len(LOOKBACKS),) where the previous event's and each lookback's rows start
+    position_row: int  # where the position rows start
+    chord_gates: torch.Tensor | None  # (E, 4H) layer 0's gates from the chord input (models with chords)
+    recurrent: list  # per layer, (In, 4H): layer 0 its own state; later layers [input; own state]
+    biases: list  # per layer (4H,): None for layer 0 (in gate_table)
+    from_state: torch.Tensor  # (H, 4H): query, key, value and head hidden layer from the decoder output
+    state_bias: torch.Tensor  # (4H,) their biases
+    position_qk: torch.Tensor  # (STEPS_PER_BAR, 2H): query and key from the position in the bar
+    value_event: torch.Tensor  # (NUM_CLASSES + 1, H): value from the event that followed
+    from_context: torch.Tensor  # (H, H): head hidden layer from the attention context
+    out_weight: torch.Tensor  # (H, NUM_CLASSES)
+    out_bias: torch.Tensor
+
+    @classmethod
+    @torch.no_grad()
+    def of(cls, model: MelodyNet) -> StepWeights:
+        c, decoder = model.config, model.decoder
+        e, h = c.embed, c.hidden
+        w_ih0 = decoder.weight_ih_l0  # (4H, In): inputs ordered as in _decoder_inputs
+        events, positions = model.event_embed.weight, model.position_embed.weight
+        blocks = [events @ w_ih0[:, :e].T]  # the previous event
+        blocks.append(positions @ w_ih0[:, e : 2 * e].T + decoder.bias_ih_l0 + decoder.bias_hh_l0)
+        blocks += [events @ w_ih0[:, (2 + k) * e : (3 + k) * e].T for k in range(len(LOOKBACKS))]
+        rows = len(events)
+        event_rows = torch.tensor([0] + [rows * (1 + k) + len(positions) for k in range(len(LOOKBACKS))])
+        layers = range(c.layers)
+        weights = lambda kind, k: getattr(decoder, f"{kind}_l{k}")  # noqa: E731
+        head_in, head_out = model.head[0], model.head[3]
+        return cls(
+            gate_table=torch.cat(blocks).contiguous(),
+            event_rows=event_rows.to(events.device),
+            position_row=rows,
+            chord_gates=w_ih0[:, (2 + len(LOOKBACKS)) * e :].T.contiguous() if c.chords else None,
+            recurrent=[weights("weight_hh", 0).T.contiguous()]
+            + [torch.cat([weights("weight_ih", k), weights("weight_hh", k)], 1).T.contiguous() for k in layers[1:]],
+            biases=[None] + [weights("bias_ih", k) + weights("bias_hh", k) for k in layers[1:]],
+            from_state=torch.cat([model.query.weight[:, :h], model.key.weight[:, :h], model.value.weight[:, :h],
+                                  head_in.weight[:, :h]]).T.contiguous(),  # fmt: skip
+            state_bias=torch.cat([model.query.bias, model.key.bias, model.value.bias, head_in.bias]),
+            position_qk=torch.cat([positions @ model.query.weight[:, h:].T, positions @ model.key.weight[:, h:].T], 1),
+            value_event=events @ model.value.weight[:, h:].T,
+            from_context=head_in.weight[:, h:].T.contiguous(),
+            out_weight=head_out.weight.T.contiguous(),
+            out_bias=head_out.bias,
+        )
+
+    def decoder_step(self, gates: torch.Tensor, state: list) -> torch.Tensor:
+        """One decoder step: layer 0's gates from its inputs (B, 4H) and state [h, c] (per layer
+        (B, H), replaced in place) -> the last layer's output (B, H)."""
+        h, c = state
+        x = None
+        for k in range(len(h)):
+            if k == 0:
+                gates = torch.addmm(gates, h[0], self.recurrent[0])
+            else:
+                gates = torch.addmm(self.biases[k], torch.cat([x, h[k]], 1), self.recurrent[k])
+            x, c[k] = lstm_cell(gates, c[k])
+            h[k] = x
+        return x
+
+
+def lstm_cell(gates: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """nn.LSTM's cell from its summed gates (B, 4H) in PyTorch's order (input, forget, cell,
+    output) and the cell state (B, H) -> (h, c)."""
+    hidden = c.shape[1]
+    squashed = gates.sigmoid()
+    cell = gates[:, 2 * hidden : 3 * hidden].tanh()
+    c = torch.addcmul(squashed[:, hidden : 2 * hidden] * c, squashed[:, :hidden], cell)
+    return squashed[:, 3 * hidden :] * c.tanh(), c
 
 
 def _trailing_no_events(primer: torch.Tensor) -> torch.Tensor:

@@ -27,7 +27,7 @@ from model.events import (
     note_on,
 )
 from model.midi_io import read_midi
-from model.network import MelodyNet, NetworkConfig, save_checkpoint
+from model.network import LOOKBACKS, MelodyNet, NetworkConfig, StepWeights, save_checkpoint
 from model.primer import parse_notes
 from model.sampling import (
     MAX_PRIMER_STEPS,
@@ -315,12 +315,36 @@ def test_cli_mistakes_exit_2_with_one_line(args, message, tmp_path, tiny_weights
 
 def test_the_one_step_decoder_matches_nn_lstm():
     model = MelodyNet(NetworkConfig(embed=8, hidden=16, layers=2, heads=2, window=64, dropout=0.0)).eval()
+    weights = StepWeights.of(model)
     inputs = torch.randn(3, 1, model.decoder.input_size)
     state = (torch.randn(2, 3, 16), torch.randn(2, 3, 16))
     expected, (h, c) = model.decoder(inputs, state)
-    got, (h_step, c_step) = model._decoder_step(inputs, state)
-    assert torch.allclose(got, expected, atol=1e-6)
-    assert torch.allclose(h_step, h, atol=1e-6) and torch.allclose(c_step, c, atol=1e-6)
+    decoder = model.decoder
+    with torch.no_grad():
+        gates = inputs[:, 0] @ decoder.weight_ih_l0.T + decoder.bias_ih_l0 + decoder.bias_hh_l0
+        step_state = [list(state[0]), list(state[1])]
+        got = weights.decoder_step(gates, step_state)
+    assert torch.allclose(got, expected[:, 0], atol=1e-6)
+    assert torch.allclose(torch.stack(step_state[0]), h, atol=1e-6)
+    assert torch.allclose(torch.stack(step_state[1]), c, atol=1e-6)
+
+
+def test_the_gate_table_adds_up_to_the_decoder_input_layer():
+    """A step's rows of StepWeights.gate_table (previous event, lookbacks, position) sum to the
+    decoder's first layer applied to _decoder_inputs, biases included."""
+    torch.manual_seed(5)
+    model = MelodyNet(NetworkConfig(embed=8, hidden=16, layers=1, heads=2, window=64, dropout=0.0)).eval()
+    weights = StepWeights.of(model)
+    sequence = torch.randint(0, NUM_CLASSES, (2, 40))
+    offset, target = torch.tensor([0, 3]), 37
+    decoder = model.decoder
+    with torch.no_grad():
+        inputs = model._decoder_inputs(sequence, torch.tensor([target]), offset)[:, 0]
+        expected = inputs @ decoder.weight_ih_l0.T + decoder.bias_ih_l0 + decoder.bias_hh_l0
+        events = sequence[:, [target - 1] + [target - back for back in LOOKBACKS]] + weights.event_rows
+        position = (target - offset[:, None]) % STEPS_PER_BAR + weights.position_row
+        got = torch.nn.functional.embedding_bag(torch.cat([events, position], 1), weights.gate_table, mode="sum")
+    assert torch.allclose(got, expected, atol=1e-5)
 
 
 def test_the_one_query_attention_matches_scaled_dot_product_attention():

@@ -38,7 +38,7 @@ from bot.render.audio import (
     find_soundfont,
     finish,
     load_fluidsynth,
-    mix,
+    load_soundfont,
     performance,
     synthesize,
     with_chords,
@@ -79,7 +79,7 @@ def check_setup(soundfont: str | None = None) -> str:
     is kept for the first request."""
     path = find_soundfont(soundfont)
     load_fluidsynth()
-    synthesize(path, performance([], 0, False, False), 0, 120.0, time.monotonic() + DEFAULT_TIMEOUT_S)  # loads it
+    load_soundfont(path)
     mp3.load_lameenc()
     load_engraver()
     return path
@@ -121,30 +121,20 @@ def render_variations(
         timings[stage] = time.perf_counter() - started - sum(timings.values())
 
     midis = [write_midi(events, bpm, program, chords=progression) for events, progression in zip(melodies, chords)]
-    played = [performance(events, primer_steps, primer_gap, soft_primer) for events in melodies]
-    # A variation's own chords play in its melody's pass; chords that several variations share are
-    # rendered once apart and mixed into each.
-    accompaniments = [accompaniment(p, primer_steps, primer_gap) if p is not None else None for p in chords]
-    backings: list = []  # shared chord performances
-    backing_of: list[int | None] = []  # per variation: its index in backings
-    for index, backing in enumerate(accompaniments):
-        if backing is not None and accompaniments.count(backing) == 1:
-            played[index] = with_chords(played[index], backing)
-        elif backing is not None and backing not in backings:
-            backings.append(backing)
-        backing_of.append(backings.index(backing) if backing in backings else None)
+    played = [
+        with_chords(performance(events, primer_steps, primer_gap, soft_primer),
+                    accompaniment(progression, primer_steps, primer_gap) if progression is not None else None)
+        for events, progression in zip(melodies, chords)
+    ]  # fmt: skip
     lap("midi_write")
 
-    # libfluidsynth and LAME release the GIL, so threads render melodies side by side.
+    # libfluidsynth and LAME release the GIL, so threads render melodies side by side; notes that
+    # variations share (the primer, the chords) are rendered once (bot.render.audio.NoteCache).
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    with ThreadPoolExecutor(min(cores, len(melodies) + len(backings))) as pool:
-        rendered = list(pool.map(lambda p: synthesize(soundfont, p, program, bpm, deadline), played + backings))
+    with ThreadPoolExecutor(min(cores, len(melodies))) as pool:
+        rendered = list(pool.map(lambda p: synthesize(soundfont, p, program, bpm, deadline), played))
         lap("synth")
-        chord_audio = rendered[len(played) :]
-        pcms = [
-            finish(mix(audio, chord_audio[index] if index is not None else None), bool(p.end))
-            for audio, p, index in zip(rendered, played, backing_of)
-        ]
+        pcms = [finish(audio, bool(p.end)) for audio, p in zip(rendered, played)]
         lap("trim_normalise")
         mp3s = list(pool.map(mp3.encode, pcms))
         lap("mp3_encode")

@@ -1,12 +1,17 @@
 """Melody (and chord) notes -> finished mono audio, synthesised in this process by libfluidsynth.
 
-Pipeline: a melody's events (and its chords' voicings) become timed note-ons and note-offs ->
-a FluidSynth synthesizer from pyfluidsynth renders them chunk by chunk as float samples ->
-numpy makes them mono, keeps a short tail, fades out and normalises the peak (bot.render.mp3
-encodes the result). Synthesizers are kept per soundfont and reused, so the soundfont is read
-once per process, not once per request: the `fluidsynth` program spent ~0.05 CPU-s starting per
-run, as much as rendering a 16 s melody. The deadline is checked between chunks (CHUNK_FRAMES
-apart, a few milliseconds of work), so a render never runs more than a chunk past it.
+Pipeline: a melody's events (and its chords' voicings) become notes -> each note is rendered
+alone by a FluidSynth synthesizer from pyfluidsynth (float samples, until its release has died
+away) and added into the preview at its frame -> numpy keeps a short tail, fades out and
+normalises the peak (bot.render.mp3 encodes the result). Synthesis is dry (no reverb or chorus)
+and FluidSynth sums its voices, so a note sounds the same wherever it is: rendered notes are
+kept (NoteCache, by soundfont, program, pitch, velocity and length), and a preview whose notes
+were heard before costs only the sums. Four variations over one primer and one set of chords
+share most notes, and a burst of requests shares more: synthesis fell from ~0.14 to ~0.02
+CPU-s a request (BENCHMARKS.md section 9). Synthesizers are kept per soundfont and reused, so
+the soundfont is read once per process: the `fluidsynth` program spent ~0.05 CPU-s starting per
+run, as much as rendering a 16 s melody. The deadline is checked between notes and every
+CHUNK_FRAMES of a note (a few milliseconds of work).
 
 midi2audio is not used: it calls the fluidsynth program without a timeout and ignores its
 failures (the program exits 0 after most of them), and a program start-up per request is the
@@ -19,6 +24,7 @@ import ctypes
 import os
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -31,7 +37,8 @@ from model.midi_io import CHORD_PROGRAM, chord_notes
 SAMPLE_RATE = 22050  # Hz; plenty for a melody preview, half the synth and MP3 work of 44.1 kHz
 CHUNK_FRAMES = 4096  # frames rendered between two deadline checks (~0.19 s of audio, ~5 ms of work)
 SYNTH_GAIN = 0.5  # FluidSynth master gain; float output cannot clip and the peak is normalised later
-MAX_DRAIN_S = 10.0  # seconds of audio rendered at most to let the voices of a previous render die out
+MAX_RELEASE_S = 10.0  # seconds a note's release may ring after its note-off before it is cut
+NOTE_CACHE_MB = 64  # rendered notes kept per process, the least recently used dropped first
 POLYPHONY = 64  # voices; a melody and 4-note chords with their releases need far fewer
 TAIL_S = 0.5  # seconds kept after the last note ends, for its release
 FADE_S = 0.25  # seconds of fade-out at the end of the tail
@@ -81,10 +88,10 @@ def load_fluidsynth():
 
 @dataclass(frozen=True)
 class Performance:
-    """What one preview plays: (step, channel, pitch, velocity) events, velocity 0 for note-off,
-    sorted by step with note-offs first, and the step where the last note ends."""
+    """What one preview plays: (start step, end step, channel, pitch, velocity) notes, and the
+    step where the last note ends."""
 
-    events: list[tuple[int, int, int, int]]
+    notes: list[tuple[int, int, int, int, int]]
     end: int
 
 
@@ -96,45 +103,27 @@ def performance(events: list[int], primer_steps: int, primer_gap: bool, soft_pri
     melody = events_to_notes(events, CONTINUATION_VELOCITY)
     if soft_primer:
         melody = [Note(n.start, n.end, n.pitch, PRIMER_VELOCITY) if n.start < primer_steps else n for n in melody]
-    return _timeline(melody, MELODY_CHANNEL, melody[-1].end if melody else 0)
+    return _played(melody, MELODY_CHANNEL, melody[-1].end if melody else 0)
 
 
 def accompaniment(chords: Sequence, primer_steps: int, primer_gap: bool) -> Performance:
     """The chords under a preview (one model.chords.Chord or None per step of the melody): their
     voicings (model.midi_io.chord_notes) on CHORD_CHANNEL, through the melody's last step. Played
-    with the melody in one pass (with_chords), or, when several variations share them, rendered
-    once apart and mixed into each (mix)."""
+    with the melody: with_chords."""
     if primer_gap and 0 < primer_steps < len(chords):
         chords = list(chords[:primer_steps]) + [None] * STEPS_PER_BEAT + list(chords[primer_steps:])
-    return _timeline(chord_notes(chords), CHORD_CHANNEL, len(chords))
+    return _played(chord_notes(chords), CHORD_CHANNEL, len(chords))
 
 
-def with_chords(melody: Performance, chords: Performance) -> Performance:
-    """Melody and chords for one synthesizer pass (~20% less synthesis than two passes and a mix,
-    the same samples): as long as the melody, like mix."""
-    return Performance(_sorted(melody.events + chords.events), melody.end)
-
-
-def _timeline(notes: list[Note], channel: int, end: int) -> Performance:
-    timeline = []
-    for note in notes:
-        timeline += [(note.start, channel, note.pitch, note.velocity), (note.end, channel, note.pitch, 0)]
-    return Performance(_sorted(timeline), end)
-
-
-def _sorted(timeline: list) -> list:
-    """By step; at one step, a pitch's note-off before its note-on."""
-    return sorted(timeline, key=lambda event: (event[0], event[2], event[3] > 0))
-
-
-def mix(melody: np.ndarray, chords: np.ndarray | None) -> np.ndarray:
-    """The melody's samples with the chords' added, as long as the melody's (chords cut there)."""
+def with_chords(melody: Performance, chords: Performance | None) -> Performance:
+    """Melody and chords together, as long as the melody (chords past its end are cut)."""
     if chords is None:
         return melody
-    mixed = melody.copy()
-    length = min(len(melody), len(chords))
-    mixed[:length] += chords[:length]
-    return mixed
+    return Performance(melody.notes + chords.notes, melody.end)
+
+
+def _played(notes: list[Note], channel: int, end: int) -> Performance:
+    return Performance([(note.start, note.end, channel, note.pitch, note.velocity) for note in notes], end)
 
 
 class _Synth:
@@ -165,80 +154,130 @@ class _Synth:
         get_block.argtypes, get_block.restype = [ctypes.c_void_p], ctypes.c_int
         self.block = get_block(self.synth.synth)
 
-    def drain(self) -> None:
-        """Leave nothing of a previous render: libfluidsynth 2.3's system reset (and "all sounds
-        off") lets a voice finish its release, so render whole blocks until every voice is gone."""
-        self.synth.system_reset()
-        scratch = np.zeros((self.block, 2), dtype=np.float32)
-        for _ in range(round(MAX_DRAIN_S * SAMPLE_RATE / self.block)):
-            if not self.synth.get_active_voice_count():
-                return
-            self.write_float(self.synth.synth, self.block, scratch.ctypes.data, 0, 2, scratch.ctypes.data, 1, 2)
-
-    def render(self, played: Performance, programs: tuple[int, int], bpm: float, deadline: float) -> np.ndarray:
-        """Mono float samples from the first step to the last note's end + TAIL_S."""
-        synth = self.synth
-        self.drain()
-        for channel, program in zip((MELODY_CHANNEL, CHORD_CHANNEL), programs):
-            synth.program_select(channel, self.font, 0, program)
-        frames_per_step = SAMPLE_RATE * 60.0 / bpm / STEPS_PER_BEAT
-        wanted = round(played.end * frames_per_step + TAIL_S * SAMPLE_RATE)
-        length = -(-wanted // self.block) * self.block
-        stereo = np.zeros((length, 2), dtype=np.float32)
-        done = 0
-        for step, channel, pitch, velocity in [*played.events, (None, 0, 0, 0)]:
-            until = length if step is None else min(length, round(step * frames_per_step))
-            while done < until:
-                if time.monotonic() > deadline:
-                    raise RenderError("FluidSynth took longer than the rendering timeout allowed and was stopped")
-                count = min(CHUNK_FRAMES, until - done)
-                pointer = stereo[done:].ctypes.data
-                self.write_float(synth.synth, count, pointer, 0, 2, pointer, 1, 2)
-                done += count
-            if step is None:
+    def note(self, program: int, pitch: int, velocity: int, held: int, deadline: float) -> np.ndarray:
+        """One note alone, held `held` frames -> mono float samples from its note-on until its
+        release has died away (at most MAX_RELEASE_S after the note-off). FluidSynth acts on
+        events between blocks, so the note-off falls on the first block boundary at or after
+        `held` (at most 2.9 ms late at 22.05 kHz)."""
+        synth, block = self.synth, self.block
+        synth.program_select(0, self.font, 0, program)
+        synth.noteon(0, pitch, velocity)
+        chunks = [self._write(-(-held // block) * block, deadline)]
+        synth.noteoff(0, pitch)
+        for _ in range(-(-round(MAX_RELEASE_S * SAMPLE_RATE) // CHUNK_FRAMES)):
+            if not synth.get_active_voice_count():
                 break
-            if velocity:
-                synth.noteon(channel, pitch, velocity)
-            else:
-                synth.noteoff(channel, pitch)
-        return stereo[:wanted].mean(axis=1)
+            chunks.append(self._write(CHUNK_FRAMES, deadline))
+        else:  # a release that never ends (a looping sample in a broken soundfont): cut, silenced
+            synth.system_reset()
+            while synth.get_active_voice_count():
+                self._write(block, deadline)
+        return np.concatenate(chunks).mean(axis=1)
+
+    def _write(self, frames: int, deadline: float) -> np.ndarray:
+        """The next `frames` (a multiple of the block size) as (frames, 2) float samples."""
+        stereo = np.zeros((frames, 2), dtype=np.float32)
+        for done in range(0, frames, CHUNK_FRAMES):
+            if time.monotonic() > deadline:
+                raise RenderError("FluidSynth took longer than the rendering timeout allowed and was stopped")
+            pointer = stereo[done:].ctypes.data
+            self.write_float(self.synth.synth, min(CHUNK_FRAMES, frames - done), pointer, 0, 2, pointer, 1, 2)
+        return stereo
+
+
+def _font_key(soundfont: str) -> tuple:
+    """A soundfont file as it is now: a changed file (new size or modification time) is another."""
+    stat = os.stat(soundfont)
+    return soundfont, stat.st_size, stat.st_mtime_ns
 
 
 class _SynthPool:
     """Loaded synthesizers per soundfont file, reused by later requests (at most one per thread
-    rendering at once). A changed file (new size or modification time) is loaded afresh."""
+    rendering at once)."""
 
     def __init__(self):
         self.lock = threading.Lock()
         self.idle: dict[tuple, list[_Synth]] = {}
 
-    def acquire(self, soundfont: str) -> tuple[tuple, _Synth]:
-        stat = os.stat(soundfont)
-        key = (soundfont, stat.st_size, stat.st_mtime_ns)
+    def acquire(self, font: tuple) -> _Synth:
         with self.lock:
-            idle = self.idle.setdefault(key, [])
+            idle = self.idle.setdefault(font, [])
             if idle:
-                return key, idle.pop()
-        return key, _Synth(load_fluidsynth(), soundfont)
+                return idle.pop()
+        return _Synth(load_fluidsynth(), font[0])
 
-    def release(self, key: tuple, synth: _Synth) -> None:
+    def release(self, font: tuple, synth: _Synth) -> None:
         with self.lock:
-            self.idle.setdefault(key, []).append(synth)
+            self.idle.setdefault(font, []).append(synth)
+
+
+class NoteCache:
+    """Rendered notes (_Synth.note's samples) by (soundfont, program, pitch, velocity, frames
+    held), at most `limit_mb` of samples, the least recently used dropped first. Thread-safe."""
+
+    def __init__(self, limit_mb: float = NOTE_CACHE_MB):
+        self.limit = limit_mb * 2**20
+        self.lock = threading.Lock()
+        self.notes: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self.size = 0  # bytes held
+
+    def get(self, key: tuple) -> np.ndarray | None:
+        with self.lock:
+            samples = self.notes.get(key)
+            if samples is not None:
+                self.notes.move_to_end(key)
+            return samples
+
+    def put(self, key: tuple, samples: np.ndarray) -> None:
+        with self.lock:
+            if key in self.notes:
+                return
+            self.notes[key] = samples
+            self.size += samples.nbytes
+            while self.size > self.limit:
+                self.size -= self.notes.popitem(last=False)[1].nbytes
 
 
 _POOL = _SynthPool()
+_NOTES = NoteCache()
+
+
+def load_soundfont(soundfont: str) -> None:
+    """Load `soundfont` into a synthesizer now (a damaged file fails here); kept for the first request."""
+    font = _font_key(soundfont)
+    _POOL.release(font, _POOL.acquire(font))
 
 
 def synthesize(
     soundfont: str, played: Performance, program: int, bpm: float, deadline: float, chord_program: int = CHORD_PROGRAM
 ) -> np.ndarray:
-    """Render a performance to mono float samples at SAMPLE_RATE, last note's end + TAIL_S long.
-    Thread-safe: concurrent calls use separate synthesizers."""
-    key, synth = _POOL.acquire(soundfont)
+    """Render a performance to mono float samples at SAMPLE_RATE, last note's end + TAIL_S long
+    (notes ringing past that are cut). Thread-safe: concurrent calls use separate synthesizers."""
+    frames_per_step = SAMPLE_RATE * 60.0 / bpm / STEPS_PER_BEAT
+    audio = np.zeros(round(played.end * frames_per_step + TAIL_S * SAMPLE_RATE), dtype=np.float32)
+    font = _font_key(soundfont)
+    programs = {MELODY_CHANNEL: program, CHORD_CHANNEL: chord_program}
+    synth = None  # taken from the pool at the first note not heard before
     try:
-        return synth.render(played, (program, chord_program), bpm, deadline)
+        for start, end, channel, pitch, velocity in played.notes:
+            if time.monotonic() > deadline:
+                raise RenderError("FluidSynth took longer than the rendering timeout allowed and was stopped")
+            at = round(start * frames_per_step)
+            if at >= len(audio):
+                continue
+            held = max(1, round(end * frames_per_step) - at)
+            key = (font, programs[channel], pitch, velocity, held)
+            samples = _NOTES.get(key)
+            if samples is None:
+                synth = synth or _POOL.acquire(font)
+                samples = synth.note(programs[channel], pitch, velocity, held, deadline)
+                _NOTES.put(key, samples)
+            length = min(len(samples), len(audio) - at)
+            audio[at : at + length] += samples[:length]
     finally:
-        _POOL.release(key, synth)
+        if synth is not None:
+            _POOL.release(font, synth)
+    return audio
 
 
 def finish(samples: np.ndarray, has_notes: bool) -> np.ndarray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from bot.render.audio import accompaniment, find_soundfont, finish, mix, performance, synthesize
+from bot.render.audio import accompaniment, find_soundfont, finish, performance, synthesize, with_chords
 from bot.render.errors import RenderError
 from bot.render.instruments import DEFAULT_INSTRUMENT, INSTRUMENTS, resolve_instrument
 from bot.render.leadsheet import engrave_lead_sheet
@@ -37,11 +37,9 @@ def render_song(
     program = INSTRUMENTS[resolve_instrument(instrument)]
     midi = write_midi(events, bpm, program, chords=chords)
     soundfont = find_soundfont(soundfont)
-    played = performance(events, 0, False, False)
-    audio = synthesize(soundfont, played, program, bpm, deadline)
-    if chords is not None:
-        audio = mix(audio, synthesize(soundfont, accompaniment(chords, 0, False), program, bpm, deadline))
-    audio = finish(audio, bool(played.end))
+    played = with_chords(performance(events, 0, False, False),
+                         accompaniment(chords, 0, False) if chords is not None else None)  # fmt: skip
+    audio = finish(synthesize(soundfont, played, program, bpm, deadline), bool(played.end))
     encoded = encode_mp3(audio)
     png, pdf_bytes = engrave_lead_sheet(events, chords, bpm, title, pdf=pdf, timeout=deadline - time.monotonic())
     return midi, encoded, png, pdf_bytes

@@ -189,11 +189,11 @@ def test_a_note_heard_before_is_not_rendered_again_and_the_cache_keeps_to_its_li
     transposed = [note_on(event_pitch(e) - 2) if is_note_on(e) else e for e in MELODY]
     second = audio.with_chords(audio.performance(transposed, 4, False, True), audio.accompaniment(chords, 4, False))
     audio.synthesize(soundfont, first, 0, BPM, time.monotonic() + 60)
-    before = len(audio._NOTES.notes)
+    before = len(audio.NOTES.notes)
     again = audio.synthesize(soundfont, first, 0, BPM, time.monotonic() + 60)
-    assert len(audio._NOTES.notes) == before  # every note was heard before
+    assert len(audio.NOTES.notes) == before  # every note was heard before
     audio.synthesize(soundfont, second, 0, BPM, time.monotonic() + 60)
-    new_notes = len(audio._NOTES.notes) - before
+    new_notes = len(audio.NOTES.notes) - before
     melody_pitches = {(pitch, velocity, end - start) for start, end, channel, pitch, velocity in second.notes
                       if channel == audio.MELODY_CHANNEL}  # fmt: skip
     assert 0 < new_notes <= len(melody_pitches)  # the chords under it were heard before

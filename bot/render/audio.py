@@ -237,9 +237,14 @@ class NoteCache:
             while self.size > self.limit:
                 self.size -= self.notes.popitem(last=False)[1].nbytes
 
+    def clear(self) -> None:
+        with self.lock:
+            self.notes.clear()
+            self.size = 0
+
 
 _POOL = _SynthPool()
-_NOTES = NoteCache()
+NOTES = NoteCache()  # this process's rendered notes, shared by every request
 
 
 def load_soundfont(soundfont: str) -> None:
@@ -267,11 +272,11 @@ def synthesize(
                 continue
             held = max(1, round(end * frames_per_step) - at)
             key = (font, programs[channel], pitch, velocity, held)
-            samples = _NOTES.get(key)
+            samples = NOTES.get(key)
             if samples is None:
                 synth = synth or _POOL.acquire(font)
                 samples = synth.note(programs[channel], pitch, velocity, held, deadline)
-                _NOTES.put(key, samples)
+                NOTES.put(key, samples)
             length = min(len(samples), len(audio) - at)
             audio[at : at + length] += samples[:length]
     finally:

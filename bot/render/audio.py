@@ -21,6 +21,7 @@ cost this module exists to avoid.
 from __future__ import annotations
 
 import ctypes
+import math
 import os
 import threading
 import time
@@ -159,20 +160,29 @@ class _Synth:
         release has died away (at most MAX_RELEASE_S after the note-off). FluidSynth acts on
         events between blocks, so the note-off falls on the first block boundary at or after
         `held` (at most 2.9 ms late at 22.05 kHz)."""
-        synth, block = self.synth, self.block
+        synth = self.synth
+        if synth.get_active_voice_count():  # a note stopped at a deadline
+            self._silence()
         synth.program_select(0, self.font, 0, program)
         synth.noteon(0, pitch, velocity)
-        chunks = [self._write(-(-held // block) * block, deadline)]
+        chunks = [self._write(-(-held // self.block) * self.block, deadline)]
         synth.noteoff(0, pitch)
         for _ in range(-(-round(MAX_RELEASE_S * SAMPLE_RATE) // CHUNK_FRAMES)):
             if not synth.get_active_voice_count():
                 break
             chunks.append(self._write(CHUNK_FRAMES, deadline))
-        else:  # a release that never ends (a looping sample in a broken soundfont): cut, silenced
-            synth.system_reset()
-            while synth.get_active_voice_count():
-                self._write(block, deadline)
+        else:  # a release that never ends (a looping sample in a broken soundfont): cut
+            self._silence()
         return np.concatenate(chunks).mean(axis=1)
+
+    def _silence(self) -> None:
+        """Stop every voice. libfluidsynth 2.3's system reset lets a voice finish its release (up
+        to MAX_RELEASE_S, or cut then), so render whole blocks until none is left."""
+        self.synth.system_reset()
+        for _ in range(round(MAX_RELEASE_S * SAMPLE_RATE / self.block)):
+            if not self.synth.get_active_voice_count():
+                return
+            self._write(self.block, math.inf)
 
     def _write(self, frames: int, deadline: float) -> np.ndarray:
         """The next `frames` (a multiple of the block size) as (frames, 2) float samples."""

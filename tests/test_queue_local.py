@@ -191,6 +191,17 @@ async def test_local_queue_answers_jobs_and_enforces_limits(queue_settings):
             await queue.mark_delivered(job_id)
 
 
+async def test_the_worker_says_when_it_wrote_so_answers_do_not_wait_for_the_poll(queue_settings, monkeypatch):
+    import bot.queue.base
+
+    monkeypatch.setattr(bot.queue.base, "POLL_S", 120.0)  # the log would be read every two minutes
+    async with LocalQueue(queue_settings(), worker_env=QUEUE_WORKER_ENV) as queue:
+        submitted = await queue.submit(job(seed=3))
+        seen = await collect(queue, finished([submitted.job.job_id]), timeout=30)
+        assert [s.state for s in seen if s.job.job_id == submitted.job.job_id][-1] == JobState.DONE
+        await queue.mark_delivered(submitted.job.job_id)
+
+
 async def test_local_worker_killed_mid_job_restarts_and_the_job_completes_once(queue_settings):
     env = {**QUEUE_WORKER_ENV, TEST_DELAY_ENV: "2"}
     async with LocalQueue(queue_settings(), worker_env=env) as queue:

@@ -8,6 +8,7 @@ SQLite calls are blocking, so they run on one dedicated thread that owns the con
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -20,7 +21,7 @@ from bot.storage.sqlite import AsyncSQLite
 
 log = logging.getLogger(__name__)
 
-POLL_S = 0.05  # how often the state-change log is read (the latency of an update)
+POLL_S = 0.05  # how often the state-change log is read (the latency of an update no one announces)
 TICK_S = 0.5  # how often timeouts and workers are checked
 PRUNE_EVERY_S = 3600.0  # how often old previews are deleted (settings.preview_retention_days)
 MAX_ATTEMPTS = 3  # a job whose worker died this many times fails instead of running again
@@ -40,6 +41,7 @@ class StoreQueue(JobQueue):
         self._cursor = 0
         self._closing = False
         self._next_prune = 0.0
+        self._changed = asyncio.Event()  # set by a backend told that the log grew (announce_change)
 
     # -- to implement ------------------------------------------------------------------------------
     async def _start_backend(self) -> None: ...
@@ -195,7 +197,13 @@ class StoreQueue(JobQueue):
                 events = []
                 await asyncio.sleep(1.0)
             if not events:
-                await asyncio.sleep(POLL_S)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), POLL_S)
+                self._changed.clear()  # before the next read: a change announced after it wakes the wait
+
+    def announce_change(self) -> None:
+        """The state-change log grew (a worker said so): read it now rather than at the next poll."""
+        self._changed.set()
 
     async def _prune(self) -> None:
         days = self.settings.preview_retention_days

@@ -4,8 +4,9 @@ The worker (`python -m bot.worker --local DB --token T --supervised`) loads the 
 queued jobs from the database in batches, and writes the results back; the bot follows the
 database's state-change log. The queue supervises the process: if it dies (a crash, the OOM
 killer, kill -9), the jobs it held go back to the front of the queue and a new worker starts. A
-line on the worker's stdin wakes it when a job arrives; its stdin closing (the bot died) tells it
-to exit. A job accepted is in the database before submit() returns, so it survives both.
+line on the worker's stdin wakes it when a job arrives, and a line on its stdout ("changed") has the
+bot read the log at once; its stdin closing (the bot died) tells it to exit. A job accepted is in
+the database before submit() returns, so it survives both.
 """
 
 from __future__ import annotations
@@ -172,8 +173,11 @@ class LocalQueue(StoreQueue):
                 await asyncio.sleep(min(MAX_BACKOFF_S, 2.0 ** (quick_deaths - 2)))
 
     async def _read_stdout(self, proc: asyncio.subprocess.Process) -> None:
-        """The worker says "ready" once its model is loaded; other lines are ignored."""
+        """The worker says "ready" once its model is loaded, and "changed" each time it has
+        written a job's state; other lines are ignored."""
         while line := await proc.stdout.readline():
-            if line.strip() == b"ready":
+            if line.strip() == b"changed":
+                self.announce_change()
+            elif line.strip() == b"ready":
                 self._ready = True
                 log.info("worker %s ready", self._token)

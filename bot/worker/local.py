@@ -50,7 +50,7 @@ def run_local(database: Path, token: str, supervised: bool) -> None:
     announced = False
     while not stop.is_set():
         if generator.model is not None and not announced:
-            print("ready", flush=True)
+            tell_bot("ready")
             announced = True
         if supervised and os.getppid() != parent:  # the bot died: a new one will start its own worker
             log.info("the bot is gone; exiting")
@@ -62,6 +62,7 @@ def run_local(database: Path, token: str, supervised: bool) -> None:
                 log.info("the bot is gone; exiting")
                 break
             continue
+        tell_bot("changed")  # they are running
         log.info("batch of %d jobs (%d rows): %s", len(jobs), sum(j.variations for j in jobs), [j.job_id for j in jobs])
         for item in generator.sample(jobs):
             if isinstance(item, Outcome):
@@ -118,8 +119,22 @@ def finish(store: JobStore, token: str, outcome: Outcome) -> None:
     if outcome.state == JobState.CANCELLED:
         return
     kept = store.finish(outcome.job.job_id, outcome.state, result=outcome.result, error=outcome.error, worker=token)
-    if not kept:
+    if kept:
+        tell_bot("changed")
+    else:
         log.info("job %s was cancelled or taken back meanwhile; its result is dropped", outcome.job.job_id)
+
+
+_STDOUT = threading.Lock()  # the sampling and the render thread both write lines
+
+
+def tell_bot(line: str) -> None:
+    """A line for the supervising bot (bot/queue/local.py): "ready" once the model is loaded,
+    "changed" when jobs' states were written, so it reads them now rather than at its next poll
+    (bot.queue.base.POLL_S, 50 ms)."""
+    with _STDOUT:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
 
 
 def _wait_for_wakeup(supervised: bool, timeout: float) -> bool:

@@ -41,7 +41,7 @@ from model.events import NO_EVENT, NOTE_OFF, STEPS_PER_BAR, events_to_notes, not
 from model.midi_io import write_midi  # noqa: E402
 
 PRIMER_BARS = 2
-STAGES = ("midi_write", "synth", "trim_normalise", "mp3_encode", "png", "total")
+STAGES = ("synth", "trim_normalise", "midi_write", "png", "mp3_encode", "total")  # in the order they end
 LEAD_SHEET_BARS = 32
 
 

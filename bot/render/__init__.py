@@ -99,8 +99,8 @@ def render_variations(
 ) -> tuple[list[Preview], bytes, dict[str, float]]:
     """Render every melody (events, primer first). `chords`: per variation, its per-step chords
     (as long as the melody) or None. Returns the previews, one PNG stacking all variations
-    labelled 1..N, and seconds spent per stage (midi_write, synth, trim_normalise, mp3_encode,
-    png, total)."""
+    labelled 1..N, and seconds spent per stage (synth, trim_normalise, midi_write, png, then
+    mp3_encode: the wait for LAME once the rest is done; total)."""
     started = time.perf_counter()
     deadline = time.monotonic() + timeout
     if not melodies:
@@ -120,33 +120,34 @@ def render_variations(
     def lap(stage: str) -> None:
         timings[stage] = time.perf_counter() - started - sum(timings.values())
 
-    midis = [write_midi(events, bpm, program, chords=progression) for events, progression in zip(melodies, chords)]
     played = [
         with_chords(performance(events, primer_steps, primer_gap, soft_primer),
                     accompaniment(progression, primer_steps, primer_gap) if progression is not None else None)
         for events, progression in zip(melodies, chords)
     ]  # fmt: skip
-    lap("midi_write")
 
     # libfluidsynth and LAME release the GIL, so threads render melodies side by side; notes that
     # variations share (the primer, the chords) are rendered once (bot.render.audio.NoteCache).
+    # While LAME encodes, this thread writes the MIDI files and draws the piano rolls.
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     with ThreadPoolExecutor(min(cores, len(melodies))) as pool:
         rendered = list(pool.map(lambda p: synthesize(soundfont, p, program, bpm, deadline), played))
         lap("synth")
         pcms = [finish(audio, bool(p.end)) for audio, p in zip(rendered, played)]
         lap("trim_normalise")
-        mp3s = list(pool.map(mp3.encode, pcms))
-        lap("mp3_encode")
-
-    layout = pianoroll.shared_layout(melodies)
-    panels = [
-        pianoroll.draw_panel(events, primer_steps, layout, str(index + 1), progression)
-        for index, (events, progression) in enumerate(zip(melodies, chords))
-    ]
-    pngs = [pianoroll.png_bytes(panel) for panel in panels]
-    combined = pianoroll.png_bytes(pianoroll.stack(panels)) if len(panels) > 1 else pngs[0]
-    lap("png")
+        encoding = [pool.submit(mp3.encode, pcm) for pcm in pcms]
+        midis = [write_midi(events, bpm, program, chords=progression) for events, progression in zip(melodies, chords)]
+        lap("midi_write")
+        layout = pianoroll.shared_layout(melodies)
+        panels = [
+            pianoroll.draw_panel(events, primer_steps, layout, str(index + 1), progression)
+            for index, (events, progression) in enumerate(zip(melodies, chords))
+        ]
+        pngs = [pianoroll.png_bytes(panel) for panel in panels]
+        combined = pianoroll.png_bytes(pianoroll.stack(panels)) if len(panels) > 1 else pngs[0]
+        lap("png")
+        mp3s = [future.result() for future in encoding]
+        lap("mp3_encode")  # what is left of it once the rest is done
     timings["total"] = time.perf_counter() - started
     durations = [len(pcm) / SAMPLE_RATE for pcm in pcms]
     previews = [Preview(*fields) for fields in zip(midis, mp3s, pngs, durations)]

@@ -144,14 +144,10 @@ def suggest_chords(events: list[int], steps_per_chord: int | None = None, key=No
     bounds = _frame_bounds(len(events), frame, first)
     # a frame boundary on a bar line uses trans_bar, inside a bar trans_mid
     at_bar = [(bar_position + begin) % STEPS_PER_BAR == 0 for begin, _ in bounds[1:]]
-    tonics = range(12) if key is None else [_key_tonic(key)]
-    best = None
-    for tonic in tonics:
-        path, score = _viterbi(model, features, tonic, at_bar, whole=frame == STEPS_PER_BAR)
-        score += model.key_weight * float(profile.sum(0) @ np.roll(model.key_profile, tonic))
-        if best is None or score > best[1]:
-            best = (path, score, tonic)
-    path, _, tonic = best
+    tonics = list(range(12)) if key is None else [_key_tonic(key)]
+    key_scores = [model.key_weight * float(profile.sum(0) @ np.roll(model.key_profile, t)) for t in tonics]
+    best, path = _viterbi(model, features, tonics, at_bar, frame == STEPS_PER_BAR, np.array(key_scores))
+    tonic = tonics[best]
     chords = []
     q = len(VOCAB)
     flats = KEY_FLATS[tonic]
@@ -161,35 +157,39 @@ def suggest_chords(events: list[int], steps_per_chord: int | None = None, key=No
     return chords
 
 
-def _emission_scores(model: HarmonyModel, features: np.ndarray, tonic: int) -> np.ndarray:
-    """(T, S) weighted log-likelihood of each frame's melody under each key-relative state."""
+def _emission_scores(model: HarmonyModel, features: np.ndarray, tonics: list[int]) -> np.ndarray:
+    """(K, T, S) weighted log-likelihood of each frame's melody under each key-relative state, per
+    key (tonic)."""
     q = len(VOCAB)
-    scores = np.empty((len(features), 12 * q))
+    rotated = np.stack([np.roll(features, -root, axis=2).reshape(len(features), -1) for root in range(12)])
+    scores = np.empty((len(tonics), len(features), 12 * q))
     for degree in range(12):
-        root = (tonic + degree) % 12
-        rotated = np.roll(features, -root, axis=2).reshape(len(features), -1)  # pitch class root + i at i
-        scores[:, degree * q : (degree + 1) * q] = rotated @ model.emission[degree * q : (degree + 1) * q].T
+        by_root = rotated @ model.emission[degree * q : (degree + 1) * q].T  # (12 roots, T, q)
+        scores[:, :, degree * q : (degree + 1) * q] = by_root[[(tonic + degree) % 12 for tonic in tonics]]
     return model.emission_weight * scores
 
 
-def _viterbi(model: HarmonyModel, features: np.ndarray, tonic: int, at_bar: list[bool],
-             whole: bool) -> tuple[list[int], float]:
-    emit = _emission_scores(model, features, tonic)
-    score = model.prior + emit[0]
+def _viterbi(model: HarmonyModel, features: np.ndarray, tonics: list[int], at_bar: list[bool], whole: bool,
+             key_scores: np.ndarray) -> tuple[int, list[int]]:
+    """The likeliest key and state path: Viterbi in every key (tonics) side by side, each key's
+    best path scored with its key_scores added -> (index into tonics, path)."""
+    emit = _emission_scores(model, features, tonics)  # (K, T, S)
+    score = model.prior + emit[:, 0]  # (K, S)
     back = []
-    for t in range(1, len(emit)):
+    for t in range(1, emit.shape[1]):
         trans = model.trans_whole if whole else (model.trans_bar if at_bar[t - 1] else model.trans_mid)
-        total = score[:, None] + trans  # (S from, S to)
-        arg = total.argmax(0)
+        total = score[:, :, None] + trans  # (K, S from, S to)
+        arg = total.argmax(1)  # (K, S to)
         back.append(arg)
-        score = total[arg, np.arange(total.shape[1])] + emit[t]
-    state = int(score.argmax())
-    best = float(score[state])
+        score = np.take_along_axis(total, arg[:, None, :], 1)[:, 0] + emit[:, t]
+    ends = score.argmax(1)
+    best = int((score[np.arange(len(tonics)), ends] + key_scores).argmax())  # the first of equals
+    state = int(ends[best])
     path = [state]
     for arg in reversed(back):
-        state = int(arg[state])
+        state = int(arg[best, state])
         path.append(state)
-    return path[::-1], best
+    return best, path[::-1]
 
 
 def _key_tonic(key) -> int:

@@ -26,6 +26,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -37,6 +38,7 @@ from bot.worker.generator import TEST_SKIP_RENDER_ENV  # noqa: E402
 
 SHIPPED = Path(__file__).resolve().parents[1] / "model" / "weights" / "melody.pt"
 PRIMER = [26, 0, 0, 1, 30, 0, 0, 1, 33, 0, 0, 0, 1, 0, 0, 0] * 2  # two bars: C4 E4 G4 ...
+ANSWER_DEADLINE_S = 120.0  # a job not answered by then is reported, and the benchmark stops
 
 
 def weights_file(folder: Path) -> tuple[Path, str]:
@@ -90,6 +92,7 @@ async def queue_run(weights: Path, jobs: int, bars: int, variations: int, render
     )  # fmt: skip
     env = {} if render else {TEST_SKIP_RENDER_ENV: "1"}  # --no-render: the test knob, clearly not production
     waiters: dict[str, asyncio.Future] = {}
+    answers: Counter = Counter()  # finished updates per job: each must be 1
     out: dict = {}
     started = time.monotonic()
     async with LocalQueue(settings, worker_env=env) as queue:
@@ -97,7 +100,10 @@ async def queue_run(weights: Path, jobs: int, bars: int, variations: int, render
         async def follow():
             async for status in queue.updates():
                 if status.state.finished:
-                    waiters[status.job.job_id].set_result((time.monotonic(), status))
+                    answers[status.job.job_id] += 1
+                    waiter = waiters[status.job.job_id]
+                    if not waiter.done():  # a second answer is counted, and reported below
+                        waiter.set_result((time.monotonic(), status))
                     await queue.mark_delivered(status.job.job_id)
 
         follower = asyncio.create_task(follow())
@@ -111,7 +117,12 @@ async def queue_run(weights: Path, jobs: int, bars: int, variations: int, render
             waiters[job.job_id] = asyncio.get_running_loop().create_future()
             submitted = time.monotonic()
             await queue.submit(job)
-            done_at, status = await waiters[job.job_id]
+            try:
+                done_at, status = await asyncio.wait_for(waiters[job.job_id], ANSWER_DEADLINE_S)
+            except TimeoutError:
+                late = await queue.get(job.job_id)
+                raise SystemExit(f"job {job.job_id} was not answered in {ANSWER_DEADLINE_S:.0f} s "
+                                 f"(state: {late.state.value if late else 'unknown'})") from None
             assert status.state == JobState.DONE, status.error
             timings.append(status.result.timings)
             return done_at - submitted
@@ -125,7 +136,9 @@ async def queue_run(weights: Path, jobs: int, bars: int, variations: int, render
         out["burst_stages"] = {stage: statistics.mean(t[stage] for t in timings)
                                for stage in ("queued", "sample", "render")}
         out["after"] = memory_kib(queue.worker_pid)
+        await asyncio.sleep(0.5)  # a second answer would come by now
         follower.cancel()
+    out["answered_twice"] = sorted(job_id for job_id, count in answers.items() if count > 1)
     return out
 
 
@@ -185,6 +198,8 @@ def main() -> None:
             burst = out["burst"]
             print(f"| burst from 8 users at once | {len(burst)} | {len(burst) / out['burst_s']:.2f} | "
                   f"{statistics.median(burst):.2f} | {percentile(burst, 95):.2f} |")  # fmt: skip
+            twice = out["answered_twice"]
+            print(f"\nEvery job answered once: {'yes' if not twice else 'NO, twice: ' + ', '.join(twice)}")
             stages = out["burst_stages"]
             print(f"\nBurst, mean per job: queued {stages['queued']:.2f} s, its batch's sampling "
                   f"{stages['sample']:.2f} s, rendering {stages['render']:.2f} s")

@@ -329,6 +329,18 @@ def test_the_one_step_decoder_matches_nn_lstm():
     assert torch.allclose(torch.stack(step_state[1]), c, atol=1e-6)
 
 
+def test_the_arranged_weights_are_kept_until_a_parameter_changes():
+    model = MelodyNet(NetworkConfig(embed=8, hidden=16, layers=1, heads=2, window=64, dropout=0.0)).eval()
+    kept = StepWeights.cached(model)
+    assert StepWeights.cached(model) is kept
+    with torch.no_grad():
+        model.head[3].bias.add_(1.0)  # in place, as an optimizer step
+    changed = StepWeights.cached(model)
+    assert changed is not kept and torch.equal(changed.out_bias, model.head[3].bias)
+    model.load_state_dict(MelodyNet(model.config).state_dict())
+    assert torch.equal(StepWeights.cached(model).gate_table, StepWeights.of(model).gate_table)
+
+
 def test_the_gate_table_adds_up_to_the_decoder_input_layer():
     """A step's rows of StepWeights.gate_table (previous event, lookbacks, position) sum to the
     decoder's first layer applied to _decoder_inputs, biases included."""

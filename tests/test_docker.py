@@ -32,6 +32,7 @@ import dockerfile
 import pytest
 import yaml
 from conftest import free_port
+from test_wheel import run_time_files
 
 from bot.observability import serve_in_thread
 from bot.settings import ENV_PREFIX, Settings
@@ -109,10 +110,10 @@ def in_context(relative: str, patterns=None) -> bool:
 
 def test_dockerignore_keeps_secrets_and_stray_files_out():
     for kept_out in (".env", ".venv/bin/python", ".git/config", "runs/melody/last.pt", "data/melodybot.sqlite3",
-                     "tests/test_docker.py", "bot/__pycache__/jobs.cpython-311.pyc", "model/weights/other.pt",
+                     "tests/test_docker.py", "bot/__pycache__/jobs.cpython-311.pyc",
                      "scripts/setup"):  # fmt: skip
         assert not in_context(kept_out), kept_out
-    for needed in ("pyproject.toml", "README.md", "bot/jobs.py", "model/weights/melody.pt", INSTALL_SCRIPT):
+    for needed in ("pyproject.toml", "README.md", "bot/jobs.py", INSTALL_SCRIPT, *run_time_files()):
         assert in_context(needed), needed
 
 
@@ -188,15 +189,22 @@ def in_image(image: Image, *argv: str, **env: str) -> subprocess.CompletedProces
 
 
 def test_image_installs_the_project_with_its_weights(image):
+    """The installed packages are the image's, not this checkout, and carry every file the product
+    opens (the weights, the chord model, ...) as in this checkout."""
     assert image.replayed == [f"{INSTALL_SCRIPT} deps", f"{INSTALL_SCRIPT} project"]
-    done = in_image(image, "python", "-I", "-c", "import hashlib, importlib.resources as r, bot, bot.worker, model; "
-                    "weights = (r.files('model') / 'weights' / 'melody.pt').read_bytes(); "
-                    "print(bot.__file__, model.__file__, hashlib.sha256(weights).hexdigest())")  # fmt: skip
+    wanted = run_time_files()
+    script = ("import hashlib, importlib.resources as r, sys, bot, bot.worker, model\n"
+              "print(bot.__file__, model.__file__)\n"
+              "for name in sys.argv[1:]:\n"
+              "    package, *inside = name.split('/')\n"
+              "    print(hashlib.sha256(r.files(package).joinpath(*inside).read_bytes()).hexdigest())\n")
+    done = in_image(image, "python", "-I", "-c", script, *wanted)
     assert done.returncode == 0, done.stderr
-    bot_file, model_file, weights_hash = done.stdout.split()
+    bot_file, model_file, *hashes = done.stdout.split()
     site = site_packages(image.python.parents[1])
     assert Path(bot_file).is_relative_to(site) and Path(model_file).is_relative_to(site)  # not this checkout
-    assert weights_hash == hashlib.sha256((ROOT / "model" / "weights" / "melody.pt").read_bytes()).hexdigest()
+    assert "model/weights/harmony.json" in wanted
+    assert hashes == [hashlib.sha256((ROOT / name).read_bytes()).hexdigest() for name in wanted]
 
 
 def test_image_base_is_the_python_tested_here():

@@ -17,7 +17,6 @@ import sqlite3
 import sys
 
 from bot.settings import Settings, SettingsError
-from model.defaults import DEFAULT_WEIGHTS
 
 log = logging.getLogger("bot")
 
@@ -77,20 +76,44 @@ def _setup_logging(settings: Settings, terminal: bool) -> None:
     logging.getLogger("discord").setLevel(logging.WARNING)
 
 
-def _check_local_worker(settings: Settings) -> None:
-    """Warn early about what would make every job fail in the embedded worker."""
+def _check_local_worker(settings: Settings) -> dict[str, str]:
+    """Say early what would make jobs fail in the embedded worker (its log is the log file, not
+    the screen): {component: why} for the learned ones that cannot load, for /healthz too."""
     if settings.redis_url:
-        return  # the workers run elsewhere, with their own files
-    weights = settings.weights or DEFAULT_WEIGHTS
+        return {}  # the workers run elsewhere, with their own files and their own /healthz
+    from bot.worker.components import CHORDS, MELODY, harmony_problem, melody_path
+
+    problems = {}
+    weights = melody_path(settings)
     if not weights.is_file():
+        problems[MELODY] = f"no melody model at {weights}"
         log.warning("no model weights at %s: jobs will fail until they exist (train the model, or set "
                     "MELODYBOT_WEIGHTS to a checkpoint)", weights)
+    chords = harmony_problem(settings)  # pure numpy, a few ms: the bot may load it
+    if chords:
+        problems[CHORDS] = chords
+        log.error("%s; jobs that need suggested chords will fail (chords=off still works)", chords)
     from bot.render import RenderError, check_setup
 
     try:
         check_setup(str(settings.soundfont) if settings.soundfont else None)
     except RenderError as error:
         log.warning("previews cannot be rendered: %s", error)
+    return problems
+
+
+def _with_problems(health_check, problems: dict[str, str]):
+    """/healthz of the embedded mode: the queue's, and 503 naming each learned component that
+    could not load at start."""
+    if not problems:
+        return health_check
+
+    async def check() -> dict:
+        body = dict(await health_check())
+        body.update(status="unavailable", reason="; ".join(problems.values()), problems=problems)
+        return body
+
+    return check
 
 
 async def serve(settings: Settings) -> int:
@@ -107,7 +130,7 @@ async def serve(settings: Settings) -> int:
         store = BotStore(settings.database)
     except (OSError, sqlite3.Error) as error:
         raise SettingsError(f"cannot open the database {settings.database} (MELODYBOT_DATA_DIR): {error}") from None
-    _check_local_worker(settings)
+    problems = _check_local_worker(settings)
     queue = make_queue(settings)
     try:
         await queue.start()
@@ -119,7 +142,8 @@ async def serve(settings: Settings) -> int:
     runner = None
     try:
         try:
-            runner = await start_http(settings.http_port, *queue_probes(queue))
+            health_check, refresh = queue_probes(queue)
+            runner = await start_http(settings.http_port, _with_problems(health_check, problems), refresh)
         except OSError as error:
             raise SettingsError(f"cannot serve /healthz on port {settings.http_port} (MELODYBOT_HTTP_PORT): "
                              f"{error}") from None

@@ -29,6 +29,7 @@ class Settings:
     redis_url: str | None = None  # none: embedded queue (SQLite) and one local worker process
     data_dir: Path = Path("data")  # SQLite database, and the terminal channel's output files
     weights: Path | None = None  # none: the shipped weights
+    harmony_weights: Path | None = None  # the chord model; none: the shipped model/weights/harmony.json
     device: str = "auto"  # worker's torch device: auto, cpu, cuda
     soundfont: Path | None = None  # none: TimGM6mb from the timgm6mb-soundfont package
     default_bars: int = 8  # continuation length when the user gives none
@@ -68,7 +69,7 @@ class Settings:
         kwargs.update(overrides)
         # Relative paths mean "from the folder the bot was started in", once and for all: the
         # worker processes get these absolute paths, whatever folder they run in.
-        for name in ("data_dir", "weights", "soundfont"):
+        for name in ("data_dir", "weights", "harmony_weights", "soundfont"):
             if kwargs.get(name) is not None:
                 kwargs[name] = Path(kwargs[name]).expanduser().absolute()
         kwargs.setdefault("data_dir", Path(cls.data_dir).absolute())
@@ -104,7 +105,7 @@ class Settings:
         if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise SettingsError(f"{ENV_PREFIX}REDIS_URL must start with redis://, rediss:// or unix://, not "
                                 f"{safe_url(self.redis_url)!r}")
-        for name in ("weights", "soundfont"):
+        for name in ("weights", "harmony_weights", "soundfont"):
             path = getattr(self, name)
             if path is not None and not path.is_file():
                 raise SettingsError(f"{ENV_PREFIX}{name.upper()}: no file at {path}")

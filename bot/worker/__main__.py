@@ -1,4 +1,5 @@
-"""`python -m bot.worker`: a worker process, for the embedded queue (--local) or Redis (--redis)."""
+"""`python -m bot.worker`: a worker process, for the embedded queue (--local) or Redis (--redis);
+`--check` loads its learned components and says whether they load (bot/worker/components.py)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ def main(argv: list[str] | None = None) -> None:
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--redis", metavar="URL", help="take jobs from this Redis through Celery")
     mode.add_argument("--local", metavar="DB", type=Path, help="take jobs from this SQLite queue")
+    mode.add_argument("--check", action="store_true", help="load the melody and chord models, say whether they "
+                      "load (exit 1 if one does not), and exit")  # fmt: skip
     parser.add_argument("--token", help="--local: this worker's name in the database")
     parser.add_argument("--supervised", action="store_true", help="--local: started by the bot (stdin: wake-ups)")
     parser.add_argument("--concurrency", type=int, default=8, help="--redis: jobs taken at once (batched together)")
@@ -28,6 +31,10 @@ def main(argv: list[str] | None = None) -> None:
     except SettingsError as error:
         print(f"melodybot worker: bad setting: {error}", file=sys.stderr)
         sys.exit(2)
+    if args.check:
+        from bot.worker.components import check
+
+        sys.exit(check(settings))
     level = settings.log_level.upper()
     setup_logging(level, json=settings.log_format == "json", secrets=settings.secrets())
     if args.local is not None:

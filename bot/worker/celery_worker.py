@@ -29,6 +29,7 @@ from bot.jobs import Job, JobState
 from bot.observability import job_context, observe_job, serve_in_thread
 from bot.queue import celery_app as protocol
 from bot.settings import Settings
+from bot.worker.components import MELODY
 from bot.worker.generator import Generator, pass_rows
 from bot.worker.rendering import Outcome, Sampled
 
@@ -263,7 +264,15 @@ def run_celery(settings: Settings, concurrency: int, visibility_timeout_s: float
     worker = celery_worker(settings)  # load the model before taking jobs
 
     async def health() -> dict:
-        return {"status": "ok" if worker.generator.model is not None else "model not loaded", "worker": worker.name}
+        """503 while a learned component is not loaded, naming each and why."""
+        generator = worker.generator
+        problems = dict(generator.problems)
+        if generator.model is None:
+            problems.setdefault(MELODY, "the melody model is not loaded")
+        body = {"status": "ok", "worker": worker.name}
+        if problems:
+            body.update(status="unavailable", reason="; ".join(problems.values()), problems=problems)
+        return body
 
     serve_in_thread(settings.http_port, health)  # /healthz and /metrics of this worker
     app.worker_main([

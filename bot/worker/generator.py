@@ -26,8 +26,17 @@ from collections.abc import Callable, Iterator
 
 from bot.jobs import GENERIC_ERROR, Job, JobState
 from bot.settings import Settings
+from bot.worker.components import (
+    CHORDS,
+    CHORDS_UNAVAILABLE,
+    MELODY,
+    component_problem,
+    harmony_problem,
+    melody_path,
+    needs_suggested_chords,
+)
 from bot.worker.rendering import Outcome, Sampled
-from model.defaults import DEFAULT_WEIGHTS, length_problem
+from model.defaults import length_problem
 
 log = logging.getLogger(__name__)
 
@@ -61,17 +70,21 @@ class Generator:
         self.delay_s = float(os.environ.get(TEST_DELAY_ENV) or 0)
         self.skip_render = os.environ.get(TEST_SKIP_RENDER_ENV) == "1"
         self._render_process = None  # started by load(), or by the first job to render
+        self.problems: dict[str, str] = {}  # learned component -> why it did not load (/healthz says it)
         if self.delay_s or self.skip_render:
             log.warning("test knobs set: delay %.1f s per batch, skip render %s", self.delay_s, self.skip_render)
 
     def load(self) -> None:
         """Load the model and warm it up. Raises if it cannot (no weights yet?): run() tries again
-        for each batch and fails the jobs meanwhile, so users hear why instead of waiting forever."""
+        for each batch and fails the jobs meanwhile, so users hear why instead of waiting forever.
+        The chord model is checked too; one that cannot load is an error said at once (and in
+        self.problems), see bot/worker/components.py."""
         import torch
 
         from model.sampling import SamplingOptions, continue_melodies, load_model
 
         self._renderer().start()  # it loads the soundfont while the model loads here
+        self.check_chords()
 
         if self.settings.worker_threads:  # step-by-step sampling: more threads mostly fight over cores
             torch.set_num_threads(self.settings.worker_threads)
@@ -79,11 +92,29 @@ class Generator:
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         started = time.perf_counter()
-        model = load_model(str(self.settings.weights or DEFAULT_WEIGHTS), device)
+        try:
+            model = load_model(str(melody_path(self.settings)), device)
+        except Exception as error:
+            self.problems[MELODY] = component_problem(MELODY, melody_path(self.settings), error)
+            raise
+        self.problems.pop(MELODY, None)
         continue_melodies(model, [WARMUP_PRIMER], [SamplingOptions(bars=1, variations=1)])  # warm up
         self._renderer().wait_ready()
         self.model, self.device = model, device
         log.info("model and renderer loaded on %s and warmed up in %.1f s", device, time.perf_counter() - started)
+
+    def check_chords(self) -> None:
+        """Whether the chord model loads: an error line the first time it does not, a line when it
+        loads again (the file was fixed); self.problems holds the reason meanwhile."""
+        reason = harmony_problem(self.settings)
+        if reason and CHORDS not in self.problems:
+            log.error("%s; jobs that need suggested chords fail until it loads (chords=off still works)", reason)
+        elif not reason and CHORDS in self.problems:
+            log.info("the %s loads now", CHORDS)
+        if reason:
+            self.problems[CHORDS] = reason
+        else:
+            self.problems.pop(CHORDS, None)
 
     def _prepare(self, job: Job):
         """(primer as sampled, SamplingOptions, the continuation's chords per step or None);
@@ -106,6 +137,8 @@ class Generator:
         if any(not isinstance(e, int) or not 0 <= e < NUM_CLASSES for e in job.primer):
             raise ValueError("the primer holds events the model does not know")
         primer = prepare_primer(job.primer)
+        if CHORDS in self.problems and needs_suggested_chords(job):
+            raise ValueError(CHORDS_UNAVAILABLE)
         if not self.skip_render:
             from bot.render import RenderError, resolve_instrument
 
@@ -137,6 +170,8 @@ class Generator:
                 for job in jobs:
                     yield Outcome(job, JobState.FAILED, error=GENERIC_ERROR.format(job_id=job.job_id))
                 return
+        if CHORDS in self.problems:
+            self.check_chords()  # fixed meanwhile? (cheap: a missing or broken file fails at once)
         ready = []
         for job in jobs:
             try:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from bot.jobs import GENERIC_ERROR, Job, JobState, Result, Variation
 from bot.observability import job_context
 from bot.settings import Settings
+from bot.worker.components import ChordsUnavailable, load_harmony
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,10 @@ def warm_renderer(settings: Settings, skip_render: bool) -> None:
         check_setup(str(settings.soundfont) if settings.soundfont else None)
     except Exception:  # each job then fails with the reason logged
         log.exception("the renderer is not set up")
+    try:
+        load_harmony(settings)  # here too, so the first job's chords come as fast as the next
+    except Exception:  # the worker said so at start (bot/worker/components.py); jobs needing it fail
+        pass
 
 
 def render_job(settings: Settings, sampled: Sampled, skip_render: bool = False) -> Outcome:
@@ -55,6 +60,8 @@ def render_job(settings: Settings, sampled: Sampled, skip_render: bool = False) 
     with job_context(job.job_id):  # every log line while rendering names the job
         try:
             return Outcome(job, JobState.DONE, result=_result(settings, sampled, skip_render))
+        except ChordsUnavailable as error:  # logged where it happened; the user hears why
+            return Outcome(job, JobState.FAILED, error=str(error))
         except Exception:
             log.exception("job %s: rendering failed", job.job_id)
             return Outcome(job, JobState.FAILED, error=GENERIC_ERROR.format(job_id=job.job_id))
@@ -68,7 +75,7 @@ def _result(settings: Settings, sampled: Sampled, skip_render: bool) -> Result:
     started, sample_s = sampled.started, sampled.sample_s
     melodies = [primer + continuation for continuation in continuations]
     render_started = time.time()
-    progressions = [harmony_of(job, primer, continuation, chords) for continuation in continuations]
+    progressions = [harmony_of(job, primer, continuation, chords, settings) for continuation in continuations]
     sheets = [lead_sheet(p) if p is not None else None for p in progressions]
     if skip_render:
         variations, combined = [Variation(m, b"", b"", b"", s) for m, s in zip(melodies, sheets)], b""
@@ -97,9 +104,12 @@ def _result(settings: Settings, sampled: Sampled, skip_render: bool) -> Result:
     )
 
 
-def harmony_of(job: Job, primer: list[int], continuation: list[int], chords: list | None) -> list | None:
+def harmony_of(job: Job, primer: list[int], continuation: list[int], chords: list | None,
+               settings: Settings | None = None) -> list | None:
     """The chords under primer + continuation for the preview: the sketch's own and the given
-    ones where there are, suggested (model/harmonize.py) where not; None with chords=off."""
+    ones where there are, suggested (model/harmonize.py, settings.harmony_weights) where not; None
+    with chords=off. Raises ChordsUnavailable when chords must be suggested and cannot be: the job
+    fails saying so, rather than going out without the chords it asked for."""
     if not job.harmony:
         return None
     from model.chords import chords_per_step, parse_lead_sheet
@@ -109,12 +119,10 @@ def harmony_of(job: Job, primer: list[int], continuation: list[int], chords: lis
     suggested = None
     if chords is None or job.primer_chords is None:
         try:
-            suggested = suggest_chords(melody)
-        except Exception:  # the melody still goes out: suggested chords are an extra
-            log.exception("job %s: suggesting chords failed; the preview has none where none were given", job.job_id)
-            if chords is None and job.primer_chords is None:
-                return None
-            suggested = [None] * len(melody)
+            suggested = suggest_chords(melody, model=load_harmony(settings or Settings()))
+        except Exception as error:
+            log.exception("job %s: suggesting chords failed", job.job_id)
+            raise ChordsUnavailable() from error
     if chords is None and job.primer_chords is None:
         return suggested
     under_primer = (chords_per_step(parse_lead_sheet(job.primer_chords), len(primer)) if job.primer_chords

@@ -122,3 +122,18 @@ def test_the_installed_wheel_answers_a_continue_with_suggested_chords(installed,
         chords = [track for track in midi.tracks if track.name == "CHORDS"]
         assert chords, f"{path.name}: no CHORDS track in {[track.name for track in midi.tracks]}"
         assert sum(1 for m in chords[0] if m.type == "note_on" and m.velocity) >= 3, path.name
+
+
+def test_an_install_without_its_chord_model_says_so(installed, tmp_path):
+    """The hole this file guards, made on purpose: the installed package without harmony.json.
+    The worker's start-up check names the file, in one line, instead of every job losing its chords."""
+    shipped = installed.site / "model" / "weights" / "harmony.json"
+    aside = tmp_path / "harmony.json"
+    shutil.move(shipped, aside)
+    try:
+        done = subprocess.run([str(installed.python), "-m", "bot.worker", "--check"], env=installed.env, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=60)  # fmt: skip
+    finally:
+        shutil.move(aside, shipped)
+    assert done.returncode == 1
+    assert done.stderr.strip() == f"the chord model cannot be loaded: no file at {shipped}"

@@ -53,8 +53,9 @@ def load_harmony(settings: Settings):
 
 def component_problem(name: str, path: Path, error: BaseException) -> str:
     """One line naming the component, its file and what went wrong."""
-    reason = f"no file at {path}" if isinstance(error, FileNotFoundError) else f"{type(error).__name__}: {error}"
-    return f"the {name} cannot be loaded from {path}: {reason}"
+    if isinstance(error, FileNotFoundError):
+        return f"the {name} cannot be loaded: no file at {path}"
+    return f"the {name} cannot be loaded from {path}: {type(error).__name__}: {error}"
 
 
 def harmony_problem(settings: Settings) -> str | None:

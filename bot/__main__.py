@@ -4,7 +4,7 @@ else the local terminal channel (bot/terminal.py). Both with the same queue and 
 Resources are opened here and handed down: the vote store, the job queue (embedded: it starts the
 local worker process), the /healthz + /metrics server when MELODYBOT_HTTP_PORT is set. Exit codes:
 0 after a clean stop (Ctrl-C, !quit, end of input, SIGTERM), 2 for a setting or token that cannot
-work (the message says which), 1 when the queue cannot start.
+work (the message says which; e.g. a data folder this user cannot write), 1 when the queue cannot start.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import logging
 import os
 import sqlite3
 import sys
+import tempfile
+from pathlib import Path
 
 from bot.settings import Settings, SettingsError
 
@@ -31,7 +33,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"melodybot: bad setting: {error}", file=sys.stderr)
         return 2
     terminal = not settings.discord_token
-    _setup_logging(settings, terminal)
+    try:
+        check_data_dir(settings)
+        _setup_logging(settings, terminal)
+    except SettingsError as error:  # before any logging: one line, no traceback
+        print(f"melodybot: {error}", file=sys.stderr)
+        return 2
     try:
         return asyncio.run(serve(settings))
     except KeyboardInterrupt:  # Ctrl-C before the terminal's own handler was installed
@@ -52,6 +59,36 @@ def _say(settings: Settings, text: str) -> None:
     print(RedactFilter(settings.secrets()).redact(text), file=sys.stderr)
 
 
+def check_data_dir(settings: Settings) -> None:
+    """The data folder exists (made if not) and this process may write there; else SettingsError
+    naming the folder and the user id this process runs as, the usual cause in a container (a host
+    folder mounted on /data, owned by another user)."""
+    data_dir, database = settings.data_dir, settings.database.name
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=data_dir):
+            pass
+    except OSError as error:
+        raise SettingsError(unwritable(data_dir, error)) from None
+    # Files a run as another user left (the database, its journal, the log): opened to append,
+    # nothing written, so that SQLite does not fail at the first job instead.
+    for name in (database, f"{database}-wal", f"{database}-shm", "melodybot.log"):
+        path = data_dir / name
+        if path.exists():
+            try:
+                open(path, "ab").close()
+            except OSError as error:
+                raise SettingsError(unwritable(path, error)) from None
+
+
+def unwritable(path: Path, error: OSError) -> str:
+    uid, gid = os.getuid(), os.getgid()
+    what = "the data folder" if path.is_dir() or not path.exists() else "the file"
+    return (f"cannot write to {what} {path} (MELODYBOT_DATA_DIR) as user id {uid}, group id {gid}: "
+            f"{error.strerror or error}. Let that user write there (chown -R {uid}:{gid} on the folder), or, in a "
+            f"container, mount a named volume on it (README: Docker)")
+
+
 def _setup_logging(settings: Settings, terminal: bool) -> None:
     from bot.observability import RedactFilter, ScreenFormatter, setup_logging
 
@@ -62,8 +99,11 @@ def _setup_logging(settings: Settings, terminal: bool) -> None:
     # The terminal is the conversation: the details go to a log file, only warnings to the screen.
     # The worker process inherits file descriptor 2, so that descriptor becomes the log file too,
     # and Python's sys.stderr keeps the real terminal.
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    log_file = open(settings.data_dir / "melodybot.log", "a", buffering=1)
+    log_path = settings.data_dir / "melodybot.log"
+    try:
+        log_file = open(log_path, "a", buffering=1)
+    except OSError as error:  # e.g. a log file left by another user
+        raise SettingsError(unwritable(log_path, error)) from None
     screen = os.fdopen(os.dup(2), "w", buffering=1)
     os.dup2(log_file.fileno(), 2)
     sys.stderr = screen

@@ -23,7 +23,7 @@ from bot.jobs import Job, JobState
 from bot.settings import Settings, SettingsError
 from bot.worker.components import CHORDS, CHORDS_UNAVAILABLE
 from bot.worker.generator import Generator
-from model.harmonize import DEFAULT_HARMONY_WEIGHTS
+from model.harmony.suggest import DEFAULT_HARMONY_WEIGHTS
 
 PRIMER = [26, 0, 0, 1, 30, 0, 0, 1, 33, 0, 0, 0, 1, 0, 0, 0]  # C4 E4 G4, a bar
 # What a checkout without Git LFS (or a truncated download) holds instead of the chord model.

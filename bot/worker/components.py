@@ -38,15 +38,15 @@ def melody_path(settings: Settings) -> Path:
 
 
 def harmony_path(settings: Settings) -> Path:
-    from model.harmonize import DEFAULT_HARMONY_WEIGHTS
+    from model.harmony.suggest import DEFAULT_HARMONY_WEIGHTS
 
     return settings.harmony_weights or DEFAULT_HARMONY_WEIGHTS
 
 
 def load_harmony(settings: Settings):
-    """The chord model (model.harmonize.HarmonyModel), loaded once per process and path; raises
+    """The chord model (model.harmony.suggest.HarmonyModel), loaded once per process and path; raises
     if it cannot be read."""
-    from model.harmonize import load_model
+    from model.harmony.suggest import load_model
 
     return load_model(str(harmony_path(settings)))
 
@@ -77,7 +77,7 @@ def check(settings: Settings) -> int:
     """`python -m bot.worker --check`: load each learned component, one line each; 0 when all load."""
     failed = False
     try:
-        from model.sampling import load_model
+        from model.melody.sampling import load_model
 
         load_model(str(melody_path(settings)), "cpu")
         print(f"{MELODY}: ok ({melody_path(settings)})")

@@ -301,7 +301,20 @@ def test_compose_has_the_bot_its_workers_and_redis():
     assert {"bot", "worker", "worker-cuda"} <= set(ours) and "redis" in services
     for name, service in ours.items():
         assert service["depends_on"]["redis"]["condition"] == "service_healthy", name
-        assert service["build"] == "." or service["build"]["context"] == ".", name
+        # Never pulled: a registry's image of that name is not ours (built here, or by a sibling).
+        assert service["pull_policy"] == "never", name
+    # `docker compose up --build` builds each image once: one service per image name says `build:`
+    # (this folder), the others with that image run it as built.
+    by_image: dict[str, list[str]] = {}
+    for name, service in ours.items():
+        by_image.setdefault(service["image"], []).append(name)
+    assert set(by_image) == {"melodybot:latest", "melodybot:cuda"}
+    for image_name, names in by_image.items():
+        builders = [name for name in names if "build" in ours[name]]
+        assert len(builders) == 1, f"{image_name}: built by {builders}"
+        build = ours[builders[0]]["build"]
+        assert build == "." or build["context"] == ".", builders[0]
+    assert by_image["melodybot:latest"] == ["bot", "worker"] and "build" in ours["bot"]
     assert "data:/data" in services["bot"]["volumes"]  # the SQLite database outlives the container
     assert set(compose()["volumes"]) >= {"data"}
     cuda = services["worker-cuda"]

@@ -20,12 +20,12 @@ ENV PYTHONUNBUFFERED=1 \
     MELODYBOT_DATA_DIR=/data \
     MELODYBOT_HTTP_PORT=8080
 
-# System packages from the one list that scripts/setup also reads. redis-server is left out:
-# in a container deployment Redis is its own container (compose.yaml's redis service), and the
-# embedded default (SQLite, local worker) needs no Redis at all.
+# System packages: the run-time list, which scripts/setup also reads (it adds the tests' list,
+# scripts/apt-packages-test.txt: redis-server, ffmpeg, the fluidsynth program, none of them used
+# here; Redis runs in its own container, see compose.yaml).
 COPY scripts/apt-packages.txt /tmp/apt-packages.txt
 RUN apt-get update \
-    && grep -v '^#' /tmp/apt-packages.txt | grep -vx 'redis-server' \
+    && grep -v '^#' /tmp/apt-packages.txt \
        | DEBIAN_FRONTEND=noninteractive xargs apt-get install -y --no-install-recommends \
     && rm -rf /var/lib/apt/lists/* /tmp/apt-packages.txt
 

@@ -7,6 +7,8 @@
   the project's, built and installed by the script; the dependencies it pins count as installed
   because the fresh venv sees this one's (a .pth line), so pip installs nothing from the network.
   The image's CMD and HEALTHCHECK then run from that venv, the health check against a real /healthz.
+- System packages: the image installs the run-time list only (scripts/apt-packages.txt), and a real
+  preview and lead sheet load no library from a package that only the tests' list brings.
 - compose.yaml: PyYAML reads it; its settings are loaded by bot/settings.py, the worker command
   is parsed by the worker's own argparse, the Redis health check is run against a real Redis.
 """
@@ -40,10 +42,10 @@ from bot.settings import ENV_PREFIX, Settings
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
 COMPOSE = ROOT / "compose.yaml"
-APT_LIST = ROOT / "scripts" / "apt-packages.txt"
+APT_LIST = ROOT / "scripts" / "apt-packages.txt"  # run time: the image's
+TEST_APT_LIST = ROOT / "scripts" / "apt-packages-test.txt"  # and the tests' (scripts/setup reads both)
 INSTALL_SCRIPT = "scripts/install-python"
-LEFT_OUT = {"redis-server"}  # Redis runs in its own container (compose.yaml); the Dockerfile says why
-# RUN steps the replay leaves out: they need root and Debian's mirrors (test_apt_packages_come_from_the_one_list).
+# RUN steps the replay leaves out: they need root and Debian's mirrors (test_the_image_installs_the_run_time_list_only).
 NOT_REPLAYED = ("apt-get", "groupadd")
 
 
@@ -244,20 +246,82 @@ def test_runs_as_a_non_root_user():
     assert not any(step.cmd == "RUN" for step in steps[users[-1]:])
 
 
-def test_apt_packages_come_from_the_one_list():
+def listed(path: Path) -> list[str]:
+    return [p.strip() for p in path.read_text().splitlines() if p.strip() and not p.startswith("#")]
+
+
+def test_the_image_installs_the_run_time_list_only():
     steps = instructions()
     (copy,) = [step.value for step in steps if step.cmd == "COPY" and step.value[0] == "scripts/apt-packages.txt"]
     target = copy[-1]
     (install,) = [step.value[0] for step in steps if step.cmd == "RUN" and "apt-get install" in step.value[0]]
-    # The pipeline that feeds apt-get install, run on the real list, gives the list less LEFT_OUT.
+    # The pipeline that feeds apt-get install, run on the real list, gives that list.
     feeding = next(part for part in install.split("&&") if "apt-get install" in part)
     producer, _, _ = feeding.rpartition("|")
     assert target in producer, f"apt-get install should read its packages from {target}"
     done = subprocess.run(["bash", "-o", "pipefail", "-c", producer.replace(target, str(APT_LIST))],
                           capture_output=True, text=True, check=True)  # fmt: skip
-    listed = [p.strip() for p in APT_LIST.read_text().splitlines() if p.strip() and not p.startswith("#")]
-    assert done.stdout.split() == [package for package in listed if package not in LEFT_OUT]
-    assert LEFT_OUT <= set(listed), "a package left out of the image is no longer in the list: update LEFT_OUT"
+    assert done.stdout.split() == listed(APT_LIST)
+    # The tests' list never reaches the image, and the two lists do not overlap.
+    assert not in_context(TEST_APT_LIST.relative_to(ROOT).as_posix())
+    assert not any(TEST_APT_LIST.name in " ".join(step.value) for step in steps)
+    assert not set(listed(APT_LIST)) & set(listed(TEST_APT_LIST))
+
+
+def test_setup_installs_both_lists():
+    """scripts/setup (and so scripts/test) installs the run-time list and the tests' list: its
+    own line that lists them, run here."""
+    (line,) = [text for text in (ROOT / "scripts" / "setup").read_text().splitlines() if text.startswith("packages=")]
+    done = subprocess.run(["bash", "-o", "pipefail", "-c", f'{line}; echo "$packages"'], cwd=ROOT, capture_output=True,
+                          text=True, check=True)  # fmt: skip
+    assert done.stdout.split() == listed(APT_LIST) + listed(TEST_APT_LIST)
+    assert {"redis-server", "ffmpeg"} <= set(listed(TEST_APT_LIST))  # tests/conftest.py, pydub
+
+
+def apt_closure(packages: list[str]) -> set[str]:
+    """The packages apt would install for these (hard dependencies, every alternative), by name."""
+    done = subprocess.run(["apt-cache", "depends", "--recurse", "--no-recommends", "--no-suggests", "--no-conflicts",
+                           "--no-breaks", "--no-replaces", "--no-enhances", *packages],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    return {line.split(":")[0] for line in done.stdout.splitlines() if line and not line.startswith((" ", "<"))}
+
+
+# Loaded at run time here, from packages only the tests' list brings on this machine, yet fine:
+IN_THE_BASE_IMAGE = {"libssl3"}  # python:3.11-slim has it (Python's ssl module)
+OPTIONAL = {"libfribidi0"}  # Pillow opens it for complex text layout when present, and does without
+
+
+def test_run_time_uses_no_system_package_that_only_the_tests_list_brings(tmp_path):
+    """A real preview with suggested chords (FluidSynth, LAME, the piano roll) and a lead sheet
+    (Verovio, Cairo): every system library mapped into that process, and the soundfont, belong to
+    the run-time list's packages (or their dependencies), not to what only ffmpeg, the fluidsynth
+    program or redis-server pull in."""
+    script = (
+        "from bot.render import check_setup, render_variations\n"
+        "from bot.render.leadsheet import engrave_lead_sheet\n"
+        "from model.harmony.suggest import suggest_chords\n"
+        "melody = [26, 0, 0, 1, 30, 0, 0, 1, 33, 0, 0, 0, 1, 0, 0, 0] * 2\n"
+        "chords = suggest_chords(melody)\n"
+        "print(check_setup(None))\n"
+        "render_variations([melody], 16, 120, 'piano', chords=[chords])\n"
+        "engrave_lead_sheet(melody, chords, 120, 'x')\n"
+        "for line in open('/proc/self/maps'):\n"
+        "    fields = line.split()\n"
+        "    if len(fields) >= 6 and fields[5].startswith('/usr/'):\n"
+        "        print(fields[5])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    files = sorted(set(done.stdout.split()))
+    assert any("libfluidsynth" in f for f in files) and any("libcairo" in f for f in files), files
+    owners = subprocess.run(["dpkg", "-S", *files], capture_output=True, text=True)  # unowned files: not apt's
+    used = {line.split(":")[0] for line in owners.stdout.splitlines() if ": " in line}
+    run_time = apt_closure(listed(APT_LIST))
+    test_only = apt_closure(listed(APT_LIST) + listed(TEST_APT_LIST)) - run_time
+    assert {"ffmpeg", "fluidsynth", "redis-server"} <= test_only  # the check does look
+    assert used & test_only <= IN_THE_BASE_IMAGE | OPTIONAL, sorted(used & test_only)
+    assert {"libfluidsynth3", "timgm6mb-soundfont", "libcairo2"} <= used
 
 
 # --- compose.yaml --------------------------------------------------------------------------------

@@ -39,8 +39,9 @@ COPY pyproject.toml ./
 COPY scripts/install-python scripts/
 RUN scripts/install-python deps
 
-# Then the project itself, with the shipped weights (package data model/weights/*.pt); the script
-# checks that the installed package imports, has them, and that its commands start.
+# Then the project itself, with every learned artefact (package data model/weights/*: the melody
+# and chord models, ...); the script checks that the installed package loads them
+# (`python -m bot.worker --check`) and that its commands start.
 COPY README.md ./
 COPY model/ model/
 COPY bot/ bot/

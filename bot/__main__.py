@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 from bot.settings import Settings, SettingsError
+from bot.worker.components import CHORDS, MELODY, harmony_problem, melody_path
 
 log = logging.getLogger("bot")
 
@@ -116,41 +117,50 @@ def _setup_logging(settings: Settings, terminal: bool) -> None:
     logging.getLogger("discord").setLevel(logging.WARNING)
 
 
-def _check_local_worker(settings: Settings) -> dict[str, str]:
+def _check_local_worker(settings: Settings) -> None:
     """Say early what would make jobs fail in the embedded worker (its log is the log file, not
-    the screen): {component: why} for the learned ones that cannot load, for /healthz too."""
-    if settings.redis_url:
-        return {}  # the workers run elsewhere, with their own files and their own /healthz
-    from bot.worker.components import CHORDS, MELODY, harmony_problem, melody_path
-
-    problems = {}
-    weights = melody_path(settings)
-    if not weights.is_file():
-        problems[MELODY] = f"no melody model at {weights}"
-        log.warning("no model weights at %s: jobs will fail until they exist (train the model, or set "
-                    "MELODYBOT_WEIGHTS to a checkpoint)", weights)
-    chords = harmony_problem(settings)  # pure numpy, a few ms: the bot may load it
-    if chords:
-        problems[CHORDS] = chords
-        log.error("%s; jobs that need suggested chords will fail (chords=off still works)", chords)
+    the screen)."""
+    problems = learned_problems(settings)
+    if MELODY in problems:
+        log.warning("%s: jobs will fail until they exist (train the model, or set MELODYBOT_WEIGHTS to a "
+                    "checkpoint)", problems[MELODY])
+    if CHORDS in problems:
+        log.error("%s; jobs that need suggested chords will fail (chords=off still works)", problems[CHORDS])
     from bot.render import RenderError, check_setup
 
     try:
         check_setup(str(settings.soundfont) if settings.soundfont else None)
     except RenderError as error:
         log.warning("previews cannot be rendered: %s", error)
+
+
+def learned_problems(settings: Settings) -> dict[str, str]:
+    """{component: why} for the embedded worker's learned components that cannot load; none in
+    Redis mode (the workers run elsewhere, with their own files and /healthz). Cheap enough for
+    each /healthz: a file's presence, and the chord model (pure numpy, cached once it loads)."""
+    if settings.redis_url:
+        return {}
+    problems = {}
+    weights = melody_path(settings)
+    if not weights.is_file():
+        problems[MELODY] = f"no model weights at {weights}"
+    chords = harmony_problem(settings)
+    if chords:
+        problems[CHORDS] = chords
     return problems
 
 
-def _with_problems(health_check, problems: dict[str, str]):
+def _with_problems(health_check, settings: Settings):
     """/healthz of the embedded mode: the queue's, and 503 naming each learned component that
-    could not load at start."""
-    if not problems:
+    cannot load (asked again each time: a fixed file heals it)."""
+    if settings.redis_url:
         return health_check
 
     async def check() -> dict:
         body = dict(await health_check())
-        body.update(status="unavailable", reason="; ".join(problems.values()), problems=problems)
+        problems = learned_problems(settings)
+        if problems:
+            body.update(status="unavailable", reason="; ".join(problems.values()), problems=problems)
         return body
 
     return check
@@ -170,7 +180,7 @@ async def serve(settings: Settings) -> int:
         store = BotStore(settings.database)
     except (OSError, sqlite3.Error) as error:
         raise SettingsError(f"cannot open the database {settings.database} (MELODYBOT_DATA_DIR): {error}") from None
-    problems = _check_local_worker(settings)
+    _check_local_worker(settings)
     queue = make_queue(settings)
     try:
         await queue.start()
@@ -183,7 +193,7 @@ async def serve(settings: Settings) -> int:
     try:
         try:
             health_check, refresh = queue_probes(queue)
-            runner = await start_http(settings.http_port, _with_problems(health_check, problems), refresh)
+            runner = await start_http(settings.http_port, _with_problems(health_check, settings), refresh)
         except OSError as error:
             raise SettingsError(f"cannot serve /healthz on port {settings.http_port} (MELODYBOT_HTTP_PORT): "
                              f"{error}") from None

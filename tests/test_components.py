@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from conftest import QUEUE_WORKER_ENV, free_port
+from test_terminal import BotProcess
 
 from bot.jobs import Job, JobState
 from bot.settings import Settings, SettingsError
@@ -141,21 +143,27 @@ def test_the_terminal_bot_says_so_on_screen_and_in_healthz_and_answers_with_chor
     tiny_weights, broken_chords, tmp_path
 ):
     port = free_port()
-    env = clean_env(MELODYBOT_WEIGHTS=str(tiny_weights), MELODYBOT_HARMONY_WEIGHTS=str(broken_chords),
-                    MELODYBOT_DEVICE="cpu", MELODYBOT_HTTP_PORT=str(port), MELODYBOT_DATA_DIR=str(tmp_path / "data"))
-    proc = subprocess.Popen([sys.executable, "-m", "bot"], env=env, cwd=tmp_path, text=True, stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    bot = BotProcess(tmp_path / "data", tiny_weights, tmp_path, MELODYBOT_HARMONY_WEIGHTS=str(broken_chords),
+                     MELODYBOT_HTTP_PORT=str(port))  # fmt: skip
     try:
-        status, body = poll_json(f"http://127.0.0.1:{port}/healthz", proc)
-        assert status == 503 and CHORDS in body["problems"], body
-        out, err = proc.communicate("!continue C4 E4 G4 A4 bars=1 variations=1\n"
-                                    "!continue C4 E4 G4 A4 bars=1 variations=1 chords=off\n", timeout=120)
+        bot.expect(r"^bot> melodybot, terminal channel")
+        status, body = poll_json(f"http://127.0.0.1:{port}/healthz", bot.proc)
+        assert status == 503 and list(body["problems"]) == [CHORDS], body
+        assert f"the chord model cannot be loaded from {broken_chords}" in body["reason"]
+        bot.send("!continue C4 E4 G4 A4 bars=1 variations=1")
+        bot.expect(rf"Job [a-z0-9]{{6}} failed: {re.escape(CHORDS_UNAVAILABLE)}")
+        bot.send("!continue C4 E4 G4 A4 bars=1 variations=1 chords=off")
+        bot.expect(r"^bot> Job [a-z0-9]{6}: 1 continuation")
+        shutil.copyfile(DEFAULT_HARMONY_WEIGHTS, broken_chords)  # fixed: all heals without a restart
+        assert get_json(f"http://127.0.0.1:{port}/healthz")[0] == 200
+        bot.send("!continue C4 E4 G4 A4 bars=1 variations=1")
+        bot.expect(r"^bot> Job [a-z0-9]{6}: 1 continuation")
+        bot.expect(r"Chords \(suggested\): \S")
+        bot.send("!quit")
+        assert bot.wait() == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, out + err
-    assert f"melodybot: error: the chord model cannot be loaded from {broken_chords}" in err
-    assert "Traceback" not in err
-    assert f"failed: {CHORDS_UNAVAILABLE}" in out, out
-    assert "1 continuation" in out, out  # the chords=off job
+        if bot.proc.poll() is None:
+            bot.proc.kill()
+    screen = bot.proc.stderr.read()
+    assert f"melodybot: error: the chord model cannot be loaded from {broken_chords}" in screen
+    assert "Traceback" not in screen

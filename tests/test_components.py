@@ -23,8 +23,9 @@ from test_terminal import BotProcess
 
 from bot.jobs import Job, JobState
 from bot.settings import Settings, SettingsError
-from bot.worker.components import CHORDS, CHORDS_UNAVAILABLE
+from bot.worker.components import CHORDS, CHORDS_FAILED, CHORDS_UNAVAILABLE, harmony_problem
 from bot.worker.generator import Generator
+from bot.worker.rendering import Sampled, render_job
 from model.harmony.suggest import DEFAULT_HARMONY_WEIGHTS
 
 PRIMER = [26, 0, 0, 1, 30, 0, 0, 1, 33, 0, 0, 0, 1, 0, 0, 0]  # C4 E4 G4, a bar
@@ -96,6 +97,24 @@ def test_jobs_needing_suggested_chords_fail_saying_why_until_the_file_is_fixed(t
         assert any("the chord model loads now" in r.getMessage() for r in caplog.records)
     finally:
         generator.close()
+
+
+def test_a_chord_model_that_reads_but_cannot_suggest_is_caught_at_start_and_fails_its_job(tmp_path, caplog):
+    """Arrays of the wrong shapes load fine: the start-up check suggests chords for two bars, so it
+    is found there; a job that meets it anyway (render_job alone) fails saying chords failed."""
+    data = json.loads(DEFAULT_HARMONY_WEIGHTS.read_text())
+    data["emission"] = data["emission"][:3]  # 3 chord states' rows of the 96
+    path = tmp_path / "harmony.json"
+    path.write_text(json.dumps(data))
+    settings = Settings(harmony_weights=path)
+    problem = harmony_problem(settings)
+    assert problem and problem.startswith(f"the chord model cannot be loaded from {path}: "), problem
+    sampled = Sampled(job(), PRIMER, [PRIMER], None, time.time(), 0.0)
+    with caplog.at_level(logging.ERROR, logger="bot.worker"):
+        outcome = render_job(settings, sampled, skip_render=True)
+    assert outcome.state == JobState.FAILED
+    assert outcome.error == CHORDS_FAILED.format(job_id=sampled.job.job_id)
+    assert "suggesting chords failed" in caplog.text
 
 
 def get_json(url: str) -> tuple[int, dict]:

@@ -24,6 +24,10 @@ CHORDS_UNAVAILABLE = ("Chords cannot be suggested right now: the chord model did
                       "the worker's log and /healthz). Try again with chords=off.")  # fmt: skip
 
 
+CHORDS_FAILED = ("Suggesting chords for these notes failed (job {job_id}; the details are logged). Try again with "
+                 "chords=off.")
+
+
 class ChordsUnavailable(Exception):
     """Suggesting chords failed: the job fails with this user-facing message."""
 
@@ -51,20 +55,28 @@ def load_harmony(settings: Settings):
     return load_model(str(harmony_path(settings)))
 
 
+SMOKE_MELODY = [26, 0, 0, 1, 30, 0, 0, 1, 33, 0, 0, 0, 1, 0, 0, 0] * 2  # C4 E4 G4, two bars
+
+
+def harmony_problem(settings: Settings) -> str | None:
+    """None when the chord model loads and suggests chords for two bars, else why not (one line):
+    a file that reads but holds arrays of the wrong shapes fails here, not at the first job."""
+    from model.harmony.suggest import suggest_chords
+
+    try:
+        model = load_harmony(settings)
+        if not any(suggest_chords(SMOKE_MELODY, model=model)):
+            raise ValueError("it suggests no chords for a C major arpeggio")
+    except Exception as error:
+        return component_problem(CHORDS, harmony_path(settings), error)
+    return None
+
+
 def component_problem(name: str, path: Path, error: BaseException) -> str:
     """One line naming the component, its file and what went wrong."""
     if isinstance(error, FileNotFoundError):
         return f"the {name} cannot be loaded: no file at {path}"
     return f"the {name} cannot be loaded from {path}: {type(error).__name__}: {error}"
-
-
-def harmony_problem(settings: Settings) -> str | None:
-    """None when the chord model loads, else why not (one line)."""
-    try:
-        load_harmony(settings)
-    except Exception as error:
-        return component_problem(CHORDS, harmony_path(settings), error)
-    return None
 
 
 def needs_suggested_chords(job) -> bool:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from bot.jobs import GENERIC_ERROR, Job, JobState, Result, Variation
 from bot.observability import job_context
 from bot.settings import Settings
-from bot.worker.components import ChordsUnavailable, load_harmony
+from bot.worker.components import CHORDS_FAILED, ChordsUnavailable, load_harmony
 
 log = logging.getLogger(__name__)
 
@@ -119,10 +119,15 @@ def harmony_of(job: Job, primer: list[int], continuation: list[int], chords: lis
     suggested = None
     if chords is None or job.primer_chords is None:
         try:
-            suggested = suggest_chords(melody, model=load_harmony(settings or Settings()))
+            harmony = load_harmony(settings or Settings())
+        except Exception as error:  # the worker said why at start and says it in /healthz
+            log.error("job %s: suggesting chords failed: the chord model did not load (%s)", job.job_id, error)
+            raise ChordsUnavailable() from error
+        try:
+            suggested = suggest_chords(melody, model=harmony)
         except Exception as error:
             log.exception("job %s: suggesting chords failed", job.job_id)
-            raise ChordsUnavailable() from error
+            raise ChordsUnavailable(CHORDS_FAILED.format(job_id=job.job_id)) from error
     if chords is None and job.primer_chords is None:
         return suggested
     under_primer = (chords_per_step(parse_lead_sheet(job.primer_chords), len(primer)) if job.primer_chords

@@ -1,0 +1,201 @@
+"""The keys (or guitar): real accompaniment phrases from POP909's PIANO tracks laid over the
+requested chords.
+
+The library (model/weights/band_textures.json, built by model/lab/band_textures.py) holds 4-bar
+phrases whose notes say which chord tone they play and how high above the phrase's centre. For
+each 4 bars of the piece, `keys_notes` retrieves a phrase whose chord rhythm matches the
+requested chords' (where the chords change in each bar), whose density suits the style, and,
+after the first, from the same song as the last when one fits (a real pianist's phrases follow
+each other); then adapts it: every note goes to the tone of the chord sounding at its onset that
+its slot names (transposed and re-voiced), at the nearest pitch to its height (voice-leading:
+common tones stay, others move the least), ends where the chord changes, and the whole phrase
+sits below the melody's register. A note that would rub a semitone against a melody note takes
+another chord tone, or stops when that melody note starts. The library loads once per process.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import json
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from model.band.parts import BandNote
+from model.band.styles import Style
+from model.chords import QUALITIES, Chord
+from model.events import STEPS_PER_BAR
+
+TEXTURES = Path(__file__).resolve().parents[1] / "weights" / "band_textures.json"
+PHRASE_BARS = 4
+SLOT_BASS = 5
+FLOOR = 43  # G2: keys below this muddy the bass
+GAP = 2  # semitones kept between the keys' top and the melody's low notes
+CANDIDATES = 6  # the best phrases a variation chooses among
+
+
+@dataclass(frozen=True)
+class Library:
+    masks: np.ndarray  # (P, 4) int: per bar, bit s when the chord changes at step s
+    density: np.ndarray  # (P,) mean notes per bar
+    songs: np.ndarray  # (P,) source song ids
+    centres: np.ndarray  # (P,) the source phrase's centre pitch
+    notes: list[np.ndarray]  # per phrase (n, 5): onset, length, slot, height, velocity
+
+
+@functools.cache
+def load_library(path: str | Path = TEXTURES) -> Library:
+    data = json.loads(Path(path).read_text())
+    phrases = data["phrases"]
+    notes = []
+    for phrase in phrases:
+        raw = np.frombuffer(base64.b64decode(phrase["notes"]), dtype=np.uint8).reshape(-1, 5).astype(np.int16)
+        raw[:, 3] -= 64
+        notes.append(raw)
+    return Library(
+        masks=np.array([p["masks"] for p in phrases], dtype=np.int64),
+        density=np.array([sum(p["counts"]) / len(p["counts"]) for p in phrases], dtype=float),
+        songs=np.array([int(p["song"]) for p in phrases]),
+        centres=np.array([p["centre"] for p in phrases]),
+        notes=notes,
+    )
+
+
+def change_mask(chords: Sequence[Chord | None], begin: int) -> int:
+    """Bit s set when the chord changes at step s of the bar starting at `begin`."""
+    mask = 0
+    for s in range(1, STEPS_PER_BAR):
+        if begin + s < len(chords) and chords[begin + s] != chords[begin + s - 1]:
+            mask |= 1 << s
+    return mask
+
+
+_POPCOUNT = np.array([bin(i).count("1") for i in range(1 << 16)], dtype=np.int64)
+
+
+def retrieve(library: Library, masks: Sequence[int], density: tuple[float, float], previous: int | None,
+             rng: random.Random) -> int:
+    """The index of a phrase for 4 bars with these chord-change masks: fewest mismatched change
+    steps, density inside the style's range, the previous phrase's song preferred; a random one of
+    the best CANDIDATES, so variations differ."""
+    target = np.array(list(masks) + [0] * (PHRASE_BARS - len(masks)), dtype=np.int64)[: PHRASE_BARS]
+    used = len(masks)
+    mismatch = _POPCOUNT[(library.masks[:, :used] ^ target[:used]) & 0xFFFF].sum(1)
+    low, high = density
+    off = np.maximum(low - library.density, 0) + np.maximum(library.density - high, 0)
+    score = 3.0 * mismatch + off
+    if previous is not None:
+        score = score - 1.0 * (library.songs == library.songs[previous]) + 5.0 * (np.arange(len(score)) == previous)
+    best = np.argpartition(score, CANDIDATES)[:CANDIDATES] if len(score) > CANDIDATES else np.arange(len(score))
+    best = best[np.argsort(score[best], kind="stable")]
+    return int(best[min(len(best) - 1, int(rng.random() ** 2 * len(best)))])  # the best ones most often
+
+
+def slot_pitch_class(chord: Chord, slot: int, low_voice: bool) -> int:
+    """The pitch class a slot plays over `chord` (a slash chord's bass in the low voice)."""
+    if chord.bass is not None and (slot == SLOT_BASS or (low_voice and slot == 0)):
+        return chord.bass
+    tones = QUALITIES[chord.quality]
+    if slot == SLOT_BASS:
+        return chord.root
+    return (chord.root + tones[slot % len(tones)]) % 12
+
+
+def snap(pitch_class: int, near: float) -> int:
+    """The pitch of pitch_class nearest to `near` (ties go down: keys stay under the melody)."""
+    base = int(round(near))
+    delta = (pitch_class - base) % 12
+    return base + delta if delta < 6 else base + delta - 12
+
+
+def melody_low(melody: Sequence, begin: int, end: int) -> int | None:
+    """The melody's low register over begin..end: its second-lowest note there (one low passing
+    note does not push the whole band down)."""
+    pitches = sorted(m.pitch for m in melody if m.start < end and m.end > begin)
+    if not pitches:
+        return None
+    return pitches[min(1, len(pitches) - 1)]
+
+
+def keys_notes(style: Style, chords: Sequence[Chord | None], melody: Sequence, rng: random.Random,
+               library: Library | None = None) -> list[BandNote]:
+    library = library or load_library()
+    steps = len(chords)
+    out: list[BandNote] = []
+    previous = None
+    overall_low = melody_low(melody, 0, steps)
+    for begin in range(0, steps, PHRASE_BARS * STEPS_PER_BAR):
+        end = min(steps, begin + PHRASE_BARS * STEPS_PER_BAR)
+        if all(c is None for c in chords[begin:end]):
+            previous = None
+            continue
+        masks = [change_mask(chords, b) for b in range(begin, end, STEPS_PER_BAR)]
+        index = retrieve(library, masks, style.density, previous, rng)
+        previous = index
+        notes = library.notes[index]
+        top, bottom = int(notes[:, 3].max()), int(notes[:, 3].min())
+        low = melody_low(melody, begin, end) or overall_low
+        centre = style.keys_centre
+        if low is not None:
+            centre = min(centre, low - GAP - top)
+        centre = max(centre, FLOOR - bottom - 6)  # a low melody: fold the top instead (below)
+        ceiling = (low - GAP) if low is not None else 127
+        out += _adapt(notes, chords, begin, end, centre, ceiling, style)
+    return _avoid_clashes(out, chords, melody)
+
+
+def _adapt(notes: np.ndarray, chords: Sequence[Chord | None], begin: int, end: int, centre: int,
+           ceiling: int, style: Style) -> list[BandNote]:
+    placed: dict[tuple[int, int], BandNote] = {}
+    mean_velocity = float(notes[:, 4].mean())
+    lowest_at: dict[int, int] = {}
+    for onset, _, _, height, _ in notes:
+        lowest_at[onset] = min(lowest_at.get(onset, 99), height)
+    for onset, length, slot, height, velocity in notes.tolist():
+        step = begin + onset
+        if step >= end or chords[step] is None:
+            continue
+        chord = chords[step]
+        stop = step + 1
+        while stop < min(step + length, end) and chords[stop] == chord:
+            stop += 1  # a note ends where its chord does
+        low_voice = height == lowest_at[onset] and height <= -5
+        pitch = snap(slot_pitch_class(chord, slot, low_voice), centre + height)
+        while pitch > ceiling and pitch - 12 >= FLOOR - 5:
+            pitch -= 12
+        while pitch < FLOOR:
+            pitch += 12
+        if pitch > ceiling + 4:
+            continue  # no room under the melody here
+        level = style.velocity + 0.5 * (velocity - mean_velocity)
+        placed[(step, pitch)] = BandNote(pitch, float(step), float(stop), int(max(20, min(120, level))))
+    return sorted(placed.values(), key=lambda n: (n.start, n.pitch))
+
+
+def _avoid_clashes(notes: list[BandNote], chords: Sequence[Chord | None], melody: Sequence) -> list[BandNote]:
+    """No accompaniment note rubs a semitone (any octave) against a melody note that starts while
+    it sounds: it takes the nearest other tone of its chord that does not, else it stops there."""
+    onsets = sorted((m.start, m.pitch) for m in melody)
+    out = []
+    for note in notes:
+        start, end = int(note.start), int(np.ceil(note.end))
+        heard = [(s, p) for s, p in onsets if start <= s < end]
+        held = [m.pitch for m in melody if m.start <= start < m.end]
+        rubs = {p % 12 for _, p in heard} | {p % 12 for p in held}
+        if not any((p - note.pitch) % 12 in (1, 11) for p in rubs):
+            out.append(note)
+            continue
+        chord = chords[start]
+        options = sorted(((abs(snap(pc, note.pitch) - note.pitch), snap(pc, note.pitch)) for pc in chord.pitch_classes
+                          if not any((p - pc) % 12 in (1, 11) for p in rubs)))
+        if options:
+            out.append(BandNote(options[0][1], note.start, note.end, note.velocity))
+            continue
+        first = min((s for s, p in heard if (p - note.pitch) % 12 in (1, 11) and s > start), default=None)
+        if first is not None:
+            out.append(BandNote(note.pitch, note.start, float(first), note.velocity))
+    return out

@@ -101,8 +101,9 @@ async def test_a_sketch_with_a_chord_track_keeps_its_chords(handler):
 
 
 async def test_the_bot_path_with_chords_on_the_real_queue_worker_and_renderer(tmp_path, tiny_weights):
-    """Through a real LocalQueue worker (tiny network, real rendering): given chords are in each
-    variation's CHORDS track and listed in the reply; chords=off gives a melody-only file."""
+    """Through a real LocalQueue worker (tiny network, real rendering): each variation's MIDI is the
+    band's (MELODY, KEYS, BASS, DRUMS), its keys and bass on the given chords' tones, the chords
+    listed in the reply; chords=off gives the melody and the drums, no harmony."""
     import io
 
     import pretty_midi
@@ -122,9 +123,9 @@ async def test_the_bot_path_with_chords_on_the_real_queue_worker_and_renderer(tm
             assert set(done) == {given, bare}
             for variation in done[given].result.variations:
                 midi = pretty_midi.PrettyMIDI(io.BytesIO(variation.midi))
-                assert [i.name for i in midi.instruments] == ["MELODY", "CHORDS"]
+                assert [i.name for i in midi.instruments] == ["MELODY", "KEYS", "BASS", "DRUMS"]
                 assert variation.chords.endswith("F | G")  # the continuation's two bars, after the primer's
-                chord_pcs = {n.pitch % 12 for n in midi.instruments[1].notes if n.start >= 2.0 - 1e-6}
+                chord_pcs = {n.pitch % 12 for i in midi.instruments[1:3] for n in i.notes if n.start >= 2.0 - 1e-6}
                 assert chord_pcs <= {5, 9, 0, 7, 11, 2}  # F major and G major triads only, under the continuation
                 assert variation.mp3
             reply = handler.result_reply(done[given])
@@ -132,7 +133,8 @@ async def test_the_bot_path_with_chords_on_the_real_queue_worker_and_renderer(tm
             assert "(suggested under your notes, then yours)" in reply.text
             (variation,) = done[bare].result.variations
             assert variation.chords is None
-            assert [i.name for i in pretty_midi.PrettyMIDI(io.BytesIO(variation.midi)).instruments] == ["Melody"]
+            tracks = pretty_midi.PrettyMIDI(io.BytesIO(variation.midi)).instruments
+            assert [i.name for i in tracks] == ["MELODY", "DRUMS"]
             assert "Chords" not in handler.result_reply(done[bare]).text
     finally:
         store.close()

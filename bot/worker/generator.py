@@ -106,6 +106,9 @@ class Generator:
         if any(not isinstance(e, int) or not 0 <= e < NUM_CLASSES for e in job.primer):
             raise ValueError("the primer holds events the model does not know")
         primer = prepare_primer(job.primer)
+        from model.band.styles import resolve_style
+
+        resolve_style(job.style)  # StyleError is a ValueError: a bad request
         if not self.skip_render:
             from bot.render import RenderError, resolve_instrument
 

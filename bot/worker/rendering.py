@@ -74,12 +74,17 @@ def _result(settings: Settings, sampled: Sampled, skip_render: bool) -> Result:
         variations, combined = [Variation(m, b"", b"", b"", s) for m, s in zip(melodies, sheets)], b""
     else:
         from bot.render import render_variations
+        from model.midi_io import write_arrangement
 
+        arrangements = arrange_variations(job, melodies, len(primer), progressions)
         soundfont = str(settings.soundfont) if settings.soundfont else None
         previews, combined, _ = render_variations(
-            melodies, len(primer), job.bpm, job.instrument, soundfont=soundfont, chords=progressions
+            melodies, len(primer), job.bpm, job.instrument, soundfont=soundfont, chords=progressions,
+            **band_arguments(render_variations, arrangements=arrangements),
         )
-        variations = [Variation(m, p.midi, p.mp3, p.png, s) for m, p, s in zip(melodies, previews, sheets)]
+        # the MIDI a songwriter drags into a DAW: one named track per part, chord markers, the tempo
+        midis = [write_arrangement(a, job.bpm, p) for a, p in zip(arrangements, progressions)]
+        variations = [Variation(m, midi, p.mp3, p.png, s) for m, midi, p, s in zip(melodies, midis, previews, sheets)]
     now = time.time()
     key = detect_key(primer)
     return Result(
@@ -97,27 +102,35 @@ def _result(settings: Settings, sampled: Sampled, skip_render: bool) -> Result:
     )
 
 
+def arrange_variations(job: Job, melodies: list[list[int]], primer_steps: int,
+                       progressions: list[list | None]) -> list:
+    """One model.band Arrangement per variation, in the job's style: the band under each melody
+    (primer + continuation) and its chords; each variation's band differs (seed + number)."""
+    from bot.render import INSTRUMENTS, resolve_instrument
+    from model.band.arrange import arrange
+
+    program = INSTRUMENTS[resolve_instrument(job.instrument)]
+    return [arrange(melody, chords, job.bpm, job.style, seed=job.seed * 16 + number, primer_steps=primer_steps,
+                    melody_program=program)
+            for number, (melody, chords) in enumerate(zip(melodies, progressions))]
+
+
+def band_arguments(render, **arguments) -> dict:
+    """The arrangement(s) for a renderer that takes them (bot/render's mixer), nothing for one that
+    does not yet: the band's MIDI is written here either way."""
+    import inspect
+
+    accepted = inspect.signature(render).parameters
+    return {name: value for name, value in arguments.items() if name in accepted}
+
+
 def harmony_of(job: Job, primer: list[int], continuation: list[int], chords: list | None) -> list | None:
     """The chords under primer + continuation for the preview: the sketch's own and the given
-    ones where there are, suggested (model/harmonize.py) where not; None with chords=off."""
+    ones where there are, suggested where not (model.band.harmony, as the CLI); None with chords=off."""
     if not job.harmony:
         return None
+    from model.band.harmony import chords_under
     from model.chords import chords_per_step, parse_lead_sheet
-    from model.harmonize import suggest_chords
 
-    melody = primer + continuation
-    suggested = None
-    if chords is None or job.primer_chords is None:
-        try:
-            suggested = suggest_chords(melody)
-        except Exception:  # the melody still goes out: suggested chords are an extra
-            log.exception("job %s: suggesting chords failed; the preview has none where none were given", job.job_id)
-            if chords is None and job.primer_chords is None:
-                return None
-            suggested = [None] * len(melody)
-    if chords is None and job.primer_chords is None:
-        return suggested
-    under_primer = (chords_per_step(parse_lead_sheet(job.primer_chords), len(primer)) if job.primer_chords
-                    else suggested[: len(primer)])
-    under_continuation = chords if chords is not None else suggested[len(primer):]
-    return list(under_primer) + list(under_continuation[: len(continuation)])
+    under_primer = chords_per_step(parse_lead_sheet(job.primer_chords), len(primer)) if job.primer_chords else None
+    return chords_under(primer + continuation, len(primer), under_primer, chords)

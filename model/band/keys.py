@@ -190,8 +190,8 @@ def _avoid_clashes(notes: list[BandNote], chords: Sequence[Chord | None], melody
             out.append(note)
             continue
         chord = chords[start]
-        options = sorted(((abs(snap(pc, note.pitch) - note.pitch), snap(pc, note.pitch)) for pc in chord.pitch_classes
-                          if not any((p - pc) % 12 in (1, 11) for p in rubs)))
+        options = sorted((abs(snap(pc, note.pitch) - note.pitch), snap(pc, note.pitch)) for pc in chord.pitch_classes
+                          if not any((p - pc) % 12 in (1, 11) for p in rubs))
         if options:
             out.append(BandNote(options[0][1], note.start, note.end, note.velocity))
             continue

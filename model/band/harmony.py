@@ -1,0 +1,35 @@
+"""The chords under a whole answer (primer + continuation), one rule for the bot and the CLI:
+the sketch's own chords under the primer and the given chords under the continuation where there
+are, chords suggested from the melody (model.harmonize, the HMM) where not."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+log = logging.getLogger(__name__)
+
+
+def chords_under(melody: Sequence[int], primer_steps: int, primer_chords: Sequence | None = None,
+                 continuation_chords: Sequence | None = None) -> list | None:
+    """One Chord or None per step of `melody` (primer + continuation). primer_chords: per step
+    of the primer (a sketch's own), continuation_chords: per step of the continuation (given);
+    either None: suggested there. None when chords were needed and suggesting them failed."""
+    from model.harmonize import suggest_chords  # noqa: PLC0415 - numpy and the HMM table, loaded once
+
+    continuation_steps = len(melody) - primer_steps
+    suggested = None
+    if primer_chords is None or continuation_chords is None:
+        try:
+            suggested = suggest_chords(list(melody))
+        except Exception:  # the melody still goes out: suggested chords are an extra
+            log.exception("suggesting chords failed; no chords where none were given")
+            if primer_chords is None and continuation_chords is None:
+                return None
+            suggested = [None] * len(melody)
+    under_primer = list(primer_chords)[:primer_steps] if primer_chords is not None else suggested[:primer_steps]
+    under_primer += [None] * (primer_steps - len(under_primer))
+    under_continuation = (list(continuation_chords) if continuation_chords is not None
+                          else suggested[primer_steps:])[:continuation_steps]
+    under_continuation += [None] * (continuation_steps - len(under_continuation))
+    return under_primer + under_continuation

@@ -38,8 +38,8 @@ from bot.render.leadsheet import MAX_BARS
 from bot.settings import Settings
 from bot.storage import BotStore
 from bot.storage.jams import DONE, FINISHING, GENERATING, STOPPED, VOTING, Ballot, Jam, JamExists
-from model.chords import Chord, chords_per_step, lead_sheet, parse_chord
-from model.events import NOTE_OFF, STEPS_PER_BAR
+from model.music.chords import Chord, chords_per_step, lead_sheet, parse_chord
+from model.music.events import NOTE_OFF, STEPS_PER_BAR
 
 log = logging.getLogger(__name__)
 
@@ -385,7 +385,7 @@ class JamService:
         from bot.render import INSTRUMENTS, render_song, resolve_instrument
         from bot.worker.rendering import band_arguments
         from model.band.arrange import arrange
-        from model.midi_io import write_arrangement
+        from model.music.midi_io import write_arrangement
 
         soundfont = str(self.settings.soundfont) if self.settings.soundfont else None
         started = time.perf_counter()

@@ -29,7 +29,7 @@ class Sampled:
     """A job whose continuations are sampled, waiting to be rendered."""
 
     job: Job
-    primer: list[int]  # as sampled (model.sampling.prepare_primer)
+    primer: list[int]  # as sampled (model.melody.sampling.prepare_primer)
     continuations: list[list[int]]
     chords: list | None  # the continuation's given chords per step
     started: float  # when its batch started (unix seconds)
@@ -61,8 +61,8 @@ def render_job(settings: Settings, sampled: Sampled, skip_render: bool = False) 
 
 
 def _result(settings: Settings, sampled: Sampled, skip_render: bool) -> Result:
-    from model.chords import lead_sheet
-    from model.sampling import detect_key
+    from model.melody.sampling import detect_key
+    from model.music.chords import lead_sheet
 
     job, primer, continuations, chords = sampled.job, sampled.primer, sampled.continuations, sampled.chords
     started, sample_s = sampled.started, sampled.sample_s
@@ -74,7 +74,7 @@ def _result(settings: Settings, sampled: Sampled, skip_render: bool) -> Result:
         variations, combined = [Variation(m, b"", b"", b"", s) for m, s in zip(melodies, sheets)], b""
     else:
         from bot.render import render_variations
-        from model.midi_io import write_arrangement
+        from model.music.midi_io import write_arrangement
 
         arrangements = arrange_variations(job, melodies, len(primer), progressions)
         soundfont = str(settings.soundfont) if settings.soundfont else None
@@ -130,7 +130,7 @@ def harmony_of(job: Job, primer: list[int], continuation: list[int], chords: lis
     if not job.harmony:
         return None
     from model.band.harmony import chords_under
-    from model.chords import chords_per_step, parse_lead_sheet
+    from model.music.chords import chords_per_step, parse_lead_sheet
 
     under_primer = chords_per_step(parse_lead_sheet(job.primer_chords), len(primer)) if job.primer_chords else None
     return chords_under(primer + continuation, len(primer), under_primer, chords)

@@ -20,8 +20,8 @@ from model.band.drums import drum_notes
 from model.band.keys import keys_notes
 from model.band.parts import Arrangement, BandNote, Part
 from model.band.styles import NO_BAND, STYLES, Style, resolve_style
-from model.chords import Chord
-from model.events import STEPS_PER_BAR, events_to_notes
+from model.music.chords import Chord
+from model.music.events import STEPS_PER_BAR, events_to_notes
 
 SECTION_BARS = 8  # a crash every 8 bars from the continuation's start
 PHRASE_ARCH = (-4, 2, 6, 0)  # velocity over a 4-bar phrase: rise to its third bar, settle at its end
@@ -100,7 +100,7 @@ def arrange(events: Sequence[int], chords: Sequence[Chord | None] | None, bpm: f
     arrangement = Arrangement(name, steps, [melody])
     if name == NO_BAND:
         if chords is not None:
-            from model.midi_io import chord_notes  # noqa: PLC0415 - pretty_midi, only for this style
+            from model.music.midi_io import chord_notes  # noqa: PLC0415 - pretty_midi, only for this style
 
             block = [BandNote(n.pitch, float(n.start), float(n.end), n.velocity) for n in chord_notes(chords)]
             arrangement.parts.append(Part("CHORDS", chosen.keys_program, block, level_db=chosen.levels[0]))

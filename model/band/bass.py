@@ -9,8 +9,8 @@ from collections.abc import Sequence
 
 from model.band.parts import BandNote
 from model.band.styles import Style
-from model.chords import QUALITIES, Chord
-from model.events import STEPS_PER_BAR
+from model.music.chords import QUALITIES, Chord
+from model.music.events import STEPS_PER_BAR
 
 LOW, HIGH = 28, 50  # E1..D3: the bass's register
 CENTRE = 38  # D2: where the line starts

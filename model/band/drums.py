@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from model.band.parts import BandNote
 from model.band.styles import CLOSED_HAT, CRASH, HIGH_TOM, KICK, LOW_TOM, MID_TOM, OPEN_HAT, PEDAL_HAT, SNARE, Style
-from model.events import STEPS_PER_BAR
+from model.music.events import STEPS_PER_BAR
 
 HATS = (CLOSED_HAT, OPEN_HAT, PEDAL_HAT)
 FAST_BPM = 140  # above: hats on the beat only, fills in eighths (sixteenths would blur)

@@ -1,6 +1,6 @@
 """The chords under a whole answer (primer + continuation), one rule for the bot and the CLI:
 the sketch's own chords under the primer and the given chords under the continuation where there
-are, chords suggested from the melody (model.harmonize, the HMM) where not."""
+are, chords suggested from the melody (model.harmony.suggest, the HMM) where not."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ def chords_under(melody: Sequence[int], primer_steps: int, primer_chords: Sequen
     """One Chord or None per step of `melody` (primer + continuation). primer_chords: per step
     of the primer (a sketch's own), continuation_chords: per step of the continuation (given);
     either None: suggested there. None when chords were needed and suggesting them failed."""
-    from model.harmonize import suggest_chords  # noqa: PLC0415 - numpy and the HMM table, loaded once
+    from model.harmony.suggest import suggest_chords  # noqa: PLC0415 - numpy and the HMM table, loaded once
 
     continuation_steps = len(melody) - primer_steps
     suggested = None

@@ -27,8 +27,8 @@ import numpy as np
 
 from model.band.parts import BandNote
 from model.band.styles import Style
-from model.chords import QUALITIES, Chord
-from model.events import STEPS_PER_BAR
+from model.music.chords import QUALITIES, Chord
+from model.music.events import STEPS_PER_BAR
 
 TEXTURES = Path(__file__).resolve().parents[1] / "weights" / "band_textures.json"
 PHRASE_BARS = 4

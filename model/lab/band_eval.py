@@ -27,7 +27,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from model.events import STEPS_PER_BAR, STEPS_PER_BEAT, events_to_notes
+from model.music.events import STEPS_PER_BAR, STEPS_PER_BEAT, events_to_notes
 
 PRIMER_STEPS = 2 * STEPS_PER_BAR
 PIECE_STEPS = 8 * STEPS_PER_BAR
@@ -113,9 +113,9 @@ def arranged(tally: Tally, events: list[int], chords: list, style: str, seed: in
 
 def evaluate(folder: Path, style: str = "pop", variations: int = 4, seed: int = 0, generate: bool = True,
              limit: int | None = None) -> list[dict]:
-    from model.chords import song_chords  # noqa: PLC0415
-    from model.midi_io import read_midi  # noqa: PLC0415
-    from model.musical_eval import _continuation_start, prepare, sheet_chords  # noqa: PLC0415
+    from model.lab.musical_eval import _continuation_start, prepare, sheet_chords  # noqa: PLC0415
+    from model.lab.pop909 import song_chords  # noqa: PLC0415
+    from model.music.midi_io import read_midi  # noqa: PLC0415
 
     protocol = prepare(folder)
     songs = protocol.songs[:limit] if limit else protocol.songs
@@ -140,8 +140,8 @@ def evaluate(folder: Path, style: str = "pop", variations: int = 4, seed: int = 
         arranged(product_real, primer + continuation, chords, style, seed)
     rows = [real.row("real POP909 (PIANO, real melody)"), product_real.row(f"real melody, arranged ({style})")]
     if generate:
-        from model.musical_eval import generate as continue_all  # noqa: PLC0415
-        from model.sampling import SamplingOptions, load_model  # noqa: PLC0415
+        from model.lab.musical_eval import generate as continue_all  # noqa: PLC0415
+        from model.melody.sampling import SamplingOptions, load_model  # noqa: PLC0415
 
         options = SamplingOptions(bars=PIECE_STEPS // STEPS_PER_BAR, variations=variations, seed=seed)
         protocol.primers, protocol.songs = protocol.primers[: len(songs)], songs

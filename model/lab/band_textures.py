@@ -28,9 +28,10 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from model.chords import QUALITIES, Chord, song_chords, song_downbeat_phase
-from model.events import STEPS_PER_BAR
-from model.midi_io import read_midi
+from model.lab.pop909 import song_chords, song_downbeat_phase
+from model.music.chords import QUALITIES, Chord
+from model.music.events import STEPS_PER_BAR
+from model.music.midi_io import read_midi
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "weights" / "band_textures.json"
 PHRASE_BARS = 4

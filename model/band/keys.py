@@ -128,6 +128,10 @@ def keys_notes(style: Style, chords: Sequence[Chord | None], melody: Sequence, r
     out: list[BandNote] = []
     previous = None
     overall_low = melody_low(melody, 0, steps)
+    under = [128] * (steps + 1)  # per step: the lowest melody note sounding (128: none)
+    for m in melody:
+        for step in range(max(0, m.start), min(m.end, steps)):
+            under[step] = min(under[step], m.pitch)
     for begin in range(0, steps, PHRASE_BARS * STEPS_PER_BAR):
         end = min(steps, begin + PHRASE_BARS * STEPS_PER_BAR)
         if all(c is None for c in chords[begin:end]):
@@ -144,12 +148,12 @@ def keys_notes(style: Style, chords: Sequence[Chord | None], melody: Sequence, r
             centre = min(centre, low - GAP - top)
         centre = max(centre, FLOOR - bottom - 6)  # a low melody: fold the top instead (below)
         ceiling = (low - GAP) if low is not None else 127
-        out += _adapt(notes, chords, begin, end, centre, ceiling, style)
+        out += _adapt(notes, chords, begin, end, centre, ceiling, style, under)
     return _avoid_clashes(out, chords, melody)
 
 
 def _adapt(notes: np.ndarray, chords: Sequence[Chord | None], begin: int, end: int, centre: int,
-           ceiling: int, style: Style) -> list[BandNote]:
+           ceiling: int, style: Style, under: list[int]) -> list[BandNote]:
     placed: dict[tuple[int, int], BandNote] = {}
     mean_velocity = float(notes[:, 4].mean())
     lowest_at: dict[int, int] = {}
@@ -167,9 +171,12 @@ def _adapt(notes: np.ndarray, chords: Sequence[Chord | None], begin: int, end: i
         pitch = snap(slot_pitch_class(chord, slot, low_voice), centre + height)
         while pitch > ceiling and pitch - 12 >= FLOOR - 5:
             pitch -= 12
-        while pitch < FLOOR:
+        while pitch < FLOOR - 5:
             pitch += 12
-        if pitch > ceiling + 4:
+        below = min(ceiling + GAP, min(under[step:stop]))  # never above a melody note it sounds with
+        while pitch >= below and pitch - 12 >= FLOOR - 5:
+            pitch -= 12
+        if pitch >= below:
             continue  # no room under the melody here
         level = style.velocity + 0.5 * (velocity - mean_velocity)
         placed[(step, pitch)] = BandNote(pitch, float(step), float(stop), int(max(20, min(120, level))))
@@ -190,8 +197,9 @@ def _avoid_clashes(notes: list[BandNote], chords: Sequence[Chord | None], melody
             out.append(note)
             continue
         chord = chords[start]
-        options = sorted((abs(snap(pc, note.pitch) - note.pitch), snap(pc, note.pitch)) for pc in chord.pitch_classes
-                          if not any((p - pc) % 12 in (1, 11) for p in rubs))
+        below = [note.pitch - (note.pitch - pc) % 12 for pc in chord.pitch_classes]  # down: stay under the melody
+        options = sorted((note.pitch - p, p) for p in below
+                         if p != note.pitch and not any((m - p) % 12 in (1, 11) for m in rubs))
         if options:
             out.append(BandNote(options[0][1], note.start, note.end, note.velocity))
             continue

@@ -236,19 +236,56 @@ ARRANGEMENT_TRACKS = ("MELODY", "KEYS", "GUITAR", "CHORDS", "BASS", "DRUMS")
 def write_arrangement(arrangement, bpm: float = DEFAULT_BPM, chords: Sequence | None = None) -> bytes:
     """A model.band.parts.Arrangement -> a type-1 MIDI file for a DAW: one named track per part
     (MELODY, KEYS or GUITAR, BASS, DRUMS; the drums on channel 10) on its General MIDI program,
-    the tempo, and with `chords` (one Chord or None per step) a marker naming each chord change."""
+    the tempo and 4/4 in the first track, and with `chords` (one Chord or None per step) a marker
+    naming each chord change. The bytes are written here directly: pretty_midi's writer (it sorts
+    with a comparison function) took ~20 ms a band, mido's messages ~15 ms, this ~1 ms."""
     if chords is not None and len(chords) != arrangement.steps:
         raise ValueError(f"{len(chords)} chords for {arrangement.steps} steps; give one chord (or None) per step")
-    pm = pretty_midi.PrettyMIDI(resolution=480, initial_tempo=bpm)
-    seconds_per_step = 60.0 / bpm / STEPS_PER_BEAT
-    for part in arrangement.parts:  # pretty_midi gives each its own channel, 10 to the drums
-        instrument = pretty_midi.Instrument(program=part.program, is_drum=part.is_drum, name=part.name)
-        instrument.notes = [
-            pretty_midi.Note(velocity=int(n.velocity), pitch=int(n.pitch), start=max(0.0, n.start) * seconds_per_step,
-                             end=max(n.end, n.start + 0.05) * seconds_per_step)
-            for n in part.notes
-        ]
-        pm.instruments.append(instrument)
-    buffer = io.BytesIO()
-    pm.write(buffer)
-    return with_markers(buffer.getvalue(), chord_markers(chords) if chords is not None else [])
+    ticks = ARRANGEMENT_RESOLUTION // STEPS_PER_BEAT  # per step
+    tempo = round(60_000_000 / bpm)  # microseconds a beat
+    meta = [(0, 0, b"\xff\x51\x03" + tempo.to_bytes(3, "big")), (0, 0, b"\xff\x58\x04\x04\x02\x18\x08")]
+    meta += [(round(step * ticks), 1, _meta(0x06, text))
+             for step, text in (chord_markers(chords) if chords is not None else [])]
+    tracks = [_track(meta)]
+    channels = iter([c for c in range(16) if c != DRUM_CHANNEL])
+    for part in arrangement.parts:
+        channel = DRUM_CHANNEL if part.is_drum else next(channels, 15)
+        timed = [(0, 0, _meta(0x03, part.name)), (0, 1, bytes((0xC0 | channel, part.program & 0x7F)))]
+        for note in part.notes:  # a note off before a note on at the same tick: repeated notes stay apart
+            on = max(0, round(note.start * ticks))
+            off = max(on + 1, round(note.end * ticks))
+            pitch, velocity = int(note.pitch) & 0x7F, max(1, min(127, int(note.velocity)))
+            timed.append((on, 3, bytes((0x90 | channel, pitch, velocity))))
+            timed.append((off, 2, bytes((0x80 | channel, pitch, 0))))
+        tracks.append(_track(timed))
+    header = b"MThd" + (6).to_bytes(4, "big") + (1).to_bytes(2, "big") + len(tracks).to_bytes(2, "big")
+    return header + ARRANGEMENT_RESOLUTION.to_bytes(2, "big") + b"".join(tracks)
+
+
+ARRANGEMENT_RESOLUTION = 480  # ticks per beat
+DRUM_CHANNEL = 9  # General MIDI's channel 10, counted from 0
+
+
+def _varlen(value: int) -> bytes:
+    out = [value & 0x7F]
+    value >>= 7
+    while value:
+        out.append(0x80 | (value & 0x7F))
+        value >>= 7
+    return bytes(reversed(out))
+
+
+def _meta(kind: int, text: str) -> bytes:
+    data = text.encode("latin-1", "replace")
+    return bytes((0xFF, kind)) + _varlen(len(data)) + data
+
+
+def _track(timed: list[tuple[int, int, bytes]]) -> bytes:
+    """(tick, order at the same tick, event bytes) -> an MTrk chunk with delta times, ended."""
+    timed.sort(key=lambda item: (item[0], item[1]))
+    body, last = bytearray(), 0
+    for tick, _, event in timed:
+        body += _varlen(tick - last) + event
+        last = tick
+    body += b"\x00\xff\x2f\x00"
+    return b"MTrk" + len(body).to_bytes(4, "big") + bytes(body)

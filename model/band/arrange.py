@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from model.band.bass import bass_notes
 from model.band.drums import drum_notes
+from model.band.grid import Grid
 from model.band.keys import keys_notes
 from model.band.parts import Arrangement, BandNote, Part
 from model.band.styles import NO_BAND, STYLES, Style, resolve_style
@@ -109,11 +110,12 @@ def arrange(events: Sequence[int], chords: Sequence[Chord | None] | None, bpm: f
     keys_pan, bass_pan, drums_pan = chosen.pans
     keys_level, bass_level, drums_level = chosen.levels
     if chords is not None and any(c is not None for c in chords):
-        keys = humanise(keys_notes(chosen, chords, tune, rng), rng)
+        grid = Grid.of(tune, chords)
+        keys = humanise(keys_notes(chosen, chords, tune, rng, grid=grid), rng)
         if chosen.keys_name == "GUITAR":
             keys = strum(keys, chosen.strum)
         arrangement.parts.append(Part(chosen.keys_name, chosen.keys_program, keys, pan=keys_pan, level_db=keys_level))
-        bass = humanise(bass_notes(chosen, chords, tune, rng), rng)
+        bass = humanise(bass_notes(chosen, chords, tune, rng, grid), rng)
         arrangement.parts.append(Part("BASS", chosen.bass_program, bass, pan=bass_pan, level_db=bass_level))
     bars = -(-steps // STEPS_PER_BAR)
     chorded = None

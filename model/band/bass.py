@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
+from model.band.grid import Grid
 from model.band.parts import BandNote
 from model.band.styles import Style
 from model.music.chords import QUALITIES, Chord
@@ -58,12 +59,9 @@ def fifth_of(chord: Chord) -> int:
     return next((i for i in (7, 6, 8) if i in intervals), 0)
 
 
-def clashes(pitch: int, start: float, end: float, melody: Sequence) -> bool:
-    """Whether a note rubs a minor second / major seventh against a melody note sounding with it."""
-    return any(m.start < end and m.end > start and (m.pitch - pitch) % 12 in (1, 11) for m in melody)
-
-
-def bass_notes(style: Style, chords: Sequence[Chord | None], melody: Sequence, rng: random.Random) -> list[BandNote]:
+def bass_notes(style: Style, chords: Sequence[Chord | None], melody: Sequence, rng: random.Random,
+               grid: Grid | None = None) -> list[BandNote]:
+    grid = grid or Grid.of(melody, chords)
     notes: list[BandNote] = []
     previous = CENTRE
     spans = chord_spans(chords)
@@ -93,7 +91,7 @@ def bass_notes(style: Style, chords: Sequence[Chord | None], melody: Sequence, r
                 pitch = root
             else:
                 pitch = root + 12 if root + 12 <= HIGH + 7 else fifth
-            if number and clashes(pitch, step, stop, melody):
+            if number and grid.rubs(pitch, step, stop):
                 pitch = root  # the root is the chord's own: keep the line, lose the rub
             length = (stop - step) * (0.55 if style.name == "rock" else 0.92)
             velocity = style.velocity + (10 if step % STEPS_PER_BAR == 0 else 4 if number == 0 else -4)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from model.band.grid import Grid
 from model.band.parts import BandNote
 from model.band.styles import Style
 from model.music.chords import QUALITIES, Chord
@@ -122,16 +123,14 @@ def melody_low(melody: Sequence, begin: int, end: int) -> int | None:
 
 
 def keys_notes(style: Style, chords: Sequence[Chord | None], melody: Sequence, rng: random.Random,
-               library: Library | None = None) -> list[BandNote]:
+               library: Library | None = None, grid: Grid | None = None) -> list[BandNote]:
     library = library or load_library()
     steps = len(chords)
     out: list[BandNote] = []
     previous = None
     overall_low = melody_low(melody, 0, steps)
-    under = [128] * (steps + 1)  # per step: the lowest melody note sounding (128: none)
-    for m in melody:
-        for step in range(max(0, m.start), min(m.end, steps)):
-            under[step] = min(under[step], m.pitch)
+    grid = grid or Grid.of(melody, chords)
+    under = [128 if p is None else p for p in grid.sounding]  # the melody note a keys note must stay under
     for begin in range(0, steps, PHRASE_BARS * STEPS_PER_BAR):
         end = min(steps, begin + PHRASE_BARS * STEPS_PER_BAR)
         if all(c is None for c in chords[begin:end]):
@@ -148,12 +147,12 @@ def keys_notes(style: Style, chords: Sequence[Chord | None], melody: Sequence, r
             centre = min(centre, low - GAP - top)
         centre = max(centre, FLOOR - bottom - 6)  # a low melody: fold the top instead (below)
         ceiling = (low - GAP) if low is not None else 127
-        out += _adapt(notes, chords, begin, end, centre, ceiling, style, under)
-    return _avoid_clashes(out, chords, melody)
+        out += _adapt(notes, chords, begin, end, centre, ceiling, style, under, grid.span_end)
+    return _avoid_clashes(out, chords, grid)
 
 
 def _adapt(notes: np.ndarray, chords: Sequence[Chord | None], begin: int, end: int, centre: int,
-           ceiling: int, style: Style, under: list[int]) -> list[BandNote]:
+           ceiling: int, style: Style, under: list[int], span_end: list[int]) -> list[BandNote]:
     placed: dict[tuple[int, int], BandNote] = {}
     mean_velocity = float(notes[:, 4].mean())
     lowest_at: dict[int, int] = {}
@@ -164,9 +163,7 @@ def _adapt(notes: np.ndarray, chords: Sequence[Chord | None], begin: int, end: i
         if step >= end or chords[step] is None:
             continue
         chord = chords[step]
-        stop = step + 1
-        while stop < min(step + length, end) and chords[stop] == chord:
-            stop += 1  # a note ends where its chord does
+        stop = min(step + length, end, span_end[step])  # a note ends where its chord does
         low_voice = height == lowest_at[onset] and height <= -5
         pitch = snap(slot_pitch_class(chord, slot, low_voice), centre + height)
         while pitch > ceiling and pitch - 12 >= FLOOR - 5:
@@ -183,27 +180,23 @@ def _adapt(notes: np.ndarray, chords: Sequence[Chord | None], begin: int, end: i
     return sorted(placed.values(), key=lambda n: (n.start, n.pitch))
 
 
-def _avoid_clashes(notes: list[BandNote], chords: Sequence[Chord | None], melody: Sequence) -> list[BandNote]:
+def _avoid_clashes(notes: list[BandNote], chords: Sequence[Chord | None], grid: Grid) -> list[BandNote]:
     """No accompaniment note rubs a semitone (any octave) against a melody note that starts while
-    it sounds: it takes the nearest other tone of its chord that does not, else it stops there."""
-    onsets = sorted((m.start, m.pitch) for m in melody)
+    it sounds: it takes the nearest lower tone of its chord that does not, else it stops there."""
     out = []
     for note in notes:
         start, end = int(note.start), int(np.ceil(note.end))
-        heard = [(s, p) for s, p in onsets if start <= s < end]
-        held = [m.pitch for m in melody if m.start <= start < m.end]
-        rubs = {p % 12 for _, p in heard} | {p % 12 for p in held}
-        if not any((p - note.pitch) % 12 in (1, 11) for p in rubs):
+        if not grid.rubs(note.pitch, start, end):
             out.append(note)
             continue
         chord = chords[start]
-        below = [note.pitch - (note.pitch - pc) % 12 for pc in chord.pitch_classes]  # down: stay under the melody
-        options = sorted((note.pitch - p, p) for p in below
-                         if p != note.pitch and not any((m - p) % 12 in (1, 11) for m in rubs))
-        if options:
-            out.append(BandNote(options[0][1], note.start, note.end, note.velocity))
+        below = sorted((note.pitch - (note.pitch - pc) % 12 for pc in chord.pitch_classes), reverse=True)
+        fitting = [p for p in below if p != note.pitch and not grid.rubs(p, start, end)]  # down: under the melody
+        if fitting:
+            out.append(BandNote(fitting[0], note.start, note.end, note.velocity))
             continue
-        first = min((s for s, p in heard if (p - note.pitch) % 12 in (1, 11) and s > start), default=None)
+        first = next((s for s in range(start + 1, end) if grid.onset[s] is not None
+                      and (grid.onset[s] - note.pitch) % 12 in (1, 11)), None)
         if first is not None:
             out.append(BandNote(note.pitch, note.start, float(first), note.velocity))
     return out

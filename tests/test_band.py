@@ -189,3 +189,17 @@ def test_the_texture_table_is_small_and_plays_chord_tones_only():
     assert all(int(s) % 10 for s in set(library.songs.tolist()))  # training songs only
     slots = {int(x) for notes in random.Random(0).sample(library.notes, 200) for x in notes[:, 2]}
     assert slots <= {0, 1, 2, 3, 4, 5}
+
+
+def test_the_reply_names_the_style_and_the_help_lists_them():
+    from bot.commands.replies import DISCORD, result_reply
+    from bot.commands.usage import help_text
+    from bot.jobs import Job, JobState, JobStatus, Result, Variation
+
+    job = Job(user_id=1, channel_id=1, primer=[26, 0, 0, 1], style="bossa")
+    result = Result(job.job_id, 4, [Variation([26, 0, 0, 1], b"MThd", b"", b"")], b"", None, {})
+    text = result_reply(JobStatus(job, JobState.DONE, result=result), "!", DISCORD).text
+    assert "style=bossa" in text
+    assert Job.from_dict({k: v for k, v in job.to_dict().items() if k != "style"}).style == "pop"  # older rows
+    help_line = next(line for line in help_text(Settings(), "!", DISCORD).splitlines() if "style=" in line)
+    assert all(name in help_line for name in STYLES)

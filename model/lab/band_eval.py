@@ -112,14 +112,17 @@ def arranged(tally: Tally, events: list[int], chords: list, style: str, seed: in
 
 
 def evaluate(folder: Path, style: str = "pop", variations: int = 4, seed: int = 0, generate: bool = True,
-             limit: int | None = None) -> list[dict]:
+             limit: int | None = None, also: tuple[str, ...] = ()) -> list[dict]:
+    """The protocol's rows: real POP909, the real melodies arranged in `style` (and in each of
+    `also`), the product's continuations arranged in `style`."""
     from model.lab.musical_eval import _continuation_start, prepare, sheet_chords  # noqa: PLC0415
     from model.lab.pop909 import song_chords  # noqa: PLC0415
     from model.music.midi_io import read_midi  # noqa: PLC0415
 
     protocol = prepare(folder)
     songs = protocol.songs[:limit] if limit else protocol.songs
-    real, product_real, product = Tally(), Tally(), Tally()
+    real, product = Tally(), Tally()
+    arranged_real = {name: Tally() for name in (style, *also)}
     pieces = []
     for index, song in enumerate(songs):
         start = _continuation_start(folder, song)
@@ -137,8 +140,10 @@ def evaluate(folder: Path, style: str = "pop", variations: int = 4, seed: int = 
                      if 0 <= n.start + shift < PRIMER_STEPS + PIECE_STEPS]
             measure(real, events_to_notes(primer + continuation), [n for n in notes if n.pitch >= MIDDLE_C],
                     [n for n in notes if n.pitch < MIDDLE_C], chords)
-        arranged(product_real, primer + continuation, chords, style, seed)
-    rows = [real.row("real POP909 (PIANO, real melody)"), product_real.row(f"real melody, arranged ({style})")]
+        for name, tally in arranged_real.items():
+            arranged(tally, primer + continuation, chords, name, seed)
+    rows = [real.row("real POP909 (PIANO, real melody)")]
+    rows += [tally.row(f"real melody, arranged ({name})") for name, tally in arranged_real.items()]
     if generate:
         from model.lab.musical_eval import generate as continue_all  # noqa: PLC0415
         from model.melody.sampling import SamplingOptions, load_model  # noqa: PLC0415
@@ -158,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", type=Path)
     parser.add_argument("--style", default="pop")
+    parser.add_argument("--also", default="", help="more styles for the real melodies, comma-separated")
     parser.add_argument("--variations", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, help="only the first N held-out songs")
@@ -165,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="real melodies only (no network)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    rows = evaluate(args.folder, args.style, args.variations, args.seed, args.generate, args.limit)
+    also = tuple(name for name in args.also.split(",") if name)
+    rows = evaluate(args.folder, args.style, args.variations, args.seed, args.generate, args.limit, also)
     if args.json:
         print(json.dumps(rows))
         return 0

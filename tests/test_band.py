@@ -203,3 +203,10 @@ def test_the_reply_names_the_style_and_the_help_lists_them():
     assert Job.from_dict({k: v for k, v in job.to_dict().items() if k != "style"}).style == "pop"  # older rows
     help_line = next(line for line in help_text(Settings(), "!", DISCORD).splitlines() if "style=" in line)
     assert all(name in help_line for name in STYLES)
+
+
+def test_a_melody_down_in_the_bass_register_gets_its_keys_above_it():
+    low = parse_notes("D2 F2 A2 G2 E2 C2 D2 F2 | D2 F2 A2 G2 E2 C2 D2:2")
+    keys = arrange(low, per_step("Dm | Bb | F | C", len(low)), 100, "pop", seed=0).part("KEYS").notes
+    assert keys and all(k.pitch > m.pitch for k in keys for m in events_to_notes(low)
+                        if m.start < k.end and m.end > k.start)

@@ -37,6 +37,8 @@ SLOT_BASS = 5
 FLOOR = 43  # G2: keys below this muddy the bass
 GAP = 2  # semitones kept between the keys' top and the melody's low notes
 CANDIDATES = 6  # the best phrases a variation chooses among
+ROOM = 10  # semitones the keys need under the melody; with less (a melody in the bass's register) they go above
+TOP = 96  # the keys' highest note when they play above the melody
 
 
 @dataclass(frozen=True)
@@ -142,6 +144,12 @@ def keys_notes(style: Style, chords: Sequence[Chord | None], melody: Sequence, r
         notes = library.notes[index]
         top, bottom = int(notes[:, 3].max()), int(notes[:, 3].min())
         low = melody_low(melody, begin, end) or overall_low
+        if low is not None and low - GAP - FLOOR < ROOM:  # a melody down in the bass's register: keys above it
+            high = max(m.pitch for m in melody if m.start < end and m.end > begin) if any(
+                m.start < end and m.end > begin for m in melody) else low
+            out += _adapt(notes, chords, begin, end, high + GAP - bottom, 127, style, under, grid.span_end,
+                          above=True)
+            continue
         centre = style.keys_centre
         if low is not None:
             centre = min(centre, low - GAP - top)
@@ -152,7 +160,7 @@ def keys_notes(style: Style, chords: Sequence[Chord | None], melody: Sequence, r
 
 
 def _adapt(notes: np.ndarray, chords: Sequence[Chord | None], begin: int, end: int, centre: int,
-           ceiling: int, style: Style, under: list[int], span_end: list[int]) -> list[BandNote]:
+           ceiling: int, style: Style, under: list[int], span_end: list[int], above: bool = False) -> list[BandNote]:
     placed: dict[tuple[int, int], BandNote] = {}
     mean_velocity = float(notes[:, 4].mean())
     lowest_at: dict[int, int] = {}
@@ -166,6 +174,14 @@ def _adapt(notes: np.ndarray, chords: Sequence[Chord | None], begin: int, end: i
         stop = min(step + length, end, span_end[step])  # a note ends where its chord does
         low_voice = height == lowest_at[onset] and height <= -5
         pitch = snap(slot_pitch_class(chord, slot, low_voice), centre + height)
+        if above:  # never below a melody note it sounds with
+            over = max((p for p in under[step:stop] if p < 128), default=0)
+            while pitch <= over:
+                pitch += 12
+            if pitch <= TOP:
+                level = style.velocity + 0.5 * (velocity - mean_velocity)
+                placed[(step, pitch)] = BandNote(pitch, float(step), float(stop), int(max(20, min(120, level))))
+            continue
         while pitch > ceiling and pitch - 12 >= FLOOR - 5:
             pitch -= 12
         while pitch < FLOOR - 5:

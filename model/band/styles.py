@@ -1,5 +1,5 @@
 """The band's styles: who plays (General MIDI programs), where they sit in the mix (pan, level),
-the drum groove, how busy the keys are, and keys or guitar. `STYLES` is the table every command,
+the drum groove, how busy the keys are, and keys or guitar (the melody keeps the user's sound=). `STYLES` is the table every command,
 the CLI and the help read; `resolve_style` turns what a user typed into a name, or raises
 StyleError listing the styles.
 
@@ -24,7 +24,6 @@ LOW_TOM, MID_TOM, HIGH_TOM, CRASH, RIDE, TAMBOURINE, SHAKER = 45, 47, 50, 49, 51
 class Style:
     name: str
     description: str  # for !help
-    melody_program: int | None  # None: the user's sound= instrument
     keys_program: int
     keys_name: str  # the track: KEYS or GUITAR
     bass_program: int
@@ -34,8 +33,6 @@ class Style:
     density: tuple[float, float]  # keys notes per bar wanted from the texture library (low, high)
     keys_centre: int  # the keys' register: their phrase centre, at most (MIDI pitch)
     strum: float  # guitar: steps between the strings of a strummed chord (0: struck together)
-    half_time: bool = False  # snare on beat 3 only (ballads)
-    swing: float = 0.0  # steps the off-beat eighths are played late
     velocity: int = 84  # the band's base loudness (melody ~100)
     pans: tuple[float, float, float] = (-0.3, 0.0, 0.0)  # keys, bass, drums (melody in the middle)
     levels: tuple[float, float, float] = (-6.0, -5.0, -7.0)  # dB relative to the melody
@@ -48,41 +45,41 @@ def _hats(key: int, velocity: int, every: int = 2, accent: int = 8) -> tuple[tup
 STYLES: dict[str, Style] = {
     "pop": Style(
         "pop", "piano, bass and drums, a steady eighth-note groove",
-        None, 0, "KEYS", 33,
+        0, "KEYS", 33,
         ((0, KICK, 100), (6, KICK, 80), (8, KICK, 95), (4, SNARE, 100), (12, SNARE, 100),
          *_hats(CLOSED_HAT, 62)),
         4, (0, 6, 8, 14), (8.0, 11.0), 64, 0.0,
         pans=(-0.25, 0.0, 0.05), levels=(-5.0, -4.0, -6.0)),
     "ballad": Style(
         "ballad", "soft piano arpeggios, fretless bass, brushes in half time",
-        None, 0, "KEYS", 35,
+        0, "KEYS", 35,
         ((0, KICK, 80), (10, KICK, 55), (8, SIDE_STICK, 70), *_hats(PEDAL_HAT, 40, every=4, accent=0)),
-        8, (0, 8, 10), (5.0, 8.0), 62, 0.0, half_time=True, velocity=70,
+        8, (0, 8, 10), (5.0, 8.0), 62, 0.0, velocity=70,
         pans=(-0.2, 0.0, 0.0), levels=(-4.0, -5.0, -10.0)),
     "rock": Style(
         "rock", "overdriven guitar, picked bass, big drums",
-        None, 29, "GUITAR", 34,
+        29, "GUITAR", 34,
         ((0, KICK, 110), (8, KICK, 105), (10, KICK, 90), (4, SNARE, 115), (12, SNARE, 115),
          *_hats(OPEN_HAT, 60, accent=12)),
         4, (0, 2, 4, 6, 8, 10, 12, 14), (10.0, 16.0), 58, 0.25, velocity=96,
         pans=(-0.5, 0.0, 0.0), levels=(-5.0, -4.0, -4.0)),
     "bossa": Style(
         "bossa", "nylon guitar, upright bass, rim-click bossa nova",
-        None, 24, "GUITAR", 32,
+        24, "GUITAR", 32,
         ((0, KICK, 85), (6, KICK, 60), (8, KICK, 85), (14, KICK, 60),
          (0, SIDE_STICK, 70), (6, SIDE_STICK, 70), (12, SIDE_STICK, 70),
          *_hats(SHAKER, 45, accent=10)),
-        8, (0, 6, 8, 14), (7.0, 11.0), 60, 0.35, swing=0.0, velocity=76,
+        8, (0, 6, 8, 14), (7.0, 11.0), 60, 0.35, velocity=76,
         pans=(0.35, 0.0, -0.1), levels=(-4.0, -5.0, -9.0)),
     "folk": Style(
         "folk", "strummed steel-string guitar, acoustic bass, light kick and tambourine",
-        None, 25, "GUITAR", 32,
+        25, "GUITAR", 32,
         ((0, KICK, 85), (8, KICK, 80), (4, TAMBOURINE, 70), (12, TAMBOURINE, 70), (10, TAMBOURINE, 45)),
         8, (0, 8), (8.0, 13.0), 60, 0.45, velocity=80,
         pans=(-0.35, 0.0, 0.1), levels=(-3.0, -6.0, -10.0)),
     NO_BAND: Style(
         NO_BAND, "no band: the melody over sustained chords, as before",
-        None, 5, "CHORDS", 0, (), 0, (), (0.0, 0.0), 60, 0.0),
+        5, "CHORDS", 0, (), 0, (), (0.0, 0.0), 60, 0.0),
 }
 STYLE_NAMES = tuple(STYLES)
 ALIASES = {"default": "pop", "latin": "bossa", "bossanova": "bossa", "bossa-nova": "bossa", "acoustic": "folk",

@@ -37,12 +37,15 @@ class Sampled:
 
 
 def warm_renderer(settings: Settings, skip_render: bool) -> None:
-    """Load the soundfont and the encoders now, so the first job renders as fast as the next."""
+    """Load the soundfont, the encoders and the band's texture table now, so the first job renders
+    as fast as the next."""
     if skip_render:
         return
     from bot.render import check_setup
+    from model.band.keys import load_library
 
     try:
+        load_library()
         check_setup(str(settings.soundfont) if settings.soundfont else None)
     except Exception:  # each job then fails with the reason logged
         log.exception("the renderer is not set up")

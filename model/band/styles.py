@@ -1,7 +1,7 @@
 """The band's styles: who plays (General MIDI programs), where they sit in the mix (pan, level),
-the drum groove, how busy the keys are, and keys or guitar (the melody keeps the user's sound=). `STYLES` is the table every command,
-the CLI and the help read; `resolve_style` turns what a user typed into a name, or raises
-StyleError listing the styles.
+the drum groove, how busy the keys are, and keys or guitar (the melody keeps the user's sound=).
+`STYLES` is the table every command, the CLI and the help read; `resolve_style` turns what a user
+typed into a name, or raises StyleError listing the styles.
 
 Drum grooves are one bar of (step, General MIDI percussion key, velocity); bass rhythms are the
 steps the bass may play (the kick's, so bass and kick lock), the first of a chord always played.

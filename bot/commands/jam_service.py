@@ -390,11 +390,16 @@ class JamService:
         soundfont = str(self.settings.soundfont) if self.settings.soundfont else None
         started = time.perf_counter()
         objects = chord_objects(chords)
-        arrangement = arrange(events, objects, bpm, style, melody_program=INSTRUMENTS[resolve_instrument(instrument)])
-        _, mp3, png, pdf = await asyncio.to_thread(render_song, events, objects, bpm, instrument, title=title,
-                                                   soundfont=soundfont,
-                                                   **band_arguments(render_song, arrangement=arrangement))
-        midi = write_arrangement(arrangement, bpm, objects)
+        program = INSTRUMENTS[resolve_instrument(instrument)]
+
+        def render() -> tuple[bytes, bytes, bytes, bytes | None]:  # in a thread: a long song takes a while
+            arrangement = arrange(events, objects, bpm, style, melody_program=program)
+            midi = write_arrangement(arrangement, bpm, objects)
+            _, mp3, png, pdf = render_song(events, objects, bpm, instrument, title=title, soundfont=soundfont,
+                                           **band_arguments(render_song, arrangement=arrangement, midi=midi))
+            return midi, mp3, png, pdf
+
+        midi, mp3, png, pdf = await asyncio.to_thread(render)
         log.info("%s rendered in %.2f s (%d bars)", name, time.perf_counter() - started, bars_of(len(events)))
         files = [OutFile(f"{name}.mid", midi), OutFile(f"{name}.mp3", mp3), OutFile(f"{name}-lead-sheet.png", png)]
         if pdf:

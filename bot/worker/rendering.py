@@ -80,13 +80,13 @@ def _result(settings: Settings, sampled: Sampled, skip_render: bool) -> Result:
         from model.music.midi_io import write_arrangement
 
         arrangements = arrange_variations(job, melodies, len(primer), progressions)
+        # the MIDI a songwriter drags into a DAW: one named track per part, chord markers, the tempo
+        midis = [write_arrangement(a, job.bpm, p) for a, p in zip(arrangements, progressions)]
         soundfont = str(settings.soundfont) if settings.soundfont else None
         previews, combined, _ = render_variations(
             melodies, len(primer), job.bpm, job.instrument, soundfont=soundfont, chords=progressions,
-            **band_arguments(render_variations, arrangements=arrangements),
+            **band_arguments(render_variations, arrangements=arrangements, midis=midis),
         )
-        # the MIDI a songwriter drags into a DAW: one named track per part, chord markers, the tempo
-        midis = [write_arrangement(a, job.bpm, p) for a, p in zip(arrangements, progressions)]
         variations = [Variation(m, midi, p.mp3, p.png, s) for m, midi, p, s in zip(melodies, midis, previews, sheets)]
     now = time.time()
     key = detect_key(primer)

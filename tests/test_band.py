@@ -63,7 +63,8 @@ def test_the_styles_differ_in_instruments_and_groove():
     grooves = {s: frozenset((round(n.start) % 16, n.pitch) for n in bands[s].part("DRUMS").notes
                             if round(n.start) < 3 * STEPS_PER_BAR) for s in BAND_STYLES}
     assert len(set(grooves.values())) == len(BAND_STYLES)
-    density = {s: len(bands[s].part(STYLES[s].keys_name).notes) for s in BAND_STYLES}
+    density = {s: sum(len(arrange(MELODY, per_step(PROGRESSIONS["bars"]), 110, s, seed=seed).part(
+        STYLES[s].keys_name).notes) for seed in range(4)) for s in ("ballad", "pop", "rock")}
     assert density["ballad"] < density["pop"] < density["rock"]
 
 
@@ -210,3 +211,21 @@ def test_a_melody_down_in_the_bass_register_gets_its_keys_above_it():
     keys = arrange(low, per_step("Dm | Bb | F | C", len(low)), 100, "pop", seed=0).part("KEYS").notes
     assert keys and all(k.pitch > m.pitch for k in keys for m in events_to_notes(low)
                         if m.start < k.end and m.end > k.start)
+
+
+def test_phrases_are_retrieved_by_chord_progression_rhythm_and_density():
+    from model.band.keys import change_mask, progression_codes, retrieve
+
+    library = load_library()
+    chords = per_step("C | Am | F | G", 64)
+    codes = progression_codes(chords, 0)
+    assert codes == [0, 0, 21, 21, 5, 5, 7, 7]  # I vi IV V, key-free
+    mismatches = []
+    for seed in range(20):
+        index = retrieve(library, [change_mask(chords, b) for b in range(0, 64, 16)], STYLES["pop"].density, None,
+                         random.Random(seed), codes, room=24)
+        assert list(library.masks[index]) == [0, 0, 0, 0]  # one chord a bar, as asked
+        low, high = STYLES["pop"].density
+        assert low - 2 <= library.density[index] <= high + 2
+        mismatches.append(int((library.progressions[index] != codes).sum()))
+    assert sum(mismatches) / len(mismatches) <= 4 < (library.progressions != codes).sum(1).mean() - 2

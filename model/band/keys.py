@@ -47,6 +47,8 @@ class Library:
     density: np.ndarray  # (P,) mean notes per bar
     songs: np.ndarray  # (P,) source song ids
     centres: np.ndarray  # (P,) the source phrase's centre pitch
+    progressions: np.ndarray  # (P, 8) per half bar: root above the phrase's first root, + 12 if minor
+    spans: np.ndarray  # (P,) semitones from the phrase's lowest note to its highest
     notes: list[np.ndarray]  # per phrase (n, 5): onset, length, slot, height, velocity
 
 
@@ -64,6 +66,8 @@ def load_library(path: str | Path = TEXTURES) -> Library:
         density=np.array([sum(p["counts"]) / len(p["counts"]) for p in phrases], dtype=float),
         songs=np.array([int(p["song"]) for p in phrases]),
         centres=np.array([p["centre"] for p in phrases]),
+        progressions=np.array([p.get("chords", [-1] * 2 * PHRASE_BARS) for p in phrases], dtype=np.int64),
+        spans=np.array([int(n[:, 3].max() - n[:, 3].min()) for n in notes]),
         notes=notes,
     )
 
@@ -77,20 +81,42 @@ def change_mask(chords: Sequence[Chord | None], begin: int) -> int:
     return mask
 
 
+def progression_codes(chords: Sequence[Chord | None], begin: int) -> list[int]:
+    """The 4 bars from `begin` as the library's progression codes (see band_textures): per half
+    bar, its chord's root above the window's first root, + 12 if minor; -1 for no chord."""
+    first = next((c for c in chords[begin : begin + PHRASE_BARS * STEPS_PER_BAR] if c is not None), None)
+    codes = []
+    for half in range(begin, begin + PHRASE_BARS * STEPS_PER_BAR, STEPS_PER_BAR // 2):
+        chord = chords[half] if half < len(chords) else None
+        if chord is None or first is None:
+            codes.append(-1)
+            continue
+        intervals = QUALITIES[chord.quality]
+        codes.append((chord.root - first.root) % 12 + 12 * (len(intervals) > 1 and intervals[1] == 3))
+    return codes
+
+
 _POPCOUNT = np.array([bin(i).count("1") for i in range(1 << 16)], dtype=np.int64)
 
 
 def retrieve(library: Library, masks: Sequence[int], density: tuple[float, float], previous: int | None,
-             rng: random.Random) -> int:
+             rng: random.Random, progression: Sequence[int] | None = None, room: int | None = None) -> int:
     """The index of a phrase for 4 bars with these chord-change masks: fewest mismatched change
-    steps, density inside the style's range, the previous phrase's song preferred; a random one of
-    the best CANDIDATES, so variations differ."""
+    steps, then the same chord progression (root motion and minor chords, half bar by half bar),
+    density inside the style's range, a span that fits the `room` under the melody, the previous
+    phrase's song preferred; a random one of the best CANDIDATES, so variations differ."""
     target = np.array(list(masks) + [0] * (PHRASE_BARS - len(masks)), dtype=np.int64)[: PHRASE_BARS]
     used = len(masks)
     mismatch = _POPCOUNT[(library.masks[:, :used] ^ target[:used]) & 0xFFFF].sum(1)
     low, high = density
     off = np.maximum(low - library.density, 0) + np.maximum(library.density - high, 0)
     score = 3.0 * mismatch + off
+    if progression is not None:
+        target_codes = np.array(progression, dtype=np.int64)
+        known = target_codes >= 0
+        score = score + 0.35 * (library.progressions[:, known] != target_codes[known]).sum(1)
+    if room is not None:
+        score = score + 0.25 * np.maximum(library.spans - room, 0)
     if previous is not None:
         score = score - 1.0 * (library.songs == library.songs[previous]) + 5.0 * (np.arange(len(score)) == previous)
     best = np.argpartition(score, CANDIDATES)[:CANDIDATES] if len(score) > CANDIDATES else np.arange(len(score))
@@ -139,11 +165,12 @@ def keys_notes(style: Style, chords: Sequence[Chord | None], melody: Sequence, r
             previous = None
             continue
         masks = [change_mask(chords, b) for b in range(begin, end, STEPS_PER_BAR)]
-        index = retrieve(library, masks, style.density, previous, rng)
+        low = melody_low(melody, begin, end) or overall_low
+        room = None if low is None else max(0, low - GAP - FLOOR)
+        index = retrieve(library, masks, style.density, previous, rng, progression_codes(chords, begin), room)
         previous = index
         notes = library.notes[index]
         top, bottom = int(notes[:, 3].max()), int(notes[:, 3].min())
-        low = melody_low(melody, begin, end) or overall_low
         if low is not None and low - GAP - FLOOR < ROOM:  # a melody down in the bass's register: keys above it
             high = max(m.pitch for m in melody if m.start < end and m.end > begin) if any(
                 m.start < end and m.end > begin for m in melody) else low

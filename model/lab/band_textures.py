@@ -13,9 +13,10 @@ laid over other chords (model.band.keys) sounds only chord tones. Bars under no 
 with an empty or overfull bar, and exact duplicates (repeated choruses) are dropped; what remains
 is sampled evenly over density and chord rhythm so the file stays small (< 2 MB).
 
-The file: {"version", "songs", "phrases": [{"song", "centre", "masks": [4 ints: bit s set when a
-chord changes at step s of the bar], "counts": [4 note counts], "notes": base64 of 5 bytes a note
-(onset 0..63, length 1..64, slot, height + 64, velocity)}], "stats": {...}}.
+The file: {"version", "source", "stats", "phrases": [{"song", "centre", "masks": [4 ints: bit s
+set when a chord changes at step s of the bar], "counts": [4 note counts], "chords": [8 codes: per
+half bar, its root above the phrase's first root, + 12 if minor], "notes": base64 of 5 bytes a
+note (onset 0..63, length 1..64, slot, height + 64, velocity)}]}.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ MIN_NOTES_PER_BAR = 2
 MAX_DROPPED = 0.2  # a phrase with more note time off its chords is likely mislabelled
 MAX_PHRASES = 2600  # ~1 MB
 SLOT_BASS = 5
-VERSION = 1
+VERSION = 2
 
 
 def is_held_out(song_id: str) -> bool:
@@ -105,8 +106,20 @@ def song_phrases(folder: Path) -> tuple[list[dict], dict]:
             masks.append(sum(1 << s for s in range(1, STEPS_PER_BAR) if steps[s] != steps[s - 1]))
         stats["bars"] += PHRASE_BARS
         phrases.append({"song": folder.name, "centre": centre, "masks": masks, "counts": counts,
-                        "notes": sorted(kept)})
+                        "chords": progression(span), "notes": sorted(kept)})
     return phrases, stats
+
+
+def progression(span: list[Chord]) -> list[int]:
+    """The phrase's chord progression, key-free: for each half bar, the root of its first chord
+    in semitones above the phrase's first root, plus 12 when the chord is minor (0..23)."""
+    first = span[0].root
+    codes = []
+    for half in range(0, len(span), STEPS_PER_BAR // 2):
+        chord = span[half]
+        minor = QUALITIES[chord.quality][1] == 3 if len(QUALITIES[chord.quality]) > 1 else False
+        codes.append((chord.root - first) % 12 + 12 * minor)
+    return codes
 
 
 def select(phrases: list[dict], limit: int, seed: int = 0) -> tuple[list[dict], int]:
@@ -167,7 +180,7 @@ def build(folder: Path, limit: int = MAX_PHRASES) -> dict:
         "source": "POP909 PIANO tracks, training songs (ids not divisible by 10), 4-bar phrases",
         "stats": stats,
         "phrases": [{"song": p["song"], "centre": p["centre"], "masks": p["masks"], "counts": p["counts"],
-                     "notes": encode(p["notes"])} for p in chosen],
+                     "chords": p["chords"], "notes": encode(p["notes"])} for p in chosen],
     }
 
 

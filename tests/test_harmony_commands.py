@@ -152,3 +152,25 @@ def test_the_reply_says_whose_chords_it_lists(sheet, sketch_chords, label):
     variations = [Variation([26], b"", b"", b"", "C | F | G"), Variation([26], b"", b"", b"", "C | Am | G")]
     lines = chord_lines(job, Result(job.job_id, 4, variations, b"", None, {}))
     assert lines == [f"Chords 1 ({label}): C | F | G", f"Chords 2 ({label}): C | Am | G"]
+
+
+async def test_a_file_the_bot_wrote_sent_back_continues_with_its_melody_chords_and_style(handler):
+    """The round trip: the band's MIDI (MELODY, KEYS, BASS, DRUMS, chord markers) as a sketch."""
+    from model.band.arrange import arrange
+    from model.music.chords import chords_per_step, lead_sheet, parse_lead_sheet
+    from model.music.events import events_to_notes
+    from model.music.midi_io import write_arrangement
+    from model.music.primer import parse_notes
+
+    melody = parse_notes("E5 G5 C6 B5 A5:2 G5:2 | F5 A5 C6 A5 G5:4 | E5 G5 B5 D6 C6:4")
+    chords = chords_per_step(parse_lead_sheet("C | F G7/B | Am7 | Dm7 G"), len(melody))
+    data = write_arrangement(arrange(melody, chords, 104, "rock", seed=1), 104, chords)
+
+    async def read():
+        return data
+
+    job = await queued(handler, "!continue bars=2 style=folk", uploads=[Upload("band.mid", len(data), read)])
+    assert events_to_notes(job.primer) == events_to_notes(melody)  # the melody, not the keys or the bass
+    assert job.primer_chords == lead_sheet(chords)  # from the markers, not guessed from the band's notes
+    assert job.primer_chords.startswith("C | F G7/B | Am7 | Dm7 G | C")
+    assert job.chords == job.primer_chords and job.bpm == 104 and job.style == "folk"

@@ -20,7 +20,7 @@ import functools
 import json
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +50,14 @@ class Library:
     progressions: np.ndarray  # (P, 8) per half bar: root above the phrase's first root, + 12 if minor
     spans: np.ndarray  # (P,) semitones from the phrase's lowest note to its highest
     notes: list[np.ndarray]  # per phrase (n, 5): onset, length, slot, height, velocity
+    converted: dict = field(default_factory=dict)  # phrase -> rows(phrase), kept once used
+
+    def rows(self, index: int) -> list[tuple[int, int, int, int, int, bool]]:
+        """A phrase's notes as tuples, each with whether it is the low voice of its onset (the
+        lowest note there, well below the centre: a slash chord's bass goes to it)."""
+        if index not in self.converted:
+            self.converted[index] = _rows(self.notes[index])
+        return self.converted[index]
 
 
 @functools.cache
@@ -70,6 +78,14 @@ def load_library(path: str | Path = TEXTURES) -> Library:
         spans=np.array([int(n[:, 3].max() - n[:, 3].min()) for n in notes]),
         notes=notes,
     )
+
+
+def _rows(notes: np.ndarray) -> list[tuple[int, int, int, int, int, bool]]:
+    """Library.rows, converted."""
+    lowest: dict[int, int] = {}
+    for onset, _, _, height, _ in notes.tolist():
+        lowest[onset] = min(lowest.get(onset, 99), height)
+    return [(o, d, s, h, v, h == lowest[o] and h <= -5) for o, d, s, h, v in notes.tolist()]
 
 
 def change_mask(chords: Sequence[Chord | None], begin: int) -> int:
@@ -171,35 +187,33 @@ def keys_notes(style: Style, chords: Sequence[Chord | None], melody: Sequence, r
         previous = index
         notes = library.notes[index]
         top, bottom = int(notes[:, 3].max()), int(notes[:, 3].min())
+        mean_velocity = float(notes[:, 4].mean())
         if low is not None and low - GAP - FLOOR < ROOM:  # a melody down in the bass's register: keys above it
             high = max(m.pitch for m in melody if m.start < end and m.end > begin) if any(
                 m.start < end and m.end > begin for m in melody) else low
-            out += _adapt(notes, chords, begin, end, high + GAP - bottom, 127, style, under, grid.span_end,
-                          above=True)
+            out += _adapt(library.rows(index), mean_velocity, chords, begin, end, high + GAP - bottom, 127, style,
+                          under, grid.span_end, above=True)
             continue
         centre = style.keys_centre
         if low is not None:
             centre = min(centre, low - GAP - top)
         centre = max(centre, FLOOR - bottom - 6)  # a low melody: fold the top instead (below)
         ceiling = (low - GAP) if low is not None else 127
-        out += _adapt(notes, chords, begin, end, centre, ceiling, style, under, grid.span_end)
+        out += _adapt(library.rows(index), mean_velocity, chords, begin, end, centre, ceiling, style, under,
+                      grid.span_end)
     return _avoid_clashes(out, chords, grid)
 
 
-def _adapt(notes: np.ndarray, chords: Sequence[Chord | None], begin: int, end: int, centre: int,
-           ceiling: int, style: Style, under: list[int], span_end: list[int], above: bool = False) -> list[BandNote]:
+def _adapt(rows: list[tuple], mean_velocity: float, chords: Sequence[Chord | None], begin: int, end: int,
+           centre: int, ceiling: int, style: Style, under: list[int], span_end: list[int],
+           above: bool = False) -> list[BandNote]:
     placed: dict[tuple[int, int], BandNote] = {}
-    mean_velocity = float(notes[:, 4].mean())
-    lowest_at: dict[int, int] = {}
-    for onset, _, _, height, _ in notes:
-        lowest_at[onset] = min(lowest_at.get(onset, 99), height)
-    for onset, length, slot, height, velocity in notes.tolist():
+    for onset, length, slot, height, velocity, low_voice in rows:
         step = begin + onset
         if step >= end or chords[step] is None:
             continue
         chord = chords[step]
         stop = min(step + length, end, span_end[step])  # a note ends where its chord does
-        low_voice = height == lowest_at[onset] and height <= -5
         pitch = snap(slot_pitch_class(chord, slot, low_voice), centre + height)
         if above:  # never below a melody note it sounds with
             over = max((p for p in under[step:stop] if p < 128), default=0)

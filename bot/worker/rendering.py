@@ -1,6 +1,8 @@
 """A sampled job's previews, made where the worker renders (bot/worker/render_process.py runs
 render_job in its child): the chords under each variation (given, the sketch's own, or suggested),
-MIDI, MP3 and piano roll (bot/render), and the job's Result; or why it failed.
+the band that plays it in the job's style (model/band: one Arrangement per variation), its MIDI
+(model.music.midi_io.write_arrangement), MP3 and piano roll (bot/render, handed the arrangements
+and MIDI where it takes them), and the job's Result; or why it failed.
 """
 
 from __future__ import annotations

@@ -168,6 +168,7 @@ def melody_low(melody: Sequence, begin: int, end: int) -> int | None:
 
 def keys_notes(style: Style, chords: Sequence[Chord | None], melody: Sequence, rng: random.Random,
                library: Library | None = None, grid: Grid | None = None) -> list[BandNote]:
+    """The keys (or guitar) part over the chords, 4 bars at a time (see the module doc)."""
     library = library or load_library()
     steps = len(chords)
     out: list[BandNote] = []

@@ -229,3 +229,11 @@ def test_phrases_are_retrieved_by_chord_progression_rhythm_and_density():
         assert low - 2 <= library.density[index] <= high + 2
         mismatches.append(int((library.progressions[index] != codes).sum()))
     assert sum(mismatches) / len(mismatches) <= 4 < (library.progressions != codes).sum(1).mean() - 2
+
+
+def test_rock_guitar_plays_power_chords():
+    chords = per_step("C | Am | F | G7", 64)
+    guitar = arrange(MELODY[:64], chords, 120, "rock", seed=0).part("GUITAR").notes
+    for note in guitar:
+        chord = chords[round(note.start)]
+        assert (note.pitch - chord.root) % 12 in (0, 7)

@@ -140,13 +140,18 @@ def retrieve(library: Library, masks: Sequence[int], density: tuple[float, float
     return int(best[min(len(best) - 1, int(rng.random() ** 2 * len(best)))])  # the best ones most often
 
 
-def slot_pitch_class(chord: Chord, slot: int, low_voice: bool) -> int:
+POWER = {1: 2, 3: 0, 4: 2}  # power chords: third -> fifth, seventh -> root, ninth -> fifth
+
+
+def slot_pitch_class(chord: Chord, slot: int, low_voice: bool, power: bool = False) -> int:
     """The pitch class a slot plays over `chord` (a slash chord's bass in the low voice)."""
     if chord.bass is not None and (slot == SLOT_BASS or (low_voice and slot == 0)):
         return chord.bass
     tones = QUALITIES[chord.quality]
     if slot == SLOT_BASS:
         return chord.root
+    if power and len(tones) >= 3:  # a "5" chord has no third to spare
+        slot = POWER.get(slot, slot)
     return (chord.root + tones[slot % len(tones)]) % 12
 
 
@@ -215,7 +220,7 @@ def _adapt(rows: list[tuple], mean_velocity: float, chords: Sequence[Chord | Non
             continue
         chord = chords[step]
         stop = min(step + length, end, span_end[step])  # a note ends where its chord does
-        pitch = snap(slot_pitch_class(chord, slot, low_voice), centre + height)
+        pitch = snap(slot_pitch_class(chord, slot, low_voice, style.power), centre + height)
         if above:  # never below a melody note it sounds with
             over = max((p for p in under[step:stop] if p < 128), default=0)
             while pitch <= over:

@@ -34,6 +34,7 @@ class Style:
     keys_centre: int  # the keys' register: their phrase centre, at most (MIDI pitch)
     strum: float  # guitar: steps between the strings of a strummed chord (0: struck together)
     velocity: int = 84  # the band's base loudness (melody ~100)
+    power: bool = False  # power chords: the keys' thirds and sevenths played as fifths and roots
     pans: tuple[float, float, float] = (-0.3, 0.0, 0.0)  # keys, bass, drums (melody in the middle)
     levels: tuple[float, float, float] = (-6.0, -5.0, -7.0)  # dB relative to the melody
 
@@ -61,7 +62,7 @@ STYLES: dict[str, Style] = {
         29, "GUITAR", 34,
         ((0, KICK, 110), (8, KICK, 105), (10, KICK, 90), (4, SNARE, 115), (12, SNARE, 115),
          *_hats(OPEN_HAT, 60, accent=12)),
-        4, (0, 2, 4, 6, 8, 10, 12, 14), (10.0, 16.0), 58, 0.25, velocity=96,
+        4, (0, 2, 4, 6, 8, 10, 12, 14), (10.0, 16.0), 58, 0.25, velocity=96, power=True,
         pans=(-0.5, 0.0, 0.0), levels=(-5.0, -4.0, -4.0)),
     "bossa": Style(
         "bossa", "nylon guitar, upright bass, rim-click bossa nova",

@@ -8,7 +8,7 @@ The database is the bot's (settings.database: MELODYBOT_DATA_DIR/melodybot.sqlit
     job_id, created_at, finished_at, parent ("jobid:variation" it extended, or null),
     jam ({"jam_id", "round"} when the job was a jam's round, else null),
     primer (the events the request gave), options (bars, variations, temperature, top_p, seed,
-    bpm, instrument, keep_key, chords, harmony), key (as the sampler saw it),
+    bpm, instrument, keep_key, chords, harmony, style), key (as the sampler saw it),
     primer_steps (how many of each variation's events are the primer as sampled),
     variations ([{"number", "events", "chords"}]: the primer as sampled + the continuation),
     votes ([{"variation", "at"}], oldest first; no user ids), counts (votes per variation),
@@ -33,7 +33,7 @@ from bot.commands.jam_service import choose_winner
 from bot.storage.jams import Ballot
 
 OPTION_FIELDS = ("bars", "variations", "temperature", "top_p", "seed", "bpm", "instrument", "keep_key", "chords",
-                 "harmony")  # fmt: skip
+                 "harmony", "style")  # fmt: skip
 
 
 def _tables(db: sqlite3.Connection) -> set[str]:

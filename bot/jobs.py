@@ -47,6 +47,7 @@ class Job:
     top_p: float = DEFAULT_TOP_P
     seed: int = 0
     instrument: str = "piano"  # a name from bot.render's instrument table
+    style: str = "pop"  # the band that plays it (model.band.styles; "none": the melody over block chords)
     keep_key: bool = True
     chords: str | None = None  # the continuation's lead sheet ("C | G | Am F"); None: the worker suggests chords
     harmony: bool = True  # False (chords=off): a bare melody, as before harmony

@@ -4,10 +4,13 @@
     python -m model.generate "C4 E4 G4 A4" --chords "C | G | Am F | F" --bars 8 --out out
     python -m model.generate --midi sketch.mid --out out
 
-Writes DIR/variation-N.mid (the primer, then the continuation, at the primer's tempo) and prints
-the key it heard and each path. With --chords (a lead sheet: bars split by "|", a bar's chords
-share it evenly, the list repeats to cover the continuation) the continuation follows them and
-each file gets a CHORDS track under the MELODY. Given both a sketch and typed notes, the sketch wins and a notice on
+Writes DIR/variation-N.mid (the primer, then the continuation, at the primer's tempo, arranged for
+a band: MELODY, KEYS or GUITAR, BASS and DRUMS tracks, chord symbols as markers) and prints the key
+it heard, the chords and each path. With --chords (a lead sheet: bars split by "|", a bar's chords
+share it evenly, the list repeats to cover the continuation) the continuation follows them;
+without, it goes on over a sketch's own chords, else chords are suggested as the bot suggests them
+(model.band.harmony); --chords off: no harmony. --style picks the band (--style none: the melody
+over block chords). Given both a sketch and typed notes, the sketch wins and a notice on
 stderr says the typed notes were ignored, as the bot's !continue does. Mistakes in the notes, the
 file or the options end with one line on stderr and exit code 2.
 """
@@ -19,10 +22,11 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from model.band.styles import DEFAULT_STYLE, StyleError, resolve_style, style_list
 from model.defaults import BPM_RANGE, DEFAULT_BPM, DEFAULT_TEMPERATURE, DEFAULT_TOP_P, length_problem
 from model.music.chords import ChordError, lead_sheet, parse_lead_sheet
 from model.music.events import STEPS_PER_BAR
-from model.music.midi_io import MidiError, write_midi
+from model.music.midi_io import MidiError, write_arrangement
 from model.music.primer import (
     DEFAULT_MAX_BARS,
     NOTATION,
@@ -68,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="sixteenths a note may be held or a rest may last, 0 for no limit (default 16)")
     parser.add_argument("--chords", default="", metavar="LEAD_SHEET",
                         help='chords for the continuation, e.g. "C | G | Am F | F" (bars split by |)')
+    parser.add_argument("--style", default=DEFAULT_STYLE, help=f"the band that plays it: {style_list()}")
     parser.add_argument("--weights", type=Path, help="network weights (default: the shipped ones)")
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU threads for torch (default 1: sampling goes step by step, more threads gain "
@@ -100,7 +105,11 @@ def run(args: argparse.Namespace) -> int:
     if args.threads < 1:
         raise UsageError(f"--threads must be at least 1, not {args.threads}")
     primer = load_primer(args.notes, args.midi, args.max_bars)  # before torch loads: bad notes fail fast
-    sheet = parse_lead_sheet(args.chords) if args.chords.strip() else None  # so do bad chords
+    style = resolve_style(args.style)  # so do bad styles and chords
+    harmony = args.chords.strip().lower() not in ("off", "none")
+    sheet = parse_lead_sheet(args.chords) if args.chords.strip() and harmony else None
+    if sheet is None and harmony and primer.chords is not None and any(primer.chords):
+        sheet = parse_lead_sheet(lead_sheet(primer.chords))  # the sketch's own progression goes on, as in the bot
     if args.bpm is None and primer.tempo_remark:
         print(f"note: {primer.tempo_remark}", file=sys.stderr)
     problem = length_problem(args.bars, args.bpm or primer.bpm)
@@ -153,14 +162,23 @@ def run(args: argparse.Namespace) -> int:
     print(f"primer: {primer.notes} notes, {bars:g} bar{'s' * (bars != 1)} from {primer.source}, "
           f"{bpm:g} bpm" + (f" (kept the last {args.max_bars} bars)" if primer.trimmed_bars else ""))
     print(f"key: {key.name if key else 'none'}" + (" (not enforced)" if args.no_key else ""))
-    if chords:
-        print(f"chords: {lead_sheet(chords)}")
+    from model.band.arrange import arrange
+    from model.band.harmony import chords_under
+
+    under_primer = primer.chords[: len(events)] if harmony and primer.chords is not None else None
+    progressions = [chords_under(events + c, len(events), under_primer, chords) if harmony else None
+                    for c in continuations]
+    sheets = list(dict.fromkeys(lead_sheet(p[len(events):]) for p in progressions if p))
+    for number, sheet_text in enumerate(sheets, 1):
+        label = "" if len(sheets) == 1 else f" {number}"
+        print(f"chords{label}: {sheet_text}" + ("" if chords else " (suggested)"))
+    print(f"style: {style}")
     args.out.mkdir(parents=True, exist_ok=True)
-    for number, continuation in enumerate(continuations, 1):
+    for number, (continuation, progression) in enumerate(zip(continuations, progressions), 1):
         path = args.out / f"variation-{number}.mid"
-        track_chords = [None] * len(events) + chords if chords else None
-        path.write_bytes(write_midi(events + continuation, bpm, args.program, f"melodybot variation {number}",
-                                    chords=track_chords))
+        band = arrange(events + continuation, progression, bpm, style, seed=args.seed * 16 + number - 1,
+                       primer_steps=len(events), melody_program=args.program)
+        path.write_bytes(write_arrangement(band, bpm, progression))
         print(path)
     return 0
 
@@ -168,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     try:
         return run(build_parser().parse_args(argv))
-    except (UsageError, PrimerError, MidiError, ChordError) as error:
+    except (UsageError, PrimerError, MidiError, ChordError, StyleError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except OSError as error:  # the output folder cannot be written

@@ -491,8 +491,8 @@ async def test_result_reply_carries_every_file_and_the_settings(handler, queue, 
     first = reply.text.splitlines()[:2]
     assert re.fullmatch(r"[A-G][#b]? (major|minor)", status.result.key)  # the primer is in a key
     assert first == [f"Job {job.job_id}: 4 continuations for ann.",
-                     f"Key: {status.result.key} | 2 bars at 96 BPM | piano | temp=1 | topp={DEFAULT_TOP_P:g} | key=on "
-                     "| seed=42"]
+                     f"Key: {status.result.key} | 2 bars at 96 BPM | piano | style=pop | temp=1 "
+                     f"| topp={DEFAULT_TOP_P:g} | key=on | seed=42"]
     small = handler.result_reply(status, upload_limit=40)
     assert all(not f.name.endswith(".mp3") for f in small.files) and "MP3 previews are left out" in small.text
 

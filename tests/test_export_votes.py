@@ -85,7 +85,8 @@ def test_the_command_writes_one_row_per_finished_job(database, tmp_path):
 
     assert a["primer"] == PRIMER and a["primer_steps"] == 4 and a["parent"] is None and a["jam"] is None
     assert a["options"] == {"bars": 1, "variations": 2, "temperature": 1.2, "top_p": DEFAULT_TOP_P, "seed": 7,
-                            "bpm": 120.0, "instrument": "flute", "keep_key": True, "chords": None, "harmony": True}
+                            "bpm": 120.0, "instrument": "flute", "keep_key": True, "chords": None, "harmony": True,
+                            "style": "pop"}
     assert a["variations"] == [{"number": 1, "events": melody(62), "chords": "C | G"},
                                {"number": 2, "events": melody(64), "chords": "C | G"}]
     assert (a["counts"], a["winner"], a["winner_by"], a["extended"]) == ([1, 2], 2, "votes", [2])

@@ -101,8 +101,9 @@ async def test_a_sketch_with_a_chord_track_keeps_its_chords(handler):
 
 
 async def test_the_bot_path_with_chords_on_the_real_queue_worker_and_renderer(tmp_path, tiny_weights):
-    """Through a real LocalQueue worker (tiny network, real rendering): given chords are in each
-    variation's CHORDS track and listed in the reply; chords=off gives a melody-only file."""
+    """Through a real LocalQueue worker (tiny network, real rendering): each variation's MIDI is the
+    band's (MELODY, KEYS, BASS, DRUMS), its keys and bass on the given chords' tones, the chords
+    listed in the reply; chords=off gives the melody and the drums, no harmony."""
     import io
 
     import pretty_midi
@@ -122,9 +123,9 @@ async def test_the_bot_path_with_chords_on_the_real_queue_worker_and_renderer(tm
             assert set(done) == {given, bare}
             for variation in done[given].result.variations:
                 midi = pretty_midi.PrettyMIDI(io.BytesIO(variation.midi))
-                assert [i.name for i in midi.instruments] == ["MELODY", "CHORDS"]
+                assert [i.name for i in midi.instruments] == ["MELODY", "KEYS", "BASS", "DRUMS"]
                 assert variation.chords.endswith("F | G")  # the continuation's two bars, after the primer's
-                chord_pcs = {n.pitch % 12 for n in midi.instruments[1].notes if n.start >= 2.0 - 1e-6}
+                chord_pcs = {n.pitch % 12 for i in midi.instruments[1:3] for n in i.notes if n.start >= 2.0 - 1e-6}
                 assert chord_pcs <= {5, 9, 0, 7, 11, 2}  # F major and G major triads only, under the continuation
                 assert variation.mp3
             reply = handler.result_reply(done[given])
@@ -132,7 +133,8 @@ async def test_the_bot_path_with_chords_on_the_real_queue_worker_and_renderer(tm
             assert "(suggested under your notes, then yours)" in reply.text
             (variation,) = done[bare].result.variations
             assert variation.chords is None
-            assert [i.name for i in pretty_midi.PrettyMIDI(io.BytesIO(variation.midi)).instruments] == ["Melody"]
+            tracks = pretty_midi.PrettyMIDI(io.BytesIO(variation.midi)).instruments
+            assert [i.name for i in tracks] == ["MELODY", "DRUMS"]
             assert "Chords" not in handler.result_reply(done[bare]).text
     finally:
         store.close()
@@ -150,3 +152,25 @@ def test_the_reply_says_whose_chords_it_lists(sheet, sketch_chords, label):
     variations = [Variation([26], b"", b"", b"", "C | F | G"), Variation([26], b"", b"", b"", "C | Am | G")]
     lines = chord_lines(job, Result(job.job_id, 4, variations, b"", None, {}))
     assert lines == [f"Chords 1 ({label}): C | F | G", f"Chords 2 ({label}): C | Am | G"]
+
+
+async def test_a_file_the_bot_wrote_sent_back_continues_with_its_melody_chords_and_style(handler):
+    """The round trip: the band's MIDI (MELODY, KEYS, BASS, DRUMS, chord markers) as a sketch."""
+    from model.band.arrange import arrange
+    from model.music.chords import chords_per_step, lead_sheet, parse_lead_sheet
+    from model.music.events import events_to_notes
+    from model.music.midi_io import write_arrangement
+    from model.music.primer import parse_notes
+
+    melody = parse_notes("E5 G5 C6 B5 A5:2 G5:2 | F5 A5 C6 A5 G5:4 | E5 G5 B5 D6 C6:4")
+    chords = chords_per_step(parse_lead_sheet("C | F G7/B | Am7 | Dm7 G"), len(melody))
+    data = write_arrangement(arrange(melody, chords, 104, "rock", seed=1), 104, chords)
+
+    async def read():
+        return data
+
+    job = await queued(handler, "!continue bars=2 style=folk", uploads=[Upload("band.mid", len(data), read)])
+    assert events_to_notes(job.primer) == events_to_notes(melody)  # the melody, not the keys or the bass
+    assert job.primer_chords == lead_sheet(chords)  # from the markers, not guessed from the band's notes
+    assert job.primer_chords.startswith("C | F G7/B | Am7 | Dm7 G | C")
+    assert job.chords == job.primer_chords and job.bpm == 104 and job.style == "folk"

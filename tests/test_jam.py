@@ -42,9 +42,10 @@ from bot.storage.jams import DONE, GENERATING, STOPPED, VOTING
 from bot.storage.jobs import JobStore
 from bot.terminal import Terminal
 from bot.worker.generator import SLOW_USER, TEST_DELAY_ENV, TEST_SKIP_RENDER_ENV
-from model.music.chords import chords_per_step, parse_lead_sheet
+from model.music.chords import chords_per_step, lead_sheet, parse_lead_sheet
 from model.music.events import NO_EVENT, NOTE_OFF, note_on
-from model.music.midi_io import CHORD_TRACK, MELODY_TRACK, read_midi, write_midi
+from model.music.midi_io import MELODY_TRACK, read_midi, write_midi
+from model.music.primer import chords_from_markers
 
 ROOT = Path(__file__).resolve().parents[1]
 USER, OTHER, CHANNEL = 1001, 1002, 2001
@@ -192,7 +193,7 @@ async def test_a_jam_of_three_rounds_with_a_tie_an_agreement_and_no_votes(queue_
         # The whole song's files, where the terminal puts them.
         out = bot.settings.data_dir / "out"
         midi = (out / f"song-{jam_id}.mid").read_bytes()
-        assert [t.name for t in read_midi(midi).tracks] == [MELODY_TRACK, CHORD_TRACK]
+        assert [t.name for t in read_midi(midi).tracks] == [MELODY_TRACK, "KEYS", "BASS", "DRUMS"]  # the band
         assert melody_notes(midi) == melody_notes(write_midi(jam.song))
         segment, _ = decode((out / f"song-{jam_id}.mp3").read_bytes())
         assert segment.duration_seconds == pytest.approx(len(jam.song) * STEP_S + TAIL_S, abs=0.05)
@@ -355,7 +356,8 @@ async def test_song_of_an_extend_chain_engraves_the_known_melody(handler):
     assert set(files) == {f"{name}.mid", f"{name}.mp3", f"{name}-lead-sheet.png", f"{name}-lead-sheet.pdf"}
     assert f"up to job {second.job_id} variation 1" in reply.text and "with its chords" in reply.text
     midi = read_midi(files[f"{name}.mid"])
-    assert [t.name for t in midi.tracks] == [MELODY_TRACK, CHORD_TRACK] and midi.bpm == 100
+    assert [t.name for t in midi.tracks] == [MELODY_TRACK, "KEYS", "BASS", "DRUMS"] and midi.bpm == 100  # the band
+    assert lead_sheet(chords_from_markers(midi.markers, 64)) == lead_sheet(jams.chord_objects(chords))
     assert melody_notes(files[f"{name}.mid"]) == TUNE
     assert files[f"{name}-lead-sheet.png"].startswith(b"\x89PNG")
     assert files[f"{name}-lead-sheet.pdf"].startswith(b"%PDF")

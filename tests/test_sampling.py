@@ -218,8 +218,10 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def written_notes(path: Path):
+    """The written file's melody (the band's other tracks follow it)."""
     midi = read_midi(path)
-    [track] = midi.tracks
+    track = midi.tracks[0]
+    assert [t.name for t in midi.tracks][:1] == ["MELODY"]
     return midi.bpm, track, track.notes
 
 
@@ -229,18 +231,21 @@ def test_cli_writes_one_midi_file_per_variation(tiny_weights, tmp_path):
                    "--weights", str(tiny_weights), "--out", str(tmp_path / "out"))
     assert done.returncode == 0, done.stderr
     paths = [tmp_path / "out" / f"variation-{n}.mid" for n in range(1, 5)]
-    assert done.stdout.splitlines() == [
-        "primer: 4 notes, 1 bar from typed notes, 90 bpm", "key: C major", *map(str, paths)]
+    lines = done.stdout.splitlines()
+    assert lines[:2] == ["primer: 4 notes, 1 bar from typed notes, 90 bpm", "key: C major"]
+    assert lines[-5:] == ["style: pop", *map(str, paths)]
+    assert all(line.startswith("chords") and line.endswith("(suggested)") for line in lines[2:-5])  # as the bot
     assert sorted((tmp_path / "out").iterdir()) == paths
 
     # Each file is the primer and then exactly what the sampler gives for the same options.
     primer = prepare_primer(parse_notes(text))
     expected = continue_one(load_model(str(tiny_weights)), primer, bars=2, variations=4, seed=9)
-    for number, (path, continuation) in enumerate(zip(paths, expected), 1):
+    for path, continuation in zip(paths, expected):
         bpm, track, notes = written_notes(path)
-        assert (bpm, track.name, track.program) == (90, f"melodybot variation {number}", 40)
+        assert (bpm, track.name, track.program) == (90, "MELODY", 40)
         assert [(n.start, n.pitch) for n in notes[:4]] == [(0, 60), (4, 64), (8, 67), (12, 69)]
-        assert notes == events_to_notes(primer + continuation)
+        assert [(n.start, n.end, n.pitch) for n in notes] == [  # velocities are humanised
+            (n.start, n.end, n.pitch) for n in events_to_notes(primer + continuation)]
 
 
 def test_cli_bad_notes_exit_2_with_one_line_naming_the_token(tmp_path):
@@ -301,6 +306,7 @@ def test_cli_a_sketch_wins_over_typed_notes(typed, tiny_weights, tmp_path, capsy
         (["--midi", "{tmp}/drums.mid"], "error: {tmp}/drums.mid: the file has only drum tracks"),
         (["C4", "--weights", "{tmp}/notes.txt"], "error: cannot load weights from {tmp}/notes.txt"),
         (["C4", "--weights", "{tmp}/none.pt"], "error: no weights at {tmp}/none.pt; pass --weights PATH"),
+        (["C4", "--style", "polka"], 'error: I have no style called "polka". Did you mean folk? Styles: pop'),
     ],
 )
 def test_cli_mistakes_exit_2_with_one_line(args, message, tmp_path, tiny_weights, capsys):
@@ -435,23 +441,27 @@ def test_continuation_chords_start_at_the_bar_of_the_continuation():
 
 
 def test_cli_chords_go_into_the_sampler_and_the_file(chord_model, tmp_path):
+    from model.music.primer import chords_from_markers
+
     _, weights = chord_model
     text, sheet = "C4 E4 G4 A4", "C | G | Am F | F"
-    done = run_cli(text, "--chords", sheet, "--bars", "4", "--variations", "2", "--seed", "3",
+    done = run_cli(text, "--chords", sheet, "--bars", "4", "--variations", "2", "--seed", "3", "--style", "none",
                    "--weights", str(weights), "--out", str(tmp_path))
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines()[2] == "chords: C | G | Am F | F"
+    assert done.stdout.splitlines()[2:4] == ["chords: C | G | Am F | F", "style: none"]
     primer = prepare_primer(parse_notes(text))
     chords = continuation_chords(parse_lead_sheet(sheet), len(primer), 64)
     expected = continue_melodies(load_model(str(weights)), [primer], [SamplingOptions(bars=4, variations=2, seed=3)],
                                  chords=[chords])[0]
     for number, continuation in enumerate(expected, 1):
-        melody, accompaniment = read_midi(tmp_path / f"variation-{number}.mid").tracks
+        midi = read_midi(tmp_path / f"variation-{number}.mid")
+        melody, accompaniment = midi.tracks
         assert (melody.name, accompaniment.name) == ("MELODY", "CHORDS")
-        assert melody.notes == events_to_notes(primer + continuation)
-        assert min(n.start for n in accompaniment.notes) == len(primer)  # chords under the continuation only
+        assert [(n.start, n.end, n.pitch) for n in melody.notes] == [
+            (n.start, n.end, n.pitch) for n in events_to_notes(primer + continuation)]
         bar_two = {n.pitch % 12 for n in accompaniment.notes if n.start == len(primer) + 16}
         assert bar_two == {7, 11, 2}  # G
+        assert chords_from_markers(midi.markers, len(primer) + 64)[len(primer):] == chords  # the chord markers
 
 
 def test_cli_bad_chord_exit_2_naming_it(tmp_path, tiny_weights, capsys):

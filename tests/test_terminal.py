@@ -181,7 +181,8 @@ def test_a_typed_melody_becomes_files_on_disk(bot_process, tmp_path):
                         r"seed 7\.")[1]
     bot.expect(rf"Generating job {job_id}")
     bot.expect(rf"^bot> Job {job_id}: 2 continuations")
-    bot.expect(rf"Key: .* \| 2 bars at 120 BPM \| strings \| temp=1 \| topp={DEFAULT_TOP_P:g} \| key=on \| seed=7")
+    bot.expect(rf"Key: .* \| 2 bars at 120 BPM \| strings \| style=pop \| temp=1 \| topp={DEFAULT_TOP_P:g} \| key=on "
+               r"\| seed=7")
     bot.expect(r"Files:")
     paths = [Path(bot.expect(r"^\s+(/.*)$")[1]) for _ in range(7)]  # 2 MIDI, 2 MP3, the picture, 2 pictures
     folder = tmp_path / "data" / "out" / job_id

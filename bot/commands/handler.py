@@ -45,6 +45,7 @@ from bot.jobs import Job, JobState, JobStatus
 from bot.queue import JobQueue, QueueError, QueueFull
 from bot.settings import Settings
 from bot.storage import NUMBER_EMOJIS, BotStore, local_message_id
+from model.band.styles import DEFAULT_STYLE
 from model.defaults import DEFAULT_BPM, DEFAULT_TEMPERATURE, DEFAULT_TOP_P, length_problem
 from model.music.chords import lead_sheet
 from model.music.midi_io import MidiError
@@ -186,6 +187,7 @@ class CommandHandler:
             top_p=options.top_p if options.top_p is not None else DEFAULT_TOP_P,
             seed=options.seed if options.seed is not None else self._new_seed(),
             instrument=options.instrument or "piano",
+            style=options.style or DEFAULT_STYLE,
             keep_key=options.keep_key if options.keep_key is not None else True,
             user_name=request.user_name,
             guild_id=request.guild_id,
@@ -246,6 +248,7 @@ class CommandHandler:
             top_p=options.top_p if options.top_p is not None else parent.top_p,
             seed=options.seed if options.seed is not None else self._new_seed(avoid=parent.seed),
             instrument=options.instrument or parent.instrument,
+            style=options.style or parent.style,
             keep_key=options.keep_key if options.keep_key is not None else parent.keep_key,
             user_name=request.user_name,
             guild_id=request.guild_id,

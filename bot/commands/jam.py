@@ -150,7 +150,7 @@ class JamCommands:
         if jam is not None and jam.guild_id == request.guild_id and variation is None:
             template = Job.from_dict(jam.template)
             reply = await jams.song_reply(f"song-{jam.jam_id}", jam.song, jam.chords, template.bpm, template.instrument,
-                                          f"Jam {jam.jam_id}")  # fmt: skip
+                                          f"Jam {jam.jam_id}", style=template.style)  # fmt: skip
             reply.text = f"The song of jam {jam.jam_id} ({_rounds(jam)}): " + reply.text
             return [reply]
         status = await self.find_job(request, words, "song")
@@ -161,7 +161,8 @@ class JamCommands:
         if bars_of(len(song)) > MAX_SONG_BARS:
             raise CommandError(f"That song is {bars_of(len(song))} bars long; a lead sheet holds {MAX_SONG_BARS}.")
         job = last.job
-        reply = await jams.song_reply(f"song-{job.job_id}", song, chords, job.bpm, job.instrument, f"Song {job.job_id}")
+        reply = await jams.song_reply(f"song-{job.job_id}", song, chords, job.bpm, job.instrument, f"Song {job.job_id}",
+                                      style=job.style)
         reply.text = f"The song up to job {job.job_id} variation {number}: " + reply.text
         return [reply]
 

@@ -367,7 +367,7 @@ class JamService:
         title = f"Jam {jam.jam_id}"
         try:
             reply = await self.song_reply(f"song-{jam.jam_id}", jam.song, jam.chords, template.bpm,
-                                          template.instrument, title)
+                                          template.instrument, title, style=template.style)
         except Exception as error:
             log.exception("jam %s: rendering the song failed", jam.jam_id)
             reply = Reply(f"Sorry, I couldn't render the song of jam {jam.jam_id}: {error}")
@@ -379,14 +379,27 @@ class JamService:
         await self._say(jam.channel_id, reply)
 
     async def song_reply(self, name: str, events: list[int], chords: list[str | None] | None, bpm: float,
-                         instrument: str, title: str, upload_limit: int = UPLOAD_LIMIT) -> Reply:
-        """The song's files (MIDI, MP3, lead sheet PNG and PDF) as one reply, rendered in a thread."""
-        from bot.render import render_song
+                         instrument: str, title: str, upload_limit: int = UPLOAD_LIMIT, style: str = "pop") -> Reply:
+        """The song's files (MIDI, MP3, lead sheet PNG and PDF) as one reply, rendered in a thread:
+        the band in `style` plays it (the MIDI holds its parts and the chord markers)."""
+        from bot.render import INSTRUMENTS, render_song, resolve_instrument
+        from bot.worker.rendering import band_arguments
+        from model.band.arrange import arrange
+        from model.music.midi_io import write_arrangement
 
         soundfont = str(self.settings.soundfont) if self.settings.soundfont else None
         started = time.perf_counter()
-        midi, mp3, png, pdf = await asyncio.to_thread(render_song, events, chord_objects(chords), bpm, instrument,
-                                                      title=title, soundfont=soundfont)  # fmt: skip
+        objects = chord_objects(chords)
+        program = INSTRUMENTS[resolve_instrument(instrument)]
+
+        def render() -> tuple[bytes, bytes, bytes, bytes | None]:  # in a thread: a long song takes a while
+            arrangement = arrange(events, objects, bpm, style, melody_program=program)
+            midi = write_arrangement(arrangement, bpm, objects)
+            _, mp3, png, pdf = render_song(events, objects, bpm, instrument, title=title, soundfont=soundfont,
+                                           **band_arguments(render_song, arrangement=arrangement, midi=midi))
+            return midi, mp3, png, pdf
+
+        midi, mp3, png, pdf = await asyncio.to_thread(render)
         log.info("%s rendered in %.2f s (%d bars)", name, time.perf_counter() - started, bars_of(len(events)))
         files = [OutFile(f"{name}.mid", midi), OutFile(f"{name}.mp3", mp3), OutFile(f"{name}-lead-sheet.png", png)]
         if pdf:

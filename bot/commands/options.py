@@ -17,6 +17,7 @@ from typing import Any
 from bot.commands.replies import CommandError
 from bot.render import INSTRUMENTS, RenderError, resolve_instrument
 from bot.settings import Settings
+from model.band.styles import StyleError, resolve_style
 from model.defaults import (  # no torch: the worker's limits
     BPM_RANGE,
     MAX_SEED,
@@ -49,6 +50,7 @@ OPTIONS = (
     Option("topp", "top_p", ("top_p", "top-p", "nucleus"), "topp=0.9"),
     Option("key", "keep_key", ("scale",), "key=off"),
     Option("chords", "chords", ("chord", "harmony"), 'chords="C | G | Am F | F"'),
+    Option("style", "style", ("band",), "style=rock"),
 )
 CHORDS_OFF = "off"  # Options.chords for chords=off: no harmony at all
 _OPTION_FIELDS = {alias: option.field for option in OPTIONS for alias in (option.name, *option.aliases)}
@@ -69,6 +71,7 @@ class Options:
     top_p: float | None = None
     keep_key: bool | None = None
     chords: str | None = None  # a lead sheet (normalised), or CHORDS_OFF
+    style: str | None = None  # a key of model.band.styles.STYLES
 
 
 @dataclass
@@ -206,6 +209,11 @@ def _option_value(canonical: str, name: str, text: str, settings: Settings):
         if not bars:
             raise CommandError(f"`{name}=` needs chords, e.g. {_example('chords')}, or chords=off.")
         return lead_sheet(chords_per_step(bars, len(bars) * STEPS_PER_BAR))
+    if canonical == "style":
+        try:
+            return resolve_style(text)
+        except StyleError as error:
+            raise CommandError(str(error).replace('"', "`")) from None
     if canonical == "keep_key":
         word = text.lower()
         if word in TRUE_WORDS:

@@ -128,6 +128,7 @@ def result_reply(status: JobStatus, prefix: str, platform: str, upload_limit: in
             f"Key: {result.key}" if result.key else "Key: none found",
             f"{bars_text(job.bars)} at {job.bpm:g} BPM",
             job.instrument,
+            f"style={job.style}",
             f"temp={job.temperature:g}",
             f"topp={job.top_p:g}",
             f"key={'on' if job.keep_key else 'off'}",

@@ -10,6 +10,7 @@ from bot.commands.options import TEMPERATURE_RANGE, max_variations
 from bot.commands.replies import DISCORD, TERMINAL
 from bot.render import INSTRUMENTS
 from bot.settings import Settings
+from model.band.styles import style_list
 from model.defaults import DEFAULT_TOP_P
 from model.music.primer import NOTATION
 
@@ -64,6 +65,7 @@ def help_text(settings: Settings, prefix: str, platform: str) -> str:
         "(also wild=, wildness=, temperature=)",
         "  bpm=120     tempo (default: the sketch's, else 120)",
         f"  sound=piano {', '.join(INSTRUMENTS)} (also instrument=)",
+        f"  style=pop   the band that plays it: {style_list()}",
         "  seed=42     the same seed, melody and options give the same result",
         f"  variations={most}  how many continuations, 1-{most} (also n=, vars=)",
         f"  topp={DEFAULT_TOP_P:g}   0.05-1: lower keeps to the likeliest notes",

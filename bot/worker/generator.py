@@ -139,6 +139,9 @@ class Generator:
         primer = prepare_primer(job.primer)
         if CHORDS in self.problems and needs_suggested_chords(job):
             raise ValueError(CHORDS_UNAVAILABLE)
+        from model.band.styles import resolve_style
+
+        resolve_style(job.style)  # StyleError is a ValueError: a bad request
         if not self.skip_render:
             from bot.render import RenderError, resolve_instrument
 

@@ -1,6 +1,8 @@
 """A sampled job's previews, made where the worker renders (bot/worker/render_process.py runs
 render_job in its child): the chords under each variation (given, the sketch's own, or suggested),
-MIDI, MP3 and piano roll (bot/render), and the job's Result; or why it failed.
+the band that plays it in the job's style (model/band: one Arrangement per variation), its MIDI
+(model.music.midi_io.write_arrangement), MP3 and piano roll (bot/render, handed the arrangements
+and MIDI where it takes them), and the job's Result; or why it failed.
 """
 
 from __future__ import annotations
@@ -38,12 +40,15 @@ class Sampled:
 
 
 def warm_renderer(settings: Settings, skip_render: bool) -> None:
-    """Load the soundfont and the encoders now, so the first job renders as fast as the next."""
+    """Load the soundfont, the encoders and the band's texture table now, so the first job renders
+    as fast as the next."""
     if skip_render:
         return
     from bot.render import check_setup
+    from model.band.keys import load_library
 
     try:
+        load_library()
         check_setup(str(settings.soundfont) if settings.soundfont else None)
     except Exception:  # each job then fails with the reason logged
         log.exception("the renderer is not set up")
@@ -81,12 +86,17 @@ def _result(settings: Settings, sampled: Sampled, skip_render: bool) -> Result:
         variations, combined = [Variation(m, b"", b"", b"", s) for m, s in zip(melodies, sheets)], b""
     else:
         from bot.render import render_variations
+        from model.music.midi_io import write_arrangement
 
+        arrangements = arrange_variations(job, melodies, len(primer), progressions)
+        # the MIDI a songwriter drags into a DAW: one named track per part, chord markers, the tempo
+        midis = [write_arrangement(a, job.bpm, p) for a, p in zip(arrangements, progressions)]
         soundfont = str(settings.soundfont) if settings.soundfont else None
         previews, combined, _ = render_variations(
-            melodies, len(primer), job.bpm, job.instrument, soundfont=soundfont, chords=progressions
+            melodies, len(primer), job.bpm, job.instrument, soundfont=soundfont, chords=progressions,
+            **band_arguments(render_variations, arrangements=arrangements, midis=midis),
         )
-        variations = [Variation(m, p.midi, p.mp3, p.png, s) for m, p, s in zip(melodies, previews, sheets)]
+        variations = [Variation(m, midi, p.mp3, p.png, s) for m, midi, p, s in zip(melodies, midis, previews, sheets)]
     now = time.time()
     key = detect_key(primer)
     return Result(
@@ -104,33 +114,49 @@ def _result(settings: Settings, sampled: Sampled, skip_render: bool) -> Result:
     )
 
 
+def arrange_variations(job: Job, melodies: list[list[int]], primer_steps: int,
+                       progressions: list[list | None]) -> list:
+    """One model.band Arrangement per variation, in the job's style: the band under each melody
+    (primer + continuation) and its chords; each variation's band differs (seed + number)."""
+    from bot.render import INSTRUMENTS, resolve_instrument
+    from model.band.arrange import arrange
+
+    program = INSTRUMENTS[resolve_instrument(job.instrument)]
+    return [arrange(melody, chords, job.bpm, job.style, seed=job.seed * 16 + number, primer_steps=primer_steps,
+                    melody_program=program)
+            for number, (melody, chords) in enumerate(zip(melodies, progressions))]
+
+
+def band_arguments(render, **arguments) -> dict:
+    """The arrangement(s) for a renderer that takes them (bot/render's mixer), nothing for one that
+    does not yet: the band's MIDI is written here either way."""
+    import inspect
+
+    accepted = inspect.signature(render).parameters
+    return {name: value for name, value in arguments.items() if name in accepted}
+
+
 def harmony_of(job: Job, primer: list[int], continuation: list[int], chords: list | None,
                settings: Settings | None = None) -> list | None:
     """The chords under primer + continuation for the preview: the sketch's own and the given
-    ones where there are, suggested (model/harmony/suggest.py, settings.harmony_weights) where not; None
-    with chords=off. Raises ChordsUnavailable when chords must be suggested and cannot be: the job
-    fails saying so, rather than going out without the chords it asked for."""
+    ones where there are, suggested where not (model.band.harmony, the CLI's rule, with the chord
+    model of settings.harmony_weights); None with chords=off. Raises ChordsUnavailable when chords
+    must be suggested and cannot be: the job fails saying so, rather than going out without them."""
     if not job.harmony:
         return None
-    from model.harmony.suggest import suggest_chords
+    from model.band.harmony import chords_under
     from model.music.chords import chords_per_step, parse_lead_sheet
 
-    melody = primer + continuation
-    suggested = None
-    if chords is None or job.primer_chords is None:
+    under_primer = chords_per_step(parse_lead_sheet(job.primer_chords), len(primer)) if job.primer_chords else None
+    harmony = None
+    if chords is None or under_primer is None:
         try:
             harmony = load_harmony(settings or Settings())
         except Exception as error:  # the worker said why at start and says it in /healthz
             log.error("job %s: suggesting chords failed: the chord model did not load (%s)", job.job_id, error)
             raise ChordsUnavailable() from error
-        try:
-            suggested = suggest_chords(melody, model=harmony)
-        except Exception as error:
-            log.exception("job %s: suggesting chords failed", job.job_id)
-            raise ChordsUnavailable(CHORDS_FAILED.format(job_id=job.job_id)) from error
-    if chords is None and job.primer_chords is None:
-        return suggested
-    under_primer = (chords_per_step(parse_lead_sheet(job.primer_chords), len(primer)) if job.primer_chords
-                    else suggested[: len(primer)])
-    under_continuation = chords if chords is not None else suggested[len(primer):]
-    return list(under_primer) + list(under_continuation[: len(continuation)])
+    try:
+        return chords_under(primer + continuation, len(primer), under_primer, chords, harmony=harmony, strict=True)
+    except Exception as error:
+        log.exception("job %s: suggesting chords failed", job.job_id)
+        raise ChordsUnavailable(CHORDS_FAILED.format(job_id=job.job_id)) from error

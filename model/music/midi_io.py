@@ -40,6 +40,7 @@ class Track:
 class MidiFile:
     tracks: list[Track]
     bpm: float  # the tempo in force at the first note (or the file's first tempo)
+    markers: list[tuple[int, str]] = field(default_factory=list)  # (grid step, text) of marker and text events
 
 
 def read_midi(source: str | os.PathLike | bytes, max_bytes: int = MAX_SKETCH_BYTES) -> MidiFile:
@@ -73,7 +74,28 @@ def read_midi(source: str | os.PathLike | bytes, max_bytes: int = MAX_SKETCH_BYT
             notes.append(Note(start, end, note.pitch, note.velocity))
         notes.sort(key=lambda n: (n.start, -n.pitch))
         tracks.append(Track(instrument.name.strip(), int(instrument.program), bool(instrument.is_drum), notes))
-    return MidiFile(tracks, _bpm_at_first_note(pm))
+    return MidiFile(tracks, _bpm_at_first_note(pm), _markers(data, ticks_per_step))
+
+
+def _markers(data: bytes, ticks_per_step: float) -> list[tuple[int, str]]:
+    """(step, text) of every marker (FF 06) and text (FF 01) event, where chord symbols live.
+    pretty_midi reads no markers, so mido reads the file again, only when it holds such events."""
+    if b"\xff\x06" not in data and b"\xff\x01" not in data:
+        return []
+    import mido  # noqa: PLC0415 - pretty_midi's own parser
+
+    try:
+        midi = mido.MidiFile(file=io.BytesIO(data))
+    except Exception:  # pretty_midi read it: markers are an extra
+        return []
+    found = []
+    for track in midi.tracks:
+        tick = 0
+        for message in track:
+            tick += message.time
+            if message.type in ("marker", "text") and message.text.strip():
+                found.append((round(tick / ticks_per_step), message.text.strip()))
+    return sorted(found)
 
 
 def _read_bytes(path: str | os.PathLike, max_bytes: int) -> bytes:
@@ -163,4 +185,107 @@ def write_midi(
         pm.instruments.append(instrument)
     buffer = io.BytesIO()
     pm.write(buffer)
+    return with_markers(buffer.getvalue(), chord_markers(chords) if chords is not None else [])
+
+
+NO_CHORD_MARKER = "N.C."
+
+
+def chord_markers(chords: Sequence) -> list[tuple[int, str]]:
+    """(step, symbol) at each chord change of per-step chords (N.C. where no chord follows one)."""
+    markers = []
+    for step, chord in enumerate(chords):
+        if step == 0 and chord is None:
+            continue
+        if step == 0 or chord != chords[step - 1]:
+            markers.append((step, chord.symbol() if chord is not None else NO_CHORD_MARKER))
+    return markers
+
+
+def with_markers(data: bytes, markers: Sequence[tuple[int, str]]) -> bytes:
+    """A written MIDI file with marker events added to its first track at the given grid steps:
+    DAWs show them on the timeline, and read_midi gives them back (pretty_midi writes none)."""
+    if not markers:
+        return data
+    import mido  # noqa: PLC0415 - pretty_midi's own writer
+
+    midi = mido.MidiFile(file=io.BytesIO(data))
+    ticks_per_step = midi.ticks_per_beat / STEPS_PER_BEAT
+    timed, tick = [], 0
+    for message in midi.tracks[0]:
+        tick += message.time
+        timed.append((tick, 0, message))
+    timed += [(round(step * ticks_per_step), 1, mido.MetaMessage("marker", text=text)) for step, text in markers]
+    end = max(t for t, _, m in timed)
+    timed = [(t, o, m) for t, o, m in timed if m.type != "end_of_track"]
+    timed.append((end, 2, mido.MetaMessage("end_of_track")))
+    timed.sort(key=lambda item: (item[0], item[1]))
+    track, last = mido.MidiTrack(), 0
+    for t, _, message in timed:
+        track.append(message.copy(time=t - last))
+        last = t
+    midi.tracks[0] = track
+    buffer = io.BytesIO()
+    midi.save(file=buffer)
     return buffer.getvalue()
+
+
+ARRANGEMENT_TRACKS = ("MELODY", "KEYS", "GUITAR", "CHORDS", "BASS", "DRUMS")
+
+
+def write_arrangement(arrangement, bpm: float = DEFAULT_BPM, chords: Sequence | None = None) -> bytes:
+    """A model.band.parts.Arrangement -> a type-1 MIDI file for a DAW: one named track per part
+    (MELODY, KEYS or GUITAR, BASS, DRUMS; the drums on channel 10) on its General MIDI program,
+    the tempo and 4/4 in the first track, and with `chords` (one Chord or None per step) a marker
+    naming each chord change. The bytes are written here directly: pretty_midi's writer (it sorts
+    with a comparison function) took ~20 ms a band, mido's messages ~15 ms, this ~1 ms."""
+    if chords is not None and len(chords) != arrangement.steps:
+        raise ValueError(f"{len(chords)} chords for {arrangement.steps} steps; give one chord (or None) per step")
+    ticks = ARRANGEMENT_RESOLUTION // STEPS_PER_BEAT  # per step
+    tempo = round(60_000_000 / bpm)  # microseconds a beat
+    meta = [(0, 0, b"\xff\x51\x03" + tempo.to_bytes(3, "big")), (0, 0, b"\xff\x58\x04\x04\x02\x18\x08")]
+    meta += [(round(step * ticks), 1, _meta(0x06, text))
+             for step, text in (chord_markers(chords) if chords is not None else [])]
+    tracks = [_track(meta)]
+    channels = iter([c for c in range(16) if c != DRUM_CHANNEL])
+    for part in arrangement.parts:
+        channel = DRUM_CHANNEL if part.is_drum else next(channels, 15)
+        timed = [(0, 0, _meta(0x03, part.name)), (0, 1, bytes((0xC0 | channel, part.program & 0x7F)))]
+        for note in part.notes:  # a note off before a note on at the same tick: repeated notes stay apart
+            on = max(0, round(note.start * ticks))
+            off = max(on + 1, round(note.end * ticks))
+            pitch, velocity = int(note.pitch) & 0x7F, max(1, min(127, int(note.velocity)))
+            timed.append((on, 3, bytes((0x90 | channel, pitch, velocity))))
+            timed.append((off, 2, bytes((0x80 | channel, pitch, 0))))
+        tracks.append(_track(timed))
+    header = b"MThd" + (6).to_bytes(4, "big") + (1).to_bytes(2, "big") + len(tracks).to_bytes(2, "big")
+    return header + ARRANGEMENT_RESOLUTION.to_bytes(2, "big") + b"".join(tracks)
+
+
+ARRANGEMENT_RESOLUTION = 480  # ticks per beat
+DRUM_CHANNEL = 9  # General MIDI's channel 10, counted from 0
+
+
+def _varlen(value: int) -> bytes:
+    out = [value & 0x7F]
+    value >>= 7
+    while value:
+        out.append(0x80 | (value & 0x7F))
+        value >>= 7
+    return bytes(reversed(out))
+
+
+def _meta(kind: int, text: str) -> bytes:
+    data = text.encode("latin-1", "replace")
+    return bytes((0xFF, kind)) + _varlen(len(data)) + data
+
+
+def _track(timed: list[tuple[int, int, bytes]]) -> bytes:
+    """(tick, order at the same tick, event bytes) -> an MTrk chunk with delta times, ended."""
+    timed.sort(key=lambda item: (item[0], item[1]))
+    body, last = bytearray(), 0
+    for tick, _, event in timed:
+        body += _varlen(tick - last) + event
+        last = tick
+    body += b"\x00\xff\x2f\x00"
+    return b"MTrk" + len(body).to_bytes(4, "big") + bytes(body)

@@ -20,7 +20,8 @@ reduced to its top line (`model.music.events.monophonic`), quantised to the grid
 (`model.music.midi_io.read_midi`), and a sketch longer than `max_bars` keeps its last `max_bars` bars,
 since the continuation follows the end of the sketch (its last note counts for at most two bars).
 Bars are counted as 4 beats (the grid's bars) whatever the file's time signature. The tempo is the
-sketch's tempo at its first note.
+sketch's tempo at its first note. Its chords: the chord symbols in its markers or text events (the
+bot writes one at each change), else guessed from its other non-drum tracks.
 
 Typed-note mistakes raise `PrimerError`, unusable files `MidiError`; both are `ValueError`s with a
 message meant for the songwriter.
@@ -34,7 +35,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from model.defaults import BPM_RANGE, DEFAULT_BPM
-from model.music.chords import chords_from_tracks
+from model.music.chords import ChordError, chords_from_tracks, parse_chord
 from model.music.events import (
     MAX_PITCH,
     MIN_PITCH,
@@ -197,7 +198,10 @@ def primer_from_midi(source: bytes | str | os.PathLike, max_bars: int = DEFAULT_
     events, offset = notes_to_events(kept)
     low, high = BPM_RANGE
     bpm = min(max(midi.bpm, low), high)
-    chords = chords_from_tracks(midi.tracks, index, steps=offset + len(events))[offset:]
+    chords = chords_from_markers(midi.markers, offset + len(events))
+    if chords is None:  # no chord symbols: guessed from the other tracks' notes
+        chords = chords_from_tracks(midi.tracks, index, steps=offset + len(events))
+    chords = chords[offset:]
     return Primer(
         events=events,
         bpm=bpm,
@@ -208,6 +212,26 @@ def primer_from_midi(source: bytes | str | os.PathLike, max_bars: int = DEFAULT_
         program=track.program,
         trimmed_bars=offset // STEPS_PER_BAR - notes[0].start // STEPS_PER_BAR,
     )
+
+
+def chords_from_markers(markers: list[tuple[int, str]], steps: int) -> list | None:
+    """Per-step chords from a file's chord-symbol markers or text events (as the bot writes them:
+    one at each change, "N.C." for none), each lasting to the next; None when no marker reads as
+    a chord (section names such as "Verse" are passed over)."""
+    changes = []
+    for step, text in markers:
+        try:
+            changes.append((step, parse_chord(text)))
+        except ChordError:
+            continue
+    if not any(chord is not None for _, chord in changes):
+        return None
+    chords: list = [None] * steps
+    for number, (step, chord) in enumerate(changes):
+        end = changes[number + 1][0] if number + 1 < len(changes) else steps
+        for i in range(max(step, 0), min(end, steps)):
+            chords[i] = chord
+    return chords
 
 
 def pick_melody(tracks: list[Track]) -> tuple[int, Track]:

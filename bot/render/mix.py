@@ -62,6 +62,19 @@ HI_HATS = {42, 44, 46}  # one exclusive class: each closes the one before
 CHOKE_FADE_S = 0.005
 
 
+def load_mixer():
+    """pedalboard, or a RenderError saying how to install it (pyloudnorm and scipy: the same)."""
+    try:
+        import pedalboard
+        import pyloudnorm  # noqa: F401
+        import scipy.ndimage  # noqa: F401
+        import scipy.signal  # noqa: F401
+    except ImportError as error:
+        raise RenderError(f"the mixer's libraries are not installed: pip install pedalboard pyloudnorm "
+                          f"({error})") from error
+    return pedalboard
+
+
 def mix(arrangement, bpm: float, soundfont: str | None = None, deadline: float | None = None) -> np.ndarray:
     """The arrangement played, mixed and mastered -> (frames, 2) float32 at SAMPLE_RATE: its
     `steps` plus TAIL_S long, TARGET_LUFS integrated, sample peak <= CEILING_DBFS (silence stays
@@ -158,8 +171,7 @@ def _pan_gains(pan: float) -> np.ndarray:
 def master(dry: np.ndarray, send: np.ndarray, deadline: float) -> np.ndarray:
     """Room reverb on the send, bus compression, then loudness and peak: TARGET_LUFS under the
     limiter. (2, frames) in, (2, frames) out."""
-    import pedalboard
-
+    pedalboard = load_mixer()
     if time.monotonic() > deadline:
         raise RenderError("rendering took longer than the rendering timeout allowed and was stopped")
     bus = dry.copy()

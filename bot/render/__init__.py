@@ -42,7 +42,7 @@ from bot.render.audio import SAMPLE_RATE, SOUNDFONT_ENV, find_soundfont, load_fl
 from bot.render.errors import RenderError
 from bot.render.instruments import DEFAULT_INSTRUMENT, INSTRUMENTS, resolve_instrument
 from bot.render.leadsheet import engrave_lead_sheet, load_engraver
-from bot.render.mix import load_mixer, master, mix, render_bus
+from bot.render.mix import load_mixer, master, render_bus
 from bot.render.song import render_song
 from model.band.parts import Arrangement
 from model.midi_io import write_midi
@@ -54,7 +54,6 @@ __all__ = [
     "RenderError",
     "check_setup",
     "engrave_lead_sheet",
-    "mix",
     "render_song",
     "render_variations",
     "resolve_instrument",
@@ -146,8 +145,9 @@ def render_variations(
             midis = [write_midi(events, bpm, program, chords=harmony) for events, harmony in zip(melodies, chords)]
         lap("midi_write")
         layout = pianoroll.shared_layout(melodies, arrangements)
+        tall = any(pianoroll.band_parts(arrangement) for arrangement in arrangements)  # panels alike
         panels = [
-            pianoroll.draw_panel(events, primer_steps, layout, str(index + 1), progression, arrangement)
+            pianoroll.draw_panel(events, primer_steps, layout, str(index + 1), progression, arrangement, tall)
             for index, (events, progression, arrangement) in enumerate(zip(melodies, chords, arrangements))
         ]
         pngs = [pianoroll.png_bytes(panel) for panel in panels]

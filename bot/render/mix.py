@@ -59,7 +59,10 @@ DRUM_SPREAD = {
 }  # fmt: skip
 KICKS = {35, 36}
 HI_HATS = {42, 44, 46}  # one exclusive class: each closes the one before
-CHOKE_FADE_S = 0.005
+# How FluidSynth silences a note its exclusive class cuts: the volume envelope's release set to
+# -200 timecents (fluid_voice_kill_excl), 100 dB in 0.89 s.
+CHOKE_FADE_S = 2 ** (-200 / 1200)
+CHOKE_FADE_DB = 100.0
 
 
 def load_mixer():
@@ -143,19 +146,19 @@ def _render_part(part, frames_per_step: float, frames: int, soundfont: str, dead
 
 
 def _with_hats_closed(group: list[tuple], frames: int, soundfont: str, deadline: float) -> np.ndarray:
-    """Drum notes of one place in the kit, each hi-hat cut (with a short fade) where the next
-    hi-hat starts, as the kit's exclusive class does in FluidSynth."""
+    """Drum notes of one place in the kit, each hi-hat released fast where the next hi-hat
+    starts, as the kit's exclusive class does in FluidSynth."""
     audio = np.zeros(frames, dtype=np.float32)
     hats = sorted(note for note in group if note[4] in HI_HATS)
     others = [note for note in group if note[4] not in HI_HATS]
     render_notes(soundfont, others, frames, deadline, out=audio)
     fade = max(1, round(CHOKE_FADE_S * SAMPLE_RATE))
-    ramp = np.linspace(1.0, 0.0, fade, dtype=np.float32)
+    ramp = (10 ** (-CHOKE_FADE_DB / 20 * np.arange(fade) / fade)).astype(np.float32)
     for index, hat in enumerate(hats):
         until = hats[index + 1][0] if index + 1 < len(hats) else frames
         one = render_notes(soundfont, [(0, *hat[1:])], max(1, min(frames, until + fade) - hat[0]), deadline)
         cut = until - hat[0]
-        if cut < len(one):  # closed by the next hat: fade over CHOKE_FADE_S, then nothing
+        if cut < len(one):  # closed by the next hat: CHOKE_FADE_DB over CHOKE_FADE_S, then nothing
             one[cut : cut + fade] *= ramp[: len(one) - cut]
             one[cut + fade :] = 0.0
         audio[hat[0] : hat[0] + len(one)] += one[: frames - hat[0]]

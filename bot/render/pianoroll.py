@@ -92,13 +92,14 @@ def draw_panel(
     label: str = "",
     chords: Sequence | None = None,
     arrangement=None,
+    tall: bool = False,
 ) -> Image.Image:
-    """One variation's piano roll, PANEL_HEIGHT tall (BAND_PANEL_HEIGHT with a band); `chords` (a
-    model.chords.Chord or None per step) are named above the grid; `arrangement`'s band is drawn
-    faint beneath the melody."""
+    """One variation's piano roll, PANEL_HEIGHT tall (BAND_PANEL_HEIGHT with a band, or `tall`:
+    as tall as the other variations' with a band); `chords` (a model.chords.Chord or None per
+    step) are named above the grid; `arrangement`'s band is drawn faint beneath the melody."""
     low, high, steps = layout
     band = band_parts(arrangement)
-    height = BAND_PANEL_HEIGHT if band else PANEL_HEIGHT
+    height = BAND_PANEL_HEIGHT if band or tall else PANEL_HEIGHT
     image = Image.new("RGB", (WIDTH, height), BACKGROUND)
     draw = ImageDraw.Draw(image)
     top = HEADER + (CHORD_LANE if chords is not None else 0)

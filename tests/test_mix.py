@@ -29,8 +29,8 @@ from bot.render.audio import (
 )
 from bot.render.loudness import frame_peaks, integrated_loudness, limiter_gain
 from model.band.parts import Arrangement, BandNote, Part
-from model.chords import chords_per_step, parse_lead_sheet
 from model.defaults import BPM_RANGE
+from model.music.chords import chords_per_step, parse_lead_sheet
 
 FRAMES_PER_STEP = SAMPLE_RATE * 60 / BPM / 4
 

@@ -11,7 +11,7 @@ Every melody is the primer (the songwriter's first `primer_steps` events) follow
 continuation. To hear where the model takes over, the primer is played softer (velocity 70 against
 100) by default; `primer_gap=True` also puts one beat of silence between primer and continuation.
 The MIDI file in a Preview is the plain melody (one velocity, no gap) for the songwriter's DAW;
-with chords (one model.chords.Chord or None per step of the melody) it holds a MELODY and a CHORDS
+with chords (one model.music.chords.Chord or None per step of the melody) it holds a MELODY and a CHORDS
 track, the MP3 plays the chords softly under the melody and the piano roll names them. With
 arrangements (model.band: melody, keys, bass, drums), the MP3 plays the band and the piano roll
 shows it faint beneath the melody; the arranger's MIDI files are sent as given. Every MP3 is a
@@ -45,7 +45,7 @@ from bot.render.leadsheet import engrave_lead_sheet, load_engraver
 from bot.render.mix import load_mixer, master, render_bus
 from bot.render.song import render_song
 from model.band.parts import Arrangement
-from model.midi_io import write_midi
+from model.music.midi_io import write_midi
 
 __all__ = [
     "INSTRUMENTS",
@@ -104,7 +104,7 @@ def render_variations(
     (model.band; its MELODY part is the melody), mixed in stereo; without them each variation is
     the melody over its chords (style "none"), mixed the same way. `midis`: per variation, the
     MIDI file to send (the arranger's); without them, the melody and its chords
-    (model.midi_io.write_midi). Returns the previews, one PNG stacking all variations labelled
+    (model.music.midi_io.write_midi). Returns the previews, one PNG stacking all variations labelled
     1..N, and seconds spent per stage (synth, mix, midi_write, png, then mp3_encode: the wait for
     LAME once the rest is done; total)."""
     started = time.perf_counter()

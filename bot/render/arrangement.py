@@ -9,8 +9,8 @@ from dataclasses import replace
 
 from bot.render.audio import CONTINUATION_VELOCITY, PRIMER_VELOCITY
 from model.band.parts import Arrangement, BandNote, Part
-from model.events import STEPS_PER_BEAT, events_to_notes
-from model.midi_io import CHORD_PROGRAM, chord_notes
+from model.music.events import STEPS_PER_BEAT, events_to_notes
+from model.music.midi_io import CHORD_PROGRAM, chord_notes
 
 MELODY, CHORDS = "MELODY", "CHORDS"
 CHORDS_PAN = -0.2  # the block chords a little left of the melody: a stereo picture even without a band
@@ -18,7 +18,7 @@ CHORDS_PAN = -0.2  # the block chords a little left of the melody: a stereo pict
 
 def plain_arrangement(events: list[int], chords: Sequence | None, program: int) -> Arrangement:
     """The melody (velocity CONTINUATION_VELOCITY) on `program` and, with chords (one
-    model.chords.Chord or None per step), their sustained voicings (model.midi_io.chord_notes),
+    model.music.chords.Chord or None per step), their sustained voicings (model.music.midi_io.chord_notes),
     as long as the melody: until its last note ends (a trailing rest is not played)."""
     notes = events_to_notes(events, CONTINUATION_VELOCITY)
     steps = notes[-1].end if notes else 0

@@ -29,7 +29,7 @@ import numpy as np
 from bot.render.audio import DRUM_BANK, SAMPLE_RATE, find_soundfont, render_notes
 from bot.render.errors import RenderError
 from bot.render.loudness import frame_peaks, integrated_from_power, limiter_gain, weighted_power
-from model.events import STEPS_PER_BEAT
+from model.music.events import STEPS_PER_BEAT
 
 TARGET_LUFS = -14.0  # what streaming services normalise to
 LOUDNESS_TOLERANCE = 0.2  # LU; variations end within 2x this of each other (the MP3 adds ~0.05)

@@ -18,7 +18,7 @@ from functools import cache
 
 from PIL import Image, ImageDraw, ImageFont
 
-from model.events import STEPS_PER_BAR, STEPS_PER_BEAT, events_to_notes, pitch_name
+from model.music.events import STEPS_PER_BAR, STEPS_PER_BEAT, events_to_notes, pitch_name
 
 NOT_BAND = {"MELODY", "CHORDS"}  # an arrangement's parts that are not drawn as the band
 
@@ -95,7 +95,7 @@ def draw_panel(
     tall: bool = False,
 ) -> Image.Image:
     """One variation's piano roll, PANEL_HEIGHT tall (BAND_PANEL_HEIGHT with a band, or `tall`:
-    as tall as the other variations' with a band); `chords` (a model.chords.Chord or None per
+    as tall as the other variations' with a band); `chords` (a model.music.chords.Chord or None per
     step) are named above the grid; `arrangement`'s band is drawn faint beneath the melody."""
     low, high, steps = layout
     band = band_parts(arrangement)

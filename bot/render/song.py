@@ -14,7 +14,7 @@ from bot.render.leadsheet import engrave_lead_sheet
 from bot.render.mix import mix
 from bot.render.mp3 import encode as encode_mp3
 from model.band.parts import Arrangement
-from model.midi_io import write_midi
+from model.music.midi_io import write_midi
 
 SONG_TIMEOUT_S = 60.0  # seconds for a whole song (a jam's song can be many times a preview's length)
 
@@ -32,7 +32,7 @@ def render_song(
     arrangement: Arrangement | None = None,
     midi: bytes | None = None,
 ) -> tuple[bytes, bytes, bytes, bytes | None]:
-    """The song's events and per-step chords (model.chords.Chord or None per step; or None for
+    """The song's events and per-step chords (model.music.chords.Chord or None per step; or None for
     a melody only) -> (MIDI, MP3, lead-sheet PNG, lead-sheet PDF or None when pdf=False). The
     MP3 plays `arrangement` (model.band: the song arranged) when given, else the melody over its
     chords; the MIDI is `midi` (the arranger's) when given, else the melody and its chords. The

@@ -105,8 +105,8 @@ def render_variations(
     the melody over its chords (style "none"), mixed the same way. `midis`: per variation, the
     MIDI file to send (the arranger's); without them, the melody and its chords
     (model.music.midi_io.write_midi). Returns the previews, one PNG stacking all variations labelled
-    1..N, and seconds spent per stage (synth, mix, midi_write, png, then mp3_encode: the wait for
-    LAME once the rest is done; total)."""
+    1..N, and seconds: midi_write and png (this thread), audio_wait (for the audio once those are
+    done), total; synth, mix and mp3_encode summed over the variations' threads (they overlap)."""
     started = time.perf_counter()
     deadline = time.monotonic() + timeout
     if not melodies:
@@ -131,16 +131,24 @@ def render_variations(
         arrangements = [plain_arrangement(events, harmony, program) for events, harmony in zip(melodies, chords)]
     played = [for_preview(arrangement, primer_steps, soft_primer, primer_gap) for arrangement in arrangements]
 
-    # libfluidsynth, pedalboard and LAME release the GIL, so threads render and mix variations
-    # side by side; notes that variations share (the primer, the band) are rendered once
-    # (bot.render.audio.NoteCache). While LAME encodes, this thread writes MIDI and draws.
+    def audio_of(arrangement: Arrangement) -> tuple[bytes, float, dict[str, float]]:
+        """One variation's sound: rendered, mixed, encoded (MP3, seconds, seconds per stage)."""
+        began = time.perf_counter()
+        bus = render_bus(arrangement, bpm, soundfont, deadline)
+        rendered = time.perf_counter()
+        audio = master(*bus, deadline).T
+        mixed = time.perf_counter()
+        data = mp3.encode(audio)
+        spent = {"synth": rendered - began, "mix": mixed - rendered, "mp3_encode": time.perf_counter() - mixed}
+        return data, len(audio) / SAMPLE_RATE, spent
+
+    # Each variation goes render -> mix -> MP3 in a thread of its own (libfluidsynth, pedalboard,
+    # scipy and LAME release the GIL), so one variation's mix overlaps another's encoding; notes that
+    # variations share (the primer, the band) are rendered once (bot.render.audio.NoteCache).
+    # Meanwhile this thread writes the MIDI files and draws the piano rolls.
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     with ThreadPoolExecutor(min(cores, len(melodies))) as pool:
-        buses = list(pool.map(lambda a: render_bus(a, bpm, soundfont, deadline), played))
-        lap("synth")
-        mixes = list(pool.map(lambda bus: master(*bus, deadline).T, buses))
-        lap("mix")
-        encoding = [pool.submit(mp3.encode, audio) for audio in mixes]
+        sounds = [pool.submit(audio_of, arrangement) for arrangement in played]
         if midis is None:
             midis = [write_midi(events, bpm, program, chords=harmony) for events, harmony in zip(melodies, chords)]
         lap("midi_write")
@@ -153,9 +161,11 @@ def render_variations(
         pngs = [pianoroll.png_bytes(panel) for panel in panels]
         combined = pianoroll.png_bytes(pianoroll.stack(panels)) if len(panels) > 1 else pngs[0]
         lap("png")
-        mp3s = [future.result() for future in encoding]
-        lap("mp3_encode")  # what is left of it once the rest is done
+        results = [future.result() for future in sounds]
+        lap("audio_wait")  # what is left of the audio once the rest is done
+    mp3s, durations = [r[0] for r in results], [r[1] for r in results]
+    for stage in ("synth", "mix", "mp3_encode"):
+        timings[stage] = sum(r[2][stage] for r in results)  # work in the threads, summed: it overlaps
     timings["total"] = time.perf_counter() - started
-    durations = [len(audio) / SAMPLE_RATE for audio in mixes]
     previews = [Preview(*fields) for fields in zip(midis, mp3s, pngs, durations)]
     return previews, combined, timings

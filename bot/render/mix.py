@@ -42,7 +42,7 @@ DEFAULT_TIMEOUT_S = 30.0
 SILENCE_PEAK = 1e-4  # a part whose rendered peak is below this (linear) produced no sound
 
 # The room: a small, fairly damped space (pedalboard Reverb is Freeverb), fed by a send per part.
-ROOM = dict(room_size=0.35, damping=0.55, width=1.0, wet_level=1.0, dry_level=0.0)
+ROOM = dict(room_size=0.35, damping=0.55, width=1.0, wet_level=0.32, dry_level=0.0)  # wet/dry ~ -16 dB
 SEND_DB = {"MELODY": -13.0, "KEYS": -11.0, "GUITAR": -12.0, "CHORDS": -11.0, "BASS": -26.0, "DRUMS": -17.0}
 DEFAULT_SEND_DB = -13.0
 KICK_SEND_DB = -40.0  # kick and bass stay dry: reverb on them muddies the low end

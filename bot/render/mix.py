@@ -26,7 +26,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from bot.render.audio import DRUM_BANK, SAMPLE_RATE, find_soundfont, render_notes
+from bot.render.audio import DRUM_BANK, SAMPLE_RATE, TAIL_S, find_soundfont, render_notes
 from bot.render.errors import RenderError
 from bot.render.loudness import frame_peaks, integrated_from_power, limiter_gain, weighted_power
 from model.music.events import STEPS_PER_BEAT
@@ -36,7 +36,6 @@ LOUDNESS_TOLERANCE = 0.2  # LU; variations end within 2x this of each other (the
 CEILING_DBFS = -1.5  # sample peak before encoding; the MP3 decoder's overshoot stays under -1 dBFS
 REFERENCE_DB = -20.0  # the bus's RMS level (dBFS, sounding parts) going into the compressor
 MAX_TRIES = 6  # gains tried to reach the target under the limiter
-TAIL_S = 1.0  # seconds after the piece's last step: the last notes' release and the room
 FADE_S = 0.4  # seconds of fade-out at the end of the tail
 DEFAULT_TIMEOUT_S = 30.0
 SILENCE_PEAK = 1e-4  # a part whose rendered peak is below this (linear) produced no sound

@@ -1,17 +1,20 @@
-"""Melody (and chord) notes -> finished mono audio, synthesised in this process by libfluidsynth.
+"""Notes -> dry mono audio, synthesised in this process by libfluidsynth, a note at a time.
 
-Pipeline: a melody's events (and its chords' voicings) become notes -> each note is rendered
-alone by a FluidSynth synthesizer from pyfluidsynth (float samples, until its release has died
-away) and added into the preview at its frame -> numpy keeps a short tail, fades out and
-normalises the peak (bot.render.mp3 encodes the result). Synthesis is dry (no reverb or chorus)
-and FluidSynth sums its voices, so a note sounds the same wherever it is: rendered notes are
-kept (NoteCache, by soundfont, program, pitch, velocity and length), and a preview whose notes
-were heard before costs only the sums. Four variations over one primer and one set of chords
-share most notes, and a burst of requests shares more: a request whose notes were heard before
-synthesises in 0.005 s instead of 0.078 s (BENCHMARKS.md section 9). Synthesizers are kept per soundfont and reused, so
-the soundfont is read once per process: the `fluidsynth` program spent ~0.05 CPU-s starting per
-run, as much as rendering a 16 s melody. The deadline is checked between notes and every
-CHUNK_FRAMES of a note (a few milliseconds of work).
+render_notes: each (frame, frames held, bank, program, pitch, velocity) note is rendered alone by
+a FluidSynth synthesizer from pyfluidsynth (float samples, until its release has died away) and
+added in at its frame; bank DRUM_BANK plays a percussion kit as on MIDI channel 10. The mixer
+(bot.render.mix) renders every part of an arrangement this way, then pans, levels and masters.
+Synthesis is dry (no reverb or chorus: the mix has its own room) and FluidSynth sums its voices,
+so a note sounds the same wherever it is: rendered notes are kept (NoteCache, by soundfont, bank,
+program, pitch, velocity and FluidSynth blocks held), and a preview whose notes were heard before
+costs only the sums. Four variations over one primer and one band share most notes, and a burst
+of requests shares more: a request whose notes were heard before synthesises in 0.005 s instead
+of 0.078 s (BENCHMARKS.md section 9). Synthesizers are kept per soundfont and reused, so the
+soundfont is read once per process: the `fluidsynth` program spent ~0.05 CPU-s starting per run,
+as much as rendering a 16 s melody. The deadline is checked between notes and every CHUNK_FRAMES
+of a note (a few milliseconds of work). performance / accompaniment / synthesize / finish are the
+melody-over-chords path as it was before the mixer (mono, peak-normalised): kept for the
+benchmarks' comparison and the tests that check rendering notes apart against FluidSynth.
 
 midi2audio is not used: it calls the fluidsynth program without a timeout and ignores its
 failures (the program exits 0 after most of them), and a program start-up per request is the

@@ -1,7 +1,8 @@
 """A stereo mix (or mono PCM) -> MP3 in this process with LAME (the `lameenc` package), gapless.
 
 The ffmpeg program cost ~0.1 CPU-s to start per process, more than encoding a 16 s melody
-(~0.015 s in process); see BENCHMARKS.md. pydub is not used to encode: it runs the same ffmpeg
+(~0.015 s in process); see BENCHMARKS.md. Stereo costs LAME about 2.4x mono (~0.07 CPU-s for a
+17 s preview; BENCHMARKS.md, issue 22). pydub is not used to encode: it runs the same ffmpeg
 program.
 
 lameenc returns the audio frames only. LAME (and ffmpeg's libmp3lame) put an "Info" frame in front

@@ -23,6 +23,10 @@ from bot.render.errors import RenderError
 # Constant bit rate. Stereo (joint) at 22.05 kHz: 14 KB a second, so the four previews of a default
 # answer (8 bars and the primer) fit one Discord message even at 20 bpm (BENCHMARKS.md, issue 22).
 BITRATE_KBPS = 112
+# LAME as lameenc builds it scales what it encodes by 0.95 (-0.447 dB, at every frequency, mono or
+# stereo; measured by decoding with ffmpeg): undone before encoding, so that a preview mixed to
+# -14 LUFS is heard at -14 LUFS.
+LAME_GAIN = 0.95
 QUALITY = 7  # LAME algorithm quality, 0 (best, slowest) .. 9; 7 is as fast as 9 and sounds better
 ENCODER_DELAY = 576  # samples LAME 3.100 puts before the audio (decoders add 529 of their own)
 SAMPLES_PER_FRAME = 576  # MPEG-2 Layer III (sample rates below 32 kHz)
@@ -39,19 +43,18 @@ def load_lameenc():
     return lameenc
 
 
-def pcm16(audio: np.ndarray) -> np.ndarray:
-    """Float samples in [-1, 1] ((frames,) or (frames, channels)) -> int16, rounded (a sample
-    over full scale is clipped, not wrapped); int16 input is returned as it is."""
-    if audio.dtype == np.int16:
-        return audio
-    return np.round(np.clip(audio, -1.0, 1.0) * 32767).astype("<i2")
+def pcm16(audio: np.ndarray, gain: float = 1.0) -> np.ndarray:
+    """Float samples in [-1, 1] ((frames,) or (frames, channels)), or int16, times `gain` -> int16,
+    rounded (a sample over full scale is clipped, not wrapped)."""
+    scale = gain * (1.0 if audio.dtype == np.int16 else 32767.0)
+    return np.round(np.clip(audio * np.float32(scale), -32767, 32767)).astype("<i2")
 
 
 def encode(audio: np.ndarray) -> bytes:
     """Mono (frames,) or stereo (frames, 2) audio at SAMPLE_RATE, int16 or float -> a
     constant-bit-rate MP3 that decodes to exactly `audio`'s length (an Info frame with the encoder
     delay and padding comes first)."""
-    pcm = pcm16(audio)
+    pcm = pcm16(audio, 1 / LAME_GAIN)
     channels = 1 if pcm.ndim == 1 else pcm.shape[1]
     if channels not in SIDE_INFO_BYTES:
         raise RenderError(f"cannot encode {channels} channels; give mono or stereo audio")

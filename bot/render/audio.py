@@ -171,7 +171,10 @@ class _Synth:
         if synth.get_active_voice_count():  # a note stopped at a deadline
             self._silence()
         channel = DRUM_CHANNEL if bank == DRUM_BANK else 0
-        synth.program_select(channel, self.font, bank, program)
+        if synth.program_select(channel, self.font, bank, program) != 0:
+            # not in this soundfont (TimGM6mb has 8 of the kits, not every GS one): General MIDI's
+            # rule, the standard kit (or the piano), rather than whatever the channel held before
+            synth.program_select(channel, self.font, bank, 0)
         synth.noteon(channel, pitch, velocity)
         chunks = [self._write(self.blocks(held) * self.block, deadline)]
         synth.noteoff(channel, pitch)

@@ -68,8 +68,13 @@ CHOKE_FADE_DB = 100.0
 VELOCITY_STEP = 4
 
 
+_WARM = []  # whether load_mixer has run its libraries once in this process
+
+
 def load_mixer():
-    """pedalboard, or a RenderError saying how to install it (pyloudnorm and scipy: the same)."""
+    """pedalboard, or a RenderError saying how to install it (pyloudnorm and scipy: the same).
+    The first call also runs each library once on a few silent frames, so that the first preview
+    (and two threads importing at once) pays no start-up."""
     try:
         import pedalboard
         import pyloudnorm  # noqa: F401
@@ -78,6 +83,12 @@ def load_mixer():
     except ImportError as error:
         raise RenderError(f"the mixer's libraries are not installed: pip install pedalboard pyloudnorm "
                           f"({error})") from error
+    if not _WARM:
+        silence = np.zeros((2, SAMPLE_RATE), dtype=np.float32)
+        pedalboard.Compressor(**COMPRESSOR)(pedalboard.Reverb(**ROOM)(silence, SAMPLE_RATE), SAMPLE_RATE)
+        integrated_from_power(weighted_power(silence, SAMPLE_RATE), SAMPLE_RATE)
+        limiter_gain(frame_peaks(silence + 1.0), 0.5, SAMPLE_RATE)
+        _WARM.append(True)
     return pedalboard
 
 

@@ -240,3 +240,9 @@ def test_a_kit_the_soundfont_lacks_plays_the_standard_kit_and_bad_input_is_refus
     with pytest.raises(RenderError, match="3 arrangements for 4 melodies"):
         render_variations([legato([60, 64])] * 4, 0, BPM, arrangements=[band(1)] * 3)
     assert not np.abs(mixing.mix(Arrangement("test", 16, []), BPM)).any()  # no parts: silence, no error
+
+
+def test_a_note_played_early_from_the_first_step_still_sounds():
+    early = alone(Part("MELODY", 0, [BandNote(60, -0.3, 4, 100)]), 1)  # humanised ahead of the beat
+    out = mixing.mix(early, BPM)
+    assert np.abs(out[: round(0.1 * SAMPLE_RATE)]).max() > 0.1  # at the very start, not dropped

@@ -3,19 +3,21 @@
     audio = mix(arrangement, bpm)  # (frames, 2) float32 at SAMPLE_RATE, -14 LUFS, peak <= -1.7 dBFS
 
 Each part is rendered dry by libfluidsynth, note by note (bot.render.audio.render_notes: a note
-heard before is not rendered again), drums from the percussion bank as on MIDI channel 10. Then:
-each part levelled (Part.level_db) and panned (Part.pan, constant power; the drum kit spread
-around it by instrument), a light room reverb on a send (pedalboard's Reverb, more on the melody
-and keys than on bass and kick), bus compression (pedalboard's Compressor, on a bus first brought
-to a reference loudness so that it works the same on every answer), and the loudness set to
-TARGET_LUFS integrated (ITU-R BS.1770) under a lookahead peak limiter at CEILING_DBFS: the gain is
-found by measuring after limiting and trying again, so the variations of one answer end within
-LOUDNESS_TOLERANCE of the target and of each other. Same input, same samples.
+heard before is not rendered again; velocities to the nearest VELOCITY_STEP), drums from the
+percussion bank as on MIDI channel 10. Then: each part levelled (Part.level_db) and panned
+(Part.pan, constant power; the drum kit spread around it by instrument), a light room reverb on a
+mono send (pedalboard's Reverb, more on the melody and keys than on bass, none on the kick), bus
+compression (pedalboard's Compressor, on a bus first brought to a reference RMS level so that it
+works the same on every answer), and the loudness set to TARGET_LUFS integrated (ITU-R BS.1770)
+under a lookahead peak limiter at CEILING_DBFS: the loudness after limiting is predicted from the
+bus's K-weighted power and the gain corrected until it is within LOUDNESS_TOLERANCE, so the
+variations of one answer end within 2 x LOUDNESS_TOLERANCE of each other. Same input, same samples.
 
 Rendering notes apart and adding them is what FluidSynth does with reverb and chorus off, but for
 two things a channel does between notes, done here: a note struck again on the same key releases
 the one still sounding (its note-off moves to the new note-on), and a hi-hat closes an open one
-(the General MIDI kit's exclusive class: the open hat is cut within a few milliseconds).
+(the General MIDI kit's exclusive class: the open hat released fast, as FluidSynth does it).
+tests/test_mix.py compares both with FluidSynth playing the notes on one channel.
 """
 
 from __future__ import annotations
@@ -44,8 +46,8 @@ SILENCE_PEAK = 1e-4  # a part whose rendered peak is below this (linear) produce
 ROOM = dict(room_size=0.35, damping=0.55, width=1.0, wet_level=0.32, dry_level=0.0)  # wet/dry ~ -16 dB
 SEND_DB = {"MELODY": -13.0, "KEYS": -11.0, "GUITAR": -12.0, "CHORDS": -11.0, "BASS": -26.0, "DRUMS": -17.0}
 DEFAULT_SEND_DB = -13.0
-KICK_SEND_DB = -40.0  # kick and bass stay dry: reverb on them muddies the low end
-# Bus compression: glue, a few dB on the loudest moments of a bus at REFERENCE_LUFS.
+KICK_SEND_DB = -40.0  # the kick stays dry (the bass nearly): reverb on them muddies the low end
+# Bus compression: glue, a few dB on the loudest moments of a bus at REFERENCE_DB.
 COMPRESSOR = dict(threshold_db=-20.0, ratio=2.5, attack_ms=12.0, release_ms=150.0)
 
 # Where the kit's pieces sit around the drum part's pan (audience's view), General MIDI keys.
@@ -126,7 +128,7 @@ def render_bus(arrangement, bpm: float, soundfont: str, deadline: float) -> tupl
             for channel, gain in enumerate(_pan_gains(pan) * level):
                 add(dry[channel], mono, gain)
             add(send, mono, level * (10 ** (KICK_SEND_DB / 20) if dry_kick else part_send))
-        if not heard:
+        if not heard and min(n.start for n in part.notes) * frames_per_step < frames:
             raise RenderError(f"FluidSynth produced silence for the {part.name} part; is the soundfont "
                               "a General MIDI soundfont with a drum kit?")  # fmt: skip
     return dry, send
@@ -137,7 +139,7 @@ def _render_part(part, frames_per_step: float, frames: int, soundfont: str, dead
     one per place in the kit for drums."""
     bank = DRUM_BANK if part.is_drum else 0
     notes = sorted(part.notes, key=lambda n: (n.start, n.pitch))
-    onsets = [round(note.start * frames_per_step) for note in notes]
+    onsets = [max(0, round(note.start * frames_per_step)) for note in notes]  # humanised early: from 0
     # the next onset on the same key: FluidSynth releases a note struck again there
     next_same: dict[int, int] = {}
     release_at = [0] * len(notes)

@@ -123,7 +123,7 @@ def render_bus(arrangement, bpm: float, soundfont: str, deadline: float) -> tupl
         level = 10 ** (part.level_db / 20)
         part_send = 10 ** (SEND_DB.get(part.name, DEFAULT_SEND_DB) / 20)
         heard = False
-        for (pan, dry_kick), mono in _render_part(part, frames_per_step, frames, soundfont, deadline).items():
+        for (pan, dry_kick), mono in _render_part(part, frames_per_step, frames, soundfont, deadline):
             heard = heard or float(np.abs(mono[::8]).max()) >= SILENCE_PEAK  # (a drum hit is > 8 frames)
             for channel, gain in enumerate(_pan_gains(pan) * level):
                 add(dry[channel], mono, gain)
@@ -134,9 +134,9 @@ def render_bus(arrangement, bpm: float, soundfont: str, deadline: float) -> tupl
     return dry, send
 
 
-def _render_part(part, frames_per_step: float, frames: int, soundfont: str, deadline: float) -> dict:
-    """One part's notes -> {(pan, stays dry): mono float32 samples}: one entry for a melodic part,
-    one per place in the kit for drums."""
+def _render_part(part, frames_per_step: float, frames: int, soundfont: str, deadline: float):
+    """One part's notes -> ((pan, stays dry), mono float32 samples), one at a time (a whole song
+    is tens of MB a buffer): one for a melodic part, one per place in the kit for drums."""
     bank = DRUM_BANK if part.is_drum else 0
     notes = sorted(part.notes, key=lambda n: (n.start, n.pitch))
     onsets = [max(0, round(note.start * frames_per_step)) for note in notes]  # humanised early: from 0
@@ -156,13 +156,11 @@ def _render_part(part, frames_per_step: float, frames: int, soundfont: str, dead
         place = (max(-1.0, min(1.0, pan)), part.is_drum and note.pitch in KICKS)
         velocity = max(1, min(127, VELOCITY_STEP * round(note.velocity / VELOCITY_STEP)))
         groups[place].append((at, max(1, end - at), bank, part.program, note.pitch, velocity))
-    rendered = {}
     for place, group in groups.items():
         if part.is_drum and any(note[4] in HI_HATS for note in group):
-            rendered[place] = _with_hats_closed(group, frames, soundfont, deadline)
+            yield place, _with_hats_closed(group, frames, soundfont, deadline)
         else:
-            rendered[place] = render_notes(soundfont, group, frames, deadline)
-    return rendered
+            yield place, render_notes(soundfont, group, frames, deadline)
 
 
 def _with_hats_closed(group: list[tuple], frames: int, soundfont: str, deadline: float) -> np.ndarray:

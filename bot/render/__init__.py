@@ -18,10 +18,12 @@ shows it faint beneath the melody; the arranger's MIDI files are sent as given. 
 stereo mix at -14 LUFS (bot.render.mix).
 
 Everything runs in this process (no programs are started): libfluidsynth through pyfluidsynth
-with a General MIDI soundfont, LAME through lameenc, Pillow, and verovio + CairoSVG for lead
-sheets; see scripts/apt-packages.txt and pyproject.toml. Rendering blocks: from asyncio run it
-in a thread (asyncio.to_thread). Every failure raises RenderError with a message that says what
-is missing and how to install it; a render past its `timeout` stops within a few milliseconds.
+with a General MIDI soundfont, pedalboard and pyloudnorm (scipy) for the mix, LAME through
+lameenc, Pillow, and verovio + CairoSVG for lead sheets; see scripts/apt-packages.txt and
+pyproject.toml. Rendering blocks: from asyncio run it in a thread (asyncio.to_thread). Every
+failure raises RenderError with a message that says what is missing and how to install it; a
+render past its `timeout` stops within a few milliseconds while synthesising, or once the
+mix's current step (tens of milliseconds) is done.
 Modules: audio (FluidSynth, a note at a time), mix (parts -> stereo demo mix: pedalboard),
 loudness (BS.1770, limiter), arrangement (the plain melody-over-chords arrangement, soft primer,
 gap), mp3 (LAME), pianoroll (Pillow), leadsheet (verovio), song (the whole song), instruments, errors.

@@ -1,8 +1,14 @@
 """Time the preview renderer: N variations of a melody -> MIDI, MP3s and PNGs, per stage; with and
-without chords; the in-process synth and encoder against the programs they replaced; lead sheets.
+without chords; with a band (issue 22) against the renderer before it; the in-process synth and
+encoder against the programs they replaced; lead sheets.
 
     nice -n 15 .venv/bin/python benchmarks/render_bench.py [--variations 4] [--bars 8] [--bpm 120]
-        [--instrument piano] [--runs 7] [--no-programs] [--no-lead-sheet]
+        [--instrument piano] [--runs 7] [--no-programs] [--no-lead-sheet] [--only-band]
+
+"band vs before": the renderer before issue 22 (mono, dry, peak-normalised: its code, kept here as
+before_render from the same helpers) on the melodies over C | G | Am F, against render_variations
+with an arrangement per variation (melody, keys, bass, drums, made here as an arranger's would be:
+pop groove, humanised velocities and timing, keys different in each variation), mixed in stereo.
 
 The melodies are made here (a fixed-seed random walk: 2 bars of primer shared by all variations,
 the rest different), the chords are C | G | Am | F repeated, so the numbers need no model and no
@@ -33,15 +39,25 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bot.render import INSTRUMENTS, check_setup, mp3, render_variations  # noqa: E402
-from bot.render.audio import NOTES, SAMPLE_RATE, finish, performance, synthesize  # noqa: E402
+from bot.render import INSTRUMENTS, check_setup, mp3, pianoroll, render_variations  # noqa: E402
+from bot.render.audio import (  # noqa: E402
+    NOTES,
+    SAMPLE_RATE,
+    accompaniment,
+    finish,
+    performance,
+    synthesize,
+    with_chords,
+)
 from bot.render.leadsheet import engrave_lead_sheet, spell, split_value  # noqa: E402
+from model.band.parts import Arrangement, BandNote, Part  # noqa: E402
 from model.music.chords import chords_per_step, parse_lead_sheet  # noqa: E402
 from model.music.events import NO_EVENT, NOTE_OFF, STEPS_PER_BAR, events_to_notes, note_on  # noqa: E402
-from model.music.midi_io import write_midi  # noqa: E402
+from model.music.midi_io import chord_voicing, write_midi  # noqa: E402
 
 PRIMER_BARS = 2
-STAGES = ("synth", "trim_normalise", "midi_write", "png", "mp3_encode", "total")  # in the order they end
+# midi_write, png, audio_wait, total: this thread's; synth, mix, mp3_encode: summed over the threads
+STAGES = ("midi_write", "png", "audio_wait", "synth", "mix", "mp3_encode", "total")
 LEAD_SHEET_BARS = 32
 
 
@@ -170,6 +186,111 @@ def programs_table(args, melodies, primer_steps) -> None:
         print(f"{row(label, walls)} {statistics.median(cpus):9.3f}")
 
 
+def before_render(melodies, primer_steps, bpm, program, chords, soundfont, pool):
+    """render_variations as it was before issue 22 (its code, on the same helpers): mono, dry,
+    peak-normalised, the melody over block chords. Returns the previews' (MIDI, MP3, PNG) and the
+    combined PNG."""
+    deadline = time.monotonic() + 60
+    played = [with_chords(performance(e, primer_steps, False, True), accompaniment(c, primer_steps, False))
+              for e, c in zip(melodies, chords)]  # fmt: skip
+    rendered = list(pool.map(lambda p: synthesize(soundfont, p, program, bpm, deadline), played))
+    pcms = [finish(audio, bool(p.end)) for audio, p in zip(rendered, played)]
+    encoding = [pool.submit(mp3.encode, pcm) for pcm in pcms]
+    midis = [write_midi(e, bpm, program, chords=c) for e, c in zip(melodies, chords)]
+    layout = pianoroll.shared_layout(melodies)
+    panels = [pianoroll.draw_panel(e, primer_steps, layout, str(i + 1), c)
+              for i, (e, c) in enumerate(zip(melodies, chords))]  # fmt: skip
+    pngs = [pianoroll.png_bytes(panel) for panel in panels]
+    combined = pianoroll.png_bytes(pianoroll.stack(panels))
+    return list(zip(midis, [f.result() for f in encoding], pngs)), combined
+
+
+GROOVE = [(0, 36, 100), (6, 36, 80), (8, 36, 95), (4, 38, 100), (12, 38, 100)] + [(s, 42, 62) for s in range(0, 16, 2)]
+FILL = [(8, 38, 90), (10, 38, 95), (12, 48, 100), (13, 47, 100), (14, 45, 105), (15, 45, 110)]
+
+
+def band_arrangements(melodies, chords, seed: int = 22) -> list[Arrangement]:
+    """An arrangement per melody as an arranger would hand it over (pop): the melody humanised,
+    keys (eighth-note broken chords in F3..E4, ~11 notes a bar, different in each variation), a bass
+    on the kick (root, fifth, approach), drums (groove, a fill into every 4th bar, crash on bar 1)."""
+    arrangements = []
+    for number, (events, per_step) in enumerate(zip(melodies, chords)):
+        rng = random.Random(seed * 100 + number)
+        same = random.Random(seed)  # the bass and drums: the same in every variation (same chords)
+        melody = Part("MELODY", 0, [BandNote(n.pitch, n.start + rng.uniform(-0.08, 0.08), n.end,
+                                             min(127, 92 + (10 if n.start % 16 == 0 else 0) + rng.randint(-6, 6)))
+                                    for n in events_to_notes(events)])  # fmt: skip
+        keys = Part("KEYS", 4, pan=-0.25, level_db=-5.0)
+        bass = Part("BASS", 33, level_db=-4.0)
+        drums = Part("DRUMS", 0, is_drum=True, pan=0.05, level_db=-6.0)
+        for bar in range(len(events) // STEPS_PER_BAR):
+            at = bar * STEPS_PER_BAR
+            chord = per_step[at]
+            voicing = chord_voicing(chord)
+            upper = voicing[1:]
+            for step in range(0, 16, 2):
+                if rng.random() < 0.7:
+                    pitch = upper[(step // 2 + rng.randint(0, 1)) % len(upper)]
+                    keys.notes.append(BandNote(pitch, at + step + rng.uniform(-0.1, 0.1), at + step + 2,
+                                               66 + rng.randint(-8, 8)))  # fmt: skip
+            root = voicing[0]
+            for step, pitch in ((0, root), (6, root), (8, root + 7), (14, root + 2)):
+                bass.notes.append(BandNote(pitch, at + step, at + step + 1.8, 90 + same.randint(-6, 6)))
+            groove = [hit for hit in GROOVE if hit[0] < 8] + FILL if bar % 4 == 3 else GROOVE
+            for step, key, velocity in groove:
+                drums.notes.append(BandNote(key, at + step, at + step + 1, min(127, velocity + same.randint(-5, 5))))
+            if bar == 0:
+                drums.notes.append(BandNote(49, at, at + 1, 100))
+        arrangements.append(Arrangement("pop", len(events), [melody, keys, bass, drums]))
+    return arrangements
+
+
+def band_table(args, melodies, primer_steps, chords) -> None:
+    """Before (melody over block chords, mono) vs the band mix, same melodies and chords,
+    interleaved; cold (note cache emptied before each run) and warm."""
+    soundfont, program = check_setup(), INSTRUMENTS[args.instrument]
+    arrangements = band_arrangements(melodies, chords)
+    notes = sum(len(p.notes) for a in arrangements for p in a.parts) / len(arrangements)
+    print(f"band: {notes:.0f} notes a variation (melody {len(arrangements[0].parts[0].notes)}, "
+          f"keys ~{len(arrangements[0].parts[1].notes)}, bass {len(arrangements[0].parts[2].notes)}, "
+          f"drums {len(arrangements[0].parts[3].notes)})")  # fmt: skip
+    cores = min(len(os.sched_getaffinity(0)), len(melodies))
+    with ThreadPoolExecutor(cores) as pool:
+        cases = [
+            ("before: melody + block chords", lambda: before_render(melodies, primer_steps, args.bpm, program,
+                                                                   chords, soundfont, pool)),
+            ("band mix: render_variations", lambda: render_variations(melodies, primer_steps, args.bpm,
+                                                                      chords=chords, arrangements=arrangements)),
+        ]  # fmt: skip
+        for cold in (True, False):
+            results = {label: ([], []) for label, _ in cases}
+            stages = []
+            for _label, function in cases:
+                function()  # warm-up
+            for _ in range(args.runs):
+                for label, function in cases:
+                    if cold:
+                        NOTES.clear()
+                    before_cpu, before = cpu_seconds(), time.perf_counter()
+                    result = function()
+                    results[label][0].append(time.perf_counter() - before)
+                    results[label][1].append(cpu_seconds() - before_cpu)
+                    if label.startswith("band"):
+                        stages.append(result[2])
+            print(f"\n{'every note new' if cold else 'every note heard before'}")
+            print(f"{'case':34s} {'wall p50':>9s} {'wall min':>9s} {'cpu p50':>9s}")
+            for label, (walls, cpus) in results.items():
+                print(f"{row(label, walls)} {statistics.median(cpus):9.3f}")
+            print("  band stages p50: " + ", ".join(f"{stage} {statistics.median(t[stage] for t in stages):.3f}"
+                                                    for stage in STAGES))  # fmt: skip
+            (before_walls, before_cpus), (band_walls, band_cpus) = results.values()
+            print(f"  band / before: wall p50 {statistics.median(band_walls) / statistics.median(before_walls):.2f}x, "
+                  f"cpu p50 {statistics.median(band_cpus) / statistics.median(before_cpus):.2f}x")  # fmt: skip
+        previews = render_variations(melodies, primer_steps, args.bpm, chords=chords, arrangements=arrangements)[0]
+        print(f"  band MP3s: {statistics.mean(len(p.mp3) for p in previews) / 1024:.0f} KiB each "
+              f"({mp3.BITRATE_KBPS} kbit/s stereo), {previews[0].duration_s:.2f} s")
+
+
 def lilypond_source(events: list[int], chords_per_bar: list[str], bpm: float) -> str:
     """The same lead sheet for LilyPond (C major spelling; enough to time the engraver)."""
     notes = events_to_notes(events)
@@ -244,6 +365,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--no-programs", action="store_true", help="skip the fluidsynth/ffmpeg comparison")
     parser.add_argument("--no-lead-sheet", action="store_true", help="skip the lead-sheet engraving")
+    parser.add_argument("--only-band", action="store_true", help="only the band vs before comparison")
     args = parser.parse_args()
 
     rng = random.Random(4)
@@ -260,6 +382,10 @@ def main() -> None:
         f"{args.instrument}, {args.runs} runs after 1 warm-up"
     )
     chords = [progression(len(m)) for m in melodies]
+    print("\n## band vs before (issue 22), interleaved")
+    band_table(args, melodies, primer_steps, chords)
+    if args.only_band:
+        return
     for cold in (True, False):
         heard = "every note new" if cold else "every note heard before"
         print(f"\n## melody only, {heard}")

@@ -1,7 +1,8 @@
-"""Previews rendered for real: libfluidsynth, the TimGM6mb soundfont and LAME, no mocks.
+"""Previews rendered for real: libfluidsynth, the TimGM6mb soundfont, pedalboard and LAME, no mocks.
 
-MP3s are decoded back with pydub (ffmpeg) and measured: length, level, peak, silence where there
-should be silence. Melodies are made here from C major scales at 120 bpm (a beat is 0.5 s).
+MP3s are decoded back with pydub (ffmpeg) and measured: length, loudness (pyloudnorm), peak,
+silence where there should be silence. Melodies are made here from C major scales at 120 bpm (a
+beat is 0.5 s). The band's mix: tests/test_mix.py.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from PIL import Image
 from pydub import AudioSegment
 
 from bot.render import INSTRUMENTS, RenderError, check_setup, mp3, pianoroll, render_variations, resolve_instrument
-from bot.render.audio import NOTES, PRIMER_VELOCITY, SAMPLE_RATE, TAIL_S, performance, synthesize
+from bot.render.audio import NOTES, PRIMER_VELOCITY, SAMPLE_RATE, performance, synthesize
+from bot.render.mix import TAIL_S
 from model.music.events import NO_EVENT, NOTE_OFF, events_to_notes, note_on
 from model.music.midi_io import read_midi
 
@@ -52,8 +54,17 @@ def render_variation(events: list[int], primer_steps: int, bpm: float, instrumen
 
 
 def decode(data: bytes) -> tuple[AudioSegment, np.ndarray]:
+    """The MP3 decoded: the segment, and its samples as (frames, channels) float64 (int16 scale)."""
     segment = AudioSegment.from_file(io.BytesIO(data), format="mp3")
-    return segment, np.array(segment.get_array_of_samples(), dtype=np.float64)
+    samples = np.array(segment.get_array_of_samples(), dtype=np.float64)
+    return segment, samples.reshape(-1, segment.channels)
+
+
+def lufs(samples: np.ndarray) -> float:
+    """Integrated loudness (ITU-R BS.1770-4) of decoded samples, by pyloudnorm."""
+    import pyloudnorm
+
+    return pyloudnorm.Meter(SAMPLE_RATE).integrated_loudness(samples / 32768)
 
 
 def dbfs(samples: np.ndarray) -> float:
@@ -75,29 +86,31 @@ def batch():
     return render_variations(BATCH, 32, BPM, "Strings")
 
 
-def test_mp3_is_mono_small_and_as_long_as_the_melody_plus_a_short_tail(preview):
-    segment, _ = decode(preview.mp3)
-    expected = len(SCALE) * STEP_S + TAIL_S  # 4.5 s
-    assert (segment.channels, segment.frame_rate) == (1, SAMPLE_RATE)
+def test_mp3_is_stereo_small_and_as_long_as_the_melody_plus_a_short_tail(preview):
+    segment, samples = decode(preview.mp3)
+    expected = len(SCALE) * STEP_S + TAIL_S  # 5 s
+    assert (segment.channels, segment.frame_rate) == (2, SAMPLE_RATE)
     assert segment.duration_seconds == pytest.approx(expected, abs=0.03)
     assert preview.duration_s == pytest.approx(expected, abs=0.001)
-    assert len(preview.mp3) < 100_000  # 96 kbit/s: ~54 KB for 4.5 s
+    assert len(preview.mp3) < 100_000  # 112 kbit/s: ~70 KB for 5 s
+    assert not np.array_equal(samples[:, 0], samples[:, 1])  # the room's reverb is stereo
 
 
-def test_mp3_is_loud_normalised_to_minus_1_dbfs_and_never_clips(preview):
+def test_mp3_is_at_minus_14_lufs_peaks_under_minus_1_dbfs_and_never_clips(preview):
     segment, samples = decode(preview.mp3)
-    assert segment.dBFS > -25  # not silent: a melody at a normal listening level
-    assert -2.0 < segment.max_dBFS < -0.5  # normalised to -1 dBFS; MP3 moves peaks a little
+    assert lufs(samples) == pytest.approx(-14.0, abs=1.0)  # decoded, as a listener hears it
+    assert segment.max_dBFS <= -1.0  # the MP3 moves peaks a little: the mix leaves room for it
     assert np.abs(samples).max() < 32767  # no clipped samples
 
 
 def test_mp3_decodes_to_exactly_the_samples_given_without_the_encoders_delay():
     for length in (300, SAMPLE_RATE + 123):  # shorter than one MP3 frame; a second and a bit
-        pcm = np.zeros(length, dtype=np.int16)
-        pcm[200] = 30000  # a click: where it comes out shows any delay
-        _, samples = decode(mp3.encode(pcm))
-        assert len(samples) == length  # the Info frame's padding is trimmed...
-        assert np.argmax(np.abs(samples)) == 200  # ...and its delay skipped (LAME's 1105 samples)
+        for channels in (1, 2):
+            pcm = np.zeros(length if channels == 1 else (length, 2), dtype=np.int16)
+            pcm[200] = 30000  # a click: where it comes out shows any delay
+            _, samples = decode(mp3.encode(pcm))
+            assert samples.shape == (length, channels)  # the Info frame's padding is trimmed...
+            assert np.argmax(np.abs(samples[:, 0])) == 200  # ...and its delay skipped (LAME's 1105 samples)
 
 
 def test_tail_fades_out_to_silence(preview):
@@ -122,7 +135,7 @@ def test_primer_is_played_softer_than_the_continuation():
     for rendered in (soft, loud):
         _, samples = decode(rendered.mp3)
         levels.append(dbfs(part(samples, 0.1, 1.9)) - dbfs(part(samples, 2.1, 3.9)))
-    assert levels[0] < levels[1] - 2.0
+    assert levels[0] < levels[1] - 2.0  # (the bus compressor evens it out a little)
     assert PRIMER_VELOCITY < 100
 
 
@@ -131,7 +144,8 @@ def test_primer_gap_adds_one_silent_beat(preview):
     segment, samples = decode(gapped.mp3)
     beat = 60 / BPM
     assert segment.duration_seconds == pytest.approx(decode(preview.mp3)[0].duration_seconds + beat, abs=0.03)
-    # The primer ends at 2.0 s and the continuation starts at 2.5 s: the release dies away between.
+    # The primer ends at 2.0 s and the continuation starts at 2.5 s: the release and the room's
+    # reverb die away between.
     assert dbfs(part(samples, 2.3, 2.48)) < dbfs(part(samples, 2.5, 4.5)) - 20
 
 
@@ -160,13 +174,15 @@ def test_render_variations_returns_all_previews_and_one_stacked_picture(batch):
     assert len(previews) == len(BATCH)
     image = Image.open(io.BytesIO(combined))
     assert image.size == (pianoroll.WIDTH, 4 * pianoroll.PANEL_HEIGHT + 3 * pianoroll.SEPARATOR)
-    assert set(timings) == {"midi_write", "synth", "trim_normalise", "mp3_encode", "png", "total"}
-    assert timings["total"] >= sum(value for stage, value in timings.items() if stage != "total") * 0.99
+    assert set(timings) == {"midi_write", "png", "audio_wait", "total", "synth", "mix", "mp3_encode"}
+    this_thread = ("midi_write", "png", "audio_wait")  # the others are summed over the threads
+    assert timings["total"] >= sum(timings[stage] for stage in this_thread) * 0.99
+    assert all(timings[stage] > 0 for stage in ("synth", "mix", "mp3_encode"))
     for preview, melody in zip(previews, BATCH):
         segment, samples = decode(preview.mp3)
         last_note_end = events_to_notes(melody)[-1].end  # the staccato one ends in a rest
         assert segment.duration_seconds == pytest.approx(last_note_end * STEP_S + TAIL_S, abs=0.03)
-        assert segment.dBFS > -30 and segment.max_dBFS < -0.5
+        assert lufs(samples) == pytest.approx(-14.0, abs=1.0) and segment.max_dBFS <= -1.0
         # Synthesizers are reused: the rest bar must stay silent (nothing left from the melody before).
         assert np.abs(part(samples, 0.0, 1.9)).max() < 30  # below -60 dBFS
 

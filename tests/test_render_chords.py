@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 from PIL import Image
-from test_render import BPM, REST_BAR, STEP_S, TAIL_S, dbfs, decode, legato, part
+from test_render import BPM, REST_BAR, STEP_S, TAIL_S, dbfs, decode, legato, lufs, part
 
 from bot.render import RenderError, pianoroll, render_variations
 from model.music.chords import chords_per_step, parse_chord, parse_lead_sheet
@@ -67,10 +67,11 @@ def test_chords_are_heard_under_the_melody_quieter_with_the_loudness_normalised(
     )
     (segment, samples), (_, plain) = decode(with_chords.mp3), decode(without.mp3)
     rest = (STEPS_PER_BAR * STEP_S + 0.3, 2 * STEPS_PER_BAR * STEP_S - 0.05)  # after the melody's release
-    assert dbfs(part(plain, *rest)) < -60  # without chords the rest bar is silent...
+    # without chords the rest bar is silent (but for the room's reverb of the melody dying away)...
+    assert dbfs(part(plain, *rest)) < dbfs(part(plain, 0.1, 1.9)) - 35
     assert dbfs(part(samples, *rest)) > -45  # ...with them the chord sounds there...
     assert dbfs(part(samples, *rest)) < dbfs(part(samples, 0.1, 1.9)) - 6  # ...well below melody + chords
-    assert -2.0 < segment.max_dBFS < -0.5  # still normalised, no clipping
+    assert lufs(samples) == pytest.approx(lufs(plain), abs=1.0) and segment.max_dBFS <= -1.0  # as loud
     assert with_chords.duration_s == pytest.approx(without.duration_s)
     assert [t.name for t in read_midi(with_chords.midi).tracks] == [MELODY_TRACK, CHORD_TRACK]
 
@@ -130,6 +131,7 @@ def fluidsynth_playing_together(soundfont: str, played, bpm: float) -> np.ndarra
     """The reference: one FluidSynth synthesizer playing every note of `played` in time order, as
     the renderer did before it rendered notes apart (mono float, same settings and length)."""
     from bot.render.audio import CHORD_CHANNEL, MELODY_CHANNEL, POLYPHONY, SAMPLE_RATE, SYNTH_GAIN, load_fluidsynth
+    from bot.render.audio import TAIL_S as SYNTHESIZE_TAIL_S
 
     fluidsynth = load_fluidsynth()
     options = {"synth.chorus.active": 0, "synth.reverb.active": 0, "synth.polyphony": POLYPHONY}
@@ -140,7 +142,7 @@ def fluidsynth_playing_together(soundfont: str, played, bpm: float) -> np.ndarra
     frames_per_step = SAMPLE_RATE * 60 / bpm / 4
     events = sorted([(start, 1, channel, pitch, velocity) for start, _, channel, pitch, velocity in played.notes]
                     + [(end, 0, channel, pitch, 0) for _, end, channel, pitch, _ in played.notes])  # fmt: skip
-    length = round(played.end * frames_per_step + TAIL_S * SAMPLE_RATE)
+    length = round(played.end * frames_per_step + SYNTHESIZE_TAIL_S * SAMPLE_RATE)
     chunks, done = [], 0
     for step, _, channel, pitch, velocity in [*events, (None, 0, 0, 0, 0)]:
         until = length if step is None else min(length, round(step * frames_per_step))

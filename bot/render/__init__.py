@@ -3,6 +3,8 @@ and the whole song of a jam with an engraved lead sheet.
 
     previews, combined_png, timings = render_variations(melodies, primer_steps=32, bpm=120)
     previews, combined_png, timings = render_variations(melodies, 32, 120, "strings", chords=[chords] * 4)
+    previews, combined_png, timings = render_variations(melodies, 32, 120, chords=[chords] * 4,
+                                                        arrangements=arrangements, midis=midis)
     midi, mp3, lead_sheet_png, lead_sheet_pdf = render_song(events, chords, bpm=120, instrument="piano")
 
 Every melody is the primer (the songwriter's first `primer_steps` events) followed by the model's
@@ -10,15 +12,21 @@ continuation. To hear where the model takes over, the primer is played softer (v
 100) by default; `primer_gap=True` also puts one beat of silence between primer and continuation.
 The MIDI file in a Preview is the plain melody (one velocity, no gap) for the songwriter's DAW;
 with chords (one model.music.chords.Chord or None per step of the melody) it holds a MELODY and a CHORDS
-track, the MP3 plays the chords softly under the melody and the piano roll names them.
+track, the MP3 plays the chords softly under the melody and the piano roll names them. With
+arrangements (model.band: melody, keys, bass, drums), the MP3 plays the band and the piano roll
+shows it faint beneath the melody; the arranger's MIDI files are sent as given. Every MP3 is a
+stereo mix at -14 LUFS (bot.render.mix).
 
 Everything runs in this process (no programs are started): libfluidsynth through pyfluidsynth
-with a General MIDI soundfont, LAME through lameenc, Pillow, and verovio + CairoSVG for lead
-sheets; see scripts/apt-packages.txt and pyproject.toml. Rendering blocks: from asyncio run it
-in a thread (asyncio.to_thread). Every failure raises RenderError with a message that says what
-is missing and how to install it; a render past its `timeout` stops within a few milliseconds.
-Modules: audio (FluidSynth, fade, normalise), mp3 (LAME), pianoroll (Pillow), leadsheet
-(verovio), song (the whole song), instruments, errors.
+with a General MIDI soundfont, pedalboard and pyloudnorm (scipy) for the mix, LAME through
+lameenc, Pillow, and verovio + CairoSVG for lead sheets; see scripts/apt-packages.txt and
+pyproject.toml. Rendering blocks: from asyncio run it in a thread (asyncio.to_thread). Every
+failure raises RenderError with a message that says what is missing and how to install it; a
+render past its `timeout` stops within a few milliseconds while synthesising, or once the
+mix's current step (tens of milliseconds) is done.
+Modules: audio (FluidSynth, a note at a time), mix (parts -> stereo demo mix: pedalboard),
+loudness (BS.1770, limiter), arrangement (the plain melody-over-chords arrangement, soft primer,
+gap), mp3 (LAME), pianoroll (Pillow), leadsheet (verovio), song (the whole song), instruments, errors.
 """
 
 from __future__ import annotations
@@ -31,22 +39,14 @@ from dataclasses import dataclass
 
 import bot.render.mp3 as mp3
 import bot.render.pianoroll as pianoroll
-from bot.render.audio import (
-    SAMPLE_RATE,
-    SOUNDFONT_ENV,
-    accompaniment,
-    find_soundfont,
-    finish,
-    load_fluidsynth,
-    load_soundfont,
-    performance,
-    synthesize,
-    with_chords,
-)
+from bot.render.arrangement import for_preview, plain_arrangement
+from bot.render.audio import SAMPLE_RATE, SOUNDFONT_ENV, find_soundfont, load_fluidsynth, load_soundfont
 from bot.render.errors import RenderError
 from bot.render.instruments import DEFAULT_INSTRUMENT, INSTRUMENTS, resolve_instrument
 from bot.render.leadsheet import engrave_lead_sheet, load_engraver
+from bot.render.mix import load_mixer, master, render_bus
 from bot.render.song import render_song
+from model.band.parts import Arrangement
 from model.music.midi_io import write_midi
 
 __all__ = [
@@ -66,21 +66,23 @@ DEFAULT_TIMEOUT_S = 30.0  # seconds for a whole request; synthesis stops when th
 
 @dataclass(frozen=True)
 class Preview:
-    midi: bytes  # the melody (and its CHORDS track) as a MIDI file, program = the chosen instrument
-    mp3: bytes  # mono MP3 as rendered (soft primer / primer gap / chords included)
+    midi: bytes  # the arranger's MIDI file, or the melody (and its CHORDS track) on the chosen instrument
+    mp3: bytes  # stereo MP3 as mixed (soft primer / primer gap / chords or band included)
     png: bytes  # piano roll of this variation
     duration_s: float  # length of the audio encoded in the MP3
 
 
 def check_setup(soundfont: str | None = None) -> str:
     """Raise RenderError if libfluidsynth, the soundfont (loaded for real: a damaged one fails
-    here), the MP3 encoder or the lead-sheet engraver is missing; return the soundfont path.
+    here), the mixer's libraries, the MP3 encoder or the lead-sheet engraver is missing; return
+    the soundfont path.
     Call it when the bot starts: a broken install shows up at once, and the loaded synthesizer
     is kept for the first request."""
     path = find_soundfont(soundfont)
     load_fluidsynth()
     load_soundfont(path)
     mp3.load_lameenc()
+    load_mixer()
     load_engraver()
     return path
 
@@ -96,11 +98,17 @@ def render_variations(
     soundfont: str | None = None,
     timeout: float = DEFAULT_TIMEOUT_S,
     chords: Sequence[Sequence | None] | None = None,
+    arrangements: Sequence[Arrangement] | None = None,
+    midis: Sequence[bytes] | None = None,
 ) -> tuple[list[Preview], bytes, dict[str, float]]:
     """Render every melody (events, primer first). `chords`: per variation, its per-step chords
-    (as long as the melody) or None. Returns the previews, one PNG stacking all variations
-    labelled 1..N, and seconds spent per stage (synth, trim_normalise, midi_write, png, then
-    mp3_encode: the wait for LAME once the rest is done; total)."""
+    (as long as the melody) or None. `arrangements`: per variation, what the band plays
+    (model.band; its MELODY part is the melody), mixed in stereo; without them each variation is
+    the melody over its chords (style "none"), mixed the same way. `midis`: per variation, the
+    MIDI file to send (the arranger's); without them, the melody and its chords
+    (model.music.midi_io.write_midi). Returns the previews, one PNG stacking all variations labelled
+    1..N, and seconds: midi_write and png (this thread), audio_wait (for the audio once those are
+    done), total; synth, mix and mp3_encode summed over the variations' threads (they overlap)."""
     started = time.perf_counter()
     deadline = time.monotonic() + timeout
     if not melodies:
@@ -108,8 +116,9 @@ def render_variations(
     if not bpm > 0 or primer_steps < 0:
         raise RenderError(f"cannot render at {bpm} bpm with a primer of {primer_steps} steps")
     chords = list(chords) if chords is not None else [None] * len(melodies)
-    if len(chords) != len(melodies):
-        raise RenderError(f"{len(chords)} chord lists for {len(melodies)} melodies")
+    for name, given in (("chord lists", chords), ("arrangements", arrangements), ("MIDI files", midis)):
+        if given is not None and len(given) != len(melodies):
+            raise RenderError(f"{len(given)} {name} for {len(melodies)} melodies")
     for number, (events, progression) in enumerate(zip(melodies, chords), 1):
         if progression is not None and len(progression) != len(events):
             raise RenderError(f"variation {number} has {len(events)} steps but {len(progression)} chords")
@@ -120,35 +129,45 @@ def render_variations(
     def lap(stage: str) -> None:
         timings[stage] = time.perf_counter() - started - sum(timings.values())
 
-    played = [
-        with_chords(performance(events, primer_steps, primer_gap, soft_primer),
-                    accompaniment(progression, primer_steps, primer_gap) if progression is not None else None)
-        for events, progression in zip(melodies, chords)
-    ]  # fmt: skip
+    if arrangements is None:
+        arrangements = [plain_arrangement(events, harmony, program) for events, harmony in zip(melodies, chords)]
+    played = [for_preview(arrangement, primer_steps, soft_primer, primer_gap) for arrangement in arrangements]
 
-    # libfluidsynth and LAME release the GIL, so threads render melodies side by side; notes that
-    # variations share (the primer, the chords) are rendered once (bot.render.audio.NoteCache).
-    # While LAME encodes, this thread writes the MIDI files and draws the piano rolls.
+    def audio_of(arrangement: Arrangement) -> tuple[bytes, float, dict[str, float]]:
+        """One variation's sound: rendered, mixed, encoded (MP3, seconds, seconds per stage)."""
+        began = time.perf_counter()
+        bus = render_bus(arrangement, bpm, soundfont, deadline)
+        rendered = time.perf_counter()
+        audio = master(*bus, deadline).T
+        mixed = time.perf_counter()
+        data = mp3.encode(audio)
+        spent = {"synth": rendered - began, "mix": mixed - rendered, "mp3_encode": time.perf_counter() - mixed}
+        return data, len(audio) / SAMPLE_RATE, spent
+
+    # Each variation goes render -> mix -> MP3 in a thread of its own (libfluidsynth, pedalboard,
+    # scipy and LAME release the GIL), so one variation's mix overlaps another's encoding; notes that
+    # variations share (the primer, the band) are rendered once (bot.render.audio.NoteCache).
+    # Meanwhile this thread writes the MIDI files and draws the piano rolls.
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     with ThreadPoolExecutor(min(cores, len(melodies))) as pool:
-        rendered = list(pool.map(lambda p: synthesize(soundfont, p, program, bpm, deadline), played))
-        lap("synth")
-        pcms = [finish(audio, bool(p.end)) for audio, p in zip(rendered, played)]
-        lap("trim_normalise")
-        encoding = [pool.submit(mp3.encode, pcm) for pcm in pcms]
-        midis = [write_midi(events, bpm, program, chords=progression) for events, progression in zip(melodies, chords)]
+        sounds = [pool.submit(audio_of, arrangement) for arrangement in played]
+        if midis is None:
+            midis = [write_midi(events, bpm, program, chords=harmony) for events, harmony in zip(melodies, chords)]
         lap("midi_write")
-        layout = pianoroll.shared_layout(melodies)
+        layout = pianoroll.shared_layout(melodies, arrangements)
+        tall = any(pianoroll.band_parts(arrangement) for arrangement in arrangements)  # panels alike
         panels = [
-            pianoroll.draw_panel(events, primer_steps, layout, str(index + 1), progression)
-            for index, (events, progression) in enumerate(zip(melodies, chords))
+            pianoroll.draw_panel(events, primer_steps, layout, str(index + 1), progression, arrangement, tall)
+            for index, (events, progression, arrangement) in enumerate(zip(melodies, chords, arrangements))
         ]
         pngs = [pianoroll.png_bytes(panel) for panel in panels]
         combined = pianoroll.png_bytes(pianoroll.stack(panels)) if len(panels) > 1 else pngs[0]
         lap("png")
-        mp3s = [future.result() for future in encoding]
-        lap("mp3_encode")  # what is left of it once the rest is done
+        results = [future.result() for future in sounds]
+        lap("audio_wait")  # what is left of the audio once the rest is done
+    mp3s, durations = [r[0] for r in results], [r[1] for r in results]
+    for stage in ("synth", "mix", "mp3_encode"):
+        timings[stage] = sum(r[2][stage] for r in results)  # work in the threads, summed: it overlaps
     timings["total"] = time.perf_counter() - started
-    durations = [len(pcm) / SAMPLE_RATE for pcm in pcms]
     previews = [Preview(*fields) for fields in zip(midis, mp3s, pngs, durations)]
     return previews, combined, timings

@@ -1,17 +1,20 @@
-"""Melody (and chord) notes -> finished mono audio, synthesised in this process by libfluidsynth.
+"""Notes -> dry mono audio, synthesised in this process by libfluidsynth, a note at a time.
 
-Pipeline: a melody's events (and its chords' voicings) become notes -> each note is rendered
-alone by a FluidSynth synthesizer from pyfluidsynth (float samples, until its release has died
-away) and added into the preview at its frame -> numpy keeps a short tail, fades out and
-normalises the peak (bot.render.mp3 encodes the result). Synthesis is dry (no reverb or chorus)
-and FluidSynth sums its voices, so a note sounds the same wherever it is: rendered notes are
-kept (NoteCache, by soundfont, program, pitch, velocity and length), and a preview whose notes
-were heard before costs only the sums. Four variations over one primer and one set of chords
-share most notes, and a burst of requests shares more: a request whose notes were heard before
-synthesises in 0.005 s instead of 0.078 s (BENCHMARKS.md section 9). Synthesizers are kept per soundfont and reused, so
-the soundfont is read once per process: the `fluidsynth` program spent ~0.05 CPU-s starting per
-run, as much as rendering a 16 s melody. The deadline is checked between notes and every
-CHUNK_FRAMES of a note (a few milliseconds of work).
+render_notes: each (frame, frames held, bank, program, pitch, velocity) note is rendered alone by
+a FluidSynth synthesizer from pyfluidsynth (float samples, until its release has died away) and
+added in at its frame; bank DRUM_BANK plays a percussion kit as on MIDI channel 10. The mixer
+(bot.render.mix) renders every part of an arrangement this way, then pans, levels and masters.
+Synthesis is dry (no reverb or chorus: the mix has its own room) and FluidSynth sums its voices,
+so a note sounds the same wherever it is: rendered notes are kept (NoteCache, by soundfont, bank,
+program, pitch, velocity and FluidSynth blocks held), and a preview whose notes were heard before
+costs only the sums. Four variations over one primer and one band share most notes, and a burst
+of requests shares more: a request whose notes were heard before synthesises in 0.005 s instead
+of 0.078 s (BENCHMARKS.md section 9). Synthesizers are kept per soundfont and reused, so the
+soundfont is read once per process: the `fluidsynth` program spent ~0.05 CPU-s starting per run,
+as much as rendering a 16 s melody. The deadline is checked between notes and every CHUNK_FRAMES
+of a note (a few milliseconds of work). performance / accompaniment / synthesize / finish are the
+melody-over-chords path as it was before the mixer (mono, peak-normalised): kept for the
+benchmarks' comparison and the tests that check rendering notes apart against FluidSynth.
 
 midi2audio is not used: it calls the fluidsynth program without a timeout and ignores its
 failures (the program exits 0 after most of them), and a program start-up per request is the
@@ -41,13 +44,16 @@ SYNTH_GAIN = 0.5  # FluidSynth master gain; float output cannot clip and the pea
 MAX_RELEASE_S = 10.0  # seconds a note's release may ring after its note-off before it is cut
 NOTE_CACHE_MB = 64  # rendered notes kept per process, the least recently used dropped first
 POLYPHONY = 64  # voices; a melody and 4-note chords with their releases need far fewer
-TAIL_S = 0.5  # seconds kept after the last note ends, for its release
+TAIL_S = 1.0  # seconds kept after the last note ends: its release and (bot.render.mix) the room
 FADE_S = 0.25  # seconds of fade-out at the end of the tail
 PEAK_DBFS = -1.0  # normalised peak level (headroom for the MP3 encoder's overshoot)
 SILENCE_PEAK = 1e-4  # a rendered peak below this (linear) means FluidSynth produced no sound
 PRIMER_VELOCITY = 70  # the primer is played softer than the continuation...
 CONTINUATION_VELOCITY = 100  # ...so a listener hears where the model takes over
 MELODY_CHANNEL, CHORD_CHANNEL = 0, 1
+DRUM_BANK = 128  # the SoundFont bank of percussion kits (General MIDI channel 10)
+DRUM_CHANNEL = 9  # MIDI channel 10, counted from 0 as FluidSynth does
+FLUID_BLOCK = 64  # frames FluidSynth computes at a time (FLUID_BUFSIZE); events act between blocks
 
 SOUNDFONT_ENV = "MELODYBOT_SOUNDFONT"
 DEFAULT_SOUNDFONTS = (
@@ -155,18 +161,23 @@ class _Synth:
         get_block.argtypes, get_block.restype = [ctypes.c_void_p], ctypes.c_int
         self.block = get_block(self.synth.synth)
 
-    def note(self, program: int, pitch: int, velocity: int, held: int, deadline: float) -> np.ndarray:
+    def note(self, program: int, pitch: int, velocity: int, held: int, deadline: float, bank: int = 0) -> np.ndarray:
         """One note alone, held `held` frames -> mono float samples from its note-on until its
         release has died away (at most MAX_RELEASE_S after the note-off). FluidSynth acts on
         events between blocks, so the note-off falls on the first block boundary at or after
-        `held` (at most 2.9 ms late at 22.05 kHz)."""
+        `held` (at most 2.9 ms late at 22.05 kHz). bank DRUM_BANK plays the percussion kit
+        `program` on MIDI channel 10 (FluidSynth's channel 9), as a General MIDI file would."""
         synth = self.synth
         if synth.get_active_voice_count():  # a note stopped at a deadline
             self._silence()
-        synth.program_select(0, self.font, 0, program)
-        synth.noteon(0, pitch, velocity)
-        chunks = [self._write(-(-held // self.block) * self.block, deadline)]
-        synth.noteoff(0, pitch)
+        channel = DRUM_CHANNEL if bank == DRUM_BANK else 0
+        if synth.program_select(channel, self.font, bank, program) != 0:
+            # not in this soundfont (TimGM6mb has 8 of the kits, not every GS one): General MIDI's
+            # rule, the standard kit (or the piano), rather than whatever the channel held before
+            synth.program_select(channel, self.font, bank, 0)
+        synth.noteon(channel, pitch, velocity)
+        chunks = [self._write(self.blocks(held) * self.block, deadline)]
+        synth.noteoff(channel, pitch)
         for _ in range(-(-round(MAX_RELEASE_S * SAMPLE_RATE) // CHUNK_FRAMES)):
             if not synth.get_active_voice_count():
                 break
@@ -174,6 +185,11 @@ class _Synth:
         else:  # a release that never ends (a looping sample in a broken soundfont): cut
             self._silence()
         return np.concatenate(chunks).mean(axis=1)
+
+    def blocks(self, held: int) -> int:
+        """FluidSynth blocks a note held `held` frames sounds before its note-off: notes held for
+        the same number of blocks sound the same (the cache's key)."""
+        return -(-held // self.block)
 
     def _silence(self) -> None:
         """Stop every voice. libfluidsynth 2.3's system reset lets a voice finish its release (up
@@ -269,23 +285,36 @@ def synthesize(
     """Render a performance to mono float samples at SAMPLE_RATE, last note's end + TAIL_S long
     (notes ringing past that are cut). Thread-safe: concurrent calls use separate synthesizers."""
     frames_per_step = SAMPLE_RATE * 60.0 / bpm / STEPS_PER_BEAT
-    audio = np.zeros(round(played.end * frames_per_step + TAIL_S * SAMPLE_RATE), dtype=np.float32)
-    font = _font_key(soundfont)
+    frames = round(played.end * frames_per_step + TAIL_S * SAMPLE_RATE)
     programs = {MELODY_CHANNEL: program, CHORD_CHANNEL: chord_program}
+    notes = []
+    for start, end, channel, pitch, velocity in played.notes:
+        at = round(start * frames_per_step)
+        notes.append((at, max(1, round(end * frames_per_step) - at), 0, programs[channel], pitch, velocity))
+    return render_notes(soundfont, notes, frames, deadline)
+
+
+def render_notes(soundfont: str, notes: Sequence[tuple[int, int, int, int, int, int]], frames: int,
+                 deadline: float, out: np.ndarray | None = None) -> np.ndarray:
+    """(frame, frames held, bank, program, pitch, velocity) notes, each rendered alone (or taken
+    from NOTES) and added at its frame -> mono float samples, `frames` long (added into `out`
+    when given). Thread-safe: concurrent calls use separate synthesizers."""
+    audio = np.zeros(frames, dtype=np.float32) if out is None else out
+    font = _font_key(soundfont)
     synth = None  # taken from the pool at the first note not heard before
     try:
-        for start, end, channel, pitch, velocity in played.notes:
+        for at, held, bank, program, pitch, velocity in notes:
             if time.monotonic() > deadline:
                 raise RenderError("FluidSynth took longer than the rendering timeout allowed and was stopped")
-            at = round(start * frames_per_step)
-            if at >= len(audio):
+            if at >= len(audio) or at < 0:
                 continue
-            held = max(1, round(end * frames_per_step) - at)
-            key = (font, programs[channel], pitch, velocity, held)
+            # Notes held for the same number of FluidSynth blocks sound the same (the note-off
+            # waits for the block's end), so they share one rendering.
+            key = (font, bank, program, pitch, velocity, -(-held // FLUID_BLOCK))
             samples = NOTES.get(key)
             if samples is None:
                 synth = synth or _POOL.acquire(font)
-                samples = synth.note(programs[channel], pitch, velocity, held, deadline)
+                samples = synth.note(program, pitch, velocity, held, deadline, bank)
                 NOTES.put(key, samples)
             length = min(len(samples), len(audio) - at)
             audio[at : at + length] += samples[:length]

@@ -1,7 +1,8 @@
-"""Mono 16-bit PCM -> MP3 in this process with LAME (the `lameenc` package), gapless.
+"""A stereo mix (or mono PCM) -> MP3 in this process with LAME (the `lameenc` package), gapless.
 
 The ffmpeg program cost ~0.1 CPU-s to start per process, more than encoding a 16 s melody
-(~0.015 s in process); see BENCHMARKS.md. pydub is not used to encode: it runs the same ffmpeg
+(~0.015 s in process); see BENCHMARKS.md. Stereo costs LAME about 2.4x mono (~0.07 CPU-s for a
+17 s preview; BENCHMARKS.md, issue 22). pydub is not used to encode: it runs the same ffmpeg
 program.
 
 lameenc returns the audio frames only. LAME (and ffmpeg's libmp3lame) put an "Info" frame in front
@@ -19,11 +20,17 @@ import numpy as np
 from bot.render.audio import SAMPLE_RATE
 from bot.render.errors import RenderError
 
-BITRATE_KBPS = 96  # constant bit rate, mono: 12 KiB per second, far below Discord's 10 MiB
+# Constant bit rate. Stereo (joint) at 22.05 kHz: 14 KB a second, so the four previews of a default
+# answer (8 bars and the primer) fit one Discord message even at 20 bpm (BENCHMARKS.md, issue 22).
+BITRATE_KBPS = 112
+# LAME as lameenc builds it scales what it encodes by 0.95 (-0.447 dB, at every frequency, mono or
+# stereo; measured by decoding with ffmpeg): undone before encoding, so that a preview mixed to
+# -14 LUFS is heard at -14 LUFS.
+LAME_GAIN = 0.95
 QUALITY = 7  # LAME algorithm quality, 0 (best, slowest) .. 9; 7 is as fast as 9 and sounds better
 ENCODER_DELAY = 576  # samples LAME 3.100 puts before the audio (decoders add 529 of their own)
 SAMPLES_PER_FRAME = 576  # MPEG-2 Layer III (sample rates below 32 kHz)
-SIDE_INFO_BYTES = 9  # MPEG-2, mono: where the Info tag starts after the 4-byte header
+SIDE_INFO_BYTES = {1: 9, 2: 17}  # MPEG-2, by channels: where the Info tag starts after the 4-byte header
 assert SAMPLE_RATE < 32000, "the frame layout above is MPEG-2's"
 
 
@@ -36,22 +43,34 @@ def load_lameenc():
     return lameenc
 
 
-def encode(pcm: np.ndarray) -> bytes:
-    """Mono int16 PCM at SAMPLE_RATE -> a constant-bit-rate MP3 that decodes to exactly `pcm`'s
-    length (an Info frame with the encoder delay and padding comes first)."""
+def pcm16(audio: np.ndarray, gain: float = 1.0) -> np.ndarray:
+    """Float samples in [-1, 1] ((frames,) or (frames, channels)), or int16, times `gain` -> int16,
+    rounded (a sample over full scale is clipped, not wrapped)."""
+    scale = gain * (1.0 if audio.dtype == np.int16 else 32767.0)
+    return np.round(np.clip(audio * np.float32(scale), -32767, 32767)).astype("<i2")
+
+
+def encode(audio: np.ndarray) -> bytes:
+    """Mono (frames,) or stereo (frames, 2) audio at SAMPLE_RATE, int16 or float -> a
+    constant-bit-rate MP3 that decodes to exactly `audio`'s length (an Info frame with the encoder
+    delay and padding comes first)."""
+    pcm = pcm16(audio, 1 / LAME_GAIN)
+    channels = 1 if pcm.ndim == 1 else pcm.shape[1]
+    if channels not in SIDE_INFO_BYTES:
+        raise RenderError(f"cannot encode {channels} channels; give mono or stereo audio")
     encoder = load_lameenc().Encoder()
     encoder.set_bit_rate(BITRATE_KBPS)
     encoder.set_in_sample_rate(SAMPLE_RATE)
-    encoder.set_channels(1)
+    encoder.set_channels(channels)
     encoder.set_quality(QUALITY)
     try:
-        frames = bytes(encoder.encode(pcm.astype("<i2").tobytes()) + encoder.flush())
+        frames = bytes(encoder.encode(np.ascontiguousarray(pcm).tobytes()) + encoder.flush())
     except RuntimeError as error:  # lameenc's only failure
         raise RenderError(f"LAME could not encode the MP3: {error}") from error
-    return info_frame(frames, len(pcm)) + frames
+    return info_frame(frames, len(pcm), channels) + frames
 
 
-def info_frame(frames: bytes, samples: int) -> bytes:
+def info_frame(frames: bytes, samples: int, channels: int = 1) -> bytes:
     """The LAME "Info" frame for a CBR stream of `frames` (lameenc's output) holding `samples`."""
     if len(frames) < 4 or frames[0] != 0xFF or frames[1] & 0xE0 != 0xE0:
         raise RenderError("LAME returned no MP3 frames")
@@ -71,7 +90,7 @@ def info_frame(frames: bytes, samples: int) -> bytes:
     lame += bytes(4 + 2 + 2 + 1) + bytes([min(BITRATE_KBPS, 255)])  # no peak or ReplayGain; ATH; bitrate
     lame += (ENCODER_DELAY << 12 | padding).to_bytes(3, "big")
     lame += bytes(1 + 1 + 2) + struct.pack(">I", total) + bytes(2)  # misc, gain, preset; length; music CRC
-    frame = bytes(header) + bytes(SIDE_INFO_BYTES) + tag + lame
+    frame = bytes(header) + bytes(SIDE_INFO_BYTES[channels]) + tag + lame
     frame += struct.pack(">H", _crc16(frame))  # the tag's CRC: of everything before it in the frame
     return frame + bytes(size - len(frame))
 

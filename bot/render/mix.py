@@ -1,0 +1,265 @@
+"""An arrangement (model.band.parts) -> a finished stereo mix, like a songwriter's demo.
+
+    audio = mix(arrangement, bpm)  # (frames, 2) float32 at SAMPLE_RATE, -14 LUFS, peak <= -1.7 dBFS
+
+Each part is rendered dry by libfluidsynth, note by note (bot.render.audio.render_notes: a note
+heard before is not rendered again; velocities to the nearest VELOCITY_STEP), drums from the
+percussion bank as on MIDI channel 10. Then: each part levelled (Part.level_db) and panned
+(Part.pan, constant power; the drum kit spread around it by instrument), a light room reverb on a
+mono send (pedalboard's Reverb, more on the melody and keys than on bass, none on the kick), bus
+compression (pedalboard's Compressor, on a bus first brought to a reference RMS level so that it
+works the same on every answer), and the loudness set to TARGET_LUFS integrated (ITU-R BS.1770)
+under a lookahead peak limiter at CEILING_DBFS: the loudness after limiting is predicted from the
+bus's K-weighted power and the gain corrected until it is within LOUDNESS_TOLERANCE, so the
+variations of one answer end within 2 x LOUDNESS_TOLERANCE of each other. Same input, same samples.
+
+Rendering notes apart and adding them is what FluidSynth does with reverb and chorus off, but for
+two things a channel does between notes, done here: a note struck again on the same key releases
+the one still sounding (its note-off moves to the new note-on), and a hi-hat closes an open one
+(the General MIDI kit's exclusive class: the open hat released fast, as FluidSynth does it).
+tests/test_mix.py compares both with FluidSynth playing the notes on one channel.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+
+import numpy as np
+
+from bot.render.audio import DRUM_BANK, SAMPLE_RATE, TAIL_S, find_soundfont, render_notes
+from bot.render.errors import RenderError
+from bot.render.loudness import frame_peaks, integrated_from_power, limiter_gain, weighted_power
+from model.music.events import STEPS_PER_BEAT
+
+TARGET_LUFS = -14.0  # what streaming services normalise to
+LOUDNESS_TOLERANCE = 0.2  # LU; variations end within 2x this of each other (the MP3 adds ~0.05)
+CEILING_DBFS = -1.7  # sample peak before encoding; MP3 moves peaks up to ~0.3 dB: decoded, <= -1 dBFS
+REFERENCE_DB = -20.0  # the bus's RMS level (dBFS, sounding parts) going into the compressor
+MAX_TRIES = 6  # gains tried to reach the target under the limiter
+FADE_S = 0.4  # seconds of fade-out at the end of the tail
+DEFAULT_TIMEOUT_S = 30.0
+SILENCE_PEAK = 1e-4  # a part whose rendered peak is below this (linear) produced no sound
+
+# The room: a small, fairly damped space (pedalboard Reverb is Freeverb), fed by a send per part.
+ROOM = dict(room_size=0.35, damping=0.55, width=1.0, wet_level=0.32, dry_level=0.0)  # wet/dry ~ -16 dB
+SEND_DB = {"MELODY": -13.0, "KEYS": -11.0, "GUITAR": -12.0, "CHORDS": -11.0, "BASS": -26.0, "DRUMS": -17.0}
+DEFAULT_SEND_DB = -13.0
+KICK_SEND_DB = -40.0  # the kick stays dry (the bass nearly): reverb on them muddies the low end
+# Bus compression: glue, a few dB on the loudest moments of a bus at REFERENCE_DB.
+COMPRESSOR = dict(threshold_db=-20.0, ratio=2.5, attack_ms=12.0, release_ms=150.0)
+
+# Where the kit's pieces sit around the drum part's pan (audience's view), General MIDI keys.
+DRUM_SPREAD = {
+    42: 0.3, 44: 0.3, 46: 0.3,  # hi-hats
+    49: -0.4, 57: 0.45, 55: -0.3, 52: 0.4,  # crashes, splash, china
+    51: 0.4, 59: 0.4, 53: 0.4,  # rides
+    41: -0.35, 43: -0.3, 45: -0.15, 47: 0.0, 48: 0.15, 50: 0.3,  # toms, low to high
+    54: 0.45, 70: 0.45, 69: 0.4, 39: -0.1,  # tambourine, maracas, cabasa, clap
+}  # fmt: skip
+KICKS = {35, 36}
+HI_HATS = {42, 44, 46}  # one exclusive class: each closes the one before
+# How FluidSynth silences a note its exclusive class cuts: the volume envelope's release set to
+# -200 timecents (fluid_voice_kill_excl), 100 dB in 0.89 s.
+CHOKE_FADE_S = 2 ** (-200 / 1200)
+CHOKE_FADE_DB = 100.0
+# Velocities are played to the nearest multiple of this (at most 2 away: ~0.5 dB, the timbre the
+# same), so that humanised parts reuse rendered notes: a part whose velocities wander by +-8
+# renders ~4x fewer distinct notes. The MIDI file keeps every velocity as the arranger wrote it.
+VELOCITY_STEP = 4
+
+
+_WARM = []  # whether load_mixer has run its libraries once in this process
+
+
+def load_mixer():
+    """pedalboard, or a RenderError saying how to install it (pyloudnorm and scipy: the same).
+    The first call also runs each library once on a few silent frames, so that the first preview
+    (and two threads importing at once) pays no start-up."""
+    try:
+        import pedalboard
+        import pyloudnorm  # noqa: F401
+        import scipy.ndimage  # noqa: F401
+        import scipy.signal  # noqa: F401
+    except ImportError as error:
+        raise RenderError(f"the mixer's libraries are not installed: pip install pedalboard pyloudnorm "
+                          f"({error})") from error
+    if not _WARM:
+        silence = np.zeros((2, SAMPLE_RATE), dtype=np.float32)
+        pedalboard.Compressor(**COMPRESSOR)(pedalboard.Reverb(**ROOM)(silence, SAMPLE_RATE), SAMPLE_RATE)
+        integrated_from_power(weighted_power(silence, SAMPLE_RATE), SAMPLE_RATE)
+        limiter_gain(frame_peaks(silence + 1.0), 0.5, SAMPLE_RATE)
+        _WARM.append(True)
+    return pedalboard
+
+
+def mix(arrangement, bpm: float, soundfont: str | None = None, deadline: float | None = None) -> np.ndarray:
+    """The arrangement played, mixed and mastered -> (frames, 2) float32 at SAMPLE_RATE: its
+    `steps` plus TAIL_S long, TARGET_LUFS integrated, sample peak <= CEILING_DBFS (silence stays
+    silence). Raises RenderError when a part with notes makes no sound or time runs out."""
+    if not bpm > 0:
+        raise RenderError(f"cannot render at {bpm} bpm")
+    deadline = time.monotonic() + DEFAULT_TIMEOUT_S if deadline is None else deadline
+    dry, send = render_bus(arrangement, bpm, find_soundfont(soundfont), deadline)
+    return master(dry, send, deadline).T
+
+
+def render_bus(arrangement, bpm: float, soundfont: str, deadline: float) -> tuple[np.ndarray, np.ndarray]:
+    """The parts rendered, levelled and panned -> (dry bus (2, frames): a channel a row, reverb
+    send (frames,): mono, the room spreads it)."""
+    frames_per_step = SAMPLE_RATE * 60.0 / bpm / STEPS_PER_BEAT
+    frames = round(arrangement.steps * frames_per_step + TAIL_S * SAMPLE_RATE)
+    dry = np.zeros((2, frames), dtype=np.float32)
+    send = np.zeros(frames, dtype=np.float32)
+    scaled = np.empty(frames, dtype=np.float32)  # one buffer for every gain x part: no temporaries
+
+    def add(row: np.ndarray, mono: np.ndarray, gain: float) -> None:
+        np.add(row, np.multiply(mono, np.float32(gain), out=scaled), out=row)
+
+    for part in arrangement.parts:
+        if not part.notes:
+            continue
+        level = 10 ** (part.level_db / 20)
+        part_send = 10 ** (SEND_DB.get(part.name, DEFAULT_SEND_DB) / 20)
+        heard = False
+        for (pan, dry_kick), mono in _render_part(part, frames_per_step, frames, soundfont, deadline):
+            heard = heard or float(np.abs(mono[::8]).max()) >= SILENCE_PEAK  # (a drum hit is > 8 frames)
+            for channel, gain in enumerate(_pan_gains(pan) * level):
+                add(dry[channel], mono, gain)
+            add(send, mono, level * (10 ** (KICK_SEND_DB / 20) if dry_kick else part_send))
+        if not heard and min(n.start for n in part.notes) * frames_per_step < frames:
+            raise RenderError(f"FluidSynth produced silence for the {part.name} part; is the soundfont "
+                              "a General MIDI soundfont with a drum kit?")  # fmt: skip
+    return dry, send
+
+
+def _render_part(part, frames_per_step: float, frames: int, soundfont: str, deadline: float):
+    """One part's notes -> ((pan, stays dry), mono float32 samples), one at a time (a whole song
+    is tens of MB a buffer): one for a melodic part, one per place in the kit for drums."""
+    bank = DRUM_BANK if part.is_drum else 0
+    notes = sorted(part.notes, key=lambda n: (n.start, n.pitch))
+    onsets = [max(0, round(note.start * frames_per_step)) for note in notes]  # humanised early: from 0
+    # the next onset on the same key: FluidSynth releases a note struck again there
+    next_same: dict[int, int] = {}
+    release_at = [0] * len(notes)
+    for index in range(len(notes) - 1, -1, -1):
+        note = notes[index]
+        end = round(note.end * frames_per_step)
+        if note.pitch in next_same:
+            end = min(end, next_same[note.pitch])
+        release_at[index] = end
+        next_same[note.pitch] = onsets[index]
+    groups: dict[tuple[float, bool], list[tuple]] = defaultdict(list)
+    for note, at, end in zip(notes, onsets, release_at):
+        pan = part.pan + (DRUM_SPREAD.get(note.pitch, 0.0) if part.is_drum else 0.0)
+        place = (max(-1.0, min(1.0, pan)), part.is_drum and note.pitch in KICKS)
+        velocity = max(1, min(127, VELOCITY_STEP * round(note.velocity / VELOCITY_STEP)))
+        groups[place].append((at, max(1, end - at), bank, part.program, note.pitch, velocity))
+    for place, group in groups.items():
+        if part.is_drum and any(note[4] in HI_HATS for note in group):
+            yield place, _with_hats_closed(group, frames, soundfont, deadline)
+        else:
+            yield place, render_notes(soundfont, group, frames, deadline)
+
+
+def _with_hats_closed(group: list[tuple], frames: int, soundfont: str, deadline: float) -> np.ndarray:
+    """Drum notes of one place in the kit, each hi-hat released fast where the next hi-hat
+    starts, as the kit's exclusive class does in FluidSynth."""
+    audio = np.zeros(frames, dtype=np.float32)
+    hats = sorted(note for note in group if note[4] in HI_HATS)
+    others = [note for note in group if note[4] not in HI_HATS]
+    render_notes(soundfont, others, frames, deadline, out=audio)
+    fade = max(1, round(CHOKE_FADE_S * SAMPLE_RATE))
+    ramp = (10 ** (-CHOKE_FADE_DB / 20 * np.arange(fade) / fade)).astype(np.float32)
+    for index, hat in enumerate(hats):
+        until = hats[index + 1][0] if index + 1 < len(hats) else frames
+        one = render_notes(soundfont, [(0, *hat[1:])], max(1, min(frames, until + fade) - hat[0]), deadline)
+        cut = until - hat[0]
+        if cut < len(one):  # closed by the next hat: CHOKE_FADE_DB over CHOKE_FADE_S, then nothing
+            one[cut : cut + fade] *= ramp[: len(one) - cut]
+            one[cut + fade :] = 0.0
+        audio[hat[0] : hat[0] + len(one)] += one[: frames - hat[0]]
+    return audio
+
+
+def _pan_gains(pan: float) -> np.ndarray:
+    """Constant-power pan law: (left, right) gains with left^2 + right^2 = 1; centre -3 dB each."""
+    angle = (max(-1.0, min(1.0, pan)) + 1) * math.pi / 4
+    return np.array([math.cos(angle), math.sin(angle)], dtype=np.float32)
+
+
+def master(dry: np.ndarray, send: np.ndarray, deadline: float) -> np.ndarray:
+    """Room reverb on the send, bus compression, then loudness and peak: TARGET_LUFS under the
+    limiter. render_bus's (2, frames) dry bus and (frames,) send in, (2, frames) out."""
+    pedalboard = load_mixer()
+    if time.monotonic() > deadline:
+        raise RenderError("rendering took longer than the rendering timeout allowed and was stopped")
+    bus = dry.copy()
+    if np.abs(send).max() > 0:
+        bus += _room(send, pedalboard)
+    _fade_out(bus)
+    level = _level_db(bus)
+    if level is None:
+        return np.zeros_like(bus)  # silence stays silence
+    bus *= np.float32(10 ** ((REFERENCE_DB - level) / 20))
+    bus = pedalboard.Compressor(**COMPRESSOR)(bus, SAMPLE_RATE)
+    return _loudness_under_limiter(bus)
+
+
+def _room(send: np.ndarray, pedalboard) -> np.ndarray:
+    """The stereo reverb of the mono send, computed at half the sample rate (half the cost;
+    Freeverb scales its delays to the rate): a damped room has little above 5 kHz to lose."""
+    frames = len(send)
+    even = send[: frames - frames % 2]
+    half = 0.5 * (even[0::2] + even[1::2])  # a two-tap low-pass, then every other frame
+    wet = pedalboard.Reverb(**ROOM)(np.stack([half, half]), SAMPLE_RATE / 2)  # Freeverb decorrelates L, R
+    out = np.empty((2, frames), dtype=np.float32)
+    out[:, 0 : 2 * wet.shape[1] : 2] = wet
+    out[:, 1 : 2 * wet.shape[1] - 1 : 2] = 0.5 * (wet[:, :-1] + wet[:, 1:])  # linear interpolation
+    out[:, 2 * wet.shape[1] - 1 :] = wet[:, -1:]
+    return out
+
+
+def _level_db(bus: np.ndarray) -> float | None:
+    """The bus's RMS level (dBFS) over its sounding 100 ms blocks (those within 40 dB of the
+    loudest): what the compressor's threshold is set against. None for silence."""
+    hop = round(0.1 * SAMPLE_RATE)
+    blocks = bus.shape[1] // hop
+    if not blocks:
+        return None
+    power = np.einsum("cf,cf->f", bus[:, : blocks * hop], bus[:, : blocks * hop]).reshape(blocks, hop).mean(axis=1)
+    if power.max() <= (SILENCE_PEAK / 10) ** 2:
+        return None
+    sounding = power[power >= power.max() * 1e-4]
+    return float(10 * np.log10(sounding.mean()))
+
+
+def _loudness_under_limiter(bus: np.ndarray) -> np.ndarray:
+    """The gain that brings the bus to TARGET_LUFS once limited at CEILING_DBFS, applied with the
+    limiter. K-weighting is linear and the limiter's gain changes slowly (milliseconds), so the
+    loudness of (gain x limiter gain x bus) is predicted from the bus's K-weighted power measured
+    once: each try costs a limiter pass, not a measurement (the prediction is within ~0.05 LU of
+    measuring again; tests/test_mix.py measures with pyloudnorm)."""
+    power = weighted_power(bus, SAMPLE_RATE)
+    loudness = integrated_from_power(power, SAMPLE_RATE)
+    if not math.isfinite(loudness):  # shorter than one 400 ms block: the peak alone decides
+        return bus * np.float32(10 ** (CEILING_DBFS / 20) / max(float(np.abs(bus).max()), 1e-12))
+    peaks, ceiling = frame_peaks(bus), 10 ** (CEILING_DBFS / 20)
+    gain_db = TARGET_LUFS - loudness
+    best = None
+    for _ in range(MAX_TRIES):
+        gain = np.float32(10 ** (gain_db / 20)) * limiter_gain(peaks * 10 ** (gain_db / 20), ceiling, SAMPLE_RATE)
+        miss = TARGET_LUFS - integrated_from_power(power * gain.astype(np.float64) ** 2, SAMPLE_RATE)
+        if best is None or abs(miss) < abs(best[0]):
+            best = (miss, gain)
+        if abs(miss) <= LOUDNESS_TOLERANCE:
+            break
+        gain_db += miss  # the limiter took some loudness away: ask for that much more
+    return bus * best[1]
+
+
+def _fade_out(audio: np.ndarray) -> None:
+    fade = min(round(FADE_S * SAMPLE_RATE), audio.shape[1])
+    if fade:
+        audio[:, audio.shape[1] - fade :] *= np.linspace(1.0, 0.0, fade, dtype=np.float32) ** 2

@@ -383,7 +383,6 @@ class JamService:
         """The song's files (MIDI, MP3, lead sheet PNG and PDF) as one reply, rendered in a thread:
         the band in `style` plays it (the MIDI holds its parts and the chord markers)."""
         from bot.render import INSTRUMENTS, render_song, resolve_instrument
-        from bot.worker.rendering import band_arguments
         from model.band.arrange import arrange
         from model.music.midi_io import write_arrangement
 
@@ -396,7 +395,7 @@ class JamService:
             arrangement = arrange(events, objects, bpm, style, melody_program=program)
             midi = write_arrangement(arrangement, bpm, objects)
             _, mp3, png, pdf = render_song(events, objects, bpm, instrument, title=title, soundfont=soundfont,
-                                           **band_arguments(render_song, arrangement=arrangement, midi=midi))
+                                           arrangement=arrangement, midi=midi)
             return midi, mp3, png, pdf
 
         midi, mp3, png, pdf = await asyncio.to_thread(render)

@@ -94,7 +94,7 @@ def _result(settings: Settings, sampled: Sampled, skip_render: bool) -> Result:
         soundfont = str(settings.soundfont) if settings.soundfont else None
         previews, combined, _ = render_variations(
             melodies, len(primer), job.bpm, job.instrument, soundfont=soundfont, chords=progressions,
-            **band_arguments(render_variations, arrangements=arrangements, midis=midis),
+            arrangements=arrangements, midis=midis,
         )
         variations = [Variation(m, midi, p.mp3, p.png, s) for m, midi, p, s in zip(melodies, midis, previews, sheets)]
     now = time.time()
@@ -125,15 +125,6 @@ def arrange_variations(job: Job, melodies: list[list[int]], primer_steps: int,
     return [arrange(melody, chords, job.bpm, job.style, seed=job.seed * 16 + number, primer_steps=primer_steps,
                     melody_program=program)
             for number, (melody, chords) in enumerate(zip(melodies, progressions))]
-
-
-def band_arguments(render, **arguments) -> dict:
-    """The arrangement(s) for a renderer that takes them (bot/render's mixer), nothing for one that
-    does not yet: the band's MIDI is written here either way."""
-    import inspect
-
-    accepted = inspect.signature(render).parameters
-    return {name: value for name, value in arguments.items() if name in accepted}
 
 
 def harmony_of(job: Job, primer: list[int], continuation: list[int], chords: list | None,

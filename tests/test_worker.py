@@ -14,8 +14,8 @@ from bot.settings import Settings
 from bot.worker.celery_worker import Batcher
 from bot.worker.generator import FIRST_PASS_ROWS, Generator
 from bot.worker.rendering import render_job
-from model.network import save_checkpoint
-from model.sampling import SamplingOptions, continue_melodies
+from model.melody.network import save_checkpoint
+from model.melody.sampling import SamplingOptions, continue_melodies
 
 CANDIDATES = SamplingOptions().candidates  # rows sampled per variation
 PRIMER = [26, 0, 0, 1, 30, 0, 0, 1, 33, 0, 0, 0, 1, 0, 0, 0]  # C4 E4 G4, a bar
@@ -196,7 +196,7 @@ def loud_generator(tmp_path_factory, tiny_config) -> Generator:
     untrained tiny one hardly does), so reading a row's padding would change its result."""
     import torch
 
-    from model.network import MelodyNet
+    from model.melody.network import MelodyNet
 
     torch.manual_seed(6)
     model = MelodyNet(tiny_config).eval()

@@ -45,10 +45,10 @@ from bot.jobs import Job, JobState, JobStatus
 from bot.queue import JobQueue, QueueError, QueueFull
 from bot.settings import Settings
 from bot.storage import NUMBER_EMOJIS, BotStore, local_message_id
-from model.chords import lead_sheet
 from model.defaults import DEFAULT_BPM, DEFAULT_TEMPERATURE, DEFAULT_TOP_P, length_problem
-from model.midi_io import MidiError
-from model.primer import PrimerError, parse_notes
+from model.music.chords import lead_sheet
+from model.music.midi_io import MidiError
+from model.music.primer import PrimerError, parse_notes
 
 log = logging.getLogger(__name__)
 

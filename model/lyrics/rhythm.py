@@ -29,8 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from model.events import STEPS_PER_BAR, STEPS_PER_BEAT
 from model.lyrics.syllables import Lyrics, LyricsError, Syllable
+from model.music.events import STEPS_PER_BAR, STEPS_PER_BEAT
 
 # Share of melody onsets at each sixteenth of the bar, and of inter-onset intervals of 1..16
 # steps, in POP909's training songs (734 songs, bars from the annotated downbeats).

@@ -96,10 +96,12 @@ def render_variations(
     soundfont: str | None = None,
     timeout: float = DEFAULT_TIMEOUT_S,
     chords: Sequence[Sequence | None] | None = None,
+    lyrics: Sequence[Sequence | None] | None = None,
 ) -> tuple[list[Preview], bytes, dict[str, float]]:
     """Render every melody (events, primer first). `chords`: per variation, its per-step chords
     (as long as the melody) or None. Returns the previews, one PNG stacking all variations
-    labelled 1..N, and seconds spent per stage (synth, trim_normalise, midi_write, png, then
+    labelled 1..N (`lyrics`: per variation, (step, syllable) pairs or None: lyric events in its
+    MIDI, labels on its piano roll), and seconds spent per stage (synth, trim_normalise, midi_write, png, then
     mp3_encode: the wait for LAME once the rest is done; total)."""
     started = time.perf_counter()
     deadline = time.monotonic() + timeout
@@ -136,12 +138,14 @@ def render_variations(
         pcms = [finish(audio, bool(p.end)) for audio, p in zip(rendered, played)]
         lap("trim_normalise")
         encoding = [pool.submit(mp3.encode, pcm) for pcm in pcms]
-        midis = [write_midi(events, bpm, program, chords=progression) for events, progression in zip(melodies, chords)]
+        words = list(lyrics) if lyrics is not None else [None] * len(melodies)
+        midis = [write_midi(events, bpm, program, chords=progression, lyrics=w)
+                 for events, progression, w in zip(melodies, chords, words)]
         lap("midi_write")
         layout = pianoroll.shared_layout(melodies)
         panels = [
-            pianoroll.draw_panel(events, primer_steps, layout, str(index + 1), progression)
-            for index, (events, progression) in enumerate(zip(melodies, chords))
+            pianoroll.draw_panel(events, primer_steps, layout, str(index + 1), progression, labels=w)
+            for index, (events, progression, w) in enumerate(zip(melodies, chords, words))
         ]
         pngs = [pianoroll.png_bytes(panel) for panel in panels]
         combined = pianoroll.png_bytes(pianoroll.stack(panels)) if len(panels) > 1 else pngs[0]

@@ -69,9 +69,11 @@ def draw_panel(
     layout: tuple[int, int, int],
     label: str = "",
     chords: Sequence | None = None,
+    labels: Sequence[tuple[int, str]] | None = None,
 ) -> Image.Image:
     """One variation's piano roll, PANEL_HEIGHT tall; `chords` (a model.music.chords.Chord or None per
-    step) are named above the grid."""
+    step) are named above the grid; `labels` ((step, text): a lyric's syllables) under the notes
+    starting at their steps."""
     low, high, steps = layout
     image = Image.new("RGB", (WIDTH, PANEL_HEIGHT), BACKGROUND)
     draw = ImageDraw.Draw(image)
@@ -116,6 +118,12 @@ def draw_panel(
         box = (x(note.start) + 1, y(note.pitch), max(x(note.start) + 2, x(note.end) - 2), y(note.pitch - 1) - 1)
         draw.rectangle(box, fill=colour)
 
+    if labels:
+        starts = {note.start: note for note in events_to_notes(events)}
+        small = _font(FONT_PX - 5)
+        for step, text in labels:
+            if step in starts and step < steps:
+                draw.text((x(step) + 1, y(starts[step].pitch - 1) + 1), text.strip(), TEXT, small, "lt")
     if chords is not None:
         _chord_symbols(draw, chords[:steps], x, top)
     if label:

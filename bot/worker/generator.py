@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from bot.jobs import GENERIC_ERROR, Job, JobState
 from bot.settings import Settings
 from bot.worker.rendering import Outcome, Sampled
-from model.defaults import DEFAULT_WEIGHTS, length_problem
+from model.defaults import DEFAULT_WEIGHTS, MAX_BARS, length_problem
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,13 @@ class Generator:
         if any(not isinstance(e, int) or not 0 <= e < NUM_CLASSES for e in job.primer):
             raise ValueError("the primer holds events the model does not know")
         primer = prepare_primer(job.primer)
+        if job.lyrics:  # the words' rhythm, one plan a variation (LyricsError is a ValueError: the job fails with it)
+            from dataclasses import replace
+
+            from model.lyrics.setting import set_lyrics
+
+            setting = set_lyrics(job.lyrics, primer, job.bars, job.variations, job.seed, job.melisma, MAX_BARS)
+            options = replace(options, rhythm=setting.rhythm)
         if not self.skip_render:
             from bot.render import RenderError, resolve_instrument
 

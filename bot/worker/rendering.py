@@ -70,16 +70,18 @@ def _result(settings: Settings, sampled: Sampled, skip_render: bool) -> Result:
     render_started = time.time()
     progressions = [harmony_of(job, primer, continuation, chords) for continuation in continuations]
     sheets = [lead_sheet(p) if p is not None else None for p in progressions]
+    words = lyric_placements(job, primer, len(continuations))
     if skip_render:
-        variations, combined = [Variation(m, b"", b"", b"", s) for m, s in zip(melodies, sheets)], b""
+        variations, combined = [Variation(m, b"", b"", b"", s, w) for m, s, w in zip(melodies, sheets, words)], b""
     else:
         from bot.render import render_variations
 
         soundfont = str(settings.soundfont) if settings.soundfont else None
         previews, combined, _ = render_variations(
-            melodies, len(primer), job.bpm, job.instrument, soundfont=soundfont, chords=progressions
+            melodies, len(primer), job.bpm, job.instrument, soundfont=soundfont, chords=progressions,
+            lyrics=words if job.lyrics else None,
         )
-        variations = [Variation(m, p.midi, p.mp3, p.png, s) for m, p, s in zip(melodies, previews, sheets)]
+        variations = [Variation(m, p.midi, p.mp3, p.png, s, w) for m, p, s, w in zip(melodies, previews, sheets, words)]
     now = time.time()
     key = detect_key(primer)
     return Result(
@@ -95,6 +97,18 @@ def _result(settings: Settings, sampled: Sampled, skip_render: bool) -> Result:
             "total": max(0.0, now - job.created_at),
         },
     )
+
+
+def lyric_placements(job: Job, primer: list[int], variations: int) -> list[list | None]:
+    """Per variation, [step, syllable] of each sung syllable (the plans the sampler followed: the
+    same inputs give the same plans), or None for each without words."""
+    if not job.lyrics:
+        return [None] * variations
+    from model.defaults import MAX_BARS
+    from model.lyrics.setting import set_lyrics
+
+    setting = set_lyrics(job.lyrics, primer, job.bars, job.variations, job.seed, job.melisma, MAX_BARS)
+    return [[list(pair) for pair in setting.placements(v)] for v in range(variations)]
 
 
 def harmony_of(job: Job, primer: list[int], continuation: list[int], chords: list | None) -> list | None:

@@ -138,10 +138,13 @@ def write_midi(
     velocity: int = 100,
     chords: Sequence | None = None,
     chord_program: int = CHORD_PROGRAM,
+    lyrics: Sequence[tuple[int, str]] | None = None,
 ) -> bytes:
     """Events -> a type-1 MIDI file (bytes) with one named track at a constant tempo. With
     `chords` (one model.music.chords.Chord or None per step, on the events' grid), two tracks:
-    MELODY (the events, on `program`) and CHORDS (chord_notes, on `chord_program`, its own channel)."""
+    MELODY (the events, on `program`) and CHORDS (chord_notes, on `chord_program`, its own channel).
+    `lyrics`: (step, syllable) pairs, written as lyric meta events in the melody's track at
+    their steps (model.lyrics: one a syllable, at its note, hyphenated as karaoke files are)."""
     if chords is not None and len(chords) != len(events):
         raise ValueError(f"{len(chords)} chords for {len(events)} steps; give one chord (or None) per step")
     pm = pretty_midi.PrettyMIDI(resolution=480, initial_tempo=bpm)
@@ -163,4 +166,32 @@ def write_midi(
         pm.instruments.append(instrument)
     buffer = io.BytesIO()
     pm.write(buffer)
+    return _with_lyrics(buffer.getvalue(), lyrics, pm.resolution // STEPS_PER_BEAT) if lyrics else buffer.getvalue()
+
+
+def _with_lyrics(data: bytes, lyrics: Sequence[tuple[int, str]], ticks_per_step: int) -> bytes:
+    """The file with a lyric meta event at each (step, text) in its first note track, before the
+    note-on at the same tick (pretty_midi would put them in the tempo track, away from the notes)."""
+    import mido
+
+    midi = mido.MidiFile(file=io.BytesIO(data))
+    track = midi.tracks[1]
+    timed, now = [], 0
+    for order, message in enumerate(track):  # at one tick: names and programs, note-offs, the lyric, note-ons
+        now += message.time
+        sounding = message.type == "note_on" and message.velocity > 0
+        timed.append((now, 3 if sounding else 1 if message.type in ("note_on", "note_off") else 0, order, message))
+    timed += [(step * ticks_per_step, 2, i, mido.MetaMessage("lyrics", text=text)) for i, (step, text) in
+              enumerate(lyrics)]
+    timed.sort(key=lambda item: item[:3])
+    end_of_track = [item for item in timed if item[3].type == "end_of_track"]
+    timed = [item for item in timed if item[3].type != "end_of_track"] + end_of_track
+    track.clear()
+    previous = 0
+    for tick, _, _, message in timed:
+        tick = max(tick, previous)
+        track.append(message.copy(time=tick - previous))
+        previous = tick
+    buffer = io.BytesIO()
+    midi.save(file=buffer)
     return buffer.getvalue()

@@ -2,8 +2,9 @@
 
 Lines (split by "/" or new lines) share the continuation's bars equally in whole bars (a bar left
 over goes to the line with the most syllables); each line starts on a bar line. Within a line the
-notes are legato, one onset per syllable, and the line ends on its longest note followed by a
-breath (a rest of at least an eighth) before the next line. The onsets are chosen by dynamic
+notes are one onset per syllable, each held to the next or (as often as POP909's singers do,
+SHORT_SHARE) a step or two less, and the line ends on its longest note followed by a breath (a
+rest of at least an eighth) before the next line. The onsets are chosen by dynamic
 programming over the sixteenth grid, minimising:
 - how rare the onset's position in the bar is, and how rare each inter-onset interval is, in
   POP909's training melodies (ONSET_SHARE, IOI_SHARE below; `python -m model.lab.lyrics_eval grid`
@@ -17,7 +18,7 @@ programming over the sixteenth grid, minimising:
 The line's longest-note rule is exact: the search runs once per cap on the inner intervals and
 keeps plans whose last note is at least that long. Each variation's plan adds seeded Gumbel noise
 to the position costs, so variations differ in rhythm as well as in pitch. With melisma, the
-longest inner note of a line (a quarter or longer) is sung as two slurred notes of one syllable.
+longest inner note of a line (an eighth or longer) is sung as two slurred notes of one syllable.
 
 `RhythmPlan.step_codes` turns the plan into what the sampler may do at each step (model.sampling).
 """
@@ -25,7 +26,7 @@ longest inner note of a line (a quarter or longer) is sung as two slurred notes 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -39,7 +40,7 @@ ONSET_SHARE = (0.1369, 0.0162, 0.0907, 0.0359, 0.0989, 0.0169, 0.0960, 0.0342,
 IOI_SHARE = (0.2464, 0.4774, 0.0462, 0.1131, 0.0088, 0.0317, 0.0055, 0.0223,
              0.0031, 0.0078, 0.0018, 0.0096, 0.0014, 0.0045, 0.0010, 0.0073)
 BREATH = 2  # steps of rest at least after each line (an eighth)
-LONGEST_NOTE = 16  # steps: a line's last note is held at most a whole note, then rests
+LONGEST_NOTE = 8  # steps: a line's last note is held at most a half note, then rests (POP909: 3% of notes are longer)
 OFF_BEAT_STRONG = 30.0  # cost of a strong syllable off the beat (in nats, as the priors)
 STRONG_ON_2_4 = 0.7  # a strong syllable on beat 2 or 4 rather than 1 or 3
 WEAK_ON_1_3 = 4.0  # a weak syllable on beat 1 or 3
@@ -48,7 +49,11 @@ WAIT = 0.15  # per step a line waits before its first note
 SHORT_LAST = 1.0  # a line's last note shorter than a quarter
 LONG_STRONG = 1.2  # less cost for a strong syllable held a dotted eighth, a quarter or a dotted quarter (sung long)
 NOISE = 0.6  # scale of the seeded Gumbel noise on each (syllable, position) cost
-CAPS = (1, 2, 3, 4, 6, 8, 12, 16)  # caps on a line's inner intervals tried (its last note at least as long)
+CAPS = (1, 2, 3, 4, 6, 8)  # caps on a line's inner intervals tried (its last note at least as long)
+# Articulation, as POP909's singers' notes: the share of notes (not a line's last) that end before
+# the next onset, by inter-onset interval 2..8 (more: the last), and how early: 1, 2 or 3 steps.
+SHORT_SHARE = {2: 0.43, 3: 0.52, 4: 0.56, 5: 0.66, 6: 0.67, 7: 0.73, 8: 0.69}
+GAP_SHARE = {2: (1.0,), 3: (0.75, 0.25), 4: (0.67, 0.27, 0.06), 5: (0.45, 0.35, 0.2)}  # 5: also for longer
 DEFAULT_BARS_PER_LINE = 2  # without bars=: two bars a line, more for a long line
 SYLLABLES_PER_BAR = 6  # ... so that a line has at most this many syllables a bar
 
@@ -169,7 +174,12 @@ def plan_rhythm(lyrics: Lyrics, bars: int, lead_in: int = 0, melisma: bool = Fal
         onsets, last_end = _line_onsets(syllables, end - start, rng)
         ends = onsets[1:] + [last_end]
         line_notes = [PlannedNote(start + t, start + e, number, s) for t, e, s in zip(onsets, ends, syllables)]
-        notes += _with_melisma(line_notes) if melisma else line_notes
+        if melisma:
+            line_notes = _with_melisma(line_notes)
+        for i, (note, following) in enumerate(zip(line_notes, line_notes[1:])):  # not the last, nor a slur
+            if following.syllable is not None:
+                line_notes[i] = replace(note, end=start + _articulated(note.start - start, note.end - start, rng))
+        notes += line_notes
     return RhythmPlan(bars * STEPS_PER_BAR, lead_in, tuple(s for s, _ in spans), tuple(notes))
 
 
@@ -225,13 +235,24 @@ def _line_onsets(syllables: list[Syllable], length: int, rng: np.random.Generato
     return onsets, onsets[-1] + int(last_length[onsets[-1]])
 
 
+def _articulated(onset: int, following: int, rng: np.random.Generator) -> int:
+    """Where a note that the next one follows at `following` ends: there, or a little before."""
+    interval = following - onset
+    if interval < 2 or rng.random() >= SHORT_SHARE[min(interval, max(SHORT_SHARE))]:
+        return following
+    shares = GAP_SHARE[min(interval, max(GAP_SHARE))]
+    gap = 1 + int(rng.choice(len(shares), p=np.asarray(shares) / sum(shares)))
+    return following - min(gap, interval - 1)
+
+
 def _with_melisma(notes: list[PlannedNote]) -> list[PlannedNote]:
-    """The longest inner note of a line (a quarter or more) as two slurred notes of its syllable."""
-    inner = [(n.end - n.start, -i) for i, n in enumerate(notes[:-1]) if n.end - n.start >= STEPS_PER_BEAT]
+    """The longest inner note of a line (an eighth or more) as two slurred notes of its syllable."""
+    inner = [(n.end - n.start, -i) for i, n in enumerate(notes[:-1]) if n.end - n.start >= 2]
     if not inner:
         return notes
     i = -max(inner)[1]
     note = notes[i]
-    middle = note.start + (note.end - note.start) // 2 // 2 * 2  # on an eighth-note step
+    half = (note.end - note.start) // 2
+    middle = note.start + (half // 2 * 2 if half >= 2 else half)  # on an eighth-note step when long enough
     return notes[:i] + [PlannedNote(note.start, middle, note.line, note.syllable),
                         PlannedNote(middle, note.end, note.line, None)] + notes[i + 1 :]

@@ -3,6 +3,7 @@
     python -m model.generate "C4 E4 G4 A4" --bars 8 --variations 4 --out out
     python -m model.generate "C4 E4 G4 A4" --chords "C | G | Am F | F" --bars 8 --out out
     python -m model.generate --midi sketch.mid --out out
+    python -m model.generate "C4 E4 G4 A4" --lyrics "walking down the empty street / every window dark" --out out
 
 Writes DIR/variation-N.mid (the primer, then the continuation, at the primer's tempo) and prints
 the key it heard and each path. With --chords (a lead sheet: bars split by "|", a bar's chords
@@ -20,6 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from model.defaults import BPM_RANGE, DEFAULT_BPM, DEFAULT_TEMPERATURE, DEFAULT_TOP_P, length_problem
+from model.lyrics.syllables import LyricsError
 from model.music.chords import ChordError, lead_sheet, parse_lead_sheet
 from model.music.events import STEPS_PER_BAR
 from model.music.midi_io import MidiError, write_midi
@@ -53,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--midi", type=Path,
                         help="a MIDI sketch to continue (its melody track); typed notes are then ignored")
     parser.add_argument("--max-bars", type=int, default=DEFAULT_MAX_BARS, help="bars of a sketch kept, its last ones")
-    parser.add_argument("--bars", type=int, default=8, help="length of each continuation in bars (default 8)")
+    parser.add_argument("--bars", type=int, help="length of each continuation in bars (default 8; with --lyrics, "
+                                                  "2 a line)")
     parser.add_argument("--variations", type=int, default=4, help="continuations to write (default 4)")
     parser.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE,
                         help=f"> 1 wilder, < 1 safer (default {DEFAULT_TEMPERATURE:g})")
@@ -68,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="sixteenths a note may be held or a rest may last, 0 for no limit (default 16)")
     parser.add_argument("--chords", default="", metavar="LEAD_SHEET",
                         help='chords for the continuation, e.g. "C | G | Am F | F" (bars split by |)')
+    parser.add_argument("--lyrics", default="", metavar="WORDS",
+                        help='words to set, lines split by / (e.g. "walking down the street / every window dark")')
+    parser.add_argument("--melisma", action="store_true", help="with --lyrics: a syllable may take two slurred notes")
     parser.add_argument("--weights", type=Path, help="network weights (default: the shipped ones)")
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU threads for torch (default 1: sampling goes step by step, more threads gain "
@@ -101,6 +107,14 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--threads must be at least 1, not {args.threads}")
     primer = load_primer(args.notes, args.midi, args.max_bars)  # before torch loads: bad notes fail fast
     sheet = parse_lead_sheet(args.chords) if args.chords.strip() else None  # so do bad chords
+    words = None
+    if args.lyrics.strip():  # and bad words, or too many for --bars
+        from model.defaults import MAX_BARS
+        from model.lyrics.setting import set_lyrics
+
+        words = set_lyrics(args.lyrics, primer.events, args.bars, args.variations, args.seed, args.melisma, MAX_BARS)
+        args.bars = words.bars
+    args.bars = args.bars or 8
     if args.bpm is None and primer.tempo_remark:
         print(f"note: {primer.tempo_remark}", file=sys.stderr)
     problem = length_problem(args.bars, args.bpm or primer.bpm)
@@ -122,7 +136,8 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
 
     options = SamplingOptions(bars=args.bars, variations=args.variations, temperature=args.temperature,
-                              top_p=args.top_p, seed=args.seed, keep_key=not args.no_key)
+                              top_p=args.top_p, seed=args.seed, keep_key=not args.no_key,
+                              rhythm=words.rhythm if words else None)
     if args.max_rest is not None:
         options = replace(options, max_rest=args.max_rest)
     try:
@@ -155,12 +170,14 @@ def run(args: argparse.Namespace) -> int:
     print(f"key: {key.name if key else 'none'}" + (" (not enforced)" if args.no_key else ""))
     if chords:
         print(f"chords: {lead_sheet(chords)}")
+    if words:
+        print(f"words: {words.lyrics.display()} ({args.bars} bars)")
     args.out.mkdir(parents=True, exist_ok=True)
     for number, continuation in enumerate(continuations, 1):
         path = args.out / f"variation-{number}.mid"
         track_chords = [None] * len(events) + chords if chords else None
         path.write_bytes(write_midi(events + continuation, bpm, args.program, f"melodybot variation {number}",
-                                    chords=track_chords))
+                                    chords=track_chords, lyrics=words.placements(number - 1) if words else None))
         print(path)
     return 0
 
@@ -168,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     try:
         return run(build_parser().parse_args(argv))
-    except (UsageError, PrimerError, MidiError, ChordError) as error:
+    except (UsageError, PrimerError, MidiError, ChordError, LyricsError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except OSError as error:  # the output folder cannot be written

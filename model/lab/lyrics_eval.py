@@ -12,9 +12,10 @@ polysyllabic words and stressed one-syllable content words on a beat; unstressed
 polysyllabic words off beats 1 and 3 (syllables by CMUdict's first pronunciation, as the bot).
 In-key: share of continuation notes in the song's annotated key.
 
-Musical protocol with lyrics: every held-out primer continued by 8 bars carrying four consecutive
-lines (2 bars each), 4 variations, scored against the real next 8 bars as model.lab.musical_eval
-does (OA per feature, their mean, in-key).
+Musical protocol with lyrics: every held-out primer continued by 8 bars carrying the next 2 to 6
+consecutive lines, as many as come nearest the notes the primer's own pace gives 8 bars (the
+sampler's primer_note_rate: a busy primer, wordy lines), 4 variations, scored against the real
+next 8 bars as model.lab.musical_eval does (OA per feature, their mean, in-key).
 """
 
 from __future__ import annotations
@@ -27,11 +28,13 @@ import numpy as np
 
 from model.lab.musical_eval import BARS, prepare, print_rows, score_pieces
 from model.lyrics.setting import LyricSetting, set_lyrics
-from model.melody.sampling import SamplingOptions, continue_melodies, load_model, prepare_primer
+from model.lyrics.syllables import parse_lyrics
+from model.melody.sampling import SamplingOptions, continue_melodies, load_model, prepare_primer, primer_note_rate
 from model.music.events import STEPS_PER_BAR, STEPS_PER_BEAT, events_to_notes
 
 LINES = Path(__file__).with_name("lyric_lines.txt")
 VARIATIONS = 4
+MAX_PACED_LINES = 6  # lines of one 8-bar continuation in the musical protocol (1 or 2 bars a line)
 
 
 def load_lines(path: Path = LINES) -> list[str]:
@@ -105,9 +108,27 @@ def alignment(model, protocol, texts: list[str], seed: int) -> dict:
             "unstressed_off_1_3": total("weak_off_1_3") / max(total("weak"), 1), "in_key": in_key(pieces, piece_keys)}
 
 
+def paced_prompts(lines: list[str], primers: list[list[int]], bars: int = BARS) -> list[str]:
+    """Per primer, the next consecutive lines (2 to MAX_PACED_LINES, cycling through `lines`) whose
+    syllables come nearest the notes its own pace would give `bars` bars (the sampler's
+    primer_note_rate): a songwriter with a busy primer writes wordy lines."""
+    counts = [len(parse_lyrics(line).lines[0].syllables) for line in lines]
+    texts, at = [], 0
+    for primer in primers:
+        target = primer_note_rate(primer) * bars * STEPS_PER_BAR
+        taken, total = 0, 0
+        while taken < MAX_PACED_LINES and (taken < 2 or abs(total + counts[(at + taken) % len(lines)] - target)
+                                           < abs(total - target)):
+            total += counts[(at + taken) % len(lines)]
+            taken += 1
+        texts.append(" / ".join(lines[(at + j) % len(lines)] for j in range(taken)))
+        at += taken
+    return texts
+
+
 def musical(model, protocol, lines: list[str], seed: int) -> dict:
-    texts = [" / ".join(lines[(4 * k + j) % len(lines)] for j in range(4)) for k in range(len(protocol.primers))]
     primers = [prepare_primer(p) for p in protocol.primers]
+    texts = paced_prompts(lines, primers)
     settings = [set_lyrics(t, p, BARS, VARIATIONS, seed) for t, p in zip(texts, primers)]
     options = [SamplingOptions(bars=BARS, variations=VARIATIONS, seed=seed, rhythm=s.rhythm) for s in settings]
     answers = continue_melodies(model, primers, options)

@@ -48,7 +48,8 @@ WEAK_ON_2_4 = 1.0  # a weak syllable on beat 2 or 4
 WAIT = 0.15  # per step a line waits before its first note
 SHORT_LAST = 1.0  # a line's last note shorter than a quarter
 LONG_STRONG = 1.2  # less cost for a strong syllable held a dotted eighth, a quarter or a dotted quarter (sung long)
-NOISE = 0.6  # scale of the seeded Gumbel noise on each (syllable, position) cost
+NOISE = 0.6  # the cheapest rhythm's fallback: seeded Gumbel noise of this scale on each (syllable, position) cost
+SAMPLE_TRIES = 8  # rhythms drawn for a line before the cheapest is taken
 CAPS = (1, 2, 3, 4, 6, 8)  # caps on a line's inner intervals tried (its last note at least as long)
 # Articulation, as POP909's singers' notes: the share of notes (not a line's last) that end before
 # the next onset, by inter-onset interval 2..8 (more: the last), and how early: 1, 2 or 3 steps.
@@ -201,21 +202,26 @@ _LONG = np.isin(np.arange(1, len(IOI_SHARE) + 1), (3, 4, 6)).astype(float)
 
 
 def _line_onsets(syllables: list[Syllable], length: int, rng: np.random.Generator) -> tuple[list[int], int]:
-    """Onsets (steps from the line's start) and the last note's end for one line of `length` steps."""
+    """Onsets (steps from the line's start) and the last note's end for one line of `length` steps:
+    sampled with probability exp(-cost), the last note the longest; else the cheapest rhythm."""
     n, room = len(syllables), length - BREATH  # every note ends by `room`
     unary = np.stack([_position_costs(s, room) for s in syllables])  # (n, room)
-    unary = unary + NOISE * rng.gumbel(size=unary.shape)
     unary[0] += WAIT * np.arange(room)
     # the last note: held to the breath, at most LONGEST_NOTE
     last_length = np.minimum(room - np.arange(room), LONGEST_NOTE)  # (room,)
     last_cost = np.where(last_length < STEPS_PER_BEAT, SHORT_LAST, 0.0)
+    interval_costs = [_IOI_COST - (LONG_STRONG * _LONG if s.strong else 0.0) for s in syllables]
+    sampled = _sampled_onsets(unary, interval_costs, last_length, last_cost, rng)
+    if sampled is not None:
+        return sampled, sampled[-1] + int(last_length[sampled[-1]])
+    unary = unary + NOISE * rng.gumbel(size=unary.shape)
     best: tuple[float, list[int]] | None = None
     for cap in CAPS:
         cost = unary[0].copy()
         back = np.zeros((n, room), dtype=np.int64)
         for i in range(1, n):
             options = np.full((cap, room), np.inf)
-            ioi_cost = _IOI_COST - (LONG_STRONG * _LONG if syllables[i - 1].strong else 0.0)
+            ioi_cost = interval_costs[i - 1]
             for gap in range(1, cap + 1):
                 options[gap - 1, gap:] = cost[:-gap] + ioi_cost[gap - 1]
             back[i] = options.argmin(0) + 1
@@ -233,6 +239,47 @@ def _line_onsets(syllables: list[Syllable], length: int, rng: np.random.Generato
         raise AssertionError(f"{n} syllables found no rhythm in {length} steps")
     onsets = best[1]
     return onsets, onsets[-1] + int(last_length[onsets[-1]])
+
+
+def _logsumexp(x: np.ndarray, axis: int) -> np.ndarray:
+    top = np.max(x, axis=axis, keepdims=True)
+    top = np.where(np.isfinite(top), top, 0.0)
+    with np.errstate(divide="ignore"):
+        return np.squeeze(top, axis) + np.log(np.exp(x - top).sum(axis))
+
+
+def _draw(log_weights: np.ndarray, rng: np.random.Generator) -> int:
+    weights = np.exp(log_weights - log_weights.max())
+    return int(rng.choice(len(weights), p=weights / weights.sum()))
+
+
+def _sampled_onsets(unary: np.ndarray, interval_costs: list, last_length: np.ndarray, last_cost: np.ndarray,
+                    rng: np.random.Generator) -> list[int] | None:
+    """Onsets drawn with probability exp(-cost) (forward filtering, backward sampling), inner
+    intervals up to LONGEST_NOTE; a draw whose last note is not the longest is drawn again (up to
+    SAMPLE_TRIES times), None if none is."""
+    n, room = unary.shape
+    cap = max(CAPS)
+    forward = [-unary[0]]
+    for i in range(1, n):
+        options = np.full((cap, room), -np.inf)
+        for gap in range(1, min(cap, room - 1) + 1):
+            options[gap - 1, gap:] = forward[-1][:-gap] - interval_costs[i - 1][gap - 1]
+        forward.append(_logsumexp(options, 0) - unary[i])
+    final = forward[-1] - last_cost
+    if not np.isfinite(final).any():
+        return None
+    for _ in range(SAMPLE_TRIES):
+        t = _draw(final, rng)
+        onsets = [t]
+        for i in range(n - 1, 0, -1):
+            gaps = np.arange(1, min(cap, t) + 1)
+            t -= int(gaps[_draw(forward[i - 1][t - gaps] - interval_costs[i - 1][gaps - 1], rng)])
+            onsets.append(t)
+        onsets.reverse()
+        if n == 1 or max(np.diff(onsets)) <= last_length[onsets[-1]]:
+            return onsets
+    return None
 
 
 def _articulated(onset: int, following: int, rng: np.random.Generator) -> int:

@@ -136,7 +136,7 @@ async def cmd_song(handler: CommandHandler, request: Request, args: str) -> list
     if jam is not None and jam.guild_id == request.guild_id and variation is None:
         template = Job.from_dict(jam.template)
         reply = await jams.song_reply(f"song-{jam.jam_id}", jam.song, jam.chords, template.bpm, template.instrument,
-                                      f"Jam {jam.jam_id}")  # fmt: skip
+                                      f"Jam {jam.jam_id}", words=await jams.jam_words(jam))  # fmt: skip
         reply.text = f"The song of jam {jam.jam_id} ({_rounds(jam)}): " + reply.text
         return [reply]
     status = await handler._job(request, words, "song")

@@ -78,6 +78,14 @@ def append_variation(song: list[int], events: list[int], primer_steps: int) -> l
     return list(song[:front]) + list(events)
 
 
+def append_words(words: list, song: list[int], variation, primer_steps: int) -> list:
+    """The song's sung syllables ([step, text]) after append_variation: the song's own, then the
+    variation's (Variation.lyrics: on its continuation), moved to where the variation lands."""
+    tail = 1 if len(song) > 1 and song[-1] == NOTE_OFF else 0
+    front = max(0, len(song) - tail - primer_steps)
+    return list(words) + [[front + step, text] for step, text in variation.lyrics or []]
+
+
 def step_symbols(sheet: str | None, steps: int) -> list[str | None] | None:
     """A lead sheet laid on `steps` steps as chord symbols (None: no chord), or None for no sheet.
     No length limit: a variation's sheet covers its whole primer (up to 64 bars) and more."""
@@ -367,7 +375,7 @@ class JamService:
         title = f"Jam {jam.jam_id}"
         try:
             reply = await self.song_reply(f"song-{jam.jam_id}", jam.song, jam.chords, template.bpm,
-                                          template.instrument, title)
+                                          template.instrument, title, words=await self.jam_words(jam))
         except Exception as error:
             log.exception("jam %s: rendering the song failed", jam.jam_id)
             reply = Reply(f"Sorry, I couldn't render the song of jam {jam.jam_id}: {error}")
@@ -378,15 +386,28 @@ class JamService:
                       f"{plural(bars_of(len(jam.song)), 'bar')}. Here is the whole song. " + reply.text)
         await self._say(jam.channel_id, reply)
 
+    async def jam_words(self, jam: Jam) -> list | None:
+        """Every closed round's words where they landed in the song (None: no round had words)."""
+        song, words = list(Job.from_dict(jam.template).primer), []
+        for closed in await self.store.jams.rounds(jam.jam_id):
+            status = await self.queue.get(closed.job_id)
+            if status is None or status.result is None or not 1 <= closed.winner <= len(status.result.variations):
+                return words or None  # forgotten: the words up to there
+            variation = status.result.variations[closed.winner - 1]
+            words = append_words(words, song, variation, status.result.primer_steps)
+            song = append_variation(song, variation.events, status.result.primer_steps)
+        return words or None
+
     async def song_reply(self, name: str, events: list[int], chords: list[str | None] | None, bpm: float,
-                         instrument: str, title: str, upload_limit: int = UPLOAD_LIMIT) -> Reply:
+                         instrument: str, title: str, upload_limit: int = UPLOAD_LIMIT, words: list | None = None
+                         ) -> Reply:
         """The song's files (MIDI, MP3, lead sheet PNG and PDF) as one reply, rendered in a thread."""
         from bot.render import render_song
 
         soundfont = str(self.settings.soundfont) if self.settings.soundfont else None
         started = time.perf_counter()
         midi, mp3, png, pdf = await asyncio.to_thread(render_song, events, chord_objects(chords), bpm, instrument,
-                                                      title=title, soundfont=soundfont)  # fmt: skip
+                                                      title=title, soundfont=soundfont, lyrics=words)  # fmt: skip
         log.info("%s rendered in %.2f s (%d bars)", name, time.perf_counter() - started, bars_of(len(events)))
         files = [OutFile(f"{name}.mid", midi), OutFile(f"{name}.mp3", mp3), OutFile(f"{name}-lead-sheet.png", png)]
         if pdf:

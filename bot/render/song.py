@@ -25,21 +25,24 @@ def render_song(
     soundfont: str | None = None,
     pdf: bool = True,
     timeout: float = SONG_TIMEOUT_S,
+    lyrics: Sequence | None = None,
 ) -> tuple[bytes, bytes, bytes, bytes | None]:
     """The song's events and per-step chords (model.music.chords.Chord or None per step; or None for
     a melody only) -> (MIDI, MP3, lead-sheet PNG, lead-sheet PDF or None when pdf=False). The
-    whole song plays at one loudness: no soft primer."""
+    whole song plays at one loudness: no soft primer. `lyrics`: (step, syllable) pairs, in the
+    MIDI as lyric events and under the lead sheet's notes."""
     deadline = time.monotonic() + timeout
     if not bpm > 0:
         raise RenderError(f"cannot render at {bpm} bpm")
     if chords is not None and len(chords) != len(events):
         raise RenderError(f"the song has {len(events)} steps but {len(chords)} chords")
     program = INSTRUMENTS[resolve_instrument(instrument)]
-    midi = write_midi(events, bpm, program, chords=chords)
+    midi = write_midi(events, bpm, program, chords=chords, lyrics=lyrics)
     soundfont = find_soundfont(soundfont)
     played = with_chords(performance(events, 0, False, False),
                          accompaniment(chords, 0, False) if chords is not None else None)  # fmt: skip
     audio = finish(synthesize(soundfont, played, program, bpm, deadline), bool(played.end))
     encoded = encode_mp3(audio)
-    png, pdf_bytes = engrave_lead_sheet(events, chords, bpm, title, pdf=pdf, timeout=deadline - time.monotonic())
+    png, pdf_bytes = engrave_lead_sheet(events, chords, bpm, title, pdf=pdf, timeout=deadline - time.monotonic(),
+                                        lyrics=lyrics)
     return midi, encoded, png, pdf_bytes

@@ -81,6 +81,9 @@ class Generator:
         started = time.perf_counter()
         model = load_model(str(self.settings.weights or DEFAULT_WEIGHTS), device)
         continue_melodies(model, [WARMUP_PRIMER], [SamplingOptions(bars=1, variations=1)])  # warm up
+        from model.lyrics.syllables import warm_up
+
+        warm_up()  # the pronouncing dictionary (~0.2 s), so the first job with words waits no longer
         self._renderer().wait_ready()
         self.model, self.device = model, device
         log.info("model and renderer loaded on %s and warmed up in %.1f s", device, time.perf_counter() - started)

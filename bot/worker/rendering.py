@@ -41,6 +41,9 @@ def warm_renderer(settings: Settings, skip_render: bool) -> None:
     if skip_render:
         return
     from bot.render import check_setup
+    from model.lyrics.syllables import warm_up
+
+    warm_up()  # the words' syllables are placed here too (lyric_placements)
 
     try:
         check_setup(str(settings.soundfont) if settings.soundfont else None)

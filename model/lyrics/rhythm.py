@@ -53,6 +53,9 @@ SAMPLE_TRIES = 8  # rhythms drawn for a line before the cheapest is taken
 CAPS = (1, 2, 3, 4, 6, 8)  # caps on a line's inner intervals tried (its last note at least as long)
 # Articulation, as POP909's singers' notes: the share of notes (not a line's last) that end before
 # the next onset, by inter-onset interval 2..8 (more: the last), and how early: 1, 2 or 3 steps.
+# Songs differ: the share per 8-bar piece is spread almost evenly from 0 to 1 (mean 0.48, sd 0.35),
+# so each plan draws its own level from Beta(ARTICULATION) and scales these shares by it / 0.48.
+ARTICULATION = (0.50, 0.54)
 SHORT_SHARE = {2: 0.43, 3: 0.52, 4: 0.56, 5: 0.66, 6: 0.67, 7: 0.73, 8: 0.69}
 GAP_SHARE = {2: (1.0,), 3: (0.75, 0.25), 4: (0.67, 0.27, 0.06), 5: (0.45, 0.35, 0.2)}  # 5: also for longer
 DEFAULT_BARS_PER_LINE = 2  # without bars=: two bars a line, more for a long line
@@ -168,6 +171,7 @@ def plan_rhythm(lyrics: Lyrics, bars: int, lead_in: int = 0, melisma: bool = Fal
     if not fits(counts, bars, lead_in):
         _too_many(counts, bars, bars_needed(counts, lead_in), bars)
     rng = np.random.default_rng(seed)
+    detached = rng.beta(*ARTICULATION) / 0.48  # this plan's articulation, relative to POP909's mean
     spans = _line_spans(counts, bars, lead_in)
     notes: list[PlannedNote] = []
     for number, (line, (start, end)) in enumerate(zip(lyrics.lines, spans)):
@@ -179,7 +183,8 @@ def plan_rhythm(lyrics: Lyrics, bars: int, lead_in: int = 0, melisma: bool = Fal
             line_notes = _with_melisma(line_notes)
         for i, (note, following) in enumerate(zip(line_notes, line_notes[1:])):  # not the last, nor a slur
             if following.syllable is not None:
-                line_notes[i] = replace(note, end=start + _articulated(note.start - start, note.end - start, rng))
+                end = _articulated(note.start - start, note.end - start, rng, detached)
+                line_notes[i] = replace(note, end=start + end)
         notes += line_notes
     return RhythmPlan(bars * STEPS_PER_BAR, lead_in, tuple(s for s, _ in spans), tuple(notes))
 
@@ -282,10 +287,10 @@ def _sampled_onsets(unary: np.ndarray, interval_costs: list, last_length: np.nda
     return None
 
 
-def _articulated(onset: int, following: int, rng: np.random.Generator) -> int:
+def _articulated(onset: int, following: int, rng: np.random.Generator, detached: float = 1.0) -> int:
     """Where a note that the next one follows at `following` ends: there, or a little before."""
     interval = following - onset
-    if interval < 2 or rng.random() >= SHORT_SHARE[min(interval, max(SHORT_SHARE))]:
+    if interval < 2 or rng.random() >= detached * SHORT_SHARE[min(interval, max(SHORT_SHARE))]:
         return following
     shares = GAP_SHARE[min(interval, max(GAP_SHARE))]
     gap = 1 + int(rng.choice(len(shares), p=np.asarray(shares) / sum(shares)))

@@ -87,6 +87,27 @@ async def test_again_keeps_or_replaces_or_drops_the_words(handler, queue):  # no
     assert dropped.lyrics is None
 
 
+async def finished(queue, job: Job) -> Job:  # noqa: F811 - the fixture named queue
+    """The job finished as a worker would leave it: its variations the primer and 4 more bars."""
+    from bot.jobs import Variation
+
+    events = list(job.primer[:-1]) + [26, 0, 0, 0] * 16
+    result = Result(job.job_id, len(job.primer) - 1, [Variation(events, b"", b"", b"", None, [[16, " la"]])] * 2,
+                    b"", "C major", {})
+    assert queue._store.finish(job.job_id, JobState.DONE, result=result)
+    return job
+
+
+async def test_extend_sings_new_words_or_none(handler, queue):  # noqa: F811
+    _, parent = await submit(handler, f'!continue C4 E4 G4 A4 lyrics="{WORDS}" n=2')
+    await finished(queue, parent)
+    text, extended = await submit(handler, f'!extend {parent.job_id} 2 lyrics="hold me closer / tiny dancer"')
+    assert extended.lyrics == "hold me closer / tiny dancer" and extended.bars == 4
+    assert "HOLD me CLOS-er / TI-ny DAN-cer" in text
+    _, plain = await submit(handler, f"!extend {parent.job_id} 2 bars=2")
+    assert plain.lyrics is None and plain.bars == 2  # the words of before are not sung again
+
+
 # -- the worker sets them -----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def generator(tiny_weights) -> Generator:

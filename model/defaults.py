@@ -16,7 +16,7 @@ TOP_P_RANGE = (0.05, 1.0)  # inclusive
 MAX_SEED = 2**27 - 1
 MAX_REST_LIMIT = 256  # steps; the largest max_rest a request may set
 MAX_CANDIDATES = 8  # continuations sampled per variation; the best of them is kept
-DEFAULT_TEMPERATURE = 1.0  # the sampler's defaults (BENCHMARKS.md: the musical protocol's sweep)
+DEFAULT_TEMPERATURE = 1.0  # the sampler's defaults (docs/history.md section 1: the musical protocol's sweep)
 DEFAULT_TOP_P = 0.98
 DEFAULT_CANDIDATES = 3
 

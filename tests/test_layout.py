@@ -22,15 +22,16 @@ def modules() -> dict[str, Path]:
     return {module_name(p): p for package in PACKAGES for p in (ROOT / package).rglob("*.py")}
 
 
-def imports_of(path: Path, known: dict[str, Path]) -> set[str]:
-    """The project modules a file imports when it runs (function-level imports included)."""
+def imports_of(path: Path, known: dict[str, Path], type_only_too: bool = False) -> set[str]:
+    """The project modules a file imports when it runs (function-level imports included; with
+    type_only_too, also those only type checkers read)."""
     tree = ast.parse(path.read_text(), str(path))
     type_only = {id(node) for block in ast.walk(tree) if isinstance(block, ast.If)
                  and "TYPE_CHECKING" in ast.unparse(block.test) for node in ast.walk(block)}  # fmt: skip
     package = module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
     found = set()
     for node in ast.walk(tree):
-        if id(node) in type_only:
+        if id(node) in type_only and not type_only_too:
             continue
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
@@ -109,6 +110,17 @@ def test_the_lab_check_sees_a_run_time_import_of_the_lab():
     graph = import_graph()
     graph["model.music.keys"] = graph["model.music.keys"] | {"model.lab.data"}  # as if keys imported the lab
     assert "model.lab.data" in reachable(graph, run_time_roots(graph))
+
+
+def test_command_rooms_never_import_the_handler_back():
+    """The handler owns the jam commands (and the rest of bot/commands/): they get what they need
+    handed to them, not by importing the handler's type, even for type checkers."""
+    known = modules()
+    offenders = [name for name, path in known.items() if name.startswith("bot.commands.")
+                 and name != "bot.commands.handler"
+                 and "bot.commands.handler" in imports_of(path, known, type_only_too=True)]  # fmt: skip
+    assert offenders == []
+    assert "bot.commands.jam" in imports_of(known["bot.commands.handler"], known)  # the scan sees the ownership
 
 
 def test_no_import_circles():

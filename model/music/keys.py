@@ -5,7 +5,7 @@ The key is the one under which the melody's pitch classes (weighted by duration)
 by profiles learned from real melodies (model/lab/key_profile.py): they know that tunes lean on the
 pentatonic degrees and seldom sound a major key's 4th and 7th. On the 2-bar primers of held-out
 songs they find the annotated scale for 72 of 84 POP909 songs and 90 of 100 folk tunes; the
-Krumhansl-Kessler probe-tone profiles used before found 33 and 68 (BENCHMARKS.md section 1)."""
+Krumhansl-Kessler probe-tone profiles used before found 33 and 68 (docs/history.md section 1)."""
 
 from __future__ import annotations
 

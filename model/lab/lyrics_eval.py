@@ -5,7 +5,8 @@
 
 Material: the lines of model/lab/lyric_lines.txt (64 lines written for this project; one to three
 consecutive lines a prompt, cycling 1, 2, 3) and the musical protocol's held-out primers (2 bars
-of each held-out POP909 song), prompt k on primer k (cycling). Each prompt is set with the bot's
+of each held-out POP909 song), prompt k on primer k, both cycling until each prompt and each primer
+has been set at least once. Each prompt is set with the bot's
 defaults (2 bars a line, 4 variations). Per line, measured on the sampled notes, not on the plan:
 the note onsets inside the line's bars equal its syllables (exact); primary-stressed syllables of
 polysyllabic words and stressed one-syllable content words on a beat; unstressed syllables of
@@ -88,8 +89,10 @@ def in_key(pieces: list[list[int]], keys: list[set[int] | None]) -> float:
 
 
 def alignment(model, protocol, texts: list[str], seed: int) -> dict:
-    primers = [prepare_primer(protocol.primers[k % len(protocol.primers)]) for k in range(len(texts))]
-    keys = [protocol.keys[k % len(protocol.primers)] for k in range(len(texts))]
+    pairs = max(len(texts), len(protocol.primers))  # every prompt, and every held-out primer, at least once
+    texts = [texts[k % len(texts)] for k in range(pairs)]
+    primers = [prepare_primer(protocol.primers[k % len(protocol.primers)]) for k in range(pairs)]
+    keys = [protocol.keys[k % len(protocol.primers)] for k in range(pairs)]
     settings = [set_lyrics(text, primer, None, VARIATIONS, seed + k) for k, (text, primer) in
                 enumerate(zip(texts, primers))]
     options = [SamplingOptions(bars=s.bars, variations=VARIATIONS, seed=seed + k, rhythm=s.rhythm)
@@ -166,8 +169,8 @@ def main(argv: list[str] | None = None) -> None:
     model = load_model(*([str(args.weights)] if args.weights else []))
     protocol = prepare(args.folder)
     lines = load_lines(args.lines)
-    rows = [{"set": "lyric lines", **alignment(model, protocol, prompts(lines), args.seed)},
-            {"set": "8 bars, 4 lines", **musical(model, protocol, lines, args.seed)}]
+    rows = [{"set": "prompts of 1-3 lines", **alignment(model, protocol, prompts(lines), args.seed)},
+            {"set": "8 bars, 2-6 lines", **musical(model, protocol, lines, args.seed)}]
     print_rows(rows, args.json)
 
 

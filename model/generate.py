@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
 
         words = set_lyrics(args.lyrics, primer.events, args.bars, args.variations, args.seed, args.melisma, MAX_BARS)
         args.bars = words.bars
-    args.bars = args.bars or 8
+    args.bars = 8 if args.bars is None else args.bars
     if args.bpm is None and primer.tempo_remark:
         print(f"note: {primer.tempo_remark}", file=sys.stderr)
     problem = length_problem(args.bars, args.bpm or primer.bpm)

@@ -249,3 +249,18 @@ def test_the_midi_carries_one_lyric_event_per_syllable_at_its_note():
     assert "".join(texts) == " walk-ing down the emp-ty street ev-e-ry win-dow dark"
     assert len(texts) == 13 and set(lyric_ticks) <= note_ticks
     assert all(t >= len(primer) * midi.ticks_per_beat // 4 for t in lyric_ticks)
+
+
+def test_the_cli_sets_words_and_refuses_bad_ones(tiny_weights, tmp_path, capsys):
+    from model import generate
+
+    args = ["C4 E4 G4 A4", "--variations", "1", "--weights", str(tiny_weights), "--out", str(tmp_path)]
+    assert generate.main([*args, "--lyrics", WALKING]) == 0
+    assert "words: WALK-ing DOWN the EMP-ty STREET / EV-e-ry WIN-dow DARK (4 bars)" in capsys.readouterr().out
+    midi = mido.MidiFile(tmp_path / "variation-1.mid")
+    texts = [m.text for track in midi.tracks for m in track if m.type == "lyrics"]
+    assert len(texts) == 13 and texts[:2] == [" walk-", "ing"]
+    assert generate.main([*args, "--lyrics", WALKING, "--bars", "1"]) == 2
+    assert "need at least 2 bars" in capsys.readouterr().err
+    assert generate.main([*args, "--lyrics", "Привет"]) == 2
+    assert "Cyrillic" in capsys.readouterr().err

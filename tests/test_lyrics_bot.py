@@ -176,3 +176,14 @@ def test_the_song_keeps_each_rounds_words_where_they_land():
     assert all(song[step] >= 2 for step, _ in words)  # every syllable on a note's onset
     silent = Variation(song + [0, 0], b"", b"", b"", None, None)  # a round without words keeps the song's
     assert append_words(words, song, silent, primer_steps=len(song)) == words
+
+
+def test_the_piano_roll_labels_notes_with_their_syllables():
+    from bot.render import pianoroll
+
+    events = [26, 0, 0, 0, 28, 0, 0, 0, 30, 0, 0, 0, 31, 0, 0, 0, 1]
+    layout = pianoroll.shared_layout([events])
+    plain = pianoroll.draw_panel(events, 0, layout, "1")
+    labelled = pianoroll.draw_panel(events, 0, layout, "1", labels=[(0, " walk-"), (4, "ing"), (99, " gone")])
+    assert plain.size == labelled.size and plain.tobytes() != labelled.tobytes()
+    assert pianoroll.draw_panel(events, 0, layout, "1", labels=[]).tobytes() == plain.tobytes()

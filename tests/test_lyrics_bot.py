@@ -82,7 +82,7 @@ async def test_again_keeps_or_replaces_or_drops_the_words(handler, queue):  # no
     text, kept = await submit(handler, f"!again {first.job_id}", user_id=7)  # one user may queue only 3
     assert kept.lyrics == WORDS and kept.bars == 6 and SPLIT in text
     _, replaced = await submit(handler, f'!again {first.job_id} lyrics="hold me"', user_id=7)
-    assert replaced.lyrics == "hold me"
+    assert replaced.lyrics == "hold me" and replaced.bars == 2  # new words, bars of their own
     _, dropped = await submit(handler, f"!again {first.job_id} lyrics=off", user_id=8)
     assert dropped.lyrics is None
 

@@ -236,8 +236,9 @@ class CommandHandler:
         job.parent = parent.job.parent  # a reroll continues the same thing its original did
         remarks: list[str] = []
         words = parsed.options.lyrics if parsed.options.lyrics is not None else parent.job.lyrics  # kept or replaced
-        options = parsed.options if parsed.options.bars or not parent.job.lyrics else replace(
-            parsed.options, bars=parent.job.bars)  # the same words keep their bars
+        kept = parsed.options.lyrics is None and parent.job.lyrics
+        options = replace(parsed.options, bars=parent.job.bars) if kept and not parsed.options.bars else (
+            parsed.options)  # the same words keep their bars; new words get bars of their own
         await self._set_words(job, words, options, remarks, parent.job.melisma)
         return await self._submit(job, f"rerolling {parent.job.job_id} with a new seed", remarks)
 

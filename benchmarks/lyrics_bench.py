@@ -35,7 +35,7 @@ def main() -> None:
     warm_up()
     print(f"dictionary load: {time.perf_counter() - started:.3f} s")
     primer = prepare_primer(primer_from_text("C4 E4 G4 A4").events)
-    print(f"the bot's check (one plan): p50 {1000 * p50(lambda: set_lyrics(WORDS, primer, None, 1, 3)):.1f} ms")
+    print(f"the bot's check (no plan): p50 {1000 * p50(lambda: set_lyrics(WORDS, primer, None, 0, 3)):.1f} ms")
     print(f"the worker's four plans: p50 {1000 * p50(lambda: set_lyrics(WORDS, primer, None, 4, 3)):.1f} ms")
     model = load_model()
     setting = set_lyrics(WORDS, primer, None, 4, 3)

@@ -253,8 +253,8 @@ class CommandHandler:
 
         job.melisma = options.melisma if options.melisma is not None else melisma
         try:
-            setting = await asyncio.to_thread(set_lyrics, words, job.primer, options.bars, 1, job.seed, job.melisma,
-                                              self.settings.max_bars)
+            setting = await asyncio.to_thread(set_lyrics, words, job.primer, options.bars, 0, job.seed, job.melisma,
+                                              self.settings.max_bars)  # 0 plans: the bars are checked, the worker plans
         except LyricsError as error:
             raise CommandError(f"I can't set those words: {error}.") from None
         job.lyrics, job.bars = words, setting.bars

@@ -88,7 +88,7 @@ class Generator:
         self.model, self.device = model, device
         log.info("model and renderer loaded on %s and warmed up in %.1f s", device, time.perf_counter() - started)
 
-    def _prepare(self, job: Job):
+    def _prepare(self, job: Job, words: dict | None = None):
         """(primer as sampled, SamplingOptions, the continuation's chords per step or None);
         ValueError with a user-facing reason."""
         from model.melody.sampling import SamplingOptions, prepare_primer
@@ -116,6 +116,8 @@ class Generator:
 
             setting = set_lyrics(job.lyrics, primer, job.bars, job.variations, job.seed, job.melisma, MAX_BARS)
             options = replace(options, rhythm=setting.rhythm)
+            if words is not None:  # where each syllable goes, handed to the renderer with the notes
+                words[job.job_id] = [[list(pair) for pair in setting.placements(v)] for v in range(job.variations)]
         if not self.skip_render:
             from bot.render import RenderError, resolve_instrument
 
@@ -147,10 +149,10 @@ class Generator:
                 for job in jobs:
                     yield Outcome(job, JobState.FAILED, error=GENERIC_ERROR.format(job_id=job.job_id))
                 return
-        ready = []
+        ready, words = [], {}  # words: job id -> its syllables' placements per variation
         for job in jobs:
             try:
-                ready.append((job, *self._prepare(job)))  # (job, primer, options, chords)
+                ready.append((job, *self._prepare(job, words)))  # (job, primer, options, chords)
             except ValueError as error:
                 yield Outcome(job, JobState.FAILED, error=_sentence(str(error)))
         if not ready:
@@ -179,7 +181,7 @@ class Generator:
             if continuations is None:
                 yield Outcome(job, JobState.FAILED, error=GENERIC_ERROR.format(job_id=job.job_id))
             else:
-                yield Sampled(job, primer, continuations, chords, started, sample_s)
+                yield Sampled(job, primer, continuations, chords, started, sample_s, words.get(job.job_id))
 
     def render(self, sampled: Sampled, wanted: Callable[[Job], bool] | None = None) -> Outcome:
         """The job's previews and Result, rendered in the render process (bot/worker/render_process.py:

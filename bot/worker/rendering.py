@@ -34,6 +34,7 @@ class Sampled:
     chords: list | None  # the continuation's given chords per step
     started: float  # when its batch started (unix seconds)
     sample_s: float  # seconds its batch took to sample
+    lyrics: list | None = None  # per variation, [step, syllable] of each sung syllable (jobs with words)
 
 
 def warm_renderer(settings: Settings, skip_render: bool) -> None:
@@ -73,7 +74,7 @@ def _result(settings: Settings, sampled: Sampled, skip_render: bool) -> Result:
     render_started = time.time()
     progressions = [harmony_of(job, primer, continuation, chords) for continuation in continuations]
     sheets = [lead_sheet(p) if p is not None else None for p in progressions]
-    words = lyric_placements(job, primer, len(continuations))
+    words = sampled.lyrics if sampled.lyrics is not None else lyric_placements(job, primer, len(continuations))
     if skip_render:
         variations, combined = [Variation(m, b"", b"", b"", s, w) for m, s, w in zip(melodies, sheets, words)], b""
     else:

@@ -254,8 +254,9 @@ def _logsumexp(x: np.ndarray, axis: int) -> np.ndarray:
 
 
 def _draw(log_weights: np.ndarray, rng: np.random.Generator) -> int:
-    weights = np.exp(log_weights - log_weights.max())
-    return int(rng.choice(len(weights), p=weights / weights.sum()))
+    """An index drawn with probability exp(log_weights): what rng.choice(p=...) does, without its checks."""
+    cdf = np.cumsum(np.exp(log_weights - log_weights.max()))
+    return int(np.searchsorted(cdf / cdf[-1], rng.random(), side="right"))
 
 
 def _sampled_onsets(unary: np.ndarray, interval_costs: list, last_length: np.ndarray, last_cost: np.ndarray,

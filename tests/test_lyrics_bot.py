@@ -187,3 +187,25 @@ def test_the_piano_roll_labels_notes_with_their_syllables():
     labelled = pianoroll.draw_panel(events, 0, layout, "1", labels=[(0, " walk-"), (4, "ing"), (99, " gone")])
     assert plain.size == labelled.size and plain.tobytes() != labelled.tobytes()
     assert pianoroll.draw_panel(events, 0, layout, "1", labels=[]).tobytes() == plain.tobytes()
+
+
+def test_a_jams_words_are_shared_by_its_rounds():
+    from model.lyrics.setting import round_lines
+
+    assert round_lines("a / b / c / d", 2) == ["a / b", "c / d"]
+    assert round_lines("a / b / c / d / e", 2) == ["a / b / c", "d / e"]
+    assert round_lines("la la / da da", 4) == ["la la", "da da"]  # fewer lines than rounds: a refrain
+
+
+async def test_a_jam_sings_each_rounds_part_of_the_words(handler):  # noqa: F811
+    replies = await handler.handle_line(request(), f'!jam C4 E4 G4 A4 rounds=2 lyrics="{WORDS} / hold me / closer"')
+    intro, queued = replies
+    first = (await handler.queue.get(queued.status_of)).job
+    assert first.lyrics == WORDS and first.bars == 4 and SPLIT in queued.text
+    jam = await handler.store.jams.playing_in(first.channel_id)
+    assert jam.template["jam_lyrics"] == [WORDS, "hold me / closer"]
+    assert (await handler.jams._round_job(jam)).lyrics == WORDS  # round 1 (later rounds: the next part)
+    await handler.jams.stop_jam(jam.channel_id, first.user_id, first.user_name, can_manage=True)
+    text = await say(handler, f'!jam C4 E4 G4 A4 rounds=2 bars=2 lyrics="love / {" ".join(["beautiful"] * 12)}"')
+    assert "round 2's words" in text and "need at least" in text
+    assert await handler.store.jams.playing_in(first.channel_id) is None

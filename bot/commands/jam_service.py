@@ -313,6 +313,9 @@ class JamService:
                 changes["chords"] = rotate_sheet(template.chords, jam.rounds_done * template.bars)
             objects = chord_objects(jam.chords)  # the song's chords so far sound under its primer
             changes["primer_chords"] = lead_sheet(objects) if objects and template.harmony else None
+        parts = jam.template.get("jam_lyrics")
+        if parts:  # this round's part of the words
+            changes["lyrics"] = parts[jam.rounds_done % len(parts)]
         return dataclasses.replace(template, **changes)
 
     async def _rerun(self, jam: Jam, status: JobStatus | None) -> None:
@@ -431,11 +434,13 @@ class JamService:
             pass
 
     # -- what the commands ask ------------------------------------------------------------------------
-    async def begin(self, first: Job, rounds: int, minutes: float) -> Jam:
-        """A new jam whose first round is `first` (already queued). JamError if the channel has one."""
+    async def begin(self, first: Job, rounds: int, minutes: float, words: list[str] | None = None) -> Jam:
+        """A new jam whose first round is `first` (already queued). JamError if the channel has one.
+        `words`: each round's part of the lyrics (model.lyrics.setting.round_lines), kept in the template."""
+        template = {**first.to_dict(), **({"jam_lyrics": words} if words else {})}  # Job.from_dict skips it
         jam = Jam(jam_id=new_job_id(), channel_id=first.channel_id, guild_id=first.guild_id,
                   starter_id=first.user_id, starter_name=first.user_name, rounds=rounds, minutes=minutes,
-                  template=first.to_dict(), song=list(first.primer), job_id=first.job_id)
+                  template=template, song=list(first.primer), job_id=first.job_id)
         primer_chords = getattr(first, "primer_chords", None)
         if primer_chords:
             jam.chords = step_symbols(primer_chords, len(first.primer))

@@ -259,6 +259,11 @@ def _take_lyrics(text: str) -> tuple[str, str | None]:
     return text[: found.start()] + " " + rest[end:], rest[:end]
 
 
+def without_lyrics(text: str) -> str:
+    """The command line without its lyrics= option (the jam sets each round's words itself)."""
+    return _take_lyrics(text)[0]
+
+
 def _lyrics_value(text: str) -> str:
     """The words, checked as far as the bot checks them without the dictionary (script, emoji,
     links, length, empty); their syllables are counted later, off the event loop."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from model.lyrics.rhythm import RhythmPlan, choose_bars, plan_rhythm
-from model.lyrics.syllables import Lyrics, parse_lyrics
+from model.lyrics.syllables import Lyrics, parse_lyrics, split_lines
 from model.music.events import NOTE_OFF, STEPS_PER_BAR
 
 PLAN_SEEDS = 16  # a variation's plan seed is seed * PLAN_SEEDS + variation (model.defaults.MAX_VARIATIONS)
@@ -55,3 +55,12 @@ def set_lyrics(text: str | Lyrics, primer: list[int] | int, bars: int | None, va
     bars = choose_bars(lyrics, bars, max_bars, lead_in(steps))
     plans = tuple(plan_rhythm(lyrics, bars, lead_in(steps), melisma, seed * PLAN_SEEDS + v) for v in range(variations))
     return LyricSetting(lyrics, bars, steps, plans)
+
+
+def round_lines(text: str, rounds: int) -> list[str]:
+    """A jam's words shared by its rounds: consecutive lines, as many a round as it takes to sing
+    them all once (round r sings part r; with fewer parts than rounds they come round again, a
+    refrain). No dictionary needed: LyricsError only for what split_lines refuses."""
+    lines = split_lines(text)
+    per_round = -(-len(lines) // rounds)
+    return [" / ".join(lines[i : i + per_round]) for i in range(0, len(lines), per_round)]

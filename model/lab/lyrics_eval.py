@@ -140,18 +140,36 @@ def musical(model, protocol, lines: list[str], seed: int) -> dict:
 
 
 def grid(folder: Path) -> dict:
-    """Onset positions in the bar and inter-onset intervals (1..16 steps) of the training melodies."""
+    """rhythm.py's tables from the training melodies: onset positions in the bar, inter-onset
+    intervals (1..16 steps), the share of notes ending before the next onset by interval (2..8) and
+    how early (1..3 steps), and that share per 8-bar piece (its mean and spread: ARTICULATION)."""
     from model.lab.data import load_songs, split
 
     train = split(load_songs(folder)[0])[0]
     positions, intervals = np.zeros(STEPS_PER_BAR), np.zeros(33)
+    early, total, gaps = np.zeros(17), np.zeros(17), np.zeros((17, 4))
+    pieces = []
     for song in train:
         notes = events_to_notes(song.aligned()[0].tolist())
         for a, b in zip(notes, notes[1:]):
             positions[a.start % STEPS_PER_BAR] += 1
-            intervals[min(b.start - a.start, 32)] += 1
+            interval = b.start - a.start
+            intervals[min(interval, 32)] += 1
+            if 2 <= interval <= 16:
+                total[interval] += 1
+                if a.end < b.start:
+                    early[interval] += 1
+                    gaps[interval, min(b.start - a.end, 3)] += 1
+        for start in range(0, notes[-1].end if notes else 0, 8 * STEPS_PER_BAR):
+            piece = [(a, b) for a, b in zip(notes, notes[1:]) if start <= a.start < start + 8 * STEPS_PER_BAR
+                     and b.start - a.start >= 2]
+            if len(piece) >= 8:
+                pieces.append(sum(a.end < b.start for a, b in piece) / len(piece))
     return {"songs": len(train), "onset_share": (positions / positions.sum()).round(4).tolist(),
-            "ioi_share": (intervals[1:17] / intervals.sum()).round(4).tolist()}
+            "ioi_share": (intervals[1:17] / intervals.sum()).round(4).tolist(),
+            "short_share": {i: round(early[i] / total[i], 2) for i in range(2, 9)},
+            "gap_share": {i: (gaps[i, 1:] / gaps[i, 1:].sum()).round(2).tolist() for i in range(2, 6)},
+            "short_share_per_piece": [round(float(np.mean(pieces)), 2), round(float(np.std(pieces)), 2)]}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -53,8 +53,10 @@ SAMPLE_TRIES = 8  # rhythms drawn for a line before the cheapest is taken
 CAPS = (1, 2, 3, 4, 6, 8)  # caps on a line's inner intervals tried (its last note at least as long)
 # Articulation, as POP909's singers' notes: the share of notes (not a line's last) that end before
 # the next onset, by inter-onset interval 2..8 (more: the last), and how early: 1, 2 or 3 steps.
-# Songs differ: the share per 8-bar piece is spread almost evenly from 0 to 1 (mean 0.48, sd 0.35),
-# so each plan draws its own level from Beta(ARTICULATION) and scales these shares by it / 0.48.
+# Songs differ: the share per 8-bar piece is spread almost evenly from 0 to 1 (mean 0.48-0.50, sd
+# 0.35), so each plan draws its own level from Beta(ARTICULATION) (mean 0.48) and scales these
+# shares by it / 0.48. `python -m model.lab.lyrics_eval POP909 --grid` recounts these tables (GAP_SHARE
+# for 5: rounded over 5 steps and longer).
 ARTICULATION = (0.50, 0.54)
 SHORT_SHARE = {2: 0.43, 3: 0.52, 4: 0.56, 5: 0.66, 6: 0.67, 7: 0.73, 8: 0.69}
 GAP_SHARE = {2: (1.0,), 3: (0.75, 0.25), 4: (0.67, 0.27, 0.06), 5: (0.45, 0.35, 0.2)}  # 5: also for longer

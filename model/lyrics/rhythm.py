@@ -4,20 +4,22 @@ Lines (split by "/" or new lines) share the continuation's bars equally in whole
 over goes to the line with the most syllables); each line starts on a bar line. Within a line the
 notes are one onset per syllable, each held to the next or (as often as POP909's singers do,
 SHORT_SHARE) a step or two less, and the line ends on its longest note followed by a breath (a
-rest of at least an eighth) before the next line. The onsets are chosen by dynamic
-programming over the sixteenth grid, minimising:
+rest of at least an eighth) before the next line. The onsets of a line are drawn over the
+sixteenth grid with probability exp(-cost) (forward filtering, backward sampling: each variation's
+plan from its own seed, so variations differ in rhythm as well as in pitch), the cost adding up:
 - how rare the onset's position in the bar is, and how rare each inter-onset interval is, in
-  POP909's training melodies (ONSET_SHARE, IOI_SHARE below; `python -m model.lab.lyrics_eval grid`
-  recounts them);
-- a large cost for a strong syllable (primary stress of a polysyllabic word, a stressed content
-  monosyllable) off the beat, a small one for it on beats 2 or 4 rather than 1 or 3;
-- a cost for a weak syllable (unstressed, of a polysyllabic word) on beat 1 or 3, a smaller one
-  on beats 2 or 4;
+  POP909's training melodies (ONSET_SHARE, IOI_SHARE below; `python -m model.lab.lyrics_eval
+  POP909 --grid` recounts them), so the rhythms come out as varied as POP909's;
+- 30 nats for a strong syllable (primary stress of a polysyllabic word, a stressed content
+  monosyllable) off the beat (it never happens while a beat is free), a little for it on beats 2
+  or 4 rather than 1 or 3;
+- 4 nats for a weak syllable (unstressed, of a polysyllabic word) on beat 1 or 3, 1 on beats 2 or 4;
 - a little for each step a line waits before its first note; a little less for a strong
   syllable held a dotted eighth to a dotted quarter (stressed syllables are sung longer).
-The line's longest-note rule is exact: the search runs once per cap on the inner intervals and
-keeps plans whose last note is at least that long. Each variation's plan adds seeded Gumbel noise
-to the position costs, so variations differ in rhythm as well as in pitch. With melisma, the
+A draw whose last note is not the line's longest is drawn again; after SAMPLE_TRIES the cheapest
+rhythm is taken (dynamic programming once per cap on the inner intervals, keeping plans whose last
+note is at least that long: the rule then holds exactly). Each plan also draws how detached its
+notes are (ARTICULATION: songs differ in this more than in anything else here). With melisma, the
 longest inner note of a line (an eighth or longer) is sung as two slurred notes of one syllable.
 
 `RhythmPlan.step_codes` turns the plan into what the sampler may do at each step (model.sampling).

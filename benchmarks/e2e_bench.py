@@ -9,7 +9,8 @@ run in that folder so no .env applies), then measures:
 - typed notes: `!continue C4 E4 G4 A4 bars=8 variations=4`, --runs times one after another with a
   warm worker, from writing the line to stdin until the reply listing the files (the terminal
   writes the files first, then prints their paths; the paths are checked on disk);
-- a MIDI sketch: the same with `!continue file=PATH.mid` (2 bars made with pretty_midi).
+- a MIDI sketch: the same with `!continue file=PATH.mid` (2 bars made with pretty_midi);
+- with lyrics: LYRICS_COMMAND, four lines set to the typed notes (8 bars, issue #24).
 p50/p95/max per case, a table on stdout, and with --write the same table in a Markdown file.
 """
 
@@ -37,6 +38,9 @@ from model.defaults import DEFAULT_WEIGHTS
 ROOT = Path(__file__).resolve().parents[1]
 NOTES_COMMAND = "!continue C4 E4 G4 A4 bars=8 variations=4"
 SKETCH_COMMAND = "!continue file={path} bars=8 variations=4"
+# issue #24: four lines of words, two bars each (the bars chosen for them: 8), set to the typed notes
+LYRICS_COMMAND = ('!continue C4 E4 G4 A4 lyrics="Walking down the empty street / every window dark / I kept your '
+                  'letters in a box / beneath the kitchen stairs" variations=4')
 FIRST_COMMAND = "!continue C4 E4 G4 A4"  # the cold start: what a new user types first
 BASELINE_CASE = "typed notes, baseline"
 GOAL_P50_S, GOAL_P95_S = 0.5, 0.8  # issue #13, typed notes: p50 <= 0.5 s, p95 <= 0.8 s on this 2-core machine
@@ -311,9 +315,10 @@ def main(argv: list[str] | None = None) -> int:
         cold_s = cold.at - bot.started
         print(f"cold start: {cold_s:.2f} s to the first answer ({len(cold.files)} files)", flush=True)
         cold_stages = stage_means({}, bot.stages())
-        results: dict[str, list[float]] = {"typed notes": [], "MIDI sketch": []}
+        results: dict[str, list[float]] = {"typed notes": [], "MIDI sketch": [], "typed notes with lyrics": []}
         means: dict[str, dict[str, float]] = {}
-        for name, command in (("typed notes", NOTES_COMMAND), ("MIDI sketch", SKETCH_COMMAND.format(path=sketch))):
+        for name, command in (("typed notes", NOTES_COMMAND), ("MIDI sketch", SKETCH_COMMAND.format(path=sketch)),
+                              ("typed notes with lyrics", LYRICS_COMMAND)):
             before, cpu_before = bot.stages(), bot.cpu_seconds()
             base_before, base_cpu = (baseline.stages(), baseline.cpu_seconds()) if baseline else ({}, 0.0)
             for run in range(args.runs):

@@ -52,6 +52,8 @@ class Job:
     chords: str | None = None  # the continuation's lead sheet ("C | G | Am F"); None: the worker suggests chords
     harmony: bool = True  # False (chords=off): a bare melody, as before harmony
     primer_chords: str | None = None  # a sketch's own chords under the primer, as a lead sheet
+    lyrics: str | None = None  # words to set to the continuation ("line / line"); None: no words
+    melisma: bool = False  # a syllable may take two slurred notes
     user_name: str = ""  # for display only
     guild_id: int | None = None  # the Discord server it was made in; None: a DM or the terminal
     parent: str | None = None  # "jobid:variation" this job extends, if any
@@ -74,6 +76,7 @@ class Variation:
     mp3: bytes
     png: bytes
     chords: str | None = None  # the progression under primer + continuation, as a lead sheet
+    lyrics: list | None = None  # [step, syllable] of each sung syllable (primer + continuation steps)
 
 
 @dataclass
@@ -99,7 +102,8 @@ class Result:
         data = dict(data)
         data.pop("pruned", None)  # previews deleted after the retention time (bot/storage/jobs.py)
         data["variations"] = [
-            Variation(v["events"], *(base64.b64decode(v[name]) for name in ("midi", "mp3", "png")), v.get("chords"))
+            Variation(v["events"], *(base64.b64decode(v[name]) for name in ("midi", "mp3", "png")), v.get("chords"),
+                      v.get("lyrics"))
             for v in data["variations"]
         ]
         data["combined_png"] = base64.b64decode(data["combined_png"])

@@ -3,6 +3,7 @@
     python -m model.generate "C4 E4 G4 A4" --bars 8 --variations 4 --out out
     python -m model.generate "C4 E4 G4 A4" --chords "C | G | Am F | F" --bars 8 --out out
     python -m model.generate --midi sketch.mid --out out
+    python -m model.generate "C4 E4 G4 A4" --lyrics "walking down the empty street / every window dark" --out out
 
 Writes DIR/variation-N.mid (the primer, then the continuation, at the primer's tempo, arranged for
 a band: MELODY, KEYS or GUITAR, BASS and DRUMS tracks, chord symbols as markers) and prints the key
@@ -24,6 +25,7 @@ from pathlib import Path
 
 from model.band.styles import DEFAULT_STYLE, StyleError, resolve_style, style_list
 from model.defaults import BPM_RANGE, DEFAULT_BPM, DEFAULT_TEMPERATURE, DEFAULT_TOP_P, length_problem
+from model.lyrics.syllables import LyricsError
 from model.music.chords import ChordError, lead_sheet, parse_lead_sheet
 from model.music.events import STEPS_PER_BAR
 from model.music.midi_io import MidiError, write_arrangement
@@ -57,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--midi", type=Path,
                         help="a MIDI sketch to continue (its melody track); typed notes are then ignored")
     parser.add_argument("--max-bars", type=int, default=DEFAULT_MAX_BARS, help="bars of a sketch kept, its last ones")
-    parser.add_argument("--bars", type=int, default=8, help="length of each continuation in bars (default 8)")
+    parser.add_argument("--bars", type=int, help="length of each continuation in bars (default 8; with --lyrics, "
+                                                  "2 a line)")
     parser.add_argument("--variations", type=int, default=4, help="continuations to write (default 4)")
     parser.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE,
                         help=f"> 1 wilder, < 1 safer (default {DEFAULT_TEMPERATURE:g})")
@@ -73,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--chords", default="", metavar="LEAD_SHEET",
                         help='chords for the continuation, e.g. "C | G | Am F | F" (bars split by |)')
     parser.add_argument("--style", default=DEFAULT_STYLE, help=f"the band that plays it: {style_list()}")
+    parser.add_argument("--lyrics", default="", metavar="WORDS",
+                        help='words to set, lines split by / (e.g. "walking down the street / every window dark")')
+    parser.add_argument("--melisma", action="store_true", help="with --lyrics: a syllable may take two slurred notes")
     parser.add_argument("--weights", type=Path, help="network weights (default: the shipped ones)")
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU threads for torch (default 1: sampling goes step by step, more threads gain "
@@ -110,6 +116,14 @@ def run(args: argparse.Namespace) -> int:
     sheet = parse_lead_sheet(args.chords) if args.chords.strip() and harmony else None
     if sheet is None and harmony and primer.chords is not None and any(primer.chords):
         sheet = parse_lead_sheet(lead_sheet(primer.chords))  # the sketch's own progression goes on, as in the bot
+    words = None
+    if args.lyrics.strip():  # and bad words, or too many for --bars
+        from model.defaults import MAX_BARS
+        from model.lyrics.setting import set_lyrics
+
+        words = set_lyrics(args.lyrics, primer.events, args.bars, args.variations, args.seed, args.melisma, MAX_BARS)
+        args.bars = words.bars
+    args.bars = 8 if args.bars is None else args.bars
     if args.bpm is None and primer.tempo_remark:
         print(f"note: {primer.tempo_remark}", file=sys.stderr)
     problem = length_problem(args.bars, args.bpm or primer.bpm)
@@ -131,7 +145,8 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
 
     options = SamplingOptions(bars=args.bars, variations=args.variations, temperature=args.temperature,
-                              top_p=args.top_p, seed=args.seed, keep_key=not args.no_key)
+                              top_p=args.top_p, seed=args.seed, keep_key=not args.no_key,
+                              rhythm=words.rhythm if words else None)
     if args.max_rest is not None:
         options = replace(options, max_rest=args.max_rest)
     try:
@@ -173,12 +188,15 @@ def run(args: argparse.Namespace) -> int:
         label = "" if len(sheets) == 1 else f" {number}"
         print(f"chords{label}: {sheet_text}" + ("" if chords else " (suggested)"))
     print(f"style: {style}")
+    if words:
+        print(f"words: {words.lyrics.display()} ({args.bars} bars)")
     args.out.mkdir(parents=True, exist_ok=True)
     for number, (continuation, progression) in enumerate(zip(continuations, progressions), 1):
         path = args.out / f"variation-{number}.mid"
         band = arrange(events + continuation, progression, bpm, style, seed=args.seed * 16 + number - 1,
                        primer_steps=len(events), melody_program=args.program)
-        path.write_bytes(write_arrangement(band, bpm, progression))
+        path.write_bytes(write_arrangement(band, bpm, progression,
+                                           lyrics=words.placements(number - 1) if words else None))
         print(path)
     return 0
 
@@ -186,7 +204,7 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     try:
         return run(build_parser().parse_args(argv))
-    except (UsageError, PrimerError, MidiError, ChordError, StyleError) as error:
+    except (UsageError, PrimerError, MidiError, ChordError, StyleError, LyricsError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except OSError as error:  # the output folder cannot be written

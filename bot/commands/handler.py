@@ -8,17 +8,20 @@ answered with a short apology.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import random
 import re
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from bot.commands import replies, usage
 from bot.commands.jam import JamCommands
 from bot.commands.jam_service import JamService
 from bot.commands.options import (
+    LYRICS_OFF,
     RANDOM_SEEDS,
     Options,
     harmony,
@@ -198,6 +201,7 @@ class CommandHandler:
             if options.chords is None:  # the continuation goes on over the sketch's own progression
                 job.chords = sketch_chords
                 remarks.append(f"I kept the chords of your sketch: {sketch_chords}")
+        await self._set_words(job, options.lyrics, options, remarks)
         return await self._submit(job, f"from {source}", remarks)
 
     async def cmd_extend(self, request: Request, args: str) -> list[Reply]:
@@ -221,7 +225,9 @@ class CommandHandler:
         job.parent = f"{parent.job.job_id}:{number}"
         if job.harmony:  # the chords the extended variation already had stay under it
             job.primer_chords = variation.chords
-        return await self._submit(job, f"extending {parent.job.job_id} variation {number}{chosen_by}", [])
+        remarks: list[str] = []
+        await self._set_words(job, parsed.options.lyrics, parsed.options, remarks)  # new words, or none
+        return await self._submit(job, f"extending {parent.job.job_id} variation {number}{chosen_by}", remarks)
 
     async def cmd_again(self, request: Request, args: str) -> list[Reply]:
         parsed = parse_options(args, self.settings)
@@ -230,7 +236,33 @@ class CommandHandler:
         _no_more_words(words, "again", self.prefix)
         job = self._child(request, parent.job, parsed.options, parent.job.primer)
         job.parent = parent.job.parent  # a reroll continues the same thing its original did
-        return await self._submit(job, f"rerolling {parent.job.job_id} with a new seed", [])
+        remarks: list[str] = []
+        words = parsed.options.lyrics if parsed.options.lyrics is not None else parent.job.lyrics  # kept or replaced
+        kept = parsed.options.lyrics is None and parent.job.lyrics
+        options = replace(parsed.options, bars=parent.job.bars) if kept and not parsed.options.bars else (
+            parsed.options)  # the same words keep their bars; new words get bars of their own
+        await self._set_words(job, words, options, remarks, parent.job.melisma)
+        return await self._submit(job, f"rerolling {parent.job.job_id} with a new seed", remarks)
+
+    async def _set_words(self, job: Job, words: str | None, options: Options, remarks: list[str],
+                         melisma: bool = False) -> None:
+        """Put the words (if any) on the job: their bars (bars= or enough for them) checked and the
+        split shown. The dictionary loads and runs in a thread, off the event loop."""
+        if not words or words == LYRICS_OFF:
+            return
+        from model.lyrics.setting import set_lyrics
+        from model.lyrics.syllables import LyricsError
+
+        job.melisma = options.melisma if options.melisma is not None else melisma
+        try:
+            setting = await asyncio.to_thread(set_lyrics, words, job.primer, options.bars, 0, job.seed, job.melisma,
+                                              self.settings.max_bars)  # 0 plans: the bars are checked, the worker plans
+        except LyricsError as error:
+            raise CommandError(f"I can't set those words: {error}.") from None
+        job.lyrics, job.bars = words, setting.bars
+        guessed = setting.lyrics.guessed()
+        remarks.append(f"the words ({bars_text(job.bars)}): {setting.lyrics.display()}"
+                       + (f" (not in my dictionary, so guessed: {', '.join(guessed)})" if guessed else ""))
 
     def _child(self, request: Request, parent: Job, options: Options, primer: list[int],
                sheet_bars_done: int = 0) -> Job:

@@ -13,12 +13,13 @@ which hands it the services it shares and its own `!continue` and job lookup (no
 
 from __future__ import annotations
 
+import asyncio
 import re
 import shlex
 from collections.abc import Awaitable, Callable
 
 from bot.commands.jam_service import DEFAULT_BARS, MAX_SONG_BARS, JamError, JamService, agreement_rule, bars_of
-from bot.commands.options import parse_options, split_tokens
+from bot.commands.options import LYRICS_OFF, parse_options, split_tokens, without_lyrics
 from bot.commands.replies import TERMINAL, CommandError, Reply, Request
 from bot.commands.usage import USAGE
 from bot.jobs import Job, JobStatus
@@ -108,7 +109,15 @@ class JamCommands:
         if rounds * bars >= MAX_SONG_BARS:
             raise CommandError(f"{rounds} rounds of {bars} bars make a song longer than the {MAX_SONG_BARS} bars "
                                "a lead sheet holds; choose fewer rounds or bars.")
-        replies = await self.continue_command(request, shlex.join(rest))
+        line, parts = shlex.join(rest), None
+        if parsed.options.lyrics and parsed.options.lyrics != LYRICS_OFF:  # the words shared by the rounds
+            from model.lyrics.setting import round_lines
+
+            parts = round_lines(parsed.options.lyrics, rounds)
+            kept = jam_options(split_tokens(without_lyrics(args)))[2]
+            kept += [] if parsed.options.bars else [f"bars={bars}"]
+            line = f"{shlex.join(kept)} lyrics=```{parts[0]}```"  # round 1 sings the first part
+        replies = await self.continue_command(request, line)
         queued = next((r for r in replies if r.status_of), None)
         if queued is None:  # refused: the reason is the reply
             return replies
@@ -118,8 +127,10 @@ class JamCommands:
             await jams._cancel_quietly(first.job_id)
             raise CommandError(f"Your melody and {rounds} rounds of {bars} bars make a song longer than the "
                                f"{MAX_SONG_BARS} bars a lead sheet holds; choose fewer rounds or bars.")
+        if parts:
+            await self._check_parts(first, parts)
         try:
-            jam = await jams.begin(first, rounds, minutes)
+            jam = await jams.begin(first, rounds, minutes, parts)
         except JamError as error:
             await jams._cancel_quietly(first.job_id)
             raise CommandError(str(error)) from None
@@ -129,6 +140,19 @@ class JamCommands:
                  f"whole song with the winner appended; the song comes at the end (`{p}jam status`, `{p}jam stop`).")
         return [Reply(intro), queued]
 
+
+    async def _check_parts(self, first: Job, parts: list[str]) -> None:
+        """Every round's words fit its bars (round 1's were checked by !continue), else no jam."""
+        from model.lyrics.setting import set_lyrics
+        from model.lyrics.syllables import LyricsError
+
+        for number, part in enumerate(parts[1:], 2):
+            try:
+                await asyncio.to_thread(set_lyrics, part, first.primer, first.bars, 0, 0, first.melisma,
+                                        self.settings.max_bars)
+            except LyricsError as error:
+                await self.jams._cancel_quietly(first.job_id)
+                raise CommandError(f"I can't set round {number}'s words ({part}): {error}.") from None
 
     async def song(self, request: Request, args: str) -> list[Reply]:
         jams = self.jams
@@ -150,7 +174,8 @@ class JamCommands:
         if jam is not None and jam.guild_id == request.guild_id and variation is None:
             template = Job.from_dict(jam.template)
             reply = await jams.song_reply(f"song-{jam.jam_id}", jam.song, jam.chords, template.bpm, template.instrument,
-                                          f"Jam {jam.jam_id}", style=template.style)  # fmt: skip
+                                          f"Jam {jam.jam_id}", style=template.style,
+                                          words=await jams.jam_words(jam))  # fmt: skip
             reply.text = f"The song of jam {jam.jam_id} ({_rounds(jam)}): " + reply.text
             return [reply]
         status = await self.find_job(request, words, "song")

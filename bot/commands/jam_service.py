@@ -78,6 +78,14 @@ def append_variation(song: list[int], events: list[int], primer_steps: int) -> l
     return list(song[:front]) + list(events)
 
 
+def append_words(words: list, song: list[int], variation, primer_steps: int) -> list:
+    """The song's sung syllables ([step, text]) after append_variation: the song's own, then the
+    variation's (Variation.lyrics: on its continuation), moved to where the variation lands."""
+    tail = 1 if len(song) > 1 and song[-1] == NOTE_OFF else 0
+    front = max(0, len(song) - tail - primer_steps)
+    return list(words) + [[front + step, text] for step, text in variation.lyrics or []]
+
+
 def step_symbols(sheet: str | None, steps: int) -> list[str | None] | None:
     """A lead sheet laid on `steps` steps as chord symbols (None: no chord), or None for no sheet.
     No length limit: a variation's sheet covers its whole primer (up to 64 bars) and more."""
@@ -305,6 +313,9 @@ class JamService:
                 changes["chords"] = rotate_sheet(template.chords, jam.rounds_done * template.bars)
             objects = chord_objects(jam.chords)  # the song's chords so far sound under its primer
             changes["primer_chords"] = lead_sheet(objects) if objects and template.harmony else None
+        parts = jam.template.get("jam_lyrics")
+        if parts:  # this round's part of the words
+            changes["lyrics"] = parts[jam.rounds_done % len(parts)]
         return dataclasses.replace(template, **changes)
 
     async def _rerun(self, jam: Jam, status: JobStatus | None) -> None:
@@ -367,7 +378,8 @@ class JamService:
         title = f"Jam {jam.jam_id}"
         try:
             reply = await self.song_reply(f"song-{jam.jam_id}", jam.song, jam.chords, template.bpm,
-                                          template.instrument, title, style=template.style)
+                                          template.instrument, title, style=template.style,
+                                          words=await self.jam_words(jam))
         except Exception as error:
             log.exception("jam %s: rendering the song failed", jam.jam_id)
             reply = Reply(f"Sorry, I couldn't render the song of jam {jam.jam_id}: {error}")
@@ -378,10 +390,24 @@ class JamService:
                       f"{plural(bars_of(len(jam.song)), 'bar')}. Here is the whole song. " + reply.text)
         await self._say(jam.channel_id, reply)
 
+    async def jam_words(self, jam: Jam) -> list | None:
+        """Every closed round's words where they landed in the song (None: no round had words)."""
+        song, words = list(Job.from_dict(jam.template).primer), []
+        for closed in await self.store.jams.rounds(jam.jam_id):
+            status = await self.queue.get(closed.job_id)
+            if status is None or status.result is None or not 1 <= closed.winner <= len(status.result.variations):
+                return words or None  # forgotten: the words up to there
+            variation = status.result.variations[closed.winner - 1]
+            words = append_words(words, song, variation, status.result.primer_steps)
+            song = append_variation(song, variation.events, status.result.primer_steps)
+        return words or None
+
     async def song_reply(self, name: str, events: list[int], chords: list[str | None] | None, bpm: float,
-                         instrument: str, title: str, upload_limit: int = UPLOAD_LIMIT, style: str = "pop") -> Reply:
+                         instrument: str, title: str, upload_limit: int = UPLOAD_LIMIT, style: str = "pop",
+                         words: list | None = None) -> Reply:
         """The song's files (MIDI, MP3, lead sheet PNG and PDF) as one reply, rendered in a thread:
-        the band in `style` plays it (the MIDI holds its parts and the chord markers)."""
+        the band in `style` plays it (the MIDI holds its parts and the chord markers); `words`: the
+        syllables sung, printed under their notes."""
         from bot.render import INSTRUMENTS, render_song, resolve_instrument
         from model.band.arrange import arrange
         from model.music.midi_io import write_arrangement
@@ -393,9 +419,9 @@ class JamService:
 
         def render() -> tuple[bytes, bytes, bytes, bytes | None]:  # in a thread: a long song takes a while
             arrangement = arrange(events, objects, bpm, style, melody_program=program)
-            midi = write_arrangement(arrangement, bpm, objects)
+            midi = write_arrangement(arrangement, bpm, objects, lyrics=words)
             _, mp3, png, pdf = render_song(events, objects, bpm, instrument, title=title, soundfont=soundfont,
-                                           arrangement=arrangement, midi=midi)
+                                           arrangement=arrangement, midi=midi, lyrics=words)
             return midi, mp3, png, pdf
 
         midi, mp3, png, pdf = await asyncio.to_thread(render)
@@ -422,11 +448,13 @@ class JamService:
             pass
 
     # -- what the commands ask ------------------------------------------------------------------------
-    async def begin(self, first: Job, rounds: int, minutes: float) -> Jam:
-        """A new jam whose first round is `first` (already queued). JamError if the channel has one."""
+    async def begin(self, first: Job, rounds: int, minutes: float, words: list[str] | None = None) -> Jam:
+        """A new jam whose first round is `first` (already queued). JamError if the channel has one.
+        `words`: each round's part of the lyrics (model.lyrics.setting.round_lines), kept in the template."""
+        template = {**first.to_dict(), **({"jam_lyrics": words} if words else {})}  # Job.from_dict skips it
         jam = Jam(jam_id=new_job_id(), channel_id=first.channel_id, guild_id=first.guild_id,
                   starter_id=first.user_id, starter_name=first.user_name, rounds=rounds, minutes=minutes,
-                  template=first.to_dict(), song=list(first.primer), job_id=first.job_id)
+                  template=template, song=list(first.primer), job_id=first.job_id)
         primer_chords = getattr(first, "primer_chords", None)
         if primer_chords:
             jam.chords = step_symbols(primer_chords, len(first.primer))

@@ -51,7 +51,10 @@ OPTIONS = (
     Option("key", "keep_key", ("scale",), "key=off"),
     Option("chords", "chords", ("chord", "harmony"), 'chords="C | G | Am F | F"'),
     Option("style", "style", ("band",), "style=rock"),
+    Option("lyrics", "lyrics", ("words", "lyric"), 'lyrics="walking down the empty street / every window dark"'),
+    Option("melisma", "melisma", (), "melisma=on"),
 )
+LYRICS_OFF = "off"  # Options.lyrics for lyrics=off: no words (an !again or !extend of a job with words)
 CHORDS_OFF = "off"  # Options.chords for chords=off: no harmony at all
 _OPTION_FIELDS = {alias: option.field for option in OPTIONS for alias in (option.name, *option.aliases)}
 _OPTION_TOKEN = re.compile(r"-{0,2}(?P<name>[A-Za-z][A-Za-z_-]*)(?P<sep>[=:])(?P<value>.*)", re.S)
@@ -72,6 +75,8 @@ class Options:
     keep_key: bool | None = None
     chords: str | None = None  # a lead sheet (normalised), or CHORDS_OFF
     style: str | None = None  # a key of model.band.styles.STYLES
+    lyrics: str | None = None  # words as typed (checked for script, emoji, length), or LYRICS_OFF
+    melisma: bool | None = None
 
 
 @dataclass
@@ -100,9 +105,10 @@ def split_tokens(text: str) -> list[str]:
 
 def parse_options(text: str, settings: Settings, *, allow_files: bool = False) -> Parsed:
     """Separate options from other words and check every option's value."""
+    text, lyrics = _take_lyrics(text)
     tokens = split_tokens(text)
     words: list[str] = []
-    values: dict[str, Any] = {}
+    values: dict[str, Any] = {} if lyrics is None else {"lyrics": _lyrics_value(lyrics)}
     sketch_path = None
     i = 0
     while i < len(tokens):
@@ -130,14 +136,15 @@ def parse_options(text: str, settings: Settings, *, allow_files: bool = False) -
         canonical = _OPTION_FIELDS.get(name)
         if canonical is None:
             raise CommandError(_unknown_option(name))
-        if canonical == "chords":  # unquoted, the sheet runs to the next option: chords=C | G | Am F
+        if canonical in ("chords", "lyrics"):  # unquoted, the sheet runs to the next option: chords=C | G | Am F
             while i < len(tokens) and _OPTION_TOKEN.fullmatch(tokens[i]) is None:
                 value += " " + tokens[i]
                 i += 1
             value = value.strip()
         if value == "":
             raise CommandError(f"`{name}=` needs a value, e.g. {_example(canonical)}")
-        values[canonical] = _option_value(canonical, name, value, settings)
+        values[canonical] = _lyrics_value(value) if canonical == "lyrics" else _option_value(canonical, name, value,
+                                                                                              settings)
     return Parsed(words, Options(**values), sketch_path)
 
 
@@ -214,6 +221,11 @@ def _option_value(canonical: str, name: str, text: str, settings: Settings):
             return resolve_style(text)
         except StyleError as error:
             raise CommandError(str(error).replace('"', "`")) from None
+    if canonical == "melisma":
+        word = text.lower()
+        if word in TRUE_WORDS + FALSE_WORDS:
+            return word in TRUE_WORDS
+        raise CommandError(f"`{name}={text}`: say melisma=on (a syllable may take two slurred notes) or melisma=off.")
     if canonical == "keep_key":
         word = text.lower()
         if word in TRUE_WORDS:
@@ -222,6 +234,59 @@ def _option_value(canonical: str, name: str, text: str, settings: Settings):
             return False
         raise CommandError(f"`{name}={text}`: say key=on (keep to the melody's key) or key=off (any note).")
     raise AssertionError(canonical)
+
+
+_LYRICS_START = re.compile(r"(?:^|(?<=\s))-{0,2}(?:lyrics|lyric|words)\s*[=:]\s*", re.I)
+_QUOTES = {'"': '"', "\u201c": "\u201d", "\u201e": "\u201c", "'": "'", "\u2018": "\u2019", "```": "```"}
+
+
+def _take_lyrics(text: str) -> tuple[str, str | None]:
+    """(the command without its lyrics= option, the words or None). Words are quoted ("...",
+    curly quotes, '...', ```...```) or run to the next option; they may hold apostrophes, "/"
+    and new lines. CommandError when their quotes do not close."""
+    found = _LYRICS_START.search(text)
+    if found is None:
+        return text, None
+    rest = text[found.end():]
+    opener = next((q for q in sorted(_QUOTES, key=len, reverse=True) if rest.startswith(q)), None)
+    if opener is not None:
+        closer = _QUOTES[opener]
+        body = rest[len(opener):]
+        if closer == "'":  # an apostrophe inside (don't) is no closing quote: one is followed by a space or the end
+            close = next((m.start() for m in re.finditer(r"'(?=\s|$)", body)), -1)
+        else:
+            close = body.find(closer)
+            if close < 0 and opener == '"':
+                close = body.find("\u201d")
+        if close < 0:
+            raise CommandError(f"The quotes around your lyrics don't close: end them with {closer}, e.g. "
+                               f"{_example('lyrics')}.")
+        return text[: found.start()] + " " + body[close + len(closer):], body[:close]
+    following = re.search(r"\s-{0,2}(" + "|".join(map(re.escape, _OPTION_FIELDS)) + r")\s*[=:]", rest, re.I)
+    end = following.start() if following else len(rest)
+    return text[: found.start()] + " " + rest[end:], rest[:end]
+
+
+def without_lyrics(text: str) -> str:
+    """The command line without its lyrics= option (the jam sets each round's words itself)."""
+    return _take_lyrics(text)[0]
+
+
+def _lyrics_value(text: str) -> str:
+    """The words, checked as far as the bot checks them without the dictionary (script, emoji,
+    links, length, empty); their syllables are counted later, off the event loop."""
+    from model.lyrics.syllables import LyricsError, split_lines
+
+    text = text.strip()
+    if text.lower() in FALSE_WORDS + ("none",):
+        return LYRICS_OFF
+    if not text:
+        raise CommandError(f"`lyrics=` needs words, e.g. {_example('lyrics')}, or lyrics=off.")
+    try:
+        split_lines(text)
+    except LyricsError as error:
+        raise CommandError(f"I can't set those words: {error}.") from None
+    return text
 
 
 def _number(name: str, text: str, kind: type):

@@ -70,6 +70,7 @@ def help_text(settings: Settings, prefix: str, platform: str) -> str:
         f"  variations={most}  how many continuations, 1-{most} (also n=, vars=)",
         f"  topp={DEFAULT_TOP_P:g}   0.05-1: lower keeps to the likeliest notes",
         "  key=on      on keeps to your melody's key; off lets it wander",
+        '  lyrics="walking down the street / every window dark"  words to sing, lines split by / (melisma=on)',
         "Then:",
         vote,
         f"  {p}extend <job> [n] [bars=..]   continue variation n (default: the vote leader)",

@@ -100,15 +100,18 @@ def render_variations(
     chords: Sequence[Sequence | None] | None = None,
     arrangements: Sequence[Arrangement] | None = None,
     midis: Sequence[bytes] | None = None,
+    lyrics: Sequence[Sequence | None] | None = None,
 ) -> tuple[list[Preview], bytes, dict[str, float]]:
     """Render every melody (events, primer first). `chords`: per variation, its per-step chords
     (as long as the melody) or None. `arrangements`: per variation, what the band plays
     (model.band; its MELODY part is the melody), mixed in stereo; without them each variation is
     the melody over its chords (style "none"), mixed the same way. `midis`: per variation, the
     MIDI file to send (the arranger's); without them, the melody and its chords
-    (model.music.midi_io.write_midi). Returns the previews, one PNG stacking all variations labelled
-    1..N, and seconds: midi_write and png (this thread), audio_wait (for the audio once those are
-    done), total; synth, mix and mp3_encode summed over the variations' threads (they overlap)."""
+    (model.music.midi_io.write_midi). `lyrics`: per variation, (step, syllable) pairs or None: lyric
+    events in the MIDI written here, labels on its piano roll. Returns the previews, one PNG
+    stacking all variations labelled 1..N, and seconds: midi_write and png (this thread),
+    audio_wait (for the audio once those are done), total; synth, mix and mp3_encode summed over
+    the variations' threads (they overlap)."""
     started = time.perf_counter()
     deadline = time.monotonic() + timeout
     if not melodies:
@@ -151,14 +154,16 @@ def render_variations(
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     with ThreadPoolExecutor(min(cores, len(melodies))) as pool:
         sounds = [pool.submit(audio_of, arrangement) for arrangement in played]
+        words = list(lyrics) if lyrics is not None else [None] * len(melodies)
         if midis is None:
-            midis = [write_midi(events, bpm, program, chords=harmony) for events, harmony in zip(melodies, chords)]
+            midis = [write_midi(events, bpm, program, chords=harmony, lyrics=w)
+                     for events, harmony, w in zip(melodies, chords, words)]
         lap("midi_write")
         layout = pianoroll.shared_layout(melodies, arrangements)
         tall = any(pianoroll.band_parts(arrangement) for arrangement in arrangements)  # panels alike
         panels = [
-            pianoroll.draw_panel(events, primer_steps, layout, str(index + 1), progression, arrangement, tall)
-            for index, (events, progression, arrangement) in enumerate(zip(melodies, chords, arrangements))
+            pianoroll.draw_panel(events, primer_steps, layout, str(index + 1), progression, arrangement, tall, labels=w)
+            for index, (events, progression, arrangement, w) in enumerate(zip(melodies, chords, arrangements, words))
         ]
         pngs = [pianoroll.png_bytes(panel) for panel in panels]
         combined = pianoroll.png_bytes(pianoroll.stack(panels)) if len(panels) > 1 else pngs[0]

@@ -46,6 +46,7 @@ SHARP_ORDER, FLAT_ORDER = "fcgdaeb", "beadgcf"
 # over C#, F# (6 sharps kept) and B to stay readable.
 MAJOR_FIFTHS = {0: 0, 1: -5, 2: 2, 3: -3, 4: 4, 5: -1, 6: 6, 7: 1, 8: -4, 9: 3, 10: -2, 11: 5}
 ACCID = {-1: "f", 0: "n", 1: "s"}
+LYRIC_FONT = "DejaVu Serif Condensed, Liberation Serif, Times, serif"  # about Times' widths, where installed
 BASS_CLEF_BELOW = 55  # MIDI pitch: a melody whose median pitch lies below G3 is written in the bass clef
 
 _LOCK = threading.Lock()  # one verovio toolkit at a time: its resources are process-wide
@@ -108,8 +109,11 @@ def split_value(position: int, length: int) -> list[int]:
     return values
 
 
-def melody_mei(events: list[int], chords: Sequence | None, bpm: float, title: str, fifths: int) -> str:
-    """The MEI document of the lead sheet."""
+def melody_mei(events: list[int], chords: Sequence | None, bpm: float, title: str, fifths: int,
+               lyrics: Sequence[tuple[int, str]] | None = None) -> str:
+    """The MEI document of the lead sheet; `lyrics` ((step, karaoke syllable) pairs, as
+    model.lyrics writes them) are printed under the notes that start at their steps."""
+    words = {step: _verse(text) for step, text in lyrics or ()}
     notes = events_to_notes(events)
     steps = max(len(events), notes[-1].end if notes else 0)
     bars = max(1, -(-steps // STEPS_PER_BAR))
@@ -124,7 +128,7 @@ def melody_mei(events: list[int], chords: Sequence | None, bpm: float, title: st
     key = f"{abs(fifths)}{'s' if fifths > 0 else 'f'}" if fifths else "0"
     measures = []
     for bar in range(bars):
-        layer = _beamed(_bar_items(sounding, bar * STEPS_PER_BAR, fifths))
+        layer = _beamed(_bar_items(sounding, bar * STEPS_PER_BAR, fifths, words))
         harms = _harms(chords, bar * STEPS_PER_BAR) if chords is not None else ""
         # "120 bpm", not a note glyph: verovio's SMuFL text font is a web font CairoSVG cannot draw.
         tempo = f'<tempo staff="1" tstamp="1" midi.bpm="{bpm:g}" place="above">{bpm:g} bpm</tempo>'
@@ -145,7 +149,16 @@ def melody_mei(events: list[int], chords: Sequence | None, bpm: float, title: st
     )
 
 
-def _bar_items(sounding: list, offset: int, fifths: int) -> list[tuple[int, int, str, bool]]:
+def _verse(karaoke: str) -> str:
+    """A syllable as MEI: " walk-" (a word's first, more follow) -> wordpos i and a dash."""
+    text = karaoke.strip().rstrip("-")
+    first, more = karaoke.startswith(" "), karaoke.endswith("-")
+    position = {(True, True): "i", (False, True): "m", (False, False): "t"}.get((first, more))
+    attributes = (f' wordpos="{position}"' if position else "") + (' con="d"' if more else "")
+    return f'<verse n="1"><syl{attributes}>{escape(text)}</syl></verse>'
+
+
+def _bar_items(sounding: list, offset: int, fifths: int, words: dict | None = None) -> list[tuple[int, int, str, bool]]:
     """One bar's notes and rests as (position, value, MEI element, is a note), in order."""
     signature = _signature(fifths)
     items, shown = [], {}  # shown: (letter, octave) -> alteration in force in this bar
@@ -179,7 +192,8 @@ def _bar_items(sounding: list, offset: int, fifths: int) -> list[tuple[int, int,
                 ends = index == len(values) - 1 and not continues
                 tie = {(True, True): "", (True, False): "i", (False, True): "t"}.get((begins, ends), "m")
                 extra = (accidental if index == 0 else "") + (f' tie="{tie}"' if tie else "")
-                items.append((at, value, _duration("note", value, attributes + extra), True))
+                verse = (words or {}).get(start, "") if begins else ""
+                items.append((at, value, _duration("note", value, attributes + extra, verse), True))
                 at += value
         position += length
     return items
@@ -221,9 +235,10 @@ def _trailing_rests(group: list) -> list[str]:
     return rests
 
 
-def _duration(element: str, value: int, attributes: str = "") -> str:
+def _duration(element: str, value: int, attributes: str = "", content: str = "") -> str:
     dur, dots = MEI_DURATION[value]
-    return f'<{element} dur="{dur}"{f" dots={chr(34)}{dots}{chr(34)}" if dots else ""}{attributes}/>'
+    opening = f'<{element} dur="{dur}"{f" dots={chr(34)}{dots}{chr(34)}" if dots else ""}{attributes}'
+    return f"{opening}>{content}</{element}>" if content else f"{opening}/>"
 
 
 def _harms(chords: Sequence, offset: int) -> str:
@@ -247,20 +262,23 @@ def engrave_lead_sheet(
     *,
     pdf: bool = True,
     timeout: float = DEFAULT_TIMEOUT_S,
+    lyrics: Sequence[tuple[int, str]] | None = None,
 ) -> tuple[bytes, bytes | None]:
     """The melody's events (sixteenth grid) and per-step chords (model.music.chords.Chord or None; or
-    no chords at all) -> (PNG, PDF or None when pdf=False) of a one-page lead sheet."""
-    png, pdf_bytes, _ = engrave(events, chords, bpm, title, pdf=pdf, timeout=timeout)
+    no chords at all) -> (PNG, PDF or None when pdf=False) of a one-page lead sheet; `lyrics`:
+    (step, syllable) pairs printed under their notes."""
+    png, pdf_bytes, _ = engrave(events, chords, bpm, title, pdf=pdf, timeout=timeout, lyrics=lyrics)
     return png, pdf_bytes
 
 
 def engrave(
-    events: list[int], chords: Sequence | None, bpm: float, title: str, *, pdf: bool = True, timeout: float
+    events: list[int], chords: Sequence | None, bpm: float, title: str, *, pdf: bool = True, timeout: float,
+    lyrics: Sequence[tuple[int, str]] | None = None,
 ) -> tuple[bytes, bytes | None, bytes]:
     """engrave_lead_sheet, and the MIDI verovio makes of its notation (to check it against)."""
     deadline = time.monotonic() + timeout
     verovio, cairosvg = load_engraver()
-    document = melody_mei(events, chords, bpm, title, key_fifths(events))
+    document = melody_mei(events, chords, bpm, title, key_fifths(events), lyrics)
     with _LOCK:
         # verovio keeps its default resource path per thread (set on import, in the importing
         # thread): set it in this one, or engraving from another thread finds no fonts.
@@ -275,12 +293,15 @@ def engrave(
                 "footer": "none",
                 "breaks": "auto",
                 "xmlIdSeed": 1,  # the same song engraves to the same SVG
+                **({"lyricWordSpace": 3.0, "lyricSize": 4.0} if lyrics else {}),  # room between sung words
             }
         )
         if not toolkit.loadData(document):
             raise RenderError("verovio could not read the lead sheet it was given")
         _check(deadline, "laying out the lead sheet")
         svg = toolkit.renderToSVG(1)
+        if lyrics:  # verovio spaces syllables by Times' widths; CairoSVG's stand-in here (DejaVu Serif) is wider
+            svg = svg.replace('font-family="Times, serif"', f'font-family="{LYRIC_FONT}"')
         _check(deadline, "drawing the lead sheet")
         midi = base64.b64decode(toolkit.renderToMIDI())
     try:

@@ -93,10 +93,12 @@ def draw_panel(
     chords: Sequence | None = None,
     arrangement=None,
     tall: bool = False,
+    labels: Sequence[tuple[int, str]] | None = None,
 ) -> Image.Image:
     """One variation's piano roll, PANEL_HEIGHT tall (BAND_PANEL_HEIGHT with a band, or `tall`:
     as tall as the other variations' with a band); `chords` (a model.music.chords.Chord or None per
-    step) are named above the grid; `arrangement`'s band is drawn faint beneath the melody."""
+    step) are named above the grid; `arrangement`'s band is drawn faint beneath the melody; `labels`
+    ((step, text): a lyric's syllables) under the notes starting at their steps."""
     low, high, steps = layout
     band = band_parts(arrangement)
     height = BAND_PANEL_HEIGHT if band or tall else PANEL_HEIGHT
@@ -145,6 +147,12 @@ def draw_panel(
         box = (x(note.start) + 1, y(note.pitch), max(x(note.start) + 2, x(note.end) - 2), y(note.pitch - 1) - 1)
         draw.rectangle(box, fill=colour)
 
+    if labels:
+        starts = {note.start: note for note in events_to_notes(events)}
+        small = _font(FONT_PX - 5)
+        for step, text in labels:
+            if step in starts and step < steps:
+                draw.text((x(step) + 1, y(starts[step].pitch - 1) + 1), text.strip(), TEXT, small, "lt")
     if chords is not None:
         _chord_symbols(draw, chords[:steps], x, top)
     if label:

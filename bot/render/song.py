@@ -31,21 +31,25 @@ def render_song(
     timeout: float = SONG_TIMEOUT_S,
     arrangement: Arrangement | None = None,
     midi: bytes | None = None,
+    lyrics: Sequence | None = None,
 ) -> tuple[bytes, bytes, bytes, bytes | None]:
     """The song's events and per-step chords (model.music.chords.Chord or None per step; or None for
     a melody only) -> (MIDI, MP3, lead-sheet PNG, lead-sheet PDF or None when pdf=False). The
     MP3 plays `arrangement` (model.band: the song arranged) when given, else the melody over its
     chords; the MIDI is `midi` (the arranger's) when given, else the melody and its chords. The
-    whole song plays at one loudness: no soft primer. The lead sheet is the melody and chords."""
+    whole song plays at one loudness: no soft primer. The lead sheet is the melody and chords.
+    `lyrics`: (step, syllable) pairs, in the MIDI written here as lyric events and under the lead
+    sheet's notes."""
     deadline = time.monotonic() + timeout
     if not bpm > 0:
         raise RenderError(f"cannot render at {bpm} bpm")
     if chords is not None and len(chords) != len(events):
         raise RenderError(f"the song has {len(events)} steps but {len(chords)} chords")
     program = INSTRUMENTS[resolve_instrument(instrument)]
-    midi = midi if midi is not None else write_midi(events, bpm, program, chords=chords)
+    midi = midi if midi is not None else write_midi(events, bpm, program, chords=chords, lyrics=lyrics)
     soundfont = find_soundfont(soundfont)
     played = arrangement if arrangement is not None else plain_arrangement(events, chords, program)
     encoded = encode_mp3(mix(played, bpm, soundfont, deadline))
-    png, pdf_bytes = engrave_lead_sheet(events, chords, bpm, title, pdf=pdf, timeout=deadline - time.monotonic())
+    png, pdf_bytes = engrave_lead_sheet(events, chords, bpm, title, pdf=pdf, timeout=deadline - time.monotonic(),
+                                        lyrics=lyrics)
     return midi, encoded, png, pdf_bytes

@@ -36,7 +36,7 @@ from bot.worker.components import (
     needs_suggested_chords,
 )
 from bot.worker.rendering import Outcome, Sampled
-from model.defaults import length_problem
+from model.defaults import MAX_BARS, length_problem
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +99,9 @@ class Generator:
             raise
         self.problems.pop(MELODY, None)
         continue_melodies(model, [WARMUP_PRIMER], [SamplingOptions(bars=1, variations=1)])  # warm up
+        from model.lyrics.syllables import warm_up
+
+        warm_up()  # the pronouncing dictionary (~0.2 s), so the first job with words waits no longer
         self._renderer().wait_ready()
         self.model, self.device = model, device
         log.info("model and renderer loaded on %s and warmed up in %.1f s", device, time.perf_counter() - started)
@@ -116,7 +119,7 @@ class Generator:
         else:
             self.problems.pop(CHORDS, None)
 
-    def _prepare(self, job: Job):
+    def _prepare(self, job: Job, words: dict | None = None):
         """(primer as sampled, SamplingOptions, the continuation's chords per step or None);
         ValueError with a user-facing reason."""
         from model.melody.sampling import SamplingOptions, prepare_primer
@@ -142,6 +145,15 @@ class Generator:
         from model.band.styles import resolve_style
 
         resolve_style(job.style)  # StyleError is a ValueError: a bad request
+        if job.lyrics:  # the words' rhythm, one plan a variation (LyricsError is a ValueError: the job fails with it)
+            from dataclasses import replace
+
+            from model.lyrics.setting import set_lyrics
+
+            setting = set_lyrics(job.lyrics, primer, job.bars, job.variations, job.seed, job.melisma, MAX_BARS)
+            options = replace(options, rhythm=setting.rhythm)
+            if words is not None:  # where each syllable goes, handed to the renderer with the notes
+                words[job.job_id] = [[list(pair) for pair in setting.placements(v)] for v in range(job.variations)]
         if not self.skip_render:
             from bot.render import RenderError, resolve_instrument
 
@@ -175,10 +187,10 @@ class Generator:
                 return
         if CHORDS in self.problems:
             self.check_chords()  # fixed meanwhile? (cheap: a missing or broken file fails at once)
-        ready = []
+        ready, words = [], {}  # words: job id -> its syllables' placements per variation
         for job in jobs:
             try:
-                ready.append((job, *self._prepare(job)))  # (job, primer, options, chords)
+                ready.append((job, *self._prepare(job, words)))  # (job, primer, options, chords)
             except ValueError as error:
                 yield Outcome(job, JobState.FAILED, error=_sentence(str(error)))
         if not ready:
@@ -207,7 +219,7 @@ class Generator:
             if continuations is None:
                 yield Outcome(job, JobState.FAILED, error=GENERIC_ERROR.format(job_id=job.job_id))
             else:
-                yield Sampled(job, primer, continuations, chords, started, sample_s)
+                yield Sampled(job, primer, continuations, chords, started, sample_s, words.get(job.job_id))
 
     def render(self, sampled: Sampled, wanted: Callable[[Job], bool] | None = None) -> Outcome:
         """The job's previews and Result, rendered in the render process (bot/worker/render_process.py:

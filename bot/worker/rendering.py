@@ -37,6 +37,7 @@ class Sampled:
     chords: list | None  # the continuation's given chords per step
     started: float  # when its batch started (unix seconds)
     sample_s: float  # seconds its batch took to sample
+    lyrics: list | None = None  # per variation, [step, syllable] of each sung syllable (jobs with words)
 
 
 def warm_renderer(settings: Settings, skip_render: bool) -> None:
@@ -46,6 +47,9 @@ def warm_renderer(settings: Settings, skip_render: bool) -> None:
         return
     from bot.render import check_setup
     from model.band.keys import load_library
+    from model.lyrics.syllables import warm_up
+
+    warm_up()  # the words' syllables are placed here too (lyric_placements)
 
     try:
         load_library()
@@ -82,21 +86,24 @@ def _result(settings: Settings, sampled: Sampled, skip_render: bool) -> Result:
     render_started = time.time()
     progressions = [harmony_of(job, primer, continuation, chords, settings) for continuation in continuations]
     sheets = [lead_sheet(p) if p is not None else None for p in progressions]
+    words = sampled.lyrics if sampled.lyrics is not None else lyric_placements(job, primer, len(continuations))
     if skip_render:
-        variations, combined = [Variation(m, b"", b"", b"", s) for m, s in zip(melodies, sheets)], b""
+        variations, combined = [Variation(m, b"", b"", b"", s, w) for m, s, w in zip(melodies, sheets, words)], b""
     else:
         from bot.render import render_variations
         from model.music.midi_io import write_arrangement
 
         arrangements = arrange_variations(job, melodies, len(primer), progressions)
         # the MIDI a songwriter drags into a DAW: one named track per part, chord markers, the tempo
-        midis = [write_arrangement(a, job.bpm, p) for a, p in zip(arrangements, progressions)]
+        midis = [write_arrangement(a, job.bpm, p, lyrics=w if job.lyrics else None)
+                 for a, p, w in zip(arrangements, progressions, words)]
         soundfont = str(settings.soundfont) if settings.soundfont else None
         previews, combined, _ = render_variations(
             melodies, len(primer), job.bpm, job.instrument, soundfont=soundfont, chords=progressions,
-            arrangements=arrangements, midis=midis,
+            arrangements=arrangements, midis=midis, lyrics=words if job.lyrics else None,
         )
-        variations = [Variation(m, midi, p.mp3, p.png, s) for m, midi, p, s in zip(melodies, midis, previews, sheets)]
+        variations = [Variation(m, midi, p.mp3, p.png, s, w)
+                      for m, midi, p, s, w in zip(melodies, midis, previews, sheets, words)]
     now = time.time()
     key = detect_key(primer)
     return Result(
@@ -125,6 +132,18 @@ def arrange_variations(job: Job, melodies: list[list[int]], primer_steps: int,
     return [arrange(melody, chords, job.bpm, job.style, seed=job.seed * 16 + number, primer_steps=primer_steps,
                     melody_program=program)
             for number, (melody, chords) in enumerate(zip(melodies, progressions))]
+
+
+def lyric_placements(job: Job, primer: list[int], variations: int) -> list[list | None]:
+    """Per variation, [step, syllable] of each sung syllable (the plans the sampler followed: the
+    same inputs give the same plans), or None for each without words."""
+    if not job.lyrics:
+        return [None] * variations
+    from model.defaults import MAX_BARS
+    from model.lyrics.setting import set_lyrics
+
+    setting = set_lyrics(job.lyrics, primer, job.bars, job.variations, job.seed, job.melisma, MAX_BARS)
+    return [[list(pair) for pair in setting.placements(v)] for v in range(variations)]
 
 
 def harmony_of(job: Job, primer: list[int], continuation: list[int], chords: list | None,

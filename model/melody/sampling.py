@@ -47,6 +47,9 @@ class SamplingOptions:
     keep_key: bool = True  # only notes of the primer's key (and any other pitch class it uses)
     max_rest: int = 16  # steps a note may be held or a rest may last before something happens; 0: no limit
     candidates: int = DEFAULT_CANDIDATES  # continuations sampled per variation; the best by choice_score is kept
+    # Per variation, what may happen at each continuation step (model.lyrics.rhythm step codes:
+    # a lyric's rhythm plan); None: anything. With it, max_rest does not apply (the plan holds notes).
+    rhythm: tuple[tuple[int, ...], ...] | None = None
 
     def check(self) -> None:
         """Raise ValueError naming the first option out of range."""
@@ -66,6 +69,9 @@ class SamplingOptions:
             raise ValueError(f"candidates must be between 1 and {MAX_CANDIDATES}, not {self.candidates}")
         if not 0 <= self.seed <= MAX_SEED:
             raise ValueError(f"seed must be between 0 and {MAX_SEED}, not {self.seed}")
+        if self.rhythm is not None and (len(self.rhythm) != self.variations
+                                        or any(len(r) != self.bars * STEPS_PER_BAR for r in self.rhythm)):
+            raise ValueError(f"rhythm must give {self.variations} plans of {self.bars * STEPS_PER_BAR} steps")
 
 
 def allowed_events(primer: list[int], keep_key: bool, also: set[int] = frozenset()) -> torch.Tensor:
@@ -144,6 +150,26 @@ def _chord_codes(chords: list | None, steps: int) -> list[int]:
     return codes
 
 
+def _rhythm_masks(plans: list, steps: int, device) -> torch.Tensor | None:
+    """(rows, steps, NUM_CLASSES) bool from each row's step codes (None: anything), or None."""
+    if not any(plans):
+        return None
+    from model.lyrics.rhythm import END, FREE, HOLD, ONSET, QUIET  # no torch there: the bot plans too
+    from model.music.events import FIRST_NOTE_ON, NO_EVENT
+
+    table = torch.zeros(5, NUM_CLASSES, dtype=torch.bool)
+    table[FREE] = True
+    table[ONSET, FIRST_NOTE_ON:] = True
+    table[HOLD, NO_EVENT] = True
+    table[END, NOTE_OFF] = True
+    table[QUIET, [NO_EVENT, NOTE_OFF]] = True
+    codes = torch.full((len(plans), steps), FREE, dtype=torch.long)
+    for row, plan in enumerate(plans):
+        if plan:
+            codes[row, : len(plan)] = torch.tensor(plan)
+    return table[codes].to(device)
+
+
 def _sample(primers: list[list[int]], options: list[SamplingOptions], model: MelodyNet,
             chords: list) -> list[list[list[int]]]:
     """One batched pass over every request."""
@@ -170,11 +196,12 @@ def _sample(primers: list[list[int]], options: list[SamplingOptions], model: Mel
         allowed_events=torch.stack([keys[i] for i, _, _ in rows]).to(device),
         seeds=[variation_seed(options[i].seed, v, k) for i, v, k in rows],
         offset=offset,
-        max_run=torch.tensor([options[i].max_rest for i, _, _ in rows], device=device),
+        max_run=torch.tensor([0 if options[i].rhythm else options[i].max_rest for i, _, _ in rows], device=device),
         chords=torch.tensor([codes[i] for i, _, _ in rows], dtype=torch.long, device=device) if any(chords) else None,
         with_loglik=True,
         chord_scale=CHORD_SCALE,
         lengths=lengths,
+        step_allowed=_rhythm_masks([options[i].rhythm and options[i].rhythm[v] for i, v, _ in rows], steps, device),
     )
     result, loglik = result.cpu(), loglik.cpu()
     answers: list[list[list[int]]] = [[] for _ in options]

@@ -34,6 +34,7 @@ def generate(
     with_loglik: bool = False,
     chord_scale: float = 1.0,
     lengths: torch.Tensor | None = None,
+    step_allowed: torch.Tensor | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Continue each primer row by `steps` events, all rows in one batched pass.
 
@@ -47,7 +48,10 @@ def generate(
     and a row's result depends only on its own inputs and seed, never on what else shares
     the batch (up to float rounding). -> (B, steps); with_loglik, also (B, steps) each sampled
     step's log-likelihood under the model itself (no temperature, nucleus or masks), per step
-    so a row asking for fewer steps than the batch can score just its own."""
+    so a row asking for fewer steps than the batch can score just its own. step_allowed
+    (B, steps, NUM_CLASSES) bool or None: what each row may do at each step besides
+    allowed_events (a lyric's rhythm: NOTE_ON only where a syllable starts); where the two
+    leave nothing, step_allowed alone."""
     batch, p_len = primer.shape
     device = primer.device
     pad = [0] * batch if lengths is None else [p_len - int(n) for n in lengths.tolist()]
@@ -55,7 +59,7 @@ def generate(
         raise ValueError(f"primer lengths must be between 2 and {p_len}, not {lengths.tolist()}")
     offset = torch.zeros(batch, dtype=torch.long, device=device) if offset is None else offset
     max_run = torch.zeros(batch, dtype=torch.long, device=device) if max_run is None else max_run
-    inputs = (primer, temperature, top_p, allowed_events, offset, max_run, chords)
+    inputs = (primer, temperature, top_p, allowed_events, offset, max_run, chords, step_allowed)
     order = sorted(range(batch), key=pad.__getitem__)  # rows padded alike side by side: each group a slice
     if order == list(range(batch)):
         out = _generate_sorted(model, *inputs, steps, seeds, pad, chord_scale, with_loglik)
@@ -69,8 +73,8 @@ def generate(
     return out if with_loglik else out[0]
 
 
-def _generate_sorted(model: MelodyNet, primer, temperature, top_p, allowed_events, offset, max_run, chords, steps,
-                     seeds, pad, chord_scale, with_loglik):  # fmt: skip
+def _generate_sorted(model: MelodyNet, primer, temperature, top_p, allowed_events, offset, max_run, chords,
+                     step_allowed, steps, seeds, pad, chord_scale, with_loglik):  # fmt: skip
     """generate, its rows in order of padding -> (events, loglik: zeros without with_loglik)."""
     batch, p_len = primer.shape
     device = primer.device
@@ -154,6 +158,9 @@ def _generate_sorted(model: MelodyNet, primer, temperature, top_p, allowed_event
                 logits = logits + chord_guide[:, s]
         allowed_now = allowed_events.clone()
         allowed_now[:, NO_EVENT] &= (max_run == 0) | (run < max_run)
+        if step_allowed is not None:
+            both = allowed_now & step_allowed[:, s]
+            allowed_now = torch.where(both.any(-1, keepdim=True), both, step_allowed[:, s])
         log_probs = nucleus(logits / temperature[:, None].clamp(min=1e-3), nucleus_p, allowed_now)
         sequence[:, t] = (log_probs + noise[:, s]).argmax(-1)  # Gumbel-max sampling
         run = torch.where(sequence[:, t] == NO_EVENT, run + 1, 0)

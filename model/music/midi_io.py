@@ -160,10 +160,13 @@ def write_midi(
     velocity: int = 100,
     chords: Sequence | None = None,
     chord_program: int = CHORD_PROGRAM,
+    lyrics: Sequence[tuple[int, str]] | None = None,
 ) -> bytes:
     """Events -> a type-1 MIDI file (bytes) with one named track at a constant tempo. With
     `chords` (one model.music.chords.Chord or None per step, on the events' grid), two tracks:
-    MELODY (the events, on `program`) and CHORDS (chord_notes, on `chord_program`, its own channel)."""
+    MELODY (the events, on `program`) and CHORDS (chord_notes, on `chord_program`, its own channel).
+    `lyrics`: (step, syllable) pairs, written as lyric meta events in the melody's track at
+    their steps (model.lyrics: one a syllable, at its note, hyphenated as karaoke files are)."""
     if chords is not None and len(chords) != len(events):
         raise ValueError(f"{len(chords)} chords for {len(events)} steps; give one chord (or None) per step")
     pm = pretty_midi.PrettyMIDI(resolution=480, initial_tempo=bpm)
@@ -185,7 +188,8 @@ def write_midi(
         pm.instruments.append(instrument)
     buffer = io.BytesIO()
     pm.write(buffer)
-    return with_markers(buffer.getvalue(), chord_markers(chords) if chords is not None else [])
+    data = with_markers(buffer.getvalue(), chord_markers(chords) if chords is not None else [])
+    return _with_lyrics(data, lyrics, pm.resolution // STEPS_PER_BEAT) if lyrics else data
 
 
 NO_CHORD_MARKER = "N.C."
@@ -230,15 +234,46 @@ def with_markers(data: bytes, markers: Sequence[tuple[int, str]]) -> bytes:
     return buffer.getvalue()
 
 
+def _with_lyrics(data: bytes, lyrics: Sequence[tuple[int, str]], ticks_per_step: int) -> bytes:
+    """The file with a lyric meta event at each (step, text) in its first note track, before the
+    note-on at the same tick (pretty_midi would put them in the tempo track, away from the notes)."""
+    import mido
+
+    midi = mido.MidiFile(file=io.BytesIO(data))
+    track = midi.tracks[1]
+    timed, now = [], 0
+    for order, message in enumerate(track):  # at one tick: names and programs, note-offs, the lyric, note-ons
+        now += message.time
+        sounding = message.type == "note_on" and message.velocity > 0
+        timed.append((now, 3 if sounding else 1 if message.type in ("note_on", "note_off") else 0, order, message))
+    timed += [(step * ticks_per_step, 2, i, mido.MetaMessage("lyrics", text=text)) for i, (step, text) in
+              enumerate(lyrics)]
+    timed.sort(key=lambda item: item[:3])
+    end_of_track = [item for item in timed if item[3].type == "end_of_track"]
+    timed = [item for item in timed if item[3].type != "end_of_track"] + end_of_track
+    track.clear()
+    previous = 0
+    for tick, _, _, message in timed:
+        tick = max(tick, previous)
+        track.append(message.copy(time=tick - previous))
+        previous = tick
+    buffer = io.BytesIO()
+    midi.save(file=buffer)
+    return buffer.getvalue()
+
+
 ARRANGEMENT_TRACKS = ("MELODY", "KEYS", "GUITAR", "CHORDS", "BASS", "DRUMS")
 
 
-def write_arrangement(arrangement, bpm: float = DEFAULT_BPM, chords: Sequence | None = None) -> bytes:
+def write_arrangement(arrangement, bpm: float = DEFAULT_BPM, chords: Sequence | None = None,
+                      lyrics: Sequence[tuple[int, str]] | None = None) -> bytes:
     """A model.band.parts.Arrangement -> a type-1 MIDI file for a DAW: one named track per part
     (MELODY, KEYS or GUITAR, BASS, DRUMS; the drums on channel 10) on its General MIDI program,
     the tempo and 4/4 in the first track, and with `chords` (one Chord or None per step) a marker
-    naming each chord change. The bytes are written here directly: pretty_midi's writer (it sorts
-    with a comparison function) took ~20 ms a band, mido's messages ~15 ms, this ~1 ms."""
+    naming each chord change; with `lyrics` ((step, syllable) pairs) a lyric event at each sung
+    note of the MELODY track, as karaoke files have them. The bytes are written here directly:
+    pretty_midi's writer (it sorts with a comparison function) took ~20 ms a band, mido's
+    messages ~15 ms, this ~1 ms."""
     if chords is not None and len(chords) != arrangement.steps:
         raise ValueError(f"{len(chords)} chords for {arrangement.steps} steps; give one chord (or None) per step")
     ticks = ARRANGEMENT_RESOLUTION // STEPS_PER_BEAT  # per step
@@ -257,6 +292,8 @@ def write_arrangement(arrangement, bpm: float = DEFAULT_BPM, chords: Sequence | 
             pitch, velocity = int(note.pitch) & 0x7F, max(1, min(127, int(note.velocity)))
             timed.append((on, 3, bytes((0x90 | channel, pitch, velocity))))
             timed.append((off, 2, bytes((0x80 | channel, pitch, 0))))
+        if lyrics and part.name == "MELODY":  # after a note off, before the note on it names
+            timed += [(round(step * ticks), 2, _meta(0x05, text)) for step, text in lyrics]
         tracks.append(_track(timed))
     header = b"MThd" + (6).to_bytes(4, "big") + (1).to_bytes(2, "big") + len(tracks).to_bytes(2, "big")
     return header + ARRANGEMENT_RESOLUTION.to_bytes(2, "big") + b"".join(tracks)

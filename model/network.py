@@ -18,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from model.defaults import DEFAULT_WEIGHTS  # noqa: F401 - loaded by default, re-exported
-from model.events import NO_EVENT, NUM_CLASSES, PAD, STEPS_PER_BAR, STEPS_PER_BEAT
+from model.events import FIRST_NOTE_ON, NO_EVENT, NUM_CLASSES, PAD, STEPS_PER_BAR, STEPS_PER_BEAT
 
 LOOKBACKS = (STEPS_PER_BAR, 2 * STEPS_PER_BAR)  # steps; events this far back are decoder inputs
 
@@ -200,6 +200,7 @@ class MelodyNet(nn.Module):
         with_loglik: bool = False,
         chord_scale: float = 1.0,
         lengths: torch.Tensor | None = None,
+        repeat_cap: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Continue each primer row by `steps` events, all rows in one batched pass.
 
@@ -211,7 +212,10 @@ class MelodyNet(nn.Module):
         steps, >= 2, the last of its row: the P - lengths[b] steps before them are padding (PAD),
         which nothing reads (None: no padding). So primers of different lengths share a pass,
         and a row's result depends only on its own inputs and seed, never on what else shares
-        the batch (up to float rounding). -> (B, steps); with_loglik, also (B, steps) each sampled
+        the batch (up to float rounding). repeat_cap (K,) or None: when the last r notes in a row
+        had one pitch, the largest share of the (temperature-scaled, allowed) NOTE_ON probability
+        one more of it may have is entry min(r, K - 1) (0: it may not come again).
+        -> (B, steps); with_loglik, also (B, steps) each sampled
         step's log-likelihood under the model itself (no temperature, nucleus or masks), per step
         so a row asking for fewer steps than the batch can score just its own."""
         batch, p_len = primer.shape
@@ -224,18 +228,18 @@ class MelodyNet(nn.Module):
         inputs = (primer, temperature, top_p, allowed_events, offset, max_run, chords)
         order = sorted(range(batch), key=pad.__getitem__)  # rows padded alike side by side: each group a slice
         if order == list(range(batch)):
-            out = self._generate_sorted(*inputs, steps, seeds, pad, chord_scale, with_loglik)
+            out = self._generate_sorted(*inputs, steps, seeds, pad, chord_scale, with_loglik, repeat_cap)
         else:
             index = torch.tensor(order, device=device)
             inputs = tuple(x if x is None else x[index] for x in inputs)
             out = self._generate_sorted(*inputs, steps, [seeds[b] for b in order], [pad[b] for b in order],
-                                        chord_scale, with_loglik)  # fmt: skip
+                                        chord_scale, with_loglik, repeat_cap)  # fmt: skip
             back = torch.argsort(index)
             out = out[0][back], out[1][back]
         return out if with_loglik else out[0]
 
     def _generate_sorted(self, primer, temperature, top_p, allowed_events, offset, max_run, chords, steps, seeds, pad,
-                         chord_scale, with_loglik):  # fmt: skip
+                         chord_scale, with_loglik, repeat_cap=None):  # fmt: skip
         """generate, its rows in order of padding -> (events, loglik: zeros without with_loglik)."""
         batch, p_len = primer.shape
         device = primer.device
@@ -281,6 +285,7 @@ class MelodyNet(nn.Module):
                 _, no_chord_bias = self._chord_inputs(None, steps_ahead, batch, device)
                 chord_guide = (chord_scale - 1.0) * (chord_bias - no_chord_bias)
         run = _trailing_no_events(sequence[:, :p_len])  # (B,) NO_EVENTs in a row at the end so far (PAD is none)
+        repeats = None if repeat_cap is None else SameNoteRun.of(sequence[:, :p_len], repeat_cap)
         loglik = torch.zeros(batch, steps, device=device)
         nucleus_p = None if bool((top_p >= 1).all()) else top_p  # top_p 1 everywhere: no sorting
         w = StepWeights.cached(self)
@@ -319,8 +324,13 @@ class MelodyNet(nn.Module):
                     logits = logits + chord_guide[:, s]
             allowed_now = allowed_events.clone()
             allowed_now[:, NO_EVENT] &= (max_run == 0) | (run < max_run)
-            log_probs = nucleus(logits / temperature[:, None].clamp(min=1e-3), nucleus_p, allowed_now)
+            scaled = logits / temperature[:, None].clamp(min=1e-3)
+            if repeats is not None:
+                scaled = repeats.limit(scaled, allowed_now)
+            log_probs = nucleus(scaled, nucleus_p, allowed_now)
             sequence[:, t] = (log_probs + noise[:, s]).argmax(-1)  # Gumbel-max sampling
+            if repeats is not None:
+                repeats.update(sequence[:, t])
             run = torch.where(sequence[:, t] == NO_EVENT, run + 1, 0)
             if with_loglik:
                 loglik[:, s] = torch.log_softmax(model_logits, -1).gather(1, sequence[:, t : t + 1])[:, 0]
@@ -420,6 +430,53 @@ def lstm_cell(gates: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch
     cell = gates[:, 2 * hidden : 3 * hidden].tanh()
     c = torch.addcmul(squashed[:, hidden : 2 * hidden] * c, squashed[:, :hidden], cell)
     return squashed[:, 3 * hidden :] * c.tanh(), c
+
+
+@dataclass
+class SameNoteRun:
+    """Per row, the pitch the melody's last notes share and how many notes in a row have had it
+    (rests between them do not break a run: a listener hears the same note again), and the most
+    a next note of that pitch may get. Left alone, the network reinforces its own repetition:
+    the more notes of one pitch in a row, the likelier one more, well past what real pop does
+    (BENCHMARKS.md, issue 23: one take in ten, with chords one in four, sat on a pitch for 6+)."""
+
+    last: torch.Tensor  # (B,) the last NOTE_ON event, -1 before any
+    count: torch.Tensor  # (B,) notes in a row with that pitch
+    cap: torch.Tensor  # (K,) by count (capped at K - 1): the largest share of NOTE_ON probability it keeps
+
+    @classmethod
+    def of(cls, primer: torch.Tensor, cap: torch.Tensor) -> SameNoteRun:
+        last, count = [], []
+        for row in primer.tolist():  # short loops: a primer's notes, once per pass
+            notes = [e for e in row if FIRST_NOTE_ON <= e < NUM_CLASSES]
+            same = 0
+            while same < len(notes) and notes[-1 - same] == notes[-1]:
+                same += 1
+            last.append(notes[-1] if notes else -1)
+            count.append(same)
+        device = primer.device
+        return cls(torch.tensor(last, device=device), torch.tensor(count, device=device),
+                   cap.to(device=device, dtype=torch.float32))
+
+    def limit(self, logits: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        """Lower the logit of the run's pitch, where needed, until its share of the allowed
+        NOTE_ONs' probability is at most the cap for the run's length (only ever lowered: a
+        model that repeats less than that is left as it is)."""
+        column = self.last.clamp(min=0)[:, None]
+        same = logits.gather(1, column)[:, 0]
+        note_ons = logits[:, FIRST_NOTE_ON:].masked_fill(~allowed[:, FIRST_NOTE_ON:], float("-inf"))
+        all_ons = note_ons.logsumexp(-1)
+        share = (same - all_ons).exp().clamp(max=1.0)
+        cap = self.cap[self.count.clamp(max=len(self.cap) - 1)]
+        others = all_ons + torch.log1p(-share)  # log of the other notes' probability mass
+        highest = torch.log(cap) - torch.log1p(-cap) + others  # the logit that gives the run's pitch `cap`
+        lower = (self.last >= 0) & (share > cap)  # comparisons with nan (no NOTE_ON allowed) are False
+        return logits.scatter(1, column, torch.where(lower, highest, same)[:, None])
+
+    def update(self, events: torch.Tensor) -> None:
+        on = (events >= FIRST_NOTE_ON) & (events < NUM_CLASSES)
+        self.count = torch.where(on, torch.where(events == self.last, self.count + 1, 1), self.count)
+        self.last = torch.where(on, events, self.last)
 
 
 def _trailing_no_events(primer: torch.Tensor) -> torch.Tensor:

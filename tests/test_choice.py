@@ -18,6 +18,7 @@ from model.sampling import (
     continue_melodies,
     prepare_primer,
     repeated_bars,
+    same_note_caps,
     variation_seed,
 )
 
@@ -37,7 +38,8 @@ def test_one_candidate_is_the_plain_sampler(tiny_model):
     primer = torch.tensor([PRIMER] * 3)
     plain = tiny_model.generate(primer, 32, temperature=torch.ones(3), top_p=torch.full((3,), options.top_p),
                                 allowed_events=torch.stack([allowed_events(PRIMER, True)] * 3),
-                                seeds=[variation_seed(5, v) for v in range(3)], max_run=torch.full((3,), 16))
+                                seeds=[variation_seed(5, v) for v in range(3)], max_run=torch.full((3,), 16),
+                                repeat_cap=same_note_caps())
     assert got == plain.tolist()
 
 
@@ -49,7 +51,8 @@ def test_each_variation_is_the_best_of_its_own_candidates(tiny_model):
     sampled, loglik = tiny_model.generate(
         torch.tensor([PRIMER] * len(rows)), 32, temperature=torch.full((12,), 2.0), top_p=torch.ones(12),
         allowed_events=torch.stack([allowed_events(PRIMER, True)] * 12),
-        seeds=[variation_seed(9, v, k) for v, k in rows], max_run=torch.full((12,), 16), with_loglik=True)
+        seeds=[variation_seed(9, v, k) for v, k in rows], max_run=torch.full((12,), 16), with_loglik=True,
+        repeat_cap=same_note_caps())
     assert len({tuple(r) for r in sampled.tolist()}) == 12  # every candidate has its own noise
     chosen = []
     for v in range(3):

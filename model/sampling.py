@@ -280,11 +280,28 @@ def choice_score(primer: list[int], continuation: list[int], loglik: float, chos
     return score
 
 
+def shared_bars(a: list[int], b: list[int]) -> int:
+    """Bars at the same place in two continuations whose (onset in bar, pitch) sets overlap by
+    REPEAT_JACCARD or more (two empty bars share nothing)."""
+    return sum(jaccard(x, y) >= REPEAT_JACCARD for x, y in zip(bar_sets(a), bar_sets(b)))
+
+
+def near_copy(events: list[int], chosen: list[list[int]]) -> int:
+    """How many bars a candidate shares with the chosen variation it is closest to, beyond half its
+    bars (0: a new idea; a variation may share at most half its bars with another)."""
+    bars = (len(events) + STEPS_PER_BAR - 1) // STEPS_PER_BAR
+    return max([shared_bars(events, other) - bars // 2 for other in chosen] + [0])
+
+
 def choose(primer: list[int], candidates: list[tuple[list[int], float]], chosen: list[list[int]],
            chords: list | None = None) -> list[int]:
-    """The candidate (events, mean log-likelihood per step) with the best choice_score; ties go
-    to the earlier candidate, so one candidate gives the sampler of before."""
+    """The candidate (events, mean log-likelihood per step) with the best choice_score among those
+    that are not near-copies of a chosen variation (sharing more than half their bars with it;
+    when every candidate is one, those that share the fewest); ties go to the earlier candidate,
+    so one candidate gives the sampler of before."""
     if len(candidates) == 1:
         return candidates[0][0]
-    scores = [choice_score(primer, events, loglik, chosen, chords) for events, loglik in candidates]
+    excess = [near_copy(events, chosen) for events, _ in candidates]
+    scores = [choice_score(primer, events, loglik, chosen, chords) if e == min(excess) else -math.inf
+              for (events, loglik), e in zip(candidates, excess)]
     return candidates[scores.index(max(scores))][0]

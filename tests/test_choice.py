@@ -128,3 +128,19 @@ def test_a_pickup_primer_sets_the_pace_from_its_first_note(monkeypatch):
     in_pace = BAR_C + BAR_D + BAR_A + BAR_B  # four notes a bar, as the tune
     sparse = bar("E4:2 G:2") + bar("F4:2 A:2") + bar("C4:2 G:2") + bar("D4:2 F:2")  # two notes a bar
     assert choose(primer, [(sparse, -1.0), (in_pace, -1.0)], []) == in_pace
+
+
+def test_a_variation_shares_at_most_half_its_bars_with_another():
+    """Four variations are four ideas (issue 23): a candidate sharing more than half its bars (at
+    the same place, Jaccard >= 0.75) with a chosen variation is not chosen while another is not."""
+    primer = BAR_A + BAR_B
+    first = BAR_C + BAR_D + BAR_A + BAR_B
+    near = BAR_C + BAR_D + BAR_A + bar("G4 B D G")  # 3 of 4 bars as `first`: likelier, and it would win
+    half = BAR_C + BAR_D + bar("A4 C E A") + bar("G4 B D G")  # 2 of 4: allowed
+    assert sampling.shared_bars(near, first) == 3 and sampling.shared_bars(half, first) == 2
+    assert choice_score(primer, near, -0.5, [first]) > choice_score(primer, half, -1.5, [first])
+    assert choose(primer, [(near, -0.5), (half, -1.5)], [first]) == half
+    # When every candidate is a near-copy, the one sharing the fewest bars.
+    copy = list(first)
+    assert choose(primer, [(copy, -0.1), (near, -0.5)], [first]) == near
+    assert choose(primer, [(near, -0.5), (half, -1.5)], []) == near  # nothing chosen yet: the score decides

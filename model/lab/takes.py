@@ -9,8 +9,9 @@ whose id is divisible by 10), 4 variations each, for every seed and condition:
 - defaults: the CLI's defaults;
 - chords: told each song's own annotated chords as a lead sheet (the chord-tone protocol);
 - hot: temperature 1.3.
-Beside them the real continuations (the songs' real next 8 bars) and every 8-bar window of the
-held-out melodies after their primer (bar by bar).
+For each, also the share of variation pairs of one answer that share more than half their bars
+(issue 23: four variations are four ideas). Beside them the real continuations (the songs' real
+next 8 bars) and every 8-bar window of the held-out melodies after their primer (bar by bar).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from model import musical_eval as me  # model/lab/musical_eval.py after the reorganisation
 from model.events import STEPS_PER_BAR, events_to_notes
-from model.sampling import SamplingOptions, load_model
+from model.sampling import SamplingOptions, load_model, shared_bars
 
 STUCK_RUNS = (6, 8)
 CONDITIONS = {"defaults": {}, "chords": {}, "hot": {"temperature": 1.3}}
@@ -42,6 +43,19 @@ def stuck_shares(pieces: list[list[int]], runs=STUCK_RUNS) -> dict[str, float]:
     """Per run length, the share of pieces holding a run at least that long."""
     longest = [longest_run(p) for p in pieces]
     return {f"run>={n}": sum(r >= n for r in longest) / max(len(longest), 1) for n in runs}
+
+
+def near_copy_share(takes: list[list[int]], variations: int) -> float:
+    """Share of variation pairs of one answer (takes flattened answer by answer) that share more
+    than half their bars (same place, Jaccard >= 0.75: model.sampling.shared_bars)."""
+    pairs = near = 0
+    for start in range(0, len(takes), variations):
+        answer = takes[start : start + variations]
+        for i in range(len(answer)):
+            for j in range(i):
+                pairs += 1
+                near += 2 * shared_bars(answer[i], answer[j]) > me.BARS
+    return near / max(pairs, 1)
 
 
 def real_windows(protocol: me.Protocol) -> list[list[int]]:
@@ -71,7 +85,8 @@ def rows(folder: Path, seeds, conditions, candidates: int, variations: int = 4, 
         for seed in seeds:
             options = SamplingOptions(bars=me.BARS, variations=variations, seed=seed, candidates=candidates)
             takes = condition_takes(folder, model, protocol, options, condition)
-            table.append({"set": condition, "seed": seed, "takes": len(takes), **stuck_shares(takes)})
+            table.append({"set": condition, "seed": seed, "takes": len(takes), **stuck_shares(takes),
+                          "near-copy pairs": near_copy_share(takes, variations)})
     return table
 
 

@@ -121,7 +121,7 @@ def load_model(path: str | Path = DEFAULT_WEIGHTS, device: str = "cpu") -> Melod
 # training songs), the network's own samples 21, 32, 37, 39, 48, 56% (r = 1..6), with chords 25, 43,
 # 45, 54, 61%: takes sat on one pitch for bars. The step sampler caps that share (of the probability
 # that the next note starts, after temperature) at SAME_NOTE_CAPS[r], lowering only what is above it.
-SAME_NOTE_CAPS = (1.0, 1.0, 0.35, 0.3, 0.25, 0.2, 0.15, 0.0)  # by r, the last entry for any longer run
+SAME_NOTE_CAPS = (1.0, 1.0, 0.5, 0.4, 0.3, 0.2, 0.1, 0.0)  # by r, the last entry for any longer run
 MAX_SAME_NOTES = SAME_NOTE_CAPS.index(0.0)  # the most notes of one pitch in a row (the primer's count too)
 
 
@@ -205,8 +205,10 @@ def _sample(primers: list[list[int]], options: list[SamplingOptions], model: Mel
 
 # -- choosing a variation among its candidates -----------------------------------------------------
 # The weights below were chosen by the sweeps in BENCHMARKS.md section 1 (musical protocol, pop and folk).
-STRUCTURE_TARGET = 0.3  # share of bars that re-use an earlier bar (real pop: about 0.22; chosen ones land lower)
-STRUCTURE_WEIGHT = 2.0
+# Share of bars that re-use an earlier bar (real pop: about 0.22; chosen ones land lower, the more
+# so since the same-note cap: issue 23 raised it from 0.3 and the weight from 2).
+STRUCTURE_TARGET = 0.45
+STRUCTURE_WEIGHT = 3.0
 LIKELIHOOD_WEIGHT = 1.0  # per nat of mean log-likelihood per step
 SAMENESS_WEIGHT = 2.0  # against the (onset, pitch) Jaccard with an already chosen variation
 DENSITY_WEIGHT = 4.0  # against |log| of the ratio of notes per step, continuation to primer_note_rate

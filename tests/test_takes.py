@@ -9,7 +9,7 @@ import torch
 
 from model import sampling
 from model.events import FIRST_NOTE_ON, NUM_CLASSES, events_to_notes, note_on
-from model.lab.takes import longest_run, stuck_shares
+from model.lab.takes import ends_like_phrase, longest_run, stuck_shares, tonic_triad
 from model.network import SameNoteRun
 from model.primer import parse_notes
 from model.sampling import MAX_SAME_NOTES, SamplingOptions, continue_melodies, load_model, prepare_primer
@@ -71,3 +71,12 @@ def test_no_run_beyond_the_limit_even_when_wild(shipped):
                                                                   candidates=1)])[0]
     assert all(events_to_notes(c)[0].pitch != 64 for c in takes)
     assert max(longest_run(c) for c in takes) <= MAX_SAME_NOTES
+
+
+def test_a_phrase_ends_on_a_long_stable_note():
+    c_major = tonic_triad("C:maj")
+    assert c_major == {0, 4, 7} and tonic_triad("A:min") == {9, 0, 4}
+    assert ends_like_phrase(parse_notes("D4 F4 E4:2"), c_major)
+    assert not ends_like_phrase(parse_notes("D4 F4 D4:2"), c_major)  # the second degree: still moving
+    assert not ends_like_phrase(parse_notes("D4 F4 E4:0.5"), c_major)  # an eighth: no breath
+    assert ends_like_phrase(parse_notes("D4 F4 G4")[:-1] + [0] * 3, c_major)  # still sounding at the end

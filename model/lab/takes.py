@@ -9,6 +9,8 @@ whose id is divisible by 10), 4 variations each, for every seed and condition:
 - defaults: the CLI's defaults;
 - chords: told each song's own annotated chords as a lead sheet (the chord-tone protocol);
 - hot: temperature 1.3.
+Phrase ends (issue 23, point 3): the share of 8-bar pieces whose last note lasts a quarter or
+more (to the piece's end when still sounding) on a degree of the song's tonic triad (key_audio.txt).
 For each, also the share of variation pairs of one answer that share more than half their bars
 (issue 23: four variations are four ideas). Beside them the real continuations (the songs' real
 next 8 bars) and every 8-bar window of the held-out melodies after their primer (bar by bar).
@@ -45,6 +47,29 @@ def stuck_shares(pieces: list[list[int]], runs=STUCK_RUNS) -> dict[str, float]:
     return {f"run>={n}": sum(r >= n for r in longest) / max(len(longest), 1) for n in runs}
 
 
+PHRASE_END_STEPS = 4  # a phrase ends on a note of a quarter or longer (or one still sounding at the end)
+
+
+def tonic_triad(label: str | None) -> set[int] | None:
+    """`F#:min` -> the pitch classes of its tonic triad (the stable degrees 1, 3, 5)."""
+    if label is None:
+        return None
+    tonic, minor = me.parse_key_label(label)
+    return {(tonic + i) % 12 for i in ((0, 3, 7) if minor else (0, 4, 7))}
+
+
+def ends_like_phrase(piece: list[int], triad: set[int]) -> bool:
+    """The piece's last note is long (PHRASE_END_STEPS or more, counted to the piece's end when it
+    still sounds there) and on a degree of the tonic triad."""
+    notes = events_to_notes(piece)
+    return bool(notes) and notes[-1].end - notes[-1].start >= PHRASE_END_STEPS and notes[-1].pitch % 12 in triad
+
+
+def phrase_end_share(pieces: list[list[int]], triads: list[set[int] | None]) -> float:
+    scored = [ends_like_phrase(p, t) for p, t in zip(pieces, triads) if t is not None]
+    return sum(scored) / max(len(scored), 1)
+
+
 def near_copy_share(takes: list[list[int]], variations: int) -> float:
     """Share of variation pairs of one answer (takes flattened answer by answer) that share more
     than half their bars (same place, Jaccard >= 0.75: model.sampling.shared_bars)."""
@@ -78,7 +103,10 @@ def condition_takes(folder: Path, model, protocol: me.Protocol, options: Samplin
 def rows(folder: Path, seeds, conditions, candidates: int, variations: int = 4, model=None) -> list[dict]:
     model = model or load_model()
     protocol = me.prepare(folder)
-    table = [{"set": "real continuations", "takes": len(protocol.real), **stuck_shares(protocol.real)}]
+    triads = [tonic_triad(me.song_key_label(folder / s.song_id, me._continuation_start(folder, s)))
+              for s in protocol.songs]
+    table = [{"set": "real continuations", "takes": len(protocol.real), **stuck_shares(protocol.real),
+              "phrase end": phrase_end_share(protocol.real, triads)}]
     windows = real_windows(protocol)
     table.append({"set": "real, every 8-bar window", "takes": len(windows), **stuck_shares(windows)})
     for condition in conditions:
@@ -86,7 +114,8 @@ def rows(folder: Path, seeds, conditions, candidates: int, variations: int = 4, 
             options = SamplingOptions(bars=me.BARS, variations=variations, seed=seed, candidates=candidates)
             takes = condition_takes(folder, model, protocol, options, condition)
             table.append({"set": condition, "seed": seed, "takes": len(takes), **stuck_shares(takes),
-                          "near-copy pairs": near_copy_share(takes, variations)})
+                          "near-copy pairs": near_copy_share(takes, variations),
+                          "phrase end": phrase_end_share(takes, [t for t in triads for _ in range(variations)])})
     return table
 
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from model import sampling
+from model.chords import chords_per_step, parse_lead_sheet
 from model.events import NUM_CLASSES, STEPS_PER_BAR
 from model.primer import parse_notes
 from model.sampling import (
@@ -76,7 +77,8 @@ def test_repeated_bars_use_the_primer_and_earlier_bars():
     assert repeated_bars(primer, [0] * (2 * STEPS_PER_BAR)) == (0, 2)  # empty bars re-use nothing
 
 
-def test_the_score_prefers_some_re_use_likelihood_and_difference():
+def test_the_score_prefers_some_re_use_likelihood_and_difference(monkeypatch):
+    monkeypatch.setattr(sampling, "PHRASE_END_WEIGHT", 0.0)  # its own test below
     primer = BAR_A + BAR_B
     some_reuse = BAR_C + BAR_A + BAR_D + BAR_C  # 2 of 4 bars re-used
     none = BAR_C + BAR_D + bar("G4 B D G") + bar("A4 C E A")
@@ -96,7 +98,8 @@ def test_the_most_candidates_for_a_short_request(tiny_model):
     assert len(continuation) == 16 and all(0 <= e < NUM_CLASSES for e in continuation)
 
 
-def test_with_chords_the_score_prefers_chord_tones_as_often_as_real_songs():
+def test_with_chords_the_score_prefers_chord_tones_as_often_as_real_songs(monkeypatch):
+    monkeypatch.setattr(sampling, "PHRASE_END_WEIGHT", 0.0)  # its own test below
     from model.chords import chords_per_step, parse_lead_sheet
 
     primer = BAR_A + BAR_B
@@ -144,3 +147,17 @@ def test_a_variation_shares_at_most_half_its_bars_with_another():
     copy = list(first)
     assert choose(primer, [(copy, -0.1), (near, -0.5)], [first]) == near
     assert choose(primer, [(near, -0.5), (half, -1.5)], []) == near  # nothing chosen yet: the score decides
+
+
+def test_a_continuation_ending_like_a_phrase_is_preferred():
+    """Issue 23: real 8-bar continuations end on a long note of the tonic triad (or, told the chords,
+    a chord tone) more often than the sampler's did."""
+    primer = BAR_A + BAR_B  # C major
+    body = BAR_C + BAR_D + bar("G4 B D G")
+    home, away, short = body + bar("A4 G F E"), body + bar("A4 G E D"), body + parse_notes("A4 G F E:0.5 r:0.5")[:16]
+    assert sampling.ends_on_stable_note(primer, home) and not sampling.ends_on_stable_note(primer, away)
+    assert not sampling.ends_on_stable_note(primer, short)  # an eighth: no breath
+    assert choice_score(primer, home, -1.0, []) == pytest.approx(
+        choice_score(primer, away, -1.0, []) + sampling.PHRASE_END_WEIGHT)
+    g7 = chords_per_step(parse_lead_sheet("G7"), 64)  # D is a tone of G7: a stable end under it
+    assert sampling.ends_on_stable_note(primer, away, g7) and not sampling.ends_on_stable_note(primer, home, g7)

@@ -53,7 +53,7 @@ def percentile(values: list[float], q: float) -> float:
 def sampling(weights: Path, device: str, batches: tuple[int, ...], bars: int) -> list[dict]:
     import torch
 
-    from model.sampling import SamplingOptions, continue_melodies, load_model
+    from model.melody.sampling import SamplingOptions, continue_melodies, load_model
 
     model = load_model(str(weights), device)
     rows = []

@@ -44,7 +44,7 @@ ANSWER_DEADLINE_S = 120.0  # a job not answered by then is reported, and the ben
 def weights_file(folder: Path) -> tuple[Path, str]:
     if SHIPPED.is_file():
         return SHIPPED, "shipped weights (model/weights/melody.pt)"
-    from model.network import MelodyNet, NetworkConfig, save_checkpoint
+    from model.melody.network import MelodyNet, NetworkConfig, save_checkpoint
 
     path = folder / "untrained.pt"
     save_checkpoint(path, MelodyNet(NetworkConfig(hidden=192)))
@@ -54,7 +54,7 @@ def weights_file(folder: Path) -> tuple[Path, str]:
 def sampling(weights: Path, sizes: list[int], bars: int, threads: int, repeats: int) -> list[tuple[int, float, float]]:
     import torch
 
-    from model.sampling import MAX_VARIATIONS, SamplingOptions, continue_melodies, load_model
+    from model.melody.sampling import MAX_VARIATIONS, SamplingOptions, continue_melodies, load_model
 
     torch.set_num_threads(threads)
     model = load_model(str(weights), "cpu")

@@ -36,9 +36,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bot.render import INSTRUMENTS, check_setup, mp3, render_variations  # noqa: E402
 from bot.render.audio import NOTES, SAMPLE_RATE, finish, performance, synthesize  # noqa: E402
 from bot.render.leadsheet import engrave_lead_sheet, spell, split_value  # noqa: E402
-from model.chords import chords_per_step, parse_lead_sheet  # noqa: E402
-from model.events import NO_EVENT, NOTE_OFF, STEPS_PER_BAR, events_to_notes, note_on  # noqa: E402
-from model.midi_io import write_midi  # noqa: E402
+from model.music.chords import chords_per_step, parse_lead_sheet  # noqa: E402
+from model.music.events import NO_EVENT, NOTE_OFF, STEPS_PER_BAR, events_to_notes, note_on  # noqa: E402
+from model.music.midi_io import write_midi  # noqa: E402
 
 PRIMER_BARS = 2
 STAGES = ("synth", "trim_normalise", "midi_write", "png", "mp3_encode", "total")  # in the order they end

@@ -27,10 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from model.chords import parse_lead_sheet  # noqa: E402
 from model.defaults import DEFAULT_WEIGHTS  # noqa: E402
-from model.primer import parse_notes  # noqa: E402
-from model.sampling import SamplingOptions, continuation_chords, continue_melodies, load_model, prepare_primer  # noqa: E402
+from model.melody.sampling import SamplingOptions, continuation_chords, continue_melodies, load_model, prepare_primer  # noqa: E402
+from model.music.chords import parse_lead_sheet  # noqa: E402
+from model.music.primer import parse_notes  # noqa: E402
 
 
 def median_seconds(model, options: SamplingOptions, chords, runs: int) -> float:

@@ -24,7 +24,7 @@ from bot.commands.jam_service import JamService, step_symbols  # noqa: E402
 from bot.queue.base import StoreQueue  # noqa: E402
 from bot.settings import Settings  # noqa: E402
 from bot.storage import BotStore  # noqa: E402
-from model.events import NO_EVENT, NOTE_OFF, STEPS_PER_BAR, note_on  # noqa: E402
+from model.music.events import NO_EVENT, NOTE_OFF, STEPS_PER_BAR, note_on  # noqa: E402
 
 
 def melody(bars: int, seed: int = 1) -> list[int]:

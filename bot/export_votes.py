@@ -16,7 +16,7 @@ The database is the bot's (settings.database: MELODYBOT_DATA_DIR/melodybot.sqlit
     without votes), winner_by ("jam", "votes" or null), extended (variations later !extended).
 
 Users who said `!forget me` are not in it: their votes and jobs were deleted from the database.
-Events are model.events codes on the sixteenth-note grid.
+Events are model.music.events codes on the sixteenth-note grid.
 """
 
 from __future__ import annotations

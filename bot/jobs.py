@@ -39,7 +39,7 @@ def new_job_id() -> str:
 class Job:
     user_id: int  # who asked
     channel_id: int  # where to answer
-    primer: list[int]  # melody events on the sixteenth grid (model.events)
+    primer: list[int]  # melody events on the sixteenth grid (model.music.events)
     bpm: float = 120.0  # the primer's tempo, kept in the results
     bars: int = 8  # continuation length
     variations: int = 4

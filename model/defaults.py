@@ -11,12 +11,12 @@ MAX_VARIATIONS = 16  # continuations per request
 TEMPERATURE_RANGE = (0.05, 3.0)  # inclusive
 TOP_P_RANGE = (0.05, 1.0)  # inclusive
 # Inclusive; seeds start at 0. torch's CPU generator keeps only the low 32 bits of a seed, and a
-# variation's noise seed is seed * MAX_VARIATIONS + variation (model.sampling.variation_seed): up to
+# variation's noise seed is seed * MAX_VARIATIONS + variation (model.melody.sampling.variation_seed): up to
 # 2**27 every seed's noise is its own (above, seed s and s + 2**28 sounded the same).
 MAX_SEED = 2**27 - 1
 MAX_REST_LIMIT = 256  # steps; the largest max_rest a request may set
 MAX_CANDIDATES = 8  # continuations sampled per variation; the best of them is kept
-DEFAULT_TEMPERATURE = 1.0  # the sampler's defaults (BENCHMARKS.md: the musical protocol's sweep)
+DEFAULT_TEMPERATURE = 1.0  # the sampler's defaults (docs/history.md section 1: the musical protocol's sweep)
 DEFAULT_TOP_P = 0.98
 DEFAULT_CANDIDATES = 3
 

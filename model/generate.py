@@ -19,11 +19,11 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from model.chords import ChordError, lead_sheet, parse_lead_sheet
 from model.defaults import BPM_RANGE, DEFAULT_BPM, DEFAULT_TEMPERATURE, DEFAULT_TOP_P, length_problem
-from model.events import STEPS_PER_BAR
-from model.midi_io import MidiError, write_midi
-from model.primer import (
+from model.music.chords import ChordError, lead_sheet, parse_lead_sheet
+from model.music.events import STEPS_PER_BAR
+from model.music.midi_io import MidiError, write_midi
+from model.music.primer import (
     DEFAULT_MAX_BARS,
     NOTATION,
     Primer,
@@ -109,8 +109,8 @@ def run(args: argparse.Namespace) -> int:
 
     import torch  # about 1.5 s
 
-    from model.network import DEFAULT_WEIGHTS
-    from model.sampling import (
+    from model.melody.network import DEFAULT_WEIGHTS
+    from model.melody.sampling import (
         SamplingOptions,
         continuation_chords,
         continue_melodies,
@@ -132,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
     weights = args.weights or DEFAULT_WEIGHTS
     if not weights.is_file():
         raise UsageError(f"no weights at {weights}; pass --weights PATH or export a trained model there "
-                         f"(python -m model.train FOLDER --export {weights})")
+                         f"(python -m model.lab.train FOLDER --export {weights})")
     try:
         model = load_model(str(weights))
     except Exception as error:  # torch raises many types for a file that is not a checkpoint

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from bot.settings import Settings
-from model.network import MelodyNet, NetworkConfig, save_checkpoint
+from model.melody.network import MelodyNet, NetworkConfig, save_checkpoint
 
 # CI sets $CI, and libraries behave differently under it (pyfluidsynth prints to stdout, which the
 # CLIs' answers are read from): every run of the suite, and every process it starts, sees it as CI does.

@@ -1,7 +1,7 @@
 """Real MIDI files for tests, built with mido so every byte is under the test's control.
 
 Times are given in grid steps (sixteenth notes); `make_midi` turns them into ticks exactly, so a
-file read back through `model.midi_io.read_midi` lands on the same steps.
+file read back through `model.music.midi_io.read_midi` lands on the same steps.
 """
 
 from __future__ import annotations

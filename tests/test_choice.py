@@ -7,11 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model import sampling
-from model.chords import chords_per_step, parse_lead_sheet
-from model.events import NUM_CLASSES, STEPS_PER_BAR
-from model.primer import parse_notes
-from model.sampling import (
+from model.melody import sampling, stepping
+from model.melody.sampling import (
     SamplingOptions,
     allowed_events,
     choice_score,
@@ -22,6 +19,9 @@ from model.sampling import (
     same_note_caps,
     variation_seed,
 )
+from model.music.chords import chords_per_step, parse_lead_sheet
+from model.music.events import NUM_CLASSES, STEPS_PER_BAR
+from model.music.primer import parse_notes
 
 PRIMER = prepare_primer(parse_notes("C4 E G C:2 D4 F A D:2"))  # two bars (the trailing NOTE_OFF cut)
 
@@ -37,7 +37,7 @@ def test_one_candidate_is_the_plain_sampler(tiny_model):
     options = SamplingOptions(bars=2, variations=3, seed=5, candidates=1)
     [got] = continue_melodies(tiny_model, [PRIMER], [options])
     primer = torch.tensor([PRIMER] * 3)
-    plain = tiny_model.generate(primer, 32, temperature=torch.ones(3), top_p=torch.full((3,), options.top_p),
+    plain = stepping.generate(tiny_model, primer, 32, temperature=torch.ones(3), top_p=torch.full((3,), options.top_p),
                                 allowed_events=torch.stack([allowed_events(PRIMER, True)] * 3),
                                 seeds=[variation_seed(5, v) for v in range(3)], max_run=torch.full((3,), 16),
                                 repeat_cap=same_note_caps())
@@ -49,7 +49,7 @@ def test_each_variation_is_the_best_of_its_own_candidates(tiny_model):
     first = continue_melodies(tiny_model, [PRIMER], [options])[0]
     assert continue_melodies(tiny_model, [PRIMER], [options])[0] == first
     rows = [(v, k) for v in range(3) for k in range(4)]
-    sampled, loglik = tiny_model.generate(
+    sampled, loglik = stepping.generate(tiny_model,
         torch.tensor([PRIMER] * len(rows)), 32, temperature=torch.full((12,), 2.0), top_p=torch.ones(12),
         allowed_events=torch.stack([allowed_events(PRIMER, True)] * 12),
         seeds=[variation_seed(9, v, k) for v, k in rows], max_run=torch.full((12,), 16), with_loglik=True,
@@ -100,7 +100,7 @@ def test_the_most_candidates_for_a_short_request(tiny_model):
 
 def test_with_chords_the_score_prefers_chord_tones_as_often_as_real_songs(monkeypatch):
     monkeypatch.setattr(sampling, "PHRASE_END_WEIGHT", 0.0)  # its own test below
-    from model.chords import chords_per_step, parse_lead_sheet
+    from model.music.chords import chords_per_step, parse_lead_sheet
 
     primer = BAR_A + BAR_B
     under_c = chords_per_step(parse_lead_sheet("C"), 64)

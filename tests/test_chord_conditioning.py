@@ -6,16 +6,17 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from model.data import Song, chord_code, chord_codes, sample_chord_batch, transpose, transpose_chords
-from model.events import NUM_CLASSES, PAD, note_on
-from model.network import CHORD_ROOT, NO_CHORD, MelodyNet, NetworkConfig, save_checkpoint
-from model.primer import parse_notes
-from model.train import warm_start
+from model.lab.data import Song, chord_code, chord_codes, sample_chord_batch, transpose, transpose_chords
+from model.lab.train import warm_start
+from model.melody import stepping
+from model.melody.network import CHORD_ROOT, NO_CHORD, MelodyNet, NetworkConfig, save_checkpoint
+from model.music.events import NUM_CLASSES, PAD, note_on
+from model.music.primer import parse_notes
 
 SMALL = dict(embed=8, hidden=16, layers=1, heads=2, window=64, dropout=0.0)
 
 
-class FakeChord:  # what model.chords.Chord offers the encoding: a root and pitch classes
+class FakeChord:  # what model.music.chords.Chord offers the encoding: a root and pitch classes
     def __init__(self, root, pitch_classes):
         self.root, self.pitch_classes = root, frozenset(pitch_classes)
 
@@ -111,7 +112,7 @@ def test_step_by_step_sampling_with_chords_agrees_with_teacher_forcing():
     steps = 40
     chords = torch.tensor([[chord_code(C_MAJOR if (s // 8) % 2 else A_MINOR) for s in range(primer.shape[1] + steps)],
                            [chord_code(A_MINOR)] * (primer.shape[1] + steps)])
-    sampled, loglik = model.generate(
+    sampled, loglik = stepping.generate(model,
         primer, steps, temperature=torch.ones(2), top_p=torch.full((2,), 1e-6),
         allowed_events=torch.ones(2, NUM_CLASSES, dtype=torch.bool), seeds=[1, 2], chords=chords, with_loglik=True,
     )
@@ -125,7 +126,7 @@ def test_step_by_step_sampling_with_chords_agrees_with_teacher_forcing():
 def test_checkpoints_from_before_the_chord_bias_load_and_broken_ones_do_not(tmp_path):
     import pytest
 
-    from model.network import load_checkpoint
+    from model.melody.network import load_checkpoint
 
     model = MelodyNet(NetworkConfig(**SMALL, chords=True)).eval()
     state = {k: v for k, v in model.state_dict().items() if not k.startswith("chord_logits.")}
@@ -148,8 +149,8 @@ def test_chord_scale_follows_the_chords_harder_and_leaves_no_chords_alone():
     common = dict(temperature=torch.ones(2), top_p=torch.ones(2),
                   allowed_events=torch.ones(2, NUM_CLASSES, dtype=torch.bool), seeds=[1, 2])
     chords = torch.full((2, primer.shape[1] + 64), chord_code(A_MINOR))
-    told = model.generate(primer, 64, chords=chords, **common)
-    assert torch.equal(model.generate(primer, 64, chords=chords, chord_scale=1.0, **common), told)
-    assert not torch.equal(model.generate(primer, 64, chords=chords, chord_scale=3.0, **common), told)
-    plain = model.generate(primer, 64, **common)
-    assert torch.equal(model.generate(primer, 64, chord_scale=3.0, **common), plain)
+    told = stepping.generate(model, primer, 64, chords=chords, **common)
+    assert torch.equal(stepping.generate(model, primer, 64, chords=chords, chord_scale=1.0, **common), told)
+    assert not torch.equal(stepping.generate(model, primer, 64, chords=chords, chord_scale=3.0, **common), told)
+    plain = stepping.generate(model, primer, 64, **common)
+    assert torch.equal(stepping.generate(model, primer, 64, chord_scale=3.0, **common), plain)

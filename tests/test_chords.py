@@ -6,7 +6,9 @@ from __future__ import annotations
 import pytest
 from midi_factory import TrackSpec, make_midi
 
-from model.chords import (
+from model.defaults import MAX_CHORD_BARS, MAX_CHORDS_PER_BAR
+from model.lab.pop909 import parse_pop909_label, song_chords, song_downbeat_phase
+from model.music.chords import (
     QUALITIES,
     Chord,
     ChordError,
@@ -17,13 +19,9 @@ from model.chords import (
     lead_sheet,
     parse_chord,
     parse_lead_sheet,
-    parse_pop909_label,
-    song_chords,
-    song_downbeat_phase,
 )
-from model.defaults import MAX_CHORD_BARS, MAX_CHORDS_PER_BAR
-from model.events import NO_EVENT, NOTE_OFF, note_on
-from model.midi_io import read_midi
+from model.music.events import NO_EVENT, NOTE_OFF, note_on
+from model.music.midi_io import read_midi
 
 C, D, E, F, G, A, B = 0, 2, 4, 5, 7, 9, 11
 

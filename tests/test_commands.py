@@ -42,7 +42,7 @@ from bot.settings import Settings
 from bot.storage import NUMBER_EMOJIS, BotStore
 from bot.storage.jobs import JobStore
 from model.defaults import DEFAULT_TOP_P
-from model.primer import NOTATION, parse_notes
+from model.music.primer import NOTATION, parse_notes
 
 USER, OTHER, CHANNEL = 1001, 1002, 2001
 

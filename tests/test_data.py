@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from midi_factory import TrackSpec, make_midi, write_song_folder
 
-import model.data
-from model.data import Song, sample_chord_batch
-from model.events import NO_EVENT, NOTE_OFF, note_on
-from model.musical_eval import PIECE_STEPS, PRIMER_STEPS, prepare
-from model.network import CHORD_ROOT
+import model.lab.data
+from model.lab.data import Song, sample_chord_batch
+from model.lab.musical_eval import PIECE_STEPS, PRIMER_STEPS, prepare
+from model.melody.network import CHORD_ROOT
+from model.music.events import NO_EVENT, NOTE_OFF, note_on
 
 STEP_SECONDS = 60 / 100 / 4  # 100 BPM
 PHASE = 6  # the songs' bars begin at file step 6, 22, 38, ...
@@ -41,7 +41,7 @@ def bar_song(pickup: bool) -> tuple[bytes, str]:
 
 @pytest.fixture
 def folder(tmp_path, monkeypatch):
-    monkeypatch.setattr(model.data, "CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr(model.lab.data, "CACHE_DIR", tmp_path / "cache")
     songs = {"001": bar_song(pickup=False), "002": bar_song(pickup=True), "003": bar_song(pickup=False)}
     root = write_song_folder(tmp_path / "pop909", {i: midi for i, (midi, _) in songs.items()})
     for i, (_, chords) in songs.items():
@@ -53,7 +53,7 @@ def folder(tmp_path, monkeypatch):
 
 def test_songs_start_at_their_annotated_downbeat(folder):
     for use_cache in (True, True, False):  # written, read back, parsed again
-        songs = {s.song_id: s for s in model.data.load_songs(folder, use_cache=use_cache)[0]}
+        songs = {s.song_id: s for s in model.lab.data.load_songs(folder, use_cache=use_cache)[0]}
         plain, pickup, unannotated = songs["001"], songs["002"], songs["003"]
         # The protocol's events are unchanged: from the bar line of the grid (file step 16 / 0).
         assert plain.events[PHASE] == note_on(60) and (plain.events[:PHASE] == NO_EVENT).all()
@@ -77,7 +77,7 @@ def test_songs_start_at_their_annotated_downbeat(folder):
 
 
 def test_training_windows_and_primers_start_on_downbeats(folder):
-    songs = {s.song_id: s for s in model.data.load_songs(folder)[0]}
+    songs = {s.song_id: s for s in model.lab.data.load_songs(folder)[0]}
     rng = np.random.default_rng(0)
     primer, target, mask, chords = sample_chord_batch([songs["001"], songs["002"]], 64, 16, 32, rng, max_shift=3)
     opening = primer[:, 0]  # every window opens on a bar's downbeat note, or the pickup's silent lead-in

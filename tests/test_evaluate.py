@@ -6,9 +6,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from model.data import Song
-from model.evaluate import FIRST_SCORED_STEP, PRIMER_STEPS, score
-from model.events import NO_EVENT, NOTE_OFF, note_on
+from model.lab.data import Song
+from model.lab.evaluate import FIRST_SCORED_STEP, PRIMER_STEPS, score
+from model.music.events import NO_EVENT, NOTE_OFF, note_on
 
 
 def melody(bars: int = 6) -> np.ndarray:
@@ -38,9 +38,9 @@ def test_the_shipped_network_copies_a_passage_from_further_back_than_16_bars():
     song (and the longest request), and predict a passage's return far better than they would
     with attention cut to the 16 bars they were first trained on."""
     from model.defaults import DEFAULT_WEIGHTS, MAX_BARS
-    from model.events import STEPS_PER_BAR
-    from model.network import load_checkpoint
-    from model.sampling import MAX_PRIMER_STEPS
+    from model.melody.network import load_checkpoint
+    from model.melody.sampling import MAX_PRIMER_STEPS
+    from model.music.events import STEPS_PER_BAR
 
     rng = np.random.default_rng(7)
     passage = []

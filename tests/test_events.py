@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from midi_factory import TrackSpec, make_midi
 
-from model.events import (
+from model.music.events import (
     MAX_PITCH,
     MIN_PITCH,
     NO_EVENT,
@@ -20,7 +20,7 @@ from model.events import (
     notes_to_events,
     pitch_name,
 )
-from model.midi_io import read_midi, write_midi
+from model.music.midi_io import read_midi, write_midi
 
 _ = NO_EVENT
 OFF = NOTE_OFF

@@ -23,7 +23,7 @@ from bot.storage import BotStore
 from bot.storage.jams import Jam
 from bot.storage.jobs import JobStore
 from model.defaults import DEFAULT_TOP_P
-from model.events import NO_EVENT, NOTE_OFF, note_on
+from model.music.events import NO_EVENT, NOTE_OFF, note_on
 
 ROOT = Path(__file__).resolve().parents[1]
 ANN, BOB = 1, 2  # the users who asked

@@ -13,20 +13,11 @@ from pathlib import Path
 import pytest
 from midi_factory import TrackSpec, make_midi
 
-from model import harmonize
-from model.chords import NOTE_NAMES, Chord, chords_per_step, lead_sheet, parse_lead_sheet
-from model.events import STEPS_PER_BAR, Note, notes_to_events
-from model.harmonize import (
-    DEFAULT_HARMONY_WEIGHTS,
-    HarmonyModel,
-    Piece,
-    accuracy,
-    baseline_chords,
-    load_model,
-    load_pieces,
-    suggest_chords,
-    train,
-)
+from model.harmony.suggest import DEFAULT_HARMONY_WEIGHTS, HarmonyModel, load_model, suggest_chords
+from model.lab import harmony as harmonize
+from model.lab.harmony import Piece, accuracy, baseline_chords, load_pieces, train
+from model.music.chords import NOTE_NAMES, Chord, chords_per_step, lead_sheet, parse_lead_sheet
+from model.music.events import STEPS_PER_BAR, Note, notes_to_events
 
 PROGRESSIONS = ["C | G | Am | F", "C | F | G | C", "Am | F | C | G", "F | G | Em | Am", "C | Am | Dm | G7",
                 "Dm7 | G7 | Cmaj7 | Cmaj7", "C | C | F G | C"]
@@ -171,12 +162,12 @@ def _song_folder(root, rng: random.Random, count: int = 12):
 
 
 def _notes(events):
-    from model.events import events_to_notes  # noqa: PLC0415
+    from model.music.events import events_to_notes  # noqa: PLC0415
     return events_to_notes(events)
 
 
 def test_pop909_folder_reads_trains_and_evaluates(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr("model.data.CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr("model.lab.data.CACHE_DIR", tmp_path / "cache")
     folder = _song_folder(tmp_path / "songs", random.Random(1))
     pieces = load_pieces(folder)
     assert len(pieces) == 12
@@ -194,7 +185,8 @@ def test_pop909_folder_reads_trains_and_evaluates(tmp_path, monkeypatch, capsys)
 
 def test_suggesting_chords_never_imports_torch():
     # the bot process calls this; only workers may load torch
-    code = ("import sys; from model.harmonize import suggest_chords; from model.chords import parse_lead_sheet; "
+    code = ("import sys; from model.harmony.suggest import suggest_chords; "
+            "from model.music.chords import parse_lead_sheet; "
             "parse_lead_sheet('C | G'); assert suggest_chords([20, 0, 0, 0, 1]); "
             "assert 'torch' not in sys.modules, 'torch imported'")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,

@@ -42,9 +42,9 @@ from bot.storage.jams import DONE, GENERATING, STOPPED, VOTING
 from bot.storage.jobs import JobStore
 from bot.terminal import Terminal
 from bot.worker.generator import SLOW_USER, TEST_DELAY_ENV, TEST_SKIP_RENDER_ENV
-from model.chords import chords_per_step, parse_lead_sheet
-from model.events import NO_EVENT, NOTE_OFF, note_on
-from model.midi_io import CHORD_TRACK, MELODY_TRACK, read_midi, write_midi
+from model.music.chords import chords_per_step, parse_lead_sheet
+from model.music.events import NO_EVENT, NOTE_OFF, note_on
+from model.music.midi_io import CHORD_TRACK, MELODY_TRACK, read_midi, write_midi
 
 ROOT = Path(__file__).resolve().parents[1]
 USER, OTHER, CHANNEL = 1001, 1002, 2001

@@ -1,12 +1,12 @@
-"""Learning the key profiles (model/key_profile.py) from songs with annotated keys."""
+"""Learning the key profiles (model/lab/key_profile.py) from songs with annotated keys."""
 
 from __future__ import annotations
 
 import numpy as np
 from midi_factory import TrackSpec, make_midi
 
-from model.key_profile import folk_windows, learn, pitch_class_share
-from model.primer import parse_notes
+from model.lab.key_profile import folk_windows, learn, pitch_class_share
+from model.music.primer import parse_notes
 
 
 def test_profiles_are_learned_relative_to_each_window_tonic():

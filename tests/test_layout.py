@@ -1,6 +1,8 @@
-"""The house rules that imports show: model/ never imports bot/, and no two modules of bot/ and
-model/ import each other, directly or round a longer circle (imports only for type checkers, under
-`if TYPE_CHECKING:`, do not count: they never run)."""
+"""The house rules that imports show: model/ never imports bot/; what runs at request time (the
+bot, its workers, the CLI and model/'s run-time rooms) never reaches the offline lab (model/lab/,
+which needs the dataset); and no two modules of bot/ and model/ import each other, directly or round
+a longer circle (imports only for type checkers, under `if TYPE_CHECKING:`, do not count: they never
+run)."""
 
 from __future__ import annotations
 
@@ -20,15 +22,16 @@ def modules() -> dict[str, Path]:
     return {module_name(p): p for package in PACKAGES for p in (ROOT / package).rglob("*.py")}
 
 
-def imports_of(path: Path, known: dict[str, Path]) -> set[str]:
-    """The project modules a file imports when it runs (function-level imports included)."""
+def imports_of(path: Path, known: dict[str, Path], type_only_too: bool = False) -> set[str]:
+    """The project modules a file imports when it runs (function-level imports included; with
+    type_only_too, also those only type checkers read)."""
     tree = ast.parse(path.read_text(), str(path))
     type_only = {id(node) for block in ast.walk(tree) if isinstance(block, ast.If)
                  and "TYPE_CHECKING" in ast.unparse(block.test) for node in ast.walk(block)}  # fmt: skip
     package = module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
     found = set()
     for node in ast.walk(tree):
-        if id(node) in type_only:
+        if id(node) in type_only and not type_only_too:
             continue
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
@@ -71,10 +74,53 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_model_never_imports_bot():
     graph = import_graph()
-    assert graph["model.sampling"] and graph["bot.worker.generator"]  # the scan sees imports at all
+    assert graph["model.melody.sampling"] and graph["bot.worker.generator"]  # the scan sees imports at all
     offenders = {name: sorted(t for t in targets if t.startswith("bot")) for name, targets in graph.items()
                  if name.startswith("model")}  # fmt: skip
     assert {name: found for name, found in offenders.items() if found} == {}
+
+
+def reachable(graph: dict[str, set[str]], roots: list[str]) -> set[str]:
+    seen, todo = set(), list(roots)
+    while todo:
+        node = todo.pop()
+        if node not in seen:
+            seen.add(node)
+            todo += graph[node]
+    return seen
+
+
+def run_time_roots(graph: dict[str, set[str]]) -> list[str]:
+    """Everything the bot and its workers may import, the CLI, and every run-time room of model/."""
+    lab = ("model.lab", "model.evaluate")  # model.evaluate: the lab's protocol under EVALUATION.md's name
+    return [name for name in graph if name.startswith("bot") or name == "model.generate"
+            or (name.startswith("model.") and not name.startswith(lab))]  # fmt: skip
+
+
+def test_run_time_never_reaches_the_lab():
+    graph = import_graph()
+    roots = run_time_roots(graph)
+    assert {"bot.worker.generator", "model.generate", "model.melody.sampling", "model.harmony.suggest"} <= set(roots)
+    reached = reachable(graph, roots)
+    assert "model.melody.stepping" in reached  # the scan follows imports through
+    assert sorted(name for name in reached if name.startswith("model.lab")) == []
+
+
+def test_the_lab_check_sees_a_run_time_import_of_the_lab():
+    graph = import_graph()
+    graph["model.music.keys"] = graph["model.music.keys"] | {"model.lab.data"}  # as if keys imported the lab
+    assert "model.lab.data" in reachable(graph, run_time_roots(graph))
+
+
+def test_command_rooms_never_import_the_handler_back():
+    """The handler owns the jam commands (and the rest of bot/commands/): they get what they need
+    handed to them, not by importing the handler's type, even for type checkers."""
+    known = modules()
+    offenders = [name for name, path in known.items() if name.startswith("bot.commands.")
+                 and name != "bot.commands.handler"
+                 and "bot.commands.handler" in imports_of(path, known, type_only_too=True)]  # fmt: skip
+    assert offenders == []
+    assert "bot.commands.jam" in imports_of(known["bot.commands.handler"], known)  # the scan sees the ownership
 
 
 def test_no_import_circles():

@@ -18,8 +18,8 @@ from test_render_chords import per_step
 from bot.render import RenderError, engrave_lead_sheet, render_song
 from bot.render.audio import TAIL_S
 from bot.render.leadsheet import MAX_BARS, engrave, key_fifths, melody_mei, spell, split_value
-from model.events import NO_EVENT, NOTE_OFF, STEPS_PER_BAR, note_on
-from model.midi_io import CHORD_TRACK, MELODY_TRACK, read_midi, write_midi
+from model.music.events import NO_EVENT, NOTE_OFF, STEPS_PER_BAR, note_on
+from model.music.midi_io import CHORD_TRACK, MELODY_TRACK, read_midi, write_midi
 
 MEI = "{http://www.music-encoding.org/ns/mei}"
 # An F major tune, (start, end, MIDI pitch) in sixteenths: quarter, eighths, a dotted quarter, a

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from midi_factory import TrackSpec, line, make_midi
 
-import model.midi_io as midi_io
+import model.music.midi_io as midi_io
 from model.defaults import MAX_SKETCH_BYTES as MAX_MIDI_BYTES
-from model.events import NOTE_OFF, Note, note_on, notes_to_events
-from model.midi_io import MidiError, read_midi, write_midi
+from model.music.events import NOTE_OFF, Note, note_on, notes_to_events
+from model.music.midi_io import MidiError, read_midi, write_midi
 
 SCALE = [60, 62, 64, 65, 67, 69, 71, 72]
 

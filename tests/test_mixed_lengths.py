@@ -1,4 +1,4 @@
-"""Primers of different lengths share one sampling pass, left-padded (MelodyNet.generate's
+"""Primers of different lengths share one sampling pass, left-padded (model.melody.stepping.generate's
 `lengths`), and every row comes out as it does alone: the encoder, the attention memory and its
 window, the positions in the bar, the chords and the lookbacks all see only the row's own steps."""
 
@@ -7,10 +7,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model.events import NUM_CLASSES, PAD, STEPS_PER_BAR
-from model.network import CHORD_ROOT, NO_CHORD, MelodyNet, NetworkConfig
-from model.primer import parse_notes
-from model.sampling import SamplingOptions, continue_melodies
+from model.melody import stepping
+from model.melody.network import CHORD_ROOT, NO_CHORD, MelodyNet, NetworkConfig
+from model.melody.sampling import SamplingOptions, continue_melodies
+from model.music.events import NUM_CLASSES, PAD, STEPS_PER_BAR
+from model.music.primer import parse_notes
 
 LENGTHS = (2, 5, 16, 23)  # the primers' own steps
 BAR_STARTS = (0, 1, 3, 0)  # where each one's first bar starts in it
@@ -49,7 +50,7 @@ def generate(model, rows: list[dict], lengths: list[int], bar_starts: list[int],
     junk = torch.randint(0, NUM_CLASSES, (len(rows), p_len), generator=torch.Generator().manual_seed(9))
     primer = torch.stack([torch.cat([junk[b, :pad], r["primer"]]) for b, (r, pad) in enumerate(zip(rows, pads))])
     chords = torch.stack([torch.cat([torch.full((pad,), NO_CHORD), r["chords"]]) for r, pad in zip(rows, pads)])
-    return model.generate(
+    return stepping.generate(model,
         primer, STEPS,
         temperature=torch.tensor([r["temperature"] for r in rows]),
         top_p=torch.tensor([r["top_p"] for r in rows]),
@@ -82,7 +83,7 @@ def test_padding_would_change_a_row_if_it_were_read():
     rows = [row_inputs(b, n) for b, n in enumerate(LENGTHS)]
     mixed, _ = generate(model, rows, list(LENGTHS), list(BAR_STARTS), False)
     p_len = max(LENGTHS)
-    read = model.generate(
+    read = stepping.generate(model,
         torch.stack([torch.cat([torch.full((p_len - n,), PAD), r["primer"]]) for r, n in zip(rows, LENGTHS)]), STEPS,
         temperature=torch.tensor([r["temperature"] for r in rows]), top_p=torch.tensor([r["top_p"] for r in rows]),
         allowed_events=torch.stack([r["allowed"] for r in rows]), seeds=[r["seed"] for r in rows],
@@ -93,24 +94,21 @@ def test_padding_would_change_a_row_if_it_were_read():
     assert all(not torch.equal(read[b], mixed[b]) for b in range(len(rows) - 1))
 
 
-def test_requests_of_different_lengths_share_one_pass_and_keep_their_answers(tiny_model):
+def test_requests_of_different_lengths_share_one_pass_and_keep_their_answers(tiny_model, monkeypatch):
     primers = [parse_notes("E4")[:1], parse_notes("C4 E G"), parse_notes("C4 D E F G A B C"),
                parse_notes("A3 C E A C E G:2 F E D C B3 A3:4")]
     options = [SamplingOptions(bars=2, variations=2, seed=s, temperature=1.5) for s in range(len(primers))]
     calls = []
-    original = tiny_model.generate
+    original = stepping.generate
 
-    def counting(primer, *args, **kwargs):
+    def counting(model, primer, *args, **kwargs):
         calls.append(primer.shape)
-        return original(primer, *args, **kwargs)
+        return original(model, primer, *args, **kwargs)
 
-    tiny_model.generate = counting
-    try:
-        together = continue_melodies(tiny_model, primers, options)
-        assert len(calls) == 1 and calls[0][0] == 2 * len(primers) * options[0].candidates
-        alone = [continue_melodies(tiny_model, [p], [o])[0] for p, o in zip(primers, options)]
-    finally:
-        del tiny_model.generate
+    monkeypatch.setattr(stepping, "generate", counting)
+    together = continue_melodies(tiny_model, primers, options)
+    assert len(calls) == 1 and calls[0][0] == 2 * len(primers) * options[0].candidates
+    alone = [continue_melodies(tiny_model, [p], [o])[0] for p, o in zip(primers, options)]
     assert together == alone
     assert len({tuple(v) for answer in together for v in answer}) == 2 * len(primers)
 

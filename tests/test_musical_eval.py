@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 from midi_factory import TrackSpec, make_midi
 
-from model import musical_eval as me
-from model.chords import parse_chord
-from model.events import NO_EVENT, NOTE_OFF, note_on
+from model.lab import musical_eval as me
+from model.music.chords import parse_chord
+from model.music.events import NO_EVENT, NOTE_OFF, note_on
 
 
 def piece(notes: list[tuple[int, int, int]], steps: int = 128) -> list[int]:

@@ -8,9 +8,9 @@ import pytest
 from midi_factory import TrackSpec, line, make_midi
 
 from model.defaults import MAX_SKETCH_BYTES as MAX_MIDI_BYTES
-from model.events import NO_EVENT, NOTE_OFF, STEPS_PER_BAR, event_pitch, is_note_on, note_on, notes_to_events
-from model.midi_io import MidiError, read_midi
-from model.primer import NOTATION, Primer, PrimerError, parse_notes, primer_from_midi, primer_from_text
+from model.music.events import NO_EVENT, NOTE_OFF, STEPS_PER_BAR, event_pitch, is_note_on, note_on, notes_to_events
+from model.music.midi_io import MidiError, read_midi
+from model.music.primer import NOTATION, Primer, PrimerError, parse_notes, primer_from_midi, primer_from_text
 
 _ = NO_EVENT
 OFF = NOTE_OFF

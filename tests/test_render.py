@@ -20,8 +20,8 @@ from pydub import AudioSegment
 
 from bot.render import INSTRUMENTS, RenderError, check_setup, mp3, pianoroll, render_variations, resolve_instrument
 from bot.render.audio import NOTES, PRIMER_VELOCITY, SAMPLE_RATE, TAIL_S, performance, synthesize
-from model.events import NO_EVENT, NOTE_OFF, events_to_notes, note_on
-from model.midi_io import read_midi
+from model.music.events import NO_EVENT, NOTE_OFF, events_to_notes, note_on
+from model.music.midi_io import read_midi
 
 BPM = 120
 STEP_S = 60 / BPM / 4  # a sixteenth note: 0.125 s

@@ -12,13 +12,13 @@ from PIL import Image
 from test_render import BPM, REST_BAR, STEP_S, TAIL_S, dbfs, decode, legato, part
 
 from bot.render import RenderError, pianoroll, render_variations
-from model.chords import chords_per_step, parse_chord, parse_lead_sheet
-from model.events import NO_EVENT, NOTE_OFF, STEPS_PER_BAR, event_pitch, events_to_notes, is_note_on, note_on
-from model.midi_io import CHORD_PROGRAM, CHORD_TRACK, CHORD_VELOCITY, MELODY_TRACK, read_midi, write_midi
+from model.music.chords import chords_per_step, parse_chord, parse_lead_sheet
+from model.music.events import NO_EVENT, NOTE_OFF, STEPS_PER_BAR, event_pitch, events_to_notes, is_note_on, note_on
+from model.music.midi_io import CHORD_PROGRAM, CHORD_TRACK, CHORD_VELOCITY, MELODY_TRACK, read_midi, write_midi
 
 
 def per_step(text: str, steps: int | None = None) -> list:
-    """Lead-sheet text -> one model.chords.Chord (or None) per step, the bars repeated to `steps`."""
+    """Lead-sheet text -> one model.music.chords.Chord (or None) per step, the bars repeated to `steps`."""
     bars = parse_lead_sheet(text)
     return chords_per_step(bars, steps if steps is not None else len(bars) * STEPS_PER_BAR)
 

@@ -14,22 +14,10 @@ import torch
 from midi_factory import TrackSpec, make_midi
 
 from model import generate
-from model.chords import parse_lead_sheet
 from model.defaults import MAX_SEED, MAX_VARIATIONS
-from model.events import (
-    NO_EVENT,
-    NOTE_OFF,
-    NUM_CLASSES,
-    STEPS_PER_BAR,
-    event_pitch,
-    events_to_notes,
-    is_note_on,
-    note_on,
-)
-from model.midi_io import read_midi
-from model.network import LOOKBACKS, MelodyNet, NetworkConfig, StepWeights, save_checkpoint
-from model.primer import parse_notes
-from model.sampling import (
+from model.melody import stepping
+from model.melody.network import LOOKBACKS, MelodyNet, NetworkConfig, save_checkpoint
+from model.melody.sampling import (
     MAX_PRIMER_STEPS,
     Key,
     SamplingOptions,
@@ -41,6 +29,20 @@ from model.sampling import (
     prepare_primer,
     variation_seed,
 )
+from model.melody.stepping import StepWeights
+from model.music.chords import parse_lead_sheet
+from model.music.events import (
+    NO_EVENT,
+    NOTE_OFF,
+    NUM_CLASSES,
+    STEPS_PER_BAR,
+    event_pitch,
+    events_to_notes,
+    is_note_on,
+    note_on,
+)
+from model.music.midi_io import read_midi
+from model.music.primer import parse_notes
 
 C_MAJOR = parse_notes("C4 D E F G A B C")  # two bars
 OTHER = parse_notes("A3 C E A C E G:2")  # also two bars
@@ -379,7 +381,7 @@ def test_step_by_step_sampling_agrees_with_teacher_forcing():
     model = MelodyNet(NetworkConfig(embed=8, hidden=16, layers=2, heads=2, window=8, dropout=0.0)).eval()
     primer = torch.tensor([parse_notes("C4 E4 G4 A4:2")] * 2)
     steps = 40  # longer than the window: the masked path runs too
-    sampled = model.generate(
+    sampled = stepping.generate(model,
         primer, steps, temperature=torch.ones(2), top_p=torch.full((2,), 1e-6),  # top_p ~0: the argmax
         allowed_events=torch.ones(2, NUM_CLASSES, dtype=torch.bool), seeds=[1, 2],
     )
@@ -461,7 +463,7 @@ def test_cli_bad_chord_exit_2_naming_it(tmp_path, tiny_weights, capsys):
 
 
 def test_nucleus_of_one_is_the_whole_distribution_without_sorting():
-    from model.network import nucleus
+    from model.melody.stepping import nucleus
 
     torch.manual_seed(0)
     logits = torch.randn(3, NUM_CLASSES)

@@ -17,7 +17,7 @@ from bot.queue.base import StoreQueue
 from bot.settings import Settings
 from bot.storage import BotStore
 from model.defaults import BPM_RANGE
-from model.midi_io import MAX_NOTES
+from model.music.midi_io import MAX_NOTES
 
 MELODY = line([60, 64, 67, 69, 67, 64, 62, 60])
 

@@ -7,12 +7,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model import sampling
-from model.events import FIRST_NOTE_ON, NUM_CLASSES, events_to_notes, note_on
 from model.lab.takes import ends_like_phrase, longest_run, stuck_shares, tonic_triad
-from model.network import SameNoteRun
-from model.primer import parse_notes
-from model.sampling import MAX_SAME_NOTES, SamplingOptions, continue_melodies, load_model, prepare_primer
+from model.melody import sampling
+from model.melody.same_note import SameNoteRun
+from model.melody.sampling import MAX_SAME_NOTES, SamplingOptions, continue_melodies, load_model, prepare_primer
+from model.music.events import FIRST_NOTE_ON, NUM_CLASSES, events_to_notes, note_on
+from model.music.primer import parse_notes
 
 # Two bars of E4 eighths, then a bar that walks away: the network's strongest pull is back to E4.
 STUCK_PRIMER = prepare_primer(parse_notes("E4:0.5 " * 12 + "F4:0.5 G4:0.5 G4:0.5 F4:0.5 E4 D4 C4 E4"))

@@ -10,11 +10,11 @@ import pytest
 import torch
 from midi_factory import TrackSpec, make_midi, write_song_folder
 
-import model.data
-from model.events import note_on
-from model.network import CHORD_ROOT, NO_CHORD, load_checkpoint
-from model.sampling import SamplingOptions, continue_melodies, load_model
-from model.train import TrainConfig, export, train
+import model.lab.data
+from model.lab.train import TrainConfig, export, train
+from model.melody.network import CHORD_ROOT, NO_CHORD, load_checkpoint
+from model.melody.sampling import SamplingOptions, continue_melodies, load_model
+from model.music.events import note_on
 
 TRAIN_IDS = ["001", "002", "003", "004", "005", "006", "007", "008", "009"]
 HELD_OUT_IDS = ["010", "020", "030"]  # ids divisible by 10 are held out
@@ -37,7 +37,7 @@ def song(song_id: str) -> bytes:
 
 @pytest.fixture
 def songs_folder(tmp_path, monkeypatch):
-    monkeypatch.setattr(model.data, "CACHE_DIR", tmp_path / "cache")  # never ~/.cache
+    monkeypatch.setattr(model.lab.data, "CACHE_DIR", tmp_path / "cache")  # never ~/.cache
     songs = {i: song(i) for i in TRAIN_IDS + HELD_OUT_IDS}
     songs["011"] = make_midi([TrackSpec("PIANO", [(0, 16, 60)])])  # no MELODY track: skipped
     return write_song_folder(tmp_path / "pop909", songs)
@@ -97,11 +97,11 @@ def chord_song() -> tuple[bytes, str]:
 
 
 def test_songs_carry_their_chords_on_the_melody_grid(tmp_path, monkeypatch):
-    monkeypatch.setattr(model.data, "CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr(model.lab.data, "CACHE_DIR", tmp_path / "cache")
     folder = write_song_folder(tmp_path / "pop909", {"001": chord_song()[0], "002": chord_song()[0]})
     (folder / "001" / "chord_midi.txt").write_text(chord_song()[1])  # 002 has no chords
     for use_cache in (True, True, False):  # written, read back, parsed again
-        songs = {s.song_id: s for s in model.data.load_songs(folder, use_cache=use_cache)[0]}
+        songs = {s.song_id: s for s in model.lab.data.load_songs(folder, use_cache=use_cache)[0]}
         assert songs["002"].chords is None
         codes = songs["001"].chords
         assert len(codes) == len(songs["001"].events) == 16 * 12 + 1  # from the melody's first bar line
@@ -111,7 +111,7 @@ def test_songs_carry_their_chords_on_the_melody_grid(tmp_path, monkeypatch):
 
 
 def test_a_chord_model_trains_and_scores_with_and_without_chords(tmp_path, monkeypatch, tiny_config):
-    monkeypatch.setattr(model.data, "CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr(model.lab.data, "CACHE_DIR", tmp_path / "cache")
     ids = ["001", "002", "003", "004", "005", "010"]
     folder = write_song_folder(tmp_path / "pop909", {i: chord_song()[0] for i in ids})
     for i in ids:

@@ -14,8 +14,9 @@ from bot.settings import Settings
 from bot.worker.celery_worker import Batcher
 from bot.worker.generator import FIRST_PASS_ROWS, Generator
 from bot.worker.rendering import render_job
-from model.network import save_checkpoint
-from model.sampling import SamplingOptions, continue_melodies
+from model.melody import stepping
+from model.melody.network import save_checkpoint
+from model.melody.sampling import SamplingOptions, continue_melodies
 
 CANDIDATES = SamplingOptions().candidates  # rows sampled per variation
 PRIMER = [26, 0, 0, 1, 30, 0, 0, 1, 33, 0, 0, 0, 1, 0, 0, 0]  # C4 E4 G4, a bar
@@ -34,23 +35,24 @@ def generator(tiny_weights) -> Generator:
 
 
 class CountingModel:
-    """The generator's model, counting batched passes (the real network does the work)."""
+    """The generator's model's sampling passes, counted (the real network does the work)."""
 
     def __init__(self, model):
         self.model, self.rows = model, []
 
     def __enter__(self):
-        self.original = self.model.generate
+        self.original = stepping.generate
 
-        def generate(primer, *args, **kwargs):
-            self.rows.append(primer.shape[0])
-            return self.original(primer, *args, **kwargs)
+        def generate(model, primer, *args, **kwargs):
+            if model is self.model:
+                self.rows.append(primer.shape[0])
+            return self.original(model, primer, *args, **kwargs)
 
-        self.model.generate = generate
+        stepping.generate = generate
         return self
 
     def __exit__(self, *exc):
-        del self.model.generate
+        stepping.generate = self.original
 
 
 def test_jobs_are_sampled_in_one_batch_and_rendered(generator):
@@ -196,7 +198,7 @@ def loud_generator(tmp_path_factory, tiny_config) -> Generator:
     untrained tiny one hardly does), so reading a row's padding would change its result."""
     import torch
 
-    from model.network import MelodyNet
+    from model.melody.network import MelodyNet
 
     torch.manual_seed(6)
     model = MelodyNet(tiny_config).eval()

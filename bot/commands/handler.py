@@ -15,8 +15,8 @@ import re
 import time
 from collections.abc import Callable
 
-from bot.commands import jam as jam_commands
 from bot.commands import replies, usage
+from bot.commands.jam import JamCommands
 from bot.commands.jam_service import JamService
 from bot.commands.options import (
     RANDOM_SEEDS,
@@ -45,10 +45,10 @@ from bot.jobs import Job, JobState, JobStatus
 from bot.queue import JobQueue, QueueError, QueueFull
 from bot.settings import Settings
 from bot.storage import NUMBER_EMOJIS, BotStore, local_message_id
-from model.chords import lead_sheet
 from model.defaults import DEFAULT_BPM, DEFAULT_TEMPERATURE, DEFAULT_TOP_P, length_problem
-from model.midi_io import MidiError
-from model.primer import PrimerError, parse_notes
+from model.music.chords import lead_sheet
+from model.music.midi_io import MidiError
+from model.music.primer import PrimerError, parse_notes
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,8 @@ class CommandHandler:
         self.sketches = SketchReader()
 
         self.jams = JamService(settings, queue, store, platform=platform)  # the front-end starts it
+        self.jam_commands = JamCommands(settings, queue, store, self.jams, platform=platform,
+                                        continue_command=self.cmd_continue, find_job=self._job)
 
     # -- entry points ---------------------------------------------------------------------------
     def parse_line(self, line: str, require_prefix: bool = True) -> tuple[str, str] | None:
@@ -406,13 +408,13 @@ class CommandHandler:
 
     # -- jam, song, forget (bot/commands/jam.py) ------------------------------------------------
     async def cmd_jam(self, request: Request, args: str) -> list[Reply]:
-        return await jam_commands.cmd_jam(self, request, args)
+        return await self.jam_commands.jam(request, args)
 
     async def cmd_song(self, request: Request, args: str) -> list[Reply]:
-        return await jam_commands.cmd_song(self, request, args)
+        return await self.jam_commands.song(request, args)
 
     async def cmd_forget(self, request: Request, args: str) -> list[Reply]:
-        return await jam_commands.cmd_forget(self, request, args)
+        return await self.jam_commands.forget(request, args)
 
     def help_text(self) -> str:
         return usage.help_text(self.settings, self.prefix, self.platform)

@@ -7,23 +7,24 @@
     !forget me     delete your votes, finished jobs and jams
 
 `rounds=` and `minutes=` are the jam's own options; every other word goes to `!continue` as it is,
-so notes, sketches and options behave exactly as there.
+so notes, sketches and options behave exactly as there. JamCommands is owned by the CommandHandler,
+which hands it the services it shares and its own `!continue` and job lookup (no import back).
 """
 
 from __future__ import annotations
 
 import re
 import shlex
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
 
-from bot.commands.jam_service import DEFAULT_BARS, MAX_SONG_BARS, JamError, agreement_rule, bars_of
+from bot.commands.jam_service import DEFAULT_BARS, MAX_SONG_BARS, JamError, JamService, agreement_rule, bars_of
 from bot.commands.options import parse_options, split_tokens
 from bot.commands.replies import TERMINAL, CommandError, Reply, Request
 from bot.commands.usage import USAGE
-from bot.jobs import Job
-
-if TYPE_CHECKING:
-    from bot.commands.handler import CommandHandler
+from bot.jobs import Job, JobStatus
+from bot.queue import JobQueue
+from bot.settings import Settings
+from bot.storage import BotStore
 
 JAM_OPTIONS = {"rounds": "rounds", "round": "rounds", "minutes": "minutes", "minute": "minutes", "mins": "minutes",
                "min": "minutes"}  # fmt: skip
@@ -72,100 +73,113 @@ def jam_options(tokens: list[str]) -> tuple[int, float, list[str]]:
     return rounds, minutes, rest
 
 
-async def cmd_jam(handler: CommandHandler, request: Request, args: str) -> list[Reply]:
-    jams, p = handler.jams, handler.prefix
-    tokens = split_tokens(args)
-    word = tokens[0].lower() if tokens else ""
-    if word in STOP_WORDS and len(tokens) == 1:
-        text = await jams.stop_jam(request.channel_id, request.user_id, request.user_name, request.can_manage_channel)
-        return [Reply(text)]
-    if word == "status" and len(tokens) == 1:
-        return [Reply(await jams.status_text(request.channel_id))]
-    rounds, minutes, rest = jam_options(tokens)
-    if await handler.store.jams.playing_in(request.channel_id) is not None:
-        raise CommandError(jams.in_play_text())
-    parsed = parse_options(shlex.join(rest), handler.settings, allow_files=handler.platform == TERMINAL)
-    if not parsed.words and not request.uploads and parsed.sketch_path is None:
-        raise CommandError(f"Give the jam a melody to start from: type a few notes or attach a .mid sketch. "
-                           f"Usage: {USAGE['jam'].format(p=p)}")
-    bars = parsed.options.bars or DEFAULT_BARS
-    if parsed.options.bars is None:
-        rest.append(f"bars={bars}")
-    if rounds * bars >= MAX_SONG_BARS:
-        raise CommandError(f"{rounds} rounds of {bars} bars make a song longer than the {MAX_SONG_BARS} bars a lead "
-                           "sheet holds; choose fewer rounds or bars.")
-    replies = await handler.cmd_continue(request, shlex.join(rest))
-    queued = next((r for r in replies if r.status_of), None)
-    if queued is None:  # refused: the reason is the reply
-        return replies
-    status = await handler.queue.get(queued.status_of)
-    first = status.job
-    if bars_of(len(first.primer)) + rounds * bars > MAX_SONG_BARS:
-        await jams._cancel_quietly(first.job_id)
-        raise CommandError(f"Your melody and {rounds} rounds of {bars} bars make a song longer than the "
-                           f"{MAX_SONG_BARS} bars a lead sheet holds; choose fewer rounds or bars.")
-    try:
-        jam = await jams.begin(first, rounds, minutes)
-    except JamError as error:
-        await jams._cancel_quietly(first.job_id)
-        raise CommandError(str(error)) from None
-    seconds = f" ({minutes * 60:g} s)" if minutes < 1 else ""
-    intro = (f"Jam {jam.jam_id} started by {request.user_name or 'you'}: {rounds} rounds of {bars} bars, "
-             f"{minutes:g} min{seconds} of voting per round; {agreement_rule()}. Each round continues the whole song "
-             f"with the winner appended; the song comes at the end (`{p}jam status`, `{p}jam stop`).")
-    return [Reply(intro), queued]
+class JamCommands:
+    """!jam, !song and !forget: thin commands over JamService (rounds, deadlines, the song)."""
+
+    def __init__(self, settings: Settings, queue: JobQueue, store: BotStore, jams: JamService, *, platform: str,
+                 continue_command: Callable[[Request, str], Awaitable[list[Reply]]],
+                 find_job: Callable[[Request, list[str], str], Awaitable[JobStatus]]):  # fmt: skip
+        self.settings, self.queue, self.store, self.jams = settings, queue, store, jams
+        self.platform = platform
+        self.prefix = settings.command_prefix
+        self.continue_command = continue_command  # the handler's !continue: a jam's first round is one
+        self.find_job = find_job  # the handler's "the job named, else the newest result here"
+
+    async def jam(self, request: Request, args: str) -> list[Reply]:
+        jams, p = self.jams, self.prefix
+        tokens = split_tokens(args)
+        word = tokens[0].lower() if tokens else ""
+        if word in STOP_WORDS and len(tokens) == 1:
+            text = await jams.stop_jam(request.channel_id, request.user_id, request.user_name,
+                                       request.can_manage_channel)
+            return [Reply(text)]
+        if word == "status" and len(tokens) == 1:
+            return [Reply(await jams.status_text(request.channel_id))]
+        rounds, minutes, rest = jam_options(tokens)
+        if await self.store.jams.playing_in(request.channel_id) is not None:
+            raise CommandError(jams.in_play_text())
+        parsed = parse_options(shlex.join(rest), self.settings, allow_files=self.platform == TERMINAL)
+        if not parsed.words and not request.uploads and parsed.sketch_path is None:
+            raise CommandError(f"Give the jam a melody to start from: type a few notes or attach a .mid sketch. "
+                               f"Usage: {USAGE['jam'].format(p=p)}")
+        bars = parsed.options.bars or DEFAULT_BARS
+        if parsed.options.bars is None:
+            rest.append(f"bars={bars}")
+        if rounds * bars >= MAX_SONG_BARS:
+            raise CommandError(f"{rounds} rounds of {bars} bars make a song longer than the {MAX_SONG_BARS} bars "
+                               "a lead sheet holds; choose fewer rounds or bars.")
+        replies = await self.continue_command(request, shlex.join(rest))
+        queued = next((r for r in replies if r.status_of), None)
+        if queued is None:  # refused: the reason is the reply
+            return replies
+        status = await self.queue.get(queued.status_of)
+        first = status.job
+        if bars_of(len(first.primer)) + rounds * bars > MAX_SONG_BARS:
+            await jams._cancel_quietly(first.job_id)
+            raise CommandError(f"Your melody and {rounds} rounds of {bars} bars make a song longer than the "
+                               f"{MAX_SONG_BARS} bars a lead sheet holds; choose fewer rounds or bars.")
+        try:
+            jam = await jams.begin(first, rounds, minutes)
+        except JamError as error:
+            await jams._cancel_quietly(first.job_id)
+            raise CommandError(str(error)) from None
+        seconds = f" ({minutes * 60:g} s)" if minutes < 1 else ""
+        intro = (f"Jam {jam.jam_id} started by {request.user_name or 'you'}: {rounds} rounds of {bars} bars, "
+                 f"{minutes:g} min{seconds} of voting per round; {agreement_rule()}. Each round continues the "
+                 f"whole song with the winner appended; the song comes at the end (`{p}jam status`, `{p}jam stop`).")
+        return [Reply(intro), queued]
 
 
-async def cmd_song(handler: CommandHandler, request: Request, args: str) -> list[Reply]:
-    jams = handler.jams
-    words = split_tokens(args)
-    variation = None
-    if len(words) == 2 and words[1].lstrip("#v").isdigit():
-        variation = int(words.pop().lstrip("#v"))
-    if len(words) > 1:
-        raise CommandError(f"Usage: {USAGE['song'].format(p=handler.prefix)}")
-    jam = None
-    if words:
-        jam = await handler.store.jams.get(words[0].strip("`#<>").lower())
-    else:  # the jam of the newest result here, else the newest jam, else the newest result's chain
-        newest = await handler.store.messages.latest_result(request.channel_id)
-        if newest is not None:
-            jam = await handler.store.jams.of_job(newest.job_id)
-        else:
-            jam = await handler.store.jams.latest_in(request.channel_id)
-    if jam is not None and jam.guild_id == request.guild_id and variation is None:
-        template = Job.from_dict(jam.template)
-        reply = await jams.song_reply(f"song-{jam.jam_id}", jam.song, jam.chords, template.bpm, template.instrument,
-                                      f"Jam {jam.jam_id}")  # fmt: skip
-        reply.text = f"The song of jam {jam.jam_id} ({_rounds(jam)}): " + reply.text
+    async def song(self, request: Request, args: str) -> list[Reply]:
+        jams = self.jams
+        words = split_tokens(args)
+        variation = None
+        if len(words) == 2 and words[1].lstrip("#v").isdigit():
+            variation = int(words.pop().lstrip("#v"))
+        if len(words) > 1:
+            raise CommandError(f"Usage: {USAGE['song'].format(p=self.prefix)}")
+        jam = None
+        if words:
+            jam = await self.store.jams.get(words[0].strip("`#<>").lower())
+        else:  # the jam of the newest result here, else the newest jam, else the newest result's chain
+            newest = await self.store.messages.latest_result(request.channel_id)
+            if newest is not None:
+                jam = await self.store.jams.of_job(newest.job_id)
+            else:
+                jam = await self.store.jams.latest_in(request.channel_id)
+        if jam is not None and jam.guild_id == request.guild_id and variation is None:
+            template = Job.from_dict(jam.template)
+            reply = await jams.song_reply(f"song-{jam.jam_id}", jam.song, jam.chords, template.bpm, template.instrument,
+                                          f"Jam {jam.jam_id}")  # fmt: skip
+            reply.text = f"The song of jam {jam.jam_id} ({_rounds(jam)}): " + reply.text
+            return [reply]
+        status = await self.find_job(request, words, "song")
+        try:
+            song, chords, last, number = await jams.chain_song(status.job.job_id, variation)
+        except JamError as error:
+            raise CommandError(str(error)) from None
+        if bars_of(len(song)) > MAX_SONG_BARS:
+            raise CommandError(f"That song is {bars_of(len(song))} bars long; a lead sheet holds {MAX_SONG_BARS}.")
+        job = last.job
+        reply = await jams.song_reply(f"song-{job.job_id}", song, chords, job.bpm, job.instrument, f"Song {job.job_id}")
+        reply.text = f"The song up to job {job.job_id} variation {number}: " + reply.text
         return [reply]
-    status = await handler._job(request, words, "song")
-    try:
-        song, chords, last, number = await jams.chain_song(status.job.job_id, variation)
-    except JamError as error:
-        raise CommandError(str(error)) from None
-    if bars_of(len(song)) > MAX_SONG_BARS:
-        raise CommandError(f"That song is {bars_of(len(song))} bars long; a lead sheet holds {MAX_SONG_BARS}.")
-    job = last.job
-    reply = await jams.song_reply(f"song-{job.job_id}", song, chords, job.bpm, job.instrument, f"Song {job.job_id}")
-    reply.text = f"The song up to job {job.job_id} variation {number}: " + reply.text
-    return [reply]
 
 
-async def cmd_forget(handler: CommandHandler, request: Request, args: str) -> list[Reply]:
-    if args.strip().lower() != "me":
-        raise CommandError(f"`{handler.prefix}forget me` deletes your votes, your finished jobs and your jams from "
-                           "my database (and so from the data kept to improve the model).")
-    playing = await handler.store.jams.playing_in(request.channel_id)
-    if playing is not None and playing.starter_id == request.user_id:
-        raise CommandError(f"Your jam {playing.jam_id} is still going; `{handler.prefix}jam stop` it first.")
-    counts = await handler.store.jams.forget_user(request.user_id)
-    unfinished = await handler.queue.user_jobs(request.user_id)
-    text = (f"Done: I deleted {counts['votes']} of your votes, {counts['jobs']} finished jobs and "
-            f"{counts['jams']} jams.")
-    if unfinished:
-        text += f" Your {len(unfinished)} unfinished jobs are kept; say `{handler.prefix}forget me` again after them."
-    return [Reply(text, private=True)]
+    async def forget(self, request: Request, args: str) -> list[Reply]:
+        if args.strip().lower() != "me":
+            raise CommandError(f"`{self.prefix}forget me` deletes your votes, your finished jobs and your jams from "
+                               "my database (and so from the data kept to improve the model).")
+        playing = await self.store.jams.playing_in(request.channel_id)
+        if playing is not None and playing.starter_id == request.user_id:
+            raise CommandError(f"Your jam {playing.jam_id} is still going; `{self.prefix}jam stop` it first.")
+        counts = await self.store.jams.forget_user(request.user_id)
+        unfinished = await self.queue.user_jobs(request.user_id)
+        text = (f"Done: I deleted {counts['votes']} of your votes, {counts['jobs']} finished jobs and "
+                f"{counts['jams']} jams.")
+        if unfinished:
+            text += f" Your {len(unfinished)} unfinished jobs are kept; say `{self.prefix}forget me` again after them."
+        return [Reply(text, private=True)]
 
 
 def _rounds(jam) -> str:

@@ -38,8 +38,8 @@ from bot.render.leadsheet import MAX_BARS
 from bot.settings import Settings
 from bot.storage import BotStore
 from bot.storage.jams import DONE, FINISHING, GENERATING, STOPPED, VOTING, Ballot, Jam, JamExists
-from model.chords import Chord, chords_per_step, lead_sheet, parse_chord
-from model.events import NOTE_OFF, STEPS_PER_BAR
+from model.music.chords import Chord, chords_per_step, lead_sheet, parse_chord
+from model.music.events import NOTE_OFF, STEPS_PER_BAR
 
 log = logging.getLogger(__name__)
 

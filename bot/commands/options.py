@@ -17,14 +17,14 @@ from typing import Any
 from bot.commands.replies import CommandError
 from bot.render import INSTRUMENTS, RenderError, resolve_instrument
 from bot.settings import Settings
-from model.chords import ChordError, chords_per_step, lead_sheet, parse_lead_sheet
 from model.defaults import (  # no torch: the worker's limits
     BPM_RANGE,
     MAX_SEED,
     TEMPERATURE_RANGE,
     TOP_P_RANGE,
 )
-from model.events import STEPS_PER_BAR
+from model.music.chords import ChordError, chords_per_step, lead_sheet, parse_lead_sheet
+from model.music.events import STEPS_PER_BAR
 
 RANDOM_SEEDS = 100_000  # a fresh seed is below this: short enough to read out and retype
 TRUE_WORDS = ("on", "yes", "true", "1", "keep", "in")

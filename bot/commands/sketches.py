@@ -12,7 +12,7 @@ from pathlib import Path
 
 from bot.commands.replies import CommandError, Upload
 from model.defaults import MAX_SKETCH_BYTES
-from model.primer import Primer, primer_from_midi
+from model.music.primer import Primer, primer_from_midi
 
 SKETCH_PARSERS = 2  # sketches parsed at once, each in a thread; more wait their turn
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ class SketchReader:
         self._parsers = asyncio.Semaphore(parsers)
 
     async def read(self, upload: Upload) -> Primer:
-        """The sketch's primer; CommandError or model.midi_io.MidiError with the reason."""
+        """The sketch's primer; CommandError or model.music.midi_io.MidiError with the reason."""
         try:
             data = await upload.read()
         except CommandError:

@@ -11,7 +11,7 @@ from bot.commands.replies import DISCORD, TERMINAL
 from bot.render import INSTRUMENTS
 from bot.settings import Settings
 from model.defaults import DEFAULT_TOP_P
-from model.primer import NOTATION
+from model.music.primer import NOTATION
 
 COMMANDS = {  # name or alias -> command; bot/discord_app.py registers the same names and aliases
     "continue": "continue", "cont": "continue",

@@ -9,7 +9,7 @@ Every melody is the primer (the songwriter's first `primer_steps` events) follow
 continuation. To hear where the model takes over, the primer is played softer (velocity 70 against
 100) by default; `primer_gap=True` also puts one beat of silence between primer and continuation.
 The MIDI file in a Preview is the plain melody (one velocity, no gap) for the songwriter's DAW;
-with chords (one model.chords.Chord or None per step of the melody) it holds a MELODY and a CHORDS
+with chords (one model.music.chords.Chord or None per step of the melody) it holds a MELODY and a CHORDS
 track, the MP3 plays the chords softly under the melody and the piano roll names them.
 
 Everything runs in this process (no programs are started): libfluidsynth through pyfluidsynth
@@ -47,7 +47,7 @@ from bot.render.errors import RenderError
 from bot.render.instruments import DEFAULT_INSTRUMENT, INSTRUMENTS, resolve_instrument
 from bot.render.leadsheet import engrave_lead_sheet, load_engraver
 from bot.render.song import render_song
-from model.midi_io import write_midi
+from model.music.midi_io import write_midi
 
 __all__ = [
     "INSTRUMENTS",

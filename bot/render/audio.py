@@ -32,8 +32,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from bot.render.errors import RenderError
-from model.events import NO_EVENT, NOTE_OFF, STEPS_PER_BEAT, Note, events_to_notes
-from model.midi_io import CHORD_PROGRAM, chord_notes
+from model.music.events import NO_EVENT, NOTE_OFF, STEPS_PER_BEAT, Note, events_to_notes
+from model.music.midi_io import CHORD_PROGRAM, chord_notes
 
 SAMPLE_RATE = 22050  # Hz; plenty for a melody preview, half the synth and MP3 work of 44.1 kHz
 CHUNK_FRAMES = 4096  # frames rendered between two deadline checks (~0.19 s of audio, ~5 ms of work)
@@ -108,8 +108,8 @@ def performance(events: list[int], primer_steps: int, primer_gap: bool, soft_pri
 
 
 def accompaniment(chords: Sequence, primer_steps: int, primer_gap: bool) -> Performance:
-    """The chords under a preview (one model.chords.Chord or None per step of the melody): their
-    voicings (model.midi_io.chord_notes) on CHORD_CHANNEL, through the melody's last step. Played
+    """The chords under a preview (one model.music.chords.Chord or None per step of the melody): their
+    voicings (model.music.midi_io.chord_notes) on CHORD_CHANNEL, through the melody's last step. Played
     with the melody: with_chords."""
     if primer_gap and 0 < primer_steps < len(chords):
         chords = list(chords[:primer_steps]) + [None] * STEPS_PER_BEAT + list(chords[primer_steps:])

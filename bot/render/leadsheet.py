@@ -2,7 +2,7 @@
 
 The melody's sixteenth grid becomes MEI (the music encoding verovio reads): each bar's notes and
 rests split into written values on the beat structure (ties across bar lines and beats), pitches
-spelled in the key that model.keys.detect_key finds (its key signature; accidentals written
+spelled in the key that model.music.keys.detect_key finds (its key signature; accidentals written
 once per bar), 4/4, the tempo, and each chord symbol (a `harm`) where its chord starts. verovio
 engraves it to SVG and CairoSVG turns that into PNG and PDF, all in this process.
 
@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from xml.sax.saxutils import escape
 
 from bot.render.errors import RenderError
-from model.events import STEPS_PER_BAR, STEPS_PER_BEAT, events_to_notes
+from model.music.events import STEPS_PER_BAR, STEPS_PER_BEAT, events_to_notes
 
 MAX_BARS = 128  # bars a lead sheet may have (a whole pop song: ~2.5 s to engrave, ~5000 px tall)
 DEFAULT_TIMEOUT_S = 30.0  # seconds for the whole engraving
@@ -67,8 +67,8 @@ def load_engraver():
 
 
 def key_fifths(events: list[int]) -> int:
-    """Key signature (fifths) of the melody's key as model.keys.detect_key finds it (the sampler's)."""
-    from model.keys import detect_key
+    """Key signature (fifths) of the melody's key as model.music.keys.detect_key finds it (the sampler's)."""
+    from model.music.keys import detect_key
 
     key = detect_key(events)
     if key is None:
@@ -248,7 +248,7 @@ def engrave_lead_sheet(
     pdf: bool = True,
     timeout: float = DEFAULT_TIMEOUT_S,
 ) -> tuple[bytes, bytes | None]:
-    """The melody's events (sixteenth grid) and per-step chords (model.chords.Chord or None; or
+    """The melody's events (sixteenth grid) and per-step chords (model.music.chords.Chord or None; or
     no chords at all) -> (PNG, PDF or None when pdf=False) of a one-page lead sheet."""
     png, pdf_bytes, _ = engrave(events, chords, bpm, title, pdf=pdf, timeout=timeout)
     return png, pdf_bytes

@@ -15,7 +15,7 @@ from functools import cache
 
 from PIL import Image, ImageDraw, ImageFont
 
-from model.events import STEPS_PER_BAR, STEPS_PER_BEAT, events_to_notes, pitch_name
+from model.music.events import STEPS_PER_BAR, STEPS_PER_BEAT, events_to_notes, pitch_name
 
 WIDTH = 960  # px; Discord shows it scaled down in the message and full size when clicked
 PANEL_HEIGHT = 230  # px per variation
@@ -70,7 +70,7 @@ def draw_panel(
     label: str = "",
     chords: Sequence | None = None,
 ) -> Image.Image:
-    """One variation's piano roll, PANEL_HEIGHT tall; `chords` (a model.chords.Chord or None per
+    """One variation's piano roll, PANEL_HEIGHT tall; `chords` (a model.music.chords.Chord or None per
     step) are named above the grid."""
     low, high, steps = layout
     image = Image.new("RGB", (WIDTH, PANEL_HEIGHT), BACKGROUND)

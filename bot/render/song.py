@@ -10,7 +10,7 @@ from bot.render.errors import RenderError
 from bot.render.instruments import DEFAULT_INSTRUMENT, INSTRUMENTS, resolve_instrument
 from bot.render.leadsheet import engrave_lead_sheet
 from bot.render.mp3 import encode as encode_mp3
-from model.midi_io import write_midi
+from model.music.midi_io import write_midi
 
 SONG_TIMEOUT_S = 60.0  # seconds for a whole song (a jam's song can be many times a preview's length)
 
@@ -26,7 +26,7 @@ def render_song(
     pdf: bool = True,
     timeout: float = SONG_TIMEOUT_S,
 ) -> tuple[bytes, bytes, bytes, bytes | None]:
-    """The song's events and per-step chords (model.chords.Chord or None per step; or None for
+    """The song's events and per-step chords (model.music.chords.Chord or None per step; or None for
     a melody only) -> (MIDI, MP3, lead-sheet PNG, lead-sheet PDF or None when pdf=False). The
     whole song plays at one loudness: no soft primer."""
     deadline = time.monotonic() + timeout

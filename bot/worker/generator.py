@@ -3,7 +3,7 @@ render each job's previews (bot/render, in a child process: bot/worker/render_pr
 hand back its Outcome as soon as it is ready.
 
 Batching: every variation of every job taken together is one row of one sampled pass
-(model.sampling.continue_melodies), up to settings.batch_limit rows, whatever the lengths of the
+(model.melody.sampling.continue_melodies), up to settings.batch_limit rows, whatever the lengths of the
 jobs' primers (shorter ones are left-padded; a job's answer does not depend on its batch).
 
 Failures: a bad request (options out of range, a primer without notes, an unknown instrument)
@@ -69,7 +69,7 @@ class Generator:
         for each batch and fails the jobs meanwhile, so users hear why instead of waiting forever."""
         import torch
 
-        from model.sampling import SamplingOptions, continue_melodies, load_model
+        from model.melody.sampling import SamplingOptions, continue_melodies, load_model
 
         self._renderer().start()  # it loads the soundfont while the model loads here
 
@@ -88,8 +88,8 @@ class Generator:
     def _prepare(self, job: Job):
         """(primer as sampled, SamplingOptions, the continuation's chords per step or None);
         ValueError with a user-facing reason."""
-        from model.events import NUM_CLASSES
-        from model.sampling import SamplingOptions, prepare_primer
+        from model.melody.sampling import SamplingOptions, prepare_primer
+        from model.music.events import NUM_CLASSES
 
         options = SamplingOptions(
             bars=job.bars,
@@ -126,7 +126,7 @@ class Generator:
         """One batched pass over every job: a Sampled for each job to render, an Outcome (FAILED)
         for a job that cannot be sampled. Workers render a Sampled on another thread, so the
         next batch samples while this one renders."""
-        from model.sampling import continue_melodies
+        from model.melody.sampling import continue_melodies
 
         started = time.time()
         if self.model is None:
@@ -196,8 +196,8 @@ def given_chords(job: Job, primer_steps: int) -> list | None:
     """The continuation's chords per step from the job's lead sheet, or None when it gives none."""
     if not job.harmony or not job.chords:
         return None
-    from model.chords import parse_lead_sheet
-    from model.events import STEPS_PER_BAR
-    from model.sampling import continuation_chords
+    from model.melody.sampling import continuation_chords
+    from model.music.chords import parse_lead_sheet
+    from model.music.events import STEPS_PER_BAR
 
     return continuation_chords(parse_lead_sheet(job.chords), primer_steps, job.bars * STEPS_PER_BAR)

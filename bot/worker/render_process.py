@@ -4,7 +4,7 @@ Why a process and not a thread: a crash in a native library (libfluidsynth, LAME
 one odd job takes down only this child, which is replaced; the job is tried once more, and fails
 with the generic message if the child dies again. The child also has a GIL of its own, so the
 Python parts of rendering do not take turns with the sampler's thousands of small torch calls;
-measured, that gains only a few per cent in a burst (BENCHMARKS.md section 8).
+measured, that gains only a few per cent in a burst (docs/history.md section 8).
 
 The child gets each sampled job through a pipe, renders it (bot/worker/rendering.py) and sends back
 its Outcome (the previews' bytes: about 1 MB, a millisecond to pickle). It exits when the worker

@@ -29,7 +29,7 @@ class Sampled:
     """A job whose continuations are sampled, waiting to be rendered."""
 
     job: Job
-    primer: list[int]  # as sampled (model.sampling.prepare_primer)
+    primer: list[int]  # as sampled (model.melody.sampling.prepare_primer)
     continuations: list[list[int]]
     chords: list | None  # the continuation's given chords per step
     started: float  # when its batch started (unix seconds)
@@ -61,8 +61,8 @@ def render_job(settings: Settings, sampled: Sampled, skip_render: bool = False) 
 
 
 def _result(settings: Settings, sampled: Sampled, skip_render: bool) -> Result:
-    from model.chords import lead_sheet
-    from model.sampling import detect_key
+    from model.melody.sampling import detect_key
+    from model.music.chords import lead_sheet
 
     job, primer, continuations, chords = sampled.job, sampled.primer, sampled.continuations, sampled.chords
     started, sample_s = sampled.started, sampled.sample_s
@@ -99,11 +99,11 @@ def _result(settings: Settings, sampled: Sampled, skip_render: bool) -> Result:
 
 def harmony_of(job: Job, primer: list[int], continuation: list[int], chords: list | None) -> list | None:
     """The chords under primer + continuation for the preview: the sketch's own and the given
-    ones where there are, suggested (model/harmonize.py) where not; None with chords=off."""
+    ones where there are, suggested (model/harmony/suggest.py) where not; None with chords=off."""
     if not job.harmony:
         return None
-    from model.chords import chords_per_step, parse_lead_sheet
-    from model.harmonize import suggest_chords
+    from model.harmony.suggest import suggest_chords
+    from model.music.chords import chords_per_step, parse_lead_sheet
 
     melody = primer + continuation
     suggested = None

@@ -28,10 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-from model.baselines import WittenBellNGram
-from model.data import load_songs, split
-from model.events import NO_EVENT, NOTE_OFF, NUM_CLASSES, PAD, STEPS_PER_BAR, events_to_notes
-from model.sampling import SamplingOptions, bar_sets, continue_melodies, jaccard, load_model
+from model.lab.baselines import WittenBellNGram
+from model.lab.data import load_songs, split
+from model.melody.sampling import SamplingOptions, bar_sets, continue_melodies, jaccard, load_model
+from model.music.events import NO_EVENT, NOTE_OFF, NUM_CLASSES, PAD, STEPS_PER_BAR, events_to_notes
 
 CONTEXT_BARS = 32
 BARS = 8

@@ -4,7 +4,7 @@
 
 A take is stuck when its 8 continuation bars hold a run of >= 6 (or >= 8) consecutive notes of
 one pitch (rests between them do not break a run: a listener hears the same note again). The
-takes: the musical protocol's held-out primers (model.musical_eval: first 2 bars of each song
+takes: the musical protocol's held-out primers (model.lab.musical_eval: first 2 bars of each song
 whose id is divisible by 10), 4 variations each, for every seed and condition:
 - defaults: the CLI's defaults;
 - chords: told each song's own annotated chords as a lead sheet (the chord-tone protocol);
@@ -22,9 +22,9 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from model import musical_eval as me  # model/lab/musical_eval.py after the reorganisation
-from model.events import STEPS_PER_BAR, events_to_notes
-from model.sampling import SamplingOptions, load_model, shared_bars
+from model.lab import musical_eval as me
+from model.melody.sampling import SamplingOptions, load_model, shared_bars
+from model.music.events import STEPS_PER_BAR, events_to_notes
 
 STUCK_RUNS = (6, 8)
 CONDITIONS = {"defaults": {}, "chords": {}, "hot": {"temperature": 1.3}}
@@ -72,7 +72,7 @@ def phrase_end_share(pieces: list[list[int]], triads: list[set[int] | None]) -> 
 
 def near_copy_share(takes: list[list[int]], variations: int) -> float:
     """Share of variation pairs of one answer (takes flattened answer by answer) that share more
-    than half their bars (same place, Jaccard >= 0.75: model.sampling.shared_bars)."""
+    than half their bars (same place, Jaccard >= 0.75: model.melody.sampling.shared_bars)."""
     pairs = near = 0
     for start in range(0, len(takes), variations):
         answer = takes[start : start + variations]

@@ -1,7 +1,7 @@
 """Reference models scored with the same protocol and split as ours (BENCHMARKS.md):
 
-    python -m model.baselines ngram FOLDER [--order 3]     # Witten-Bell n-gram
-    python -m model.baselines lstm FOLDER --steps 3000     # plain 2x128 LSTM (Magenta basic_rnn size)
+    python -m model.lab.baselines ngram FOLDER [--order 3]     # Witten-Bell n-gram
+    python -m model.lab.baselines lstm FOLDER --steps 3000     # plain 2x128 LSTM (Magenta basic_rnn size)
 
 Both train on the training split and print the held-out score as JSON.
 """
@@ -21,9 +21,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from model.data import Song, load_songs, sample_batch, split
-from model.evaluate import FIRST_SCORED_STEP, score
-from model.events import NUM_CLASSES, PAD
+from model.lab.data import Song, load_songs, sample_batch, split
+from model.lab.evaluate import FIRST_SCORED_STEP, score
+from model.music.events import NUM_CLASSES, PAD
 
 
 class WittenBellNGram:

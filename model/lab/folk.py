@@ -1,13 +1,13 @@
 """Folk tunes for the out-of-genre check of the musical protocol, in the POP909 layout.
 
-    python -m model.folk OUT [--collection fink0] [--count 100]
-    python -m model.folk OUT --training    # every other collection's tunes, for model/key_profile.py
+    python -m model.lab.folk OUT [--collection fink0] [--count 100]
+    python -m model.lab.folk OUT --training    # every other collection's tunes, for model/lab/key_profile.py
 
 Reads public-domain German folk songs from the Essen Folksong Collection (the ABC files that
 ship in music21's corpus: `pip install music21==10.5.0`, the `eval` extra), keeps 4/4 tunes of at
 least 10 bars, and writes OUT/NNN/NNN.mid (one track named MELODY, pickups moved so that bar lines
 fall on the grid's) and OUT/NNN/key_audio.txt (the tune's key signature as its major key), so that
-`python -m model.musical_eval OUT --all` scores the sampler on them. `--training` writes the 4/4
+`python -m model.lab.musical_eval OUT --all` scores the sampler on them. `--training` writes the 4/4
 tunes of every other collection instead (1,074; none of fink0's, nor a tune that opens like one
 of fink0's: the same first 12 intervals and lengths), for learning from.
 """
@@ -17,8 +17,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from model.events import STEPS_PER_BAR, STEPS_PER_BEAT, Note, notes_to_events
-from model.midi_io import write_midi
+from model.music.events import STEPS_PER_BAR, STEPS_PER_BEAT, Note, notes_to_events
+from model.music.midi_io import write_midi
 
 MIN_BARS = 10  # a 2-bar primer and the 8 bars to compare with
 KEY_NAMES = ["C", "Db", "D", "Eb", "E", "F", "Gb", "G", "Ab", "A", "Bb", "B"]

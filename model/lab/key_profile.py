@@ -1,11 +1,11 @@
-"""Learn model/keys.py's key profiles from melodies with annotated keys; prints the constants.
+"""Learn model/music/keys.py's key profiles from melodies with annotated keys; prints the constants.
 
-    python -m model.key_profile path/to/pop909 [--folk FOLDER]
+    python -m model.lab.key_profile path/to/pop909 [--folk FOLDER]
 
 A profile is the share of melody duration on each pitch class above a key's tonic, in 2-bar
-windows: what model.keys.detect_key compares a primer with. POP909: the training split only (the
+windows: what model.music.keys.detect_key compares a primer with. POP909: the training split only (the
 held-out songs stay unseen), windows at bars 0, 8 and 16 of each song, each with the key that
-key_audio.txt gives where the window ends. Folk (`python -m model.folk FOLDER --training`, none of
+key_audio.txt gives where the window ends. Folk (`python -m model.lab.folk FOLDER --training`, none of
 the fink0 tunes of the folk check): windows at bars 0, 2 and 4; a signature names a major key, so
 a tune is read as its relative minor where its whole melody correlates better with the
 Krumhansl-Kessler minor profile. Each window counts once, whatever its length; the folk windows
@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from model.data import load_songs, split
-from model.keys import pitch_class_weights
-from model.musical_eval import PRIMER_STEPS, _melody_offset, parse_key_label, song_key_label
+from model.lab.data import load_songs, split
+from model.lab.musical_eval import PRIMER_STEPS, _melody_offset, parse_key_label, song_key_label
+from model.music.keys import pitch_class_weights
 
 # Krumhansl-Kessler probe-tone profiles, index 0 = tonic: only to tell a folk tune's mode.
 KK_MAJOR = (6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88)
@@ -92,7 +92,7 @@ def learn(pop: list, folk: list) -> tuple[np.ndarray, np.ndarray]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("pop909", type=Path)
-    parser.add_argument("--folk", type=Path, help="folk tunes written by `python -m model.folk OUT --training`")
+    parser.add_argument("--folk", type=Path, help="folk tunes written by `python -m model.lab.folk OUT --training`")
     args = parser.parse_args(argv)
     pop = pop_windows(args.pop909)
     folk = folk_windows(args.folk) if args.folk else []

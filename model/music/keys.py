@@ -1,21 +1,21 @@
 """The key of a melody, without torch: the sampler keeps to it, and the bot's lead sheets
-(bot/render/leadsheet.py) write its key signature. model.sampling re-exports these names.
+(bot/render/leadsheet.py) write its key signature. model.melody.sampling re-exports these names.
 
 The key is the one under which the melody's pitch classes (weighted by duration) are likeliest,
-by profiles learned from real melodies (model/key_profile.py): they know that tunes lean on the
+by profiles learned from real melodies (model/lab/key_profile.py): they know that tunes lean on the
 pentatonic degrees and seldom sound a major key's 4th and 7th. On the 2-bar primers of held-out
 songs they find the annotated scale for 72 of 84 POP909 songs and 90 of 100 folk tunes; the
-Krumhansl-Kessler probe-tone profiles used before found 33 and 68 (BENCHMARKS.md section 1)."""
+Krumhansl-Kessler probe-tone profiles used before found 33 and 68 (docs/history.md section 1)."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
-from model.events import events_to_notes
+from model.music.events import events_to_notes
 
 # Share (%) of melody duration on each pitch class above the tonic, in 2-bar windows, printed by
-# `python -m model.key_profile`: POP909's training songs and 1,074 Essen folk tunes (none of the
+# `python -m model.lab.key_profile`: POP909's training songs and 1,074 Essen folk tunes (none of the
 # fink0 tunes of the folk check), the two weighted alike.
 MAJOR_PROFILE = (22.95, 0.04, 15.42, 0.73, 19.56, 6.39, 0.16, 22.41, 0.19, 7.86, 0.41, 3.88)
 MINOR_PROFILE = (26.95, 0.11, 7.52, 15.65, 0.20, 12.87, 0.24, 21.58, 2.21, 0.24, 12.05, 0.38)

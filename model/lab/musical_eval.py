@@ -1,7 +1,7 @@
 """What the sampler produces, scored with the musical protocol of EVALUATION.md.
 
-    python -m model.musical_eval FOLDER [--seed 0] [--variations 4] [--temperature T --top-p P | --sweep]
-    python -m model.musical_eval FOLDER --chords        # the chord-tone protocol
+    python -m model.lab.musical_eval FOLDER [--seed 0] [--variations 4] [--temperature T --top-p P | --sweep]
+    python -m model.lab.musical_eval FOLDER --chords        # the chord-tone protocol
 
 Primers: the first 2 bars (32 steps) of each held-out song's melody, its bars counted from the
 song's annotated downbeats (beat_midi.txt; Song.aligned) as the sampler expects a primer to start
@@ -32,9 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-from model.data import Song, load_songs, split
-from model.events import STEPS_PER_BAR, events_to_notes
-from model.sampling import SamplingOptions, continue_melodies, load_model, repeated_bars
+from model.lab.data import Song, load_songs, split
+from model.melody.sampling import SamplingOptions, continue_melodies, load_model, repeated_bars
+from model.music.events import STEPS_PER_BAR, events_to_notes
 
 PRIMER_STEPS = 2 * STEPS_PER_BAR
 BARS = 8
@@ -191,7 +191,7 @@ def _continuation_start(folder: Path, song: Song) -> int:
 
 
 def _melody_offset(folder: Path) -> int:
-    from model.data import melody_events  # noqa: PLC0415
+    from model.lab.data import melody_events  # noqa: PLC0415
 
     path = folder / f"{folder.name}.mid"
     melody = melody_events(path) if path.is_file() else None
@@ -231,7 +231,8 @@ def evaluate_sampler(model, protocol: Protocol, options: SamplingOptions) -> dic
 def sheet_chords(folder: Path, song: Song) -> tuple[str, list]:
     """The song's annotated chords for the 8 bars after the primer, typed as a lead sheet, and
     the per-step chords that lead sheet gives (a bar's chords share it evenly)."""
-    from model.chords import chords_per_step, lead_sheet, parse_lead_sheet, song_chords  # noqa: PLC0415
+    from model.lab.pop909 import song_chords  # noqa: PLC0415
+    from model.music.chords import chords_per_step, lead_sheet, parse_lead_sheet  # noqa: PLC0415
 
     start = _continuation_start(folder, song)
     annotated = song_chords(folder / song.song_id)[start : start + PIECE_STEPS]

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import torch
 
-from model.chords import chord_tone_share, chords_per_step
 from model.defaults import (
     DEFAULT_CANDIDATES,
     DEFAULT_TEMPERATURE,
@@ -29,9 +28,11 @@ from model.defaults import (
     TEMPERATURE_RANGE,
     TOP_P_RANGE,
 )
-from model.events import NOTE_OFF, NUM_CLASSES, PAD, STEPS_PER_BAR, event_pitch, events_to_notes, is_note_on
-from model.keys import KEY_NAMES, MAJOR_PROFILE, MAJOR_SCALE, MINOR_PROFILE, MINOR_SCALE, Key, detect_key  # noqa: F401
-from model.network import CHORD_ROOT, NO_CHORD, MelodyNet, load_checkpoint
+from model.melody import stepping
+from model.melody.network import CHORD_ROOT, NO_CHORD, MelodyNet, load_checkpoint
+from model.music.chords import chord_tone_share, chords_per_step
+from model.music.events import NOTE_OFF, NUM_CLASSES, PAD, STEPS_PER_BAR, event_pitch, events_to_notes, is_note_on
+from model.music.keys import KEY_NAMES, MAJOR_PROFILE, MAJOR_SCALE, MINOR_PROFILE, MINOR_SCALE, Key, detect_key  # noqa: F401
 
 MAX_PRIMER_STEPS = 64 * STEPS_PER_BAR  # longer primers keep only their last 64 bars
 CANDIDATE_SEED_STEP = 0x9E3779B97F4A7C15  # odd, 64-bit golden ratio: candidates' seeds far apart
@@ -97,7 +98,7 @@ def prepare_primer(events: list[int]) -> list[int]:
 
 def continuation_chords(sheet: list[list], primer_steps: int, steps: int) -> list:
     """Per-step chords for a continuation of `steps` after a (prepared) primer of `primer_steps`:
-    the lead sheet's bars (model.chords.parse_lead_sheet) repeat from the bar line where the
+    the lead sheet's bars (model.music.chords.parse_lead_sheet) repeat from the bar line where the
     continuation starts (or the primer's last bar line, when it starts inside a bar)."""
     return chords_per_step(sheet, steps, start=primer_steps % STEPS_PER_BAR)
 
@@ -134,7 +135,7 @@ def continue_melodies(
 ) -> list[list[list[int]]]:
     """For each (primer, options), `options.variations` continuations of `options.bars` bars.
 
-    chords: per request None or its chords, one model.chords.Chord (or None) per step of the
+    chords: per request None or its chords, one model.music.chords.Chord (or None) per step of the
     continuation (missing steps: no chord); a network without chord inputs only lets their
     pitch classes into the key. Every candidate of every variation of every request is one row
     of a single batched pass, primers of different lengths left-padded to the longest (the
@@ -175,7 +176,7 @@ def _sample(primers: list[list[int]], options: list[SamplingOptions], model: Mel
     codes = [[NO_CHORD] * p_len + _chord_codes(c, steps) for c in chords]
     chord_classes = [{pc for c in (per or []) if c is not None for pc in c.pitch_classes} for per in chords]
     keys = [allowed_events(p, opt.keep_key, also) for p, opt, also in zip(primers, options, chord_classes)]
-    result, loglik = model.generate(
+    result, loglik = stepping.generate(model,
         primer,
         steps,
         temperature=torch.tensor([options[i].temperature for i, _, _ in rows], device=device),

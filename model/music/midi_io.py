@@ -19,7 +19,7 @@ with contextlib.redirect_stdout(io.StringIO()):
     import pretty_midi
 
 from model.defaults import DEFAULT_BPM, MAX_SKETCH_BYTES
-from model.events import STEPS_PER_BAR, STEPS_PER_BEAT, Note, events_to_notes
+from model.music.events import STEPS_PER_BAR, STEPS_PER_BEAT, Note, events_to_notes
 
 MAX_NOTES = 100_000  # notes in all tracks together; more is refused as hostile
 
@@ -110,7 +110,7 @@ MELODY_TRACK, CHORD_TRACK = "MELODY", "CHORDS"  # track names of a file with cho
 
 
 def chord_voicing(chord) -> list[int]:
-    """MIDI pitches for a model.chords.Chord: its bass, then its pitch classes in close position."""
+    """MIDI pitches for a model.music.chords.Chord: its bass, then its pitch classes in close position."""
     bass = chord.bass if chord.bass is not None else chord.root
     upper = sorted(CHORD_UPPER_LOW + (pc - CHORD_UPPER_LOW) % 12 for pc in chord.pitch_classes)
     return [CHORD_BASS_LOW + (bass - CHORD_BASS_LOW) % 12, *upper]
@@ -140,7 +140,7 @@ def write_midi(
     chord_program: int = CHORD_PROGRAM,
 ) -> bytes:
     """Events -> a type-1 MIDI file (bytes) with one named track at a constant tempo. With
-    `chords` (one model.chords.Chord or None per step, on the events' grid), two tracks:
+    `chords` (one model.music.chords.Chord or None per step, on the events' grid), two tracks:
     MELODY (the events, on `program`) and CHORDS (chord_notes, on `chord_program`, its own channel)."""
     if chords is not None and len(chords) != len(events):
         raise ValueError(f"{len(chords)} chords for {len(events)} steps; give one chord (or None) per step")

@@ -16,8 +16,8 @@ Typed notes (`parse_notes`, the notation is `NOTATION`, shown by the bot's help)
 
 A MIDI sketch (`primer_from_midi`): the melody is the first non-drum track whose name contains
 "melody" (any case); otherwise the most melodic non-drum track (see `pick_melody`). The track is
-reduced to its top line (`model.events.monophonic`), quantised to the grid through ticks
-(`model.midi_io.read_midi`), and a sketch longer than `max_bars` keeps its last `max_bars` bars,
+reduced to its top line (`model.music.events.monophonic`), quantised to the grid through ticks
+(`model.music.midi_io.read_midi`), and a sketch longer than `max_bars` keeps its last `max_bars` bars,
 since the continuation follows the end of the sketch (its last note counts for at most two bars).
 Bars are counted as 4 beats (the grid's bars) whatever the file's time signature. The tempo is the
 sketch's tempo at its first note.
@@ -33,9 +33,9 @@ import re
 from dataclasses import dataclass
 from fractions import Fraction
 
-from model.chords import chords_from_tracks
 from model.defaults import BPM_RANGE, DEFAULT_BPM
-from model.events import (
+from model.music.chords import chords_from_tracks
+from model.music.events import (
     MAX_PITCH,
     MIN_PITCH,
     NO_EVENT,
@@ -47,7 +47,7 @@ from model.events import (
     notes_to_events,
     pitch_name,
 )
-from model.midi_io import MidiError, Track, read_midi
+from model.music.midi_io import MidiError, Track, read_midi
 
 MAX_TYPED_TOKENS = 64  # notes and rests together in typed primers
 MIN_LENGTH = Fraction(1, STEPS_PER_BEAT)  # beats, inclusive: one sixteenth
@@ -90,7 +90,7 @@ class Primer:
     notes: int  # notes in `events`
     program: int = 0  # General MIDI program of the source track (0 for typed notes)
     trimmed_bars: int = 0  # bars cut from the front of a long sketch
-    chords: list | None = None  # a sketch's own chords under `events` (model.chords.Chord or None per step)
+    chords: list | None = None  # a sketch's own chords under `events` (model.music.chords.Chord or None per step)
     file_bpm: float | None = None  # the sketch's tempo when outside BPM_RANGE (`bpm` is then the nearest end)
 
     @property
@@ -189,7 +189,7 @@ def primer_from_midi(source: bytes | str | os.PathLike, max_bars: int = DEFAULT_
     notes = monophonic(track.notes)
     # The window ends with the last note, held for at most MAX_HELD_STEPS: a long last note would
     # push the rest of the tune out of the window (and a hostile one would cost memory). The
-    # network decides how the last note ends anyway (`model.sampling.prepare_primer`).
+    # network decides how the last note ends anyway (`model.melody.sampling.prepare_primer`).
     end = min(notes[-1].end, notes[-1].start + MAX_HELD_STEPS)
     first_bar = max(0, min((end - 1) // STEPS_PER_BAR - max_bars + 1, notes[-1].start // STEPS_PER_BAR))
     kept = [n for n in notes if n.start >= first_bar * STEPS_PER_BAR]

@@ -1,17 +1,17 @@
 """Train the melody network on a POP909-style folder.
 
-    python -m model.train path/to/pop909 --out runs/main --steps 2000 --hidden 192 --export model/weights/melody.pt
-    python -m model.train path/to/pop909 --out runs/chords --init model/weights/melody.pt --steps 3000 --lr 1e-3
-    python -m model.train path/to/pop909 --extra path/to/folk --extra-share 0.25 ...
+    python -m model.lab.train path/to/pop909 --out runs/main --steps 2000 --hidden 192 --export model/weights/melody.pt
+    python -m model.lab.train path/to/pop909 --out runs/chords --init model/weights/melody.pt --steps 3000 --lr 1e-3
+    python -m model.lab.train path/to/pop909 --extra path/to/folk --extra-share 0.25 ...
 
 Cuts (primer, continuation) pairs from random bar lines of the training songs (their annotated
-downbeats, model.data.Song.aligned), transposed at random, with the songs' chords as decoder
+downbeats, model.lab.data.Song.aligned), transposed at random, with the songs' chords as decoder
 inputs (dropped from a share of the windows, so one model serves requests with and without
 chords); scores the held-out split (every 10th song id) with the evaluation protocol, told each
 song's downbeat phase, without chords (the number that picks the best checkpoint) and with them;
 keeps the best checkpoint; resumes from `--out` when a checkpoint is there. `--init` starts from
 other weights (a model without chord inputs gets them, initially silent). `--extra` adds another
-folder of songs (e.g. folk tunes from model/folk.py) to the training windows only: a share
+folder of songs (e.g. folk tunes from model/lab/folk.py) to the training windows only: a share
 `--extra-share` of the windows comes from it, and the held-out split stays the main folder's.
 `--export` writes the small float16 weights file the project ships.
 """
@@ -30,10 +30,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from model.data import load_songs, sample_chord_batch, split
-from model.evaluate import score
-from model.events import PAD
-from model.network import MelodyNet, NetworkConfig, load_checkpoint, save_checkpoint
+from model.lab.data import load_songs, sample_chord_batch, split
+from model.lab.evaluate import score
+from model.melody.network import MelodyNet, NetworkConfig, load_checkpoint, save_checkpoint
+from model.music.events import PAD
 
 
 @dataclass

@@ -2,11 +2,11 @@
 
 A folder holds one sub-folder per song, `NNN/NNN.mid`; the melody is the track named MELODY
 (the evaluation protocol). A song's annotated chords (`chord_midi.txt`, when there) ride along
-on the melody's grid as one chord code per step (model.network.NO_CHORD where none sounds).
+on the melody's grid as one chord code per step (model.melody.network.NO_CHORD where none sounds).
 The protocol's grid counts bars from the file's tick 0, but POP909's bars rarely begin there
 (38 of 818 songs): each song also carries its annotated downbeat phase (`beat_midi.txt`), so
 training windows start at real bar lines (Song.aligned) and the scorer can tell the network
-where the bars are (model.evaluate) while scoring exactly the protocol's steps.
+where the bars are (model.lab.evaluate) while scoring exactly the protocol's steps.
 Parsed songs are cached outside the song folder, in CACHE_DIR (MELODYBOT_CACHE, default
 ~/.cache/melodybot).
 """
@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from model.events import (
+from model.melody.network import CHORD_ROOT, NO_CHORD
+from model.music.events import (
     FIRST_NOTE_ON,
     MAX_PITCH,
     MIN_PITCH,
@@ -30,8 +31,7 @@ from model.events import (
     STEPS_PER_BAR,
     notes_to_events,
 )
-from model.midi_io import MidiError, read_midi
-from model.network import CHORD_ROOT, NO_CHORD
+from model.music.midi_io import MidiError, read_midi
 
 MELODY_TRACK = "MELODY"
 HELD_OUT_EVERY = 10  # song ids divisible by this form the held-out split (about 10%)
@@ -68,7 +68,7 @@ class Song:
 
 
 def chord_code(chord) -> int:
-    """A model.chords.Chord (or None) -> the network's chord code."""
+    """A model.music.chords.Chord (or None) -> the network's chord code."""
     if chord is None:
         return NO_CHORD
     return CHORD_ROOT * (chord.root % 12) + sum(1 << (pc % 12) for pc in set(chord.pitch_classes))
@@ -107,7 +107,7 @@ def song_chord_codes(folder: Path, offset: int, length: int) -> np.ndarray | Non
     when the song has no chord annotation."""
     if not (folder / "chord_midi.txt").is_file():
         return None
-    from model.chords import song_chords  # noqa: PLC0415 - only the training data needs it
+    from model.lab.pop909 import song_chords  # noqa: PLC0415 - only the training data needs it
 
     codes = chord_codes(song_chords(folder)[offset : offset + length])
     return np.concatenate([codes, np.full(length - len(codes), NO_CHORD, dtype=np.int64)])
@@ -115,10 +115,10 @@ def song_chord_codes(folder: Path, offset: int, length: int) -> np.ndarray | Non
 
 def song_phase(folder: Path, offset: int) -> int:
     """The step of a melody starting at file step `offset` where the song's annotated bars begin
-    (model.chords.song_downbeat_phase), 0 without beat annotations."""
+    (model.music.chords.song_downbeat_phase), 0 without beat annotations."""
     if not (folder / "beat_midi.txt").is_file():
         return 0
-    from model.chords import song_downbeat_phase  # noqa: PLC0415 - only the training data needs it
+    from model.lab.pop909 import song_downbeat_phase  # noqa: PLC0415 - only the training data needs it
 
     phase = song_downbeat_phase(folder)
     return 0 if phase is None else (phase - offset) % STEPS_PER_BAR

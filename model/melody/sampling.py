@@ -118,8 +118,8 @@ def load_model(path: str | Path = DEFAULT_WEIGHTS, device: str = "cpu") -> Melod
 
 # -- one pitch again and again ----------------------------------------------------------------------
 # Left alone the network reinforces its own repetition (BENCHMARKS.md, issue 23): after r notes of
-# one pitch in a row, real pop's next note is the same one 17, 31, 37, 45, 28% of the time (r = 1..5,
-# training songs), the network's own samples 21, 32, 37, 39, 48, 56% (r = 1..6), with chords 25, 43,
+# one pitch in a row, real pop's next note is the same one 17, 31, 37, 50, 27% of the time (r = 1..5,
+# held-out songs' 8-bar windows), the network's own samples 21, 32, 37, 39, 48, 56% (r = 1..6), with chords 25, 43,
 # 45, 54, 61%: takes sat on one pitch for bars. The step sampler caps that share (of the probability
 # that the next note starts, after temperature) at SAME_NOTE_CAPS[r], lowering only what is above it.
 SAME_NOTE_CAPS = (1.0, 1.0, 0.5, 0.4, 0.3, 0.2, 0.1, 0.0)  # by r, the last entry for any longer run

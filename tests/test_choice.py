@@ -16,8 +16,10 @@ from model.melody.sampling import (
     continue_melodies,
     prepare_primer,
     repeated_bars,
+    same_note_caps,
     variation_seed,
 )
+from model.music.chords import chords_per_step, parse_lead_sheet
 from model.music.events import NUM_CLASSES, STEPS_PER_BAR
 from model.music.primer import parse_notes
 
@@ -37,7 +39,8 @@ def test_one_candidate_is_the_plain_sampler(tiny_model):
     primer = torch.tensor([PRIMER] * 3)
     plain = stepping.generate(tiny_model, primer, 32, temperature=torch.ones(3), top_p=torch.full((3,), options.top_p),
                                 allowed_events=torch.stack([allowed_events(PRIMER, True)] * 3),
-                                seeds=[variation_seed(5, v) for v in range(3)], max_run=torch.full((3,), 16))
+                                seeds=[variation_seed(5, v) for v in range(3)], max_run=torch.full((3,), 16),
+                                repeat_cap=same_note_caps())
     assert got == plain.tolist()
 
 
@@ -49,7 +52,8 @@ def test_each_variation_is_the_best_of_its_own_candidates(tiny_model):
     sampled, loglik = stepping.generate(tiny_model,
         torch.tensor([PRIMER] * len(rows)), 32, temperature=torch.full((12,), 2.0), top_p=torch.ones(12),
         allowed_events=torch.stack([allowed_events(PRIMER, True)] * 12),
-        seeds=[variation_seed(9, v, k) for v, k in rows], max_run=torch.full((12,), 16), with_loglik=True)
+        seeds=[variation_seed(9, v, k) for v, k in rows], max_run=torch.full((12,), 16), with_loglik=True,
+        repeat_cap=same_note_caps())
     assert len({tuple(r) for r in sampled.tolist()}) == 12  # every candidate has its own noise
     chosen = []
     for v in range(3):
@@ -73,7 +77,8 @@ def test_repeated_bars_use_the_primer_and_earlier_bars():
     assert repeated_bars(primer, [0] * (2 * STEPS_PER_BAR)) == (0, 2)  # empty bars re-use nothing
 
 
-def test_the_score_prefers_some_re_use_likelihood_and_difference():
+def test_the_score_prefers_some_re_use_likelihood_and_difference(monkeypatch):
+    monkeypatch.setattr(sampling, "PHRASE_END_WEIGHT", 0.0)  # its own test below
     primer = BAR_A + BAR_B
     some_reuse = BAR_C + BAR_A + BAR_D + BAR_C  # 2 of 4 bars re-used
     none = BAR_C + BAR_D + bar("G4 B D G") + bar("A4 C E A")
@@ -93,7 +98,8 @@ def test_the_most_candidates_for_a_short_request(tiny_model):
     assert len(continuation) == 16 and all(0 <= e < NUM_CLASSES for e in continuation)
 
 
-def test_with_chords_the_score_prefers_chord_tones_as_often_as_real_songs():
+def test_with_chords_the_score_prefers_chord_tones_as_often_as_real_songs(monkeypatch):
+    monkeypatch.setattr(sampling, "PHRASE_END_WEIGHT", 0.0)  # its own test below
     from model.music.chords import chords_per_step, parse_lead_sheet
 
     primer = BAR_A + BAR_B
@@ -125,3 +131,33 @@ def test_a_pickup_primer_sets_the_pace_from_its_first_note(monkeypatch):
     in_pace = BAR_C + BAR_D + BAR_A + BAR_B  # four notes a bar, as the tune
     sparse = bar("E4:2 G:2") + bar("F4:2 A:2") + bar("C4:2 G:2") + bar("D4:2 F:2")  # two notes a bar
     assert choose(primer, [(sparse, -1.0), (in_pace, -1.0)], []) == in_pace
+
+
+def test_a_variation_shares_at_most_half_its_bars_with_another():
+    """Four variations are four ideas (issue 23): a candidate sharing more than half its bars (at
+    the same place, Jaccard >= 0.75) with a chosen variation is not chosen while another is not."""
+    primer = BAR_A + BAR_B
+    first = BAR_C + BAR_D + BAR_A + BAR_B
+    near = BAR_C + BAR_D + BAR_A + bar("G4 B D G")  # 3 of 4 bars as `first`: likelier, and it would win
+    half = BAR_C + BAR_D + bar("A4 C E A") + bar("G4 B D G")  # 2 of 4: allowed
+    assert sampling.shared_bars(near, first) == 3 and sampling.shared_bars(half, first) == 2
+    assert choice_score(primer, near, -0.5, [first]) > choice_score(primer, half, -1.5, [first])
+    assert choose(primer, [(near, -0.5), (half, -1.5)], [first]) == half
+    # When every candidate is a near-copy, the one sharing the fewest bars.
+    copy = list(first)
+    assert choose(primer, [(copy, -0.1), (near, -0.5)], [first]) == near
+    assert choose(primer, [(near, -0.5), (half, -1.5)], []) == near  # nothing chosen yet: the score decides
+
+
+def test_a_continuation_ending_like_a_phrase_is_preferred():
+    """Issue 23: real 8-bar continuations end on a long note of the tonic triad (or, told the chords,
+    a chord tone) more often than the sampler's did."""
+    primer = BAR_A + BAR_B  # C major
+    body = BAR_C + BAR_D + bar("G4 B D G")
+    home, away, short = body + bar("A4 G F E"), body + bar("A4 G E D"), body + parse_notes("A4 G F E:0.5 r:0.5")[:16]
+    assert sampling.ends_on_stable_note(primer, home) and not sampling.ends_on_stable_note(primer, away)
+    assert not sampling.ends_on_stable_note(primer, short)  # an eighth: no breath
+    assert choice_score(primer, home, -1.0, []) == pytest.approx(
+        choice_score(primer, away, -1.0, []) + sampling.PHRASE_END_WEIGHT)
+    g7 = chords_per_step(parse_lead_sheet("G7"), 64)  # D is a tone of G7: a stable end under it
+    assert sampling.ends_on_stable_note(primer, away, g7) and not sampling.ends_on_stable_note(primer, home, g7)

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from model.melody.network import LOOKBACKS, MelodyNet
+from model.melody.same_note import SameNoteRun
 from model.music.events import NO_EVENT, NUM_CLASSES, PAD, STEPS_PER_BAR
 
 
@@ -35,6 +36,7 @@ def generate(
     chord_scale: float = 1.0,
     lengths: torch.Tensor | None = None,
     step_allowed: torch.Tensor | None = None,
+    repeat_cap: torch.Tensor | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Continue each primer row by `steps` events, all rows in one batched pass.
 
@@ -46,7 +48,10 @@ def generate(
     steps, >= 2, the last of its row: the P - lengths[b] steps before them are padding (PAD),
     which nothing reads (None: no padding). So primers of different lengths share a pass,
     and a row's result depends only on its own inputs and seed, never on what else shares
-    the batch (up to float rounding). -> (B, steps); with_loglik, also (B, steps) each sampled
+    the batch (up to float rounding). repeat_cap (K,) or None: when the last r notes in a row
+    had one pitch, the largest share of the (temperature-scaled, allowed) NOTE_ON probability
+    one more of it may have is entry min(r, K - 1) (0: it may not come again; SameNoteRun).
+    -> (B, steps); with_loglik, also (B, steps) each sampled
     step's log-likelihood under the model itself (no temperature, nucleus or masks), per step
     so a row asking for fewer steps than the batch can score just its own. step_allowed
     (B, steps, NUM_CLASSES) bool or None: what each row may do at each step besides
@@ -62,19 +67,19 @@ def generate(
     inputs = (primer, temperature, top_p, allowed_events, offset, max_run, chords, step_allowed)
     order = sorted(range(batch), key=pad.__getitem__)  # rows padded alike side by side: each group a slice
     if order == list(range(batch)):
-        out = _generate_sorted(model, *inputs, steps, seeds, pad, chord_scale, with_loglik)
+        out = _generate_sorted(model, *inputs, steps, seeds, pad, chord_scale, with_loglik, repeat_cap)
     else:
         index = torch.tensor(order, device=device)
         inputs = tuple(x if x is None else x[index] for x in inputs)
         out = _generate_sorted(model, *inputs, steps, [seeds[b] for b in order], [pad[b] for b in order],
-                               chord_scale, with_loglik)  # fmt: skip
+                               chord_scale, with_loglik, repeat_cap)  # fmt: skip
         back = torch.argsort(index)
         out = out[0][back], out[1][back]
     return out if with_loglik else out[0]
 
 
 def _generate_sorted(model: MelodyNet, primer, temperature, top_p, allowed_events, offset, max_run, chords,
-                     step_allowed, steps, seeds, pad, chord_scale, with_loglik):  # fmt: skip
+                     step_allowed, steps, seeds, pad, chord_scale, with_loglik, repeat_cap=None):  # fmt: skip
     """generate, its rows in order of padding -> (events, loglik: zeros without with_loglik)."""
     batch, p_len = primer.shape
     device = primer.device
@@ -120,6 +125,7 @@ def _generate_sorted(model: MelodyNet, primer, temperature, top_p, allowed_event
             _, no_chord_bias = model._chord_inputs(None, steps_ahead, batch, device)
             chord_guide = (chord_scale - 1.0) * (chord_bias - no_chord_bias)
     run = _trailing_no_events(sequence[:, :p_len])  # (B,) NO_EVENTs in a row at the end so far (PAD is none)
+    repeats = None if repeat_cap is None else SameNoteRun.of(sequence[:, :p_len], repeat_cap)
     loglik = torch.zeros(batch, steps, device=device)
     nucleus_p = None if bool((top_p >= 1).all()) else top_p  # top_p 1 everywhere: no sorting
     w = StepWeights.cached(model)
@@ -161,8 +167,13 @@ def _generate_sorted(model: MelodyNet, primer, temperature, top_p, allowed_event
         if step_allowed is not None:
             both = allowed_now & step_allowed[:, s]
             allowed_now = torch.where(both.any(-1, keepdim=True), both, step_allowed[:, s])
-        log_probs = nucleus(logits / temperature[:, None].clamp(min=1e-3), nucleus_p, allowed_now)
+        scaled = logits / temperature[:, None].clamp(min=1e-3)
+        if repeats is not None:
+            scaled = repeats.limit(scaled, allowed_now)
+        log_probs = nucleus(scaled, nucleus_p, allowed_now)
         sequence[:, t] = (log_probs + noise[:, s]).argmax(-1)  # Gumbel-max sampling
+        if repeats is not None:
+            repeats.update(sequence[:, t])
         run = torch.where(sequence[:, t] == NO_EVENT, run + 1, 0)
         if with_loglik:
             loglik[:, s] = torch.log_softmax(model_logits, -1).gather(1, sequence[:, t : t + 1])[:, 0]

@@ -61,8 +61,7 @@ def help_text(settings: Settings, prefix: str, platform: str) -> str:
         sketch,
         "Options (name=value):",
         f"  bars={settings.default_bars}      continuation length, 1-{settings.max_bars} bars",
-        f"  temp=1.0    wildness, {TEMPERATURE_RANGE[0]} safe to {TEMPERATURE_RANGE[1]:g} wild "
-        "(also wild=, wildness=, temperature=)",
+        f"  temp=1.0    wildness, {TEMPERATURE_RANGE[0]} safe to {TEMPERATURE_RANGE[1]:g} wild (also wild=)",
         "  bpm=120     tempo (default: the sketch's, else 120)",
         f"  sound=piano {', '.join(INSTRUMENTS)} (also instrument=)",
         f"  style=pop   the band that plays it: {style_list()}",
@@ -70,7 +69,7 @@ def help_text(settings: Settings, prefix: str, platform: str) -> str:
         f"  variations={most}  how many continuations, 1-{most} (also n=, vars=)",
         f"  topp={DEFAULT_TOP_P:g}   0.05-1: lower keeps to the likeliest notes",
         "  key=on      on keeps to your melody's key; off lets it wander",
-        '  lyrics="walking down the street / every window dark"  words to sing, lines split by / (melisma=on)',
+        '  lyrics="walking down the street / every window dark"  words to sing (melisma=on)',
         "Then:",
         vote,
         f"  {p}extend <job> [n] [bars=..]   continue variation n (default: the vote leader)",

@@ -20,7 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bot.commands.jam_service import JamService, step_symbols  # noqa: E402
+from bot.commands.jam_service import JamService  # noqa: E402
+from bot.commands.songs import step_symbols  # noqa: E402
 from bot.queue.base import StoreQueue  # noqa: E402
 from bot.settings import Settings  # noqa: E402
 from bot.storage import BotStore  # noqa: E402

@@ -31,7 +31,8 @@ from test_render import STEP_S, decode
 
 from bot.commands import DISCORD, CommandHandler, Request
 from bot.commands import jam_service as jams
-from bot.commands.jam_service import Ballot, agreed, append_variation, choose_winner
+from bot.commands.jam_service import Ballot, agreed, choose_winner
+from bot.commands.songs import append_variation
 from bot.jobs import Job, JobState, Result, Variation
 from bot.queue.base import StoreQueue
 from bot.queue.local import LocalQueue

@@ -160,7 +160,7 @@ def test_the_lead_sheet_prints_the_syllables_under_their_notes():
 
 
 def test_the_song_keeps_each_rounds_words_where_they_land():
-    from bot.commands.jam_service import append_variation, append_words
+    from bot.commands.songs import append_variation, append_words
     from bot.jobs import Variation
 
     song = [26, 0, 0, 0, 28, 0, 0, 0, 1]  # the primer, its NOTE_OFF included

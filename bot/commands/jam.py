@@ -18,9 +18,10 @@ import re
 import shlex
 from collections.abc import Awaitable, Callable
 
-from bot.commands.jam_service import DEFAULT_BARS, MAX_SONG_BARS, JamError, JamService, agreement_rule, bars_of
+from bot.commands.jam_service import DEFAULT_BARS, MAX_SONG_BARS, JamError, JamService, agreement_rule
 from bot.commands.options import LYRICS_OFF, parse_options, split_tokens, without_lyrics
 from bot.commands.replies import TERMINAL, CommandError, Reply, Request
+from bot.commands.songs import bars_of
 from bot.commands.usage import USAGE
 from bot.jobs import Job, JobStatus
 from bot.queue import JobQueue

@@ -237,3 +237,27 @@ def test_rock_guitar_plays_power_chords():
     for note in guitar:
         chord = chords[round(note.start)]
         assert (note.pitch - chord.root) % 12 in (0, 7)
+
+
+def test_held_chords_fallback_plays_chord_tones_under_the_melody_without_rubbing():
+    """When no retrieved phrase survives the melody, the keys hold the chords instead of falling silent."""
+    from model.band.grid import Grid
+    from model.band.keys import held_chords
+    from model.band.styles import STYLES
+    from model.music.chords import chords_per_step, parse_lead_sheet
+    from model.music.events import events_to_notes
+    from model.music.primer import parse_notes
+
+    events = parse_notes("C5 E5 G5 A5 C6 B5 A5 G5 F5 E5 D5 C5 D5 E5 F5 G5")
+    chords = chords_per_step(parse_lead_sheet("C | F | G | Am"), len(events))
+    melody = events_to_notes(events)
+    grid = Grid.of(melody, chords)
+    under = [128 if p is None else p for p in grid.sounding]
+    notes = held_chords(STYLES["pop"], chords, grid, under)
+    spans = {int(n.start) for n in notes}
+    assert {0, 16, 32, 48} <= spans  # every chord sounds
+    for note in notes:
+        start = int(note.start)
+        assert note.pitch % 12 in chords[start].pitch_classes
+        assert note.pitch < min(under[start:int(note.end)])
+        assert not grid.rubs(note.pitch, start, int(note.end))

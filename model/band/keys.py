@@ -207,7 +207,25 @@ def keys_notes(style: Style, chords: Sequence[Chord | None], melody: Sequence, r
         ceiling = (low - GAP) if low is not None else 127
         out += _adapt(library.rows(index), mean_velocity, chords, begin, end, centre, ceiling, style, under,
                       grid.span_end)
-    return _avoid_clashes(out, chords, grid)
+    kept = _avoid_clashes(out, chords, grid)
+    return kept if kept or all(c is None for c in chords) else held_chords(style, chords, grid, under)
+
+
+def held_chords(style: Style, chords: Sequence[Chord | None], grid: Grid, under: list[int]) -> list[BandNote]:
+    """The fallback when no retrieved phrase survived the melody (a short piece whose melody
+    rubs against every phrase): each chord held as its tones under the melody, none rubbing, so
+    the keys never fall silent under chords."""
+    from model.band.bass import chord_spans  # noqa: PLC0415 - the one home of chord runs
+
+    out = []
+    for start, end, chord in chord_spans(chords):
+        if chord is None:
+            continue
+        top = min(min(under[start:end]) - GAP, style.keys_centre + 6)
+        pitches = [snap(pc, top - 4) for pc in sorted(chord.pitch_classes)]
+        pitches = [p if p < top else p - 12 for p in pitches]
+        out += [BandNote(p, float(start), float(end), 60) for p in pitches if not grid.rubs(p, start, end)]
+    return out
 
 
 def _adapt(rows: list[tuple], mean_velocity: float, chords: Sequence[Chord | None], begin: int, end: int,

@@ -1,6 +1,6 @@
 """The arrangement protocol of EVALUATION.md ("The band"), beside real POP909 measured the same way.
 
-    python -m model.lab.band_eval ../shared/data/pop909 [--variations 4] [--style pop] [--json]
+    python -m model.lab.band_eval POP909_FOLDER [--variations 4] [--style pop] [--json]
 
 Held-out songs (ids divisible by 10), primer = their first 2 (annotated) bars, chords = their own
 annotated chords for the next 8 bars typed as a lead sheet (model.musical_eval.sheet_chords), the

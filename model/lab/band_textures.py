@@ -1,6 +1,6 @@
 """The keys' texture library: real accompaniment phrases taken from POP909's PIANO tracks.
 
-    python -m model.lab.band_textures ../shared/data/pop909 [--out model/weights/band_textures.json]
+    python -m model.lab.band_textures POP909_FOLDER [--out model/weights/band_textures.json]
 
 Each training song (ids not divisible by 10) is cut into 4-bar phrases on its annotated bars
 (beat_midi.txt's downbeats, through model.chords.song_downbeat_phase) and its annotated chords

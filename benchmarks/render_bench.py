@@ -131,7 +131,7 @@ def stage_table(args, melodies, primer_steps, chords, cold: bool) -> dict[str, f
 
 def programs_table(args, melodies, primer_steps) -> None:
     """The fluidsynth and ffmpeg programs (as the renderer ran them before) beside libfluidsynth
-    and lameenc in this process, on the same melodies, same settings (22.05 kHz, chorus off)."""
+    and libmp3lame in this process, on the same melodies, same settings (22.05 kHz, chorus off)."""
     fluidsynth, ffmpeg = shutil.which("fluidsynth"), shutil.which("ffmpeg")
     if fluidsynth is None or ffmpeg is None:
         print("programs: fluidsynth or ffmpeg is not installed; comparison skipped")
@@ -170,7 +170,7 @@ def programs_table(args, melodies, primer_steps) -> None:
             ("synth: fluidsynth programs", lambda: list(pool.map(run_fluidsynth, groups))),
             ("synth: libfluidsynth in process", in_process_synth),
             ("mp3: ffmpeg programs", lambda: list(pool.map(run_ffmpeg, groups))),
-            ("mp3: lameenc in process", lambda: list(pool.map(mp3.encode, pcms))),
+            ("mp3: libmp3lame in process", lambda: list(pool.map(mp3.encode, pcms))),
         ]
         results = {label: ([], []) for label, _ in cases}
         for _label, function in cases:

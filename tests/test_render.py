@@ -231,16 +231,21 @@ def test_broken_soundfonts_are_reported(tmp_path):
 
 def test_missing_libraries_say_how_to_install(monkeypatch):
     assert check_setup().endswith(".sf2")
-    monkeypatch.setitem(sys.modules, "lameenc", None)  # as if not installed: import raises ImportError
-    with pytest.raises(RenderError, match="the MP3 encoder is not installed: pip install lameenc"):
-        render_variation(SCALE, PRIMER_STEPS, BPM)
-    with pytest.raises(RenderError, match="pip install lameenc"):
-        check_setup()
+    # as if libmp3lame were not installed: the library is not found
+    monkeypatch.setattr(mp3.ctypes.util, "find_library", lambda name: "libmp3lame-not-installed.so")
+    mp3.load_lame.cache_clear()
+    try:
+        with pytest.raises(RenderError, match="the MP3 encoder is not installed: apt-get install libmp3lame0"):
+            render_variation(SCALE, PRIMER_STEPS, BPM)
+        with pytest.raises(RenderError, match="apt-get install libmp3lame0"):
+            check_setup()
+    finally:
+        mp3.load_lame.cache_clear()
+    monkeypatch.undo()
     monkeypatch.setitem(sys.modules, "fluidsynth", None)
     with pytest.raises(RenderError, match="FluidSynth is not installed: apt-get install libfluidsynth3"):
         check_setup()
     monkeypatch.delitem(sys.modules, "fluidsynth")
-    monkeypatch.delitem(sys.modules, "lameenc")
     monkeypatch.setitem(sys.modules, "verovio", None)  # lead sheets are part of the product too
     with pytest.raises(RenderError, match="the lead-sheet engraver is not installed: pip install verovio"):
         check_setup()

@@ -19,7 +19,7 @@ stereo mix at -14 LUFS (bot.render.mix).
 
 Everything runs in this process (no programs are started): libfluidsynth through pyfluidsynth
 with a General MIDI soundfont, pedalboard and pyloudnorm (scipy) for the mix, LAME through
-lameenc, Pillow, and verovio + CairoSVG for lead sheets; see scripts/apt-packages.txt and
+libmp3lame (ctypes), Pillow, and verovio + CairoSVG for lead sheets; see scripts/apt-packages.txt and
 pyproject.toml. Rendering blocks: from asyncio run it in a thread (asyncio.to_thread). Every
 failure raises RenderError with a message that says what is missing and how to install it; a
 render past its `timeout` stops within a few milliseconds while synthesising, or once the
@@ -81,7 +81,7 @@ def check_setup(soundfont: str | None = None) -> str:
     path = find_soundfont(soundfont)
     load_fluidsynth()
     load_soundfont(path)
-    mp3.load_lameenc()
+    mp3.load_lame()
     load_mixer()
     load_engraver()
     return path

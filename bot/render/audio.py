@@ -9,7 +9,11 @@ so a note sounds the same wherever it is: rendered notes are kept (NoteCache, by
 program, pitch, velocity and FluidSynth blocks held), and a preview whose notes were heard before
 costs only the sums. Four variations over one primer and one band share most notes, and a burst
 of requests shares more: a request whose notes were heard before synthesises in 0.005 s instead
-of 0.078 s (BENCHMARKS.md section 9). Synthesizers are kept per soundfont and reused, so the
+of 0.078 s (BENCHMARKS.md section 9). A band answer plays ~900 notes of ~100-500 distinct ones,
+and twenty answers ~2,000 distinct ones: a note is kept as float16 (66 dB of precision under its
+own level, far below the MP3's noise) and its release only until it is RELEASE_FLOOR_DB under its
+peak, so NOTE_CACHE_MB holds ~2,900 of them (float32 and whole releases held ~500, and the cache
+dropped notes the next request needed). Synthesizers are kept per soundfont and reused, so the
 soundfont is read once per process: the `fluidsynth` program spent ~0.05 CPU-s starting per run,
 as much as rendering a 16 s melody. The deadline is checked between notes and every CHUNK_FRAMES
 of a note (a few milliseconds of work). performance / accompaniment / synthesize / finish are the
@@ -42,7 +46,9 @@ SAMPLE_RATE = 22050  # Hz; plenty for a melody preview, half the synth and MP3 w
 CHUNK_FRAMES = 4096  # frames rendered between two deadline checks (~0.19 s of audio, ~5 ms of work)
 SYNTH_GAIN = 0.5  # FluidSynth master gain; float output cannot clip and the peak is normalised later
 MAX_RELEASE_S = 10.0  # seconds a note's release may ring after its note-off before it is cut
-NOTE_CACHE_MB = 64  # rendered notes kept per process, the least recently used dropped first
+NOTE_CACHE_MB = 128  # rendered notes kept per process (float16), the least recently used dropped first
+RELEASE_FLOOR_DB = -80.0  # a note's release is rendered and kept until this far under the note's peak
+RELEASE_CHUNK = 1024  # frames of release rendered between two checks of that floor (~46 ms)
 POLYPHONY = 64  # voices; a melody and 4-note chords with their releases need far fewer
 TAIL_S = 1.0  # seconds kept after the last note ends: its release and (bot.render.mix) the room
 FADE_S = 0.25  # seconds of fade-out at the end of the tail
@@ -176,15 +182,22 @@ class _Synth:
             # rule, the standard kit (or the piano), rather than whatever the channel held before
             synth.program_select(channel, self.font, bank, 0)
         synth.noteon(channel, pitch, velocity)
-        chunks = [self._write(self.blocks(held) * self.block, deadline)]
+        chunks = [self._write(self.blocks(held) * self.block, deadline).mean(axis=1)]
         synth.noteoff(channel, pitch)
-        for _ in range(-(-round(MAX_RELEASE_S * SAMPLE_RATE) // CHUNK_FRAMES)):
+        floor = float(np.abs(chunks[0]).max()) * 10 ** (RELEASE_FLOOR_DB / 20)
+        for _ in range(-(-round(MAX_RELEASE_S * SAMPLE_RATE) // RELEASE_CHUNK)):
             if not synth.get_active_voice_count():
                 break
-            chunks.append(self._write(CHUNK_FRAMES, deadline))
+            chunks.append(self._write(RELEASE_CHUNK, deadline).mean(axis=1))
+            floor = max(floor, float(np.abs(chunks[-1]).max()) * 10 ** (RELEASE_FLOOR_DB / 20))
+            if np.abs(chunks[-1]).max() < floor:  # what is left would be inaudible under the note
+                self._silence()
+                break
         else:  # a release that never ends (a looping sample in a broken soundfont): cut
             self._silence()
-        return np.concatenate(chunks).mean(axis=1)
+        samples = np.concatenate(chunks)
+        sounding = np.flatnonzero(np.abs(samples) >= floor)
+        return samples[: sounding[-1] + 1 if len(sounding) else len(chunks[0])]
 
     def blocks(self, held: int) -> int:
         """FluidSynth blocks a note held `held` frames sounds before its note-off: notes held for
@@ -192,9 +205,12 @@ class _Synth:
         return -(-held // self.block)
 
     def _silence(self) -> None:
-        """Stop every voice. libfluidsynth 2.3's system reset lets a voice finish its release (up
-        to MAX_RELEASE_S, or cut then), so render whole blocks until none is left."""
+        """Stop every voice at once. libfluidsynth 2.3's system reset lets a voice finish its
+        release; All Sound Off (controller 120) on every channel ends it at the next block, so
+        render whole blocks until none is left."""
         self.synth.system_reset()
+        for channel in range(16):
+            self.synth.cc(channel, 120, 0)
         for _ in range(round(MAX_RELEASE_S * SAMPLE_RATE / self.block)):
             if not self.synth.get_active_voice_count():
                 return
@@ -238,8 +254,9 @@ class _SynthPool:
 
 
 class NoteCache:
-    """Rendered notes (_Synth.note's samples) by (soundfont, program, pitch, velocity, frames
-    held), at most `limit_mb` of samples, the least recently used dropped first. Thread-safe."""
+    """Rendered notes (_Synth.note's samples, kept as float16) by (soundfont, program, pitch,
+    velocity, frames held), at most `limit_mb` of samples, the least recently used dropped first.
+    Thread-safe."""
 
     def __init__(self, limit_mb: float = NOTE_CACHE_MB):
         self.limit = limit_mb * 2**20
@@ -254,14 +271,17 @@ class NoteCache:
                 self.notes.move_to_end(key)
             return samples
 
-    def put(self, key: tuple, samples: np.ndarray) -> None:
+    def put(self, key: tuple, samples: np.ndarray) -> np.ndarray:
+        """Keep `samples`; returns them as kept (float16)."""
+        samples = samples.astype(np.float16)
         with self.lock:
             if key in self.notes:
-                return
+                return self.notes[key]
             self.notes[key] = samples
             self.size += samples.nbytes
             while self.size > self.limit:
                 self.size -= self.notes.popitem(last=False)[1].nbytes
+        return samples
 
     def clear(self) -> None:
         with self.lock:
@@ -314,8 +334,7 @@ def render_notes(soundfont: str, notes: Sequence[tuple[int, int, int, int, int, 
             samples = NOTES.get(key)
             if samples is None:
                 synth = synth or _POOL.acquire(font)
-                samples = synth.note(program, pitch, velocity, held, deadline, bank)
-                NOTES.put(key, samples)
+                samples = NOTES.put(key, synth.note(program, pitch, velocity, held, deadline, bank))
             length = min(len(samples), len(audio) - at)
             audio[at : at + length] += samples[:length]
     finally:

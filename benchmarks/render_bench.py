@@ -56,7 +56,7 @@ from model.music.events import NO_EVENT, NOTE_OFF, STEPS_PER_BAR, events_to_note
 from model.music.midi_io import chord_voicing, write_midi  # noqa: E402
 
 PRIMER_BARS = 2
-# midi_write, png, audio_wait, total: this thread's; synth, mix, mp3_encode: summed over the threads
+# synth, midi_write, png, audio_wait, total: the calling thread's; mix, mp3_encode: summed over the variations
 STAGES = ("midi_write", "png", "audio_wait", "synth", "mix", "mp3_encode", "total")
 LEAD_SHEET_BARS = 32
 

@@ -109,9 +109,9 @@ def render_variations(
     MIDI file to send (the arranger's); without them, the melody and its chords
     (model.music.midi_io.write_midi). `lyrics`: per variation, (step, syllable) pairs or None: lyric
     events in the MIDI written here, labels on its piano roll. Returns the previews, one PNG
-    stacking all variations labelled 1..N, and seconds: midi_write and png (this thread),
-    audio_wait (for the audio once those are done), total; synth, mix and mp3_encode summed over
-    the variations' threads (they overlap)."""
+    stacking all variations labelled 1..N, and seconds: synth (the parts, this thread), midi_write
+    and png (this thread), audio_wait (for the audio once those are done), total; mix and
+    mp3_encode summed over the variations (they overlap in the pool)."""
     started = time.perf_counter()
     deadline = time.monotonic() + timeout
     if not melodies:
@@ -136,24 +136,25 @@ def render_variations(
         arrangements = [plain_arrangement(events, harmony, program) for events, harmony in zip(melodies, chords)]
     played = [for_preview(arrangement, primer_steps, soft_primer, primer_gap) for arrangement in arrangements]
 
-    def audio_of(arrangement: Arrangement) -> tuple[bytes, float, dict[str, float]]:
-        """One variation's sound: rendered, mixed, encoded (MP3, seconds, seconds per stage)."""
+    def sound_of(bus: tuple) -> tuple[bytes, float, dict[str, float]]:
+        """One variation's sound from its rendered bus: mixed, encoded (MP3, seconds, seconds per stage)."""
         began = time.perf_counter()
-        bus = render_bus(arrangement, bpm, soundfont, deadline)
-        rendered = time.perf_counter()
         audio = master(*bus, deadline).T
         mixed = time.perf_counter()
         data = mp3.encode(audio)
-        spent = {"synth": rendered - began, "mix": mixed - rendered, "mp3_encode": time.perf_counter() - mixed}
+        spent = {"mix": mixed - began, "mp3_encode": time.perf_counter() - mixed}
         return data, len(audio) / SAMPLE_RATE, spent
 
-    # Each variation goes render -> mix -> MP3 in a thread of its own (libfluidsynth, pedalboard,
-    # scipy and LAME release the GIL), so one variation's mix overlaps another's encoding; notes that
-    # variations share (the primer, the band) are rendered once (bot.render.audio.NoteCache).
-    # Meanwhile this thread writes the MIDI files and draws the piano rolls.
+    # The parts are rendered here, one variation after another: rendering is many small steps in
+    # Python (a note at a time) and two threads doing it at once spent 3x the CPU handing the GIL to
+    # each other, for no gain in time. Each variation's mix and MP3 (pedalboard, scipy and LAME:
+    # native code that releases the GIL) then run in the pool, while this thread renders the next
+    # variation and then writes the MIDI files and draws the piano rolls. Notes that variations
+    # share (the primer, the band) are rendered once (bot.render.audio.NoteCache).
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     with ThreadPoolExecutor(min(cores, len(melodies))) as pool:
-        sounds = [pool.submit(audio_of, arrangement) for arrangement in played]
+        sounds = [pool.submit(sound_of, render_bus(arrangement, bpm, soundfont, deadline)) for arrangement in played]
+        lap("synth")
         words = list(lyrics) if lyrics is not None else [None] * len(melodies)
         if midis is None:
             midis = [write_midi(events, bpm, program, chords=harmony, lyrics=w)
@@ -171,8 +172,8 @@ def render_variations(
         results = [future.result() for future in sounds]
         lap("audio_wait")  # what is left of the audio once the rest is done
     mp3s, durations = [r[0] for r in results], [r[1] for r in results]
-    for stage in ("synth", "mix", "mp3_encode"):
-        timings[stage] = sum(r[2][stage] for r in results)  # work in the threads, summed: it overlaps
+    for stage in ("mix", "mp3_encode"):
+        timings[stage] = sum(r[2][stage] for r in results)  # summed over the variations: mix and MP3 overlap
     timings["total"] = time.perf_counter() - started
     previews = [Preview(*fields) for fields in zip(midis, mp3s, pngs, durations)]
     return previews, combined, timings

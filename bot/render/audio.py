@@ -182,22 +182,25 @@ class _Synth:
             # rule, the standard kit (or the piano), rather than whatever the channel held before
             synth.program_select(channel, self.font, bank, 0)
         synth.noteon(channel, pitch, velocity)
-        chunks = [self._write(self.blocks(held) * self.block, deadline).mean(axis=1)]
+        chunks = [self._write(self.blocks(held) * self.block, deadline)]
         synth.noteoff(channel, pitch)
-        floor = float(np.abs(chunks[0]).max()) * 10 ** (RELEASE_FLOOR_DB / 20)
+        scale = 10 ** (RELEASE_FLOOR_DB / 20)
+        floor = _peak(chunks[0]) * scale
         for _ in range(-(-round(MAX_RELEASE_S * SAMPLE_RATE) // RELEASE_CHUNK)):
             if not synth.get_active_voice_count():
                 break
-            chunks.append(self._write(RELEASE_CHUNK, deadline).mean(axis=1))
-            floor = max(floor, float(np.abs(chunks[-1]).max()) * 10 ** (RELEASE_FLOOR_DB / 20))
-            if np.abs(chunks[-1]).max() < floor:  # what is left would be inaudible under the note
+            chunks.append(self._write(RELEASE_CHUNK, deadline))
+            peak = _peak(chunks[-1])
+            floor = max(floor, peak * scale)
+            if peak < floor:  # the rest of the release would be inaudible under the note: cut it here
                 self._silence()
                 break
         else:  # a release that never ends (a looping sample in a broken soundfont): cut
             self._silence()
-        samples = np.concatenate(chunks)
-        sounding = np.flatnonzero(np.abs(samples) >= floor)
-        return samples[: sounding[-1] + 1 if len(sounding) else len(chunks[0])]
+        if len(chunks) > 1:  # the last chunk kept to its last sample above the floor
+            sounding = np.flatnonzero(np.abs(chunks[-1]) >= floor)
+            chunks[-1] = chunks[-1][: sounding[-1] + 1 if len(sounding) else 0]
+        return np.concatenate(chunks)
 
     def blocks(self, held: int) -> int:
         """FluidSynth blocks a note held `held` frames sounds before its note-off: notes held for
@@ -217,14 +220,22 @@ class _Synth:
             self._write(self.block, math.inf)
 
     def _write(self, frames: int, deadline: float) -> np.ndarray:
-        """The next `frames` (a multiple of the block size) as (frames, 2) float samples."""
-        stereo = np.zeros((frames, 2), dtype=np.float32)
+        """The next `frames` (a multiple of the block size) as mono float samples: the mean of
+        FluidSynth's left and right, each written to a buffer of its own (a mean over interleaved
+        pairs cost more than the synthesis)."""
+        left, right = np.empty(frames, dtype=np.float32), np.empty(frames, dtype=np.float32)
         for done in range(0, frames, CHUNK_FRAMES):
             if time.monotonic() > deadline:
                 raise RenderError("FluidSynth took longer than the rendering timeout allowed and was stopped")
-            pointer = stereo[done:].ctypes.data
-            self.write_float(self.synth.synth, min(CHUNK_FRAMES, frames - done), pointer, 0, 2, pointer, 1, 2)
-        return stereo
+            size = min(CHUNK_FRAMES, frames - done)
+            self.write_float(self.synth.synth, size, left[done:].ctypes.data, 0, 1, right[done:].ctypes.data, 0, 1)
+        left += right
+        left *= np.float32(0.5)
+        return left
+
+
+def _peak(samples: np.ndarray) -> float:
+    return float(max(samples.max(), -samples.min())) if len(samples) else 0.0
 
 
 def _font_key(soundfont: str) -> tuple:

@@ -44,7 +44,7 @@ from bot.render.audio import SAMPLE_RATE, SOUNDFONT_ENV, find_soundfont, load_fl
 from bot.render.errors import RenderError
 from bot.render.instruments import DEFAULT_INSTRUMENT, INSTRUMENTS, resolve_instrument
 from bot.render.leadsheet import engrave_lead_sheet, load_engraver
-from bot.render.mix import load_mixer, master, render_bus
+from bot.render.mix import load_mixer, master, render_bus, synthesize_new_notes
 from bot.render.song import render_song
 from model.band.parts import Arrangement
 from model.music.midi_io import write_midi
@@ -145,14 +145,16 @@ def render_variations(
         spent = {"mix": mixed - began, "mp3_encode": time.perf_counter() - mixed}
         return data, len(audio) / SAMPLE_RATE, spent
 
-    # The parts are rendered here, one variation after another: rendering is many small steps in
-    # Python (a note at a time) and two threads doing it at once spent 3x the CPU handing the GIL to
-    # each other, for no gain in time. Each variation's mix and MP3 (pedalboard, scipy and LAME:
-    # native code that releases the GIL) then run in the pool, while this thread renders the next
-    # variation and then writes the MIDI files and draws the piano rolls. Notes that variations
-    # share (the primer, the band) are rendered once (bot.render.audio.NoteCache).
+    # The notes no request played before are synthesised first, spread over the pool (libfluidsynth
+    # runs in parallel); notes that variations share (the primer, the band) once (NoteCache). Then
+    # the parts are added up here, one variation after another: that is many small steps in Python,
+    # and two threads doing it at once spent 3x the CPU handing the GIL to each other, for no gain
+    # in time. Each variation's mix and MP3 (pedalboard, scipy and LAME: native code that releases
+    # the GIL) run in the pool while this thread adds up the next variation, then writes the MIDI
+    # files and draws the piano rolls.
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     with ThreadPoolExecutor(min(cores, len(melodies))) as pool:
+        synthesize_new_notes(played, bpm, soundfont, deadline, pool)
         sounds = [pool.submit(sound_of, render_bus(arrangement, bpm, soundfont, deadline)) for arrangement in played]
         lap("synth")
         words = list(lyrics) if lyrics is not None else [None] * len(melodies)

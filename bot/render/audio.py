@@ -34,6 +34,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 
 import numpy as np
@@ -339,9 +340,7 @@ def render_notes(soundfont: str, notes: Sequence[tuple[int, int, int, int, int, 
                 raise RenderError("FluidSynth took longer than the rendering timeout allowed and was stopped")
             if at >= len(audio) or at < 0:
                 continue
-            # Notes held for the same number of FluidSynth blocks sound the same (the note-off
-            # waits for the block's end), so they share one rendering.
-            key = (font, bank, program, pitch, velocity, -(-held // FLUID_BLOCK))
+            key = _note_key(font, bank, program, pitch, velocity, held)
             samples = NOTES.get(key)
             if samples is None:
                 synth = synth or _POOL.acquire(font)
@@ -352,6 +351,39 @@ def render_notes(soundfont: str, notes: Sequence[tuple[int, int, int, int, int, 
         if synth is not None:
             _POOL.release(font, synth)
     return audio
+
+
+def _note_key(font: tuple, bank: int, program: int, pitch: int, velocity: int, held: int) -> tuple:
+    # Notes held for the same number of FluidSynth blocks sound the same (the note-off waits for
+    # the block's end), so they share one rendering.
+    return font, bank, program, pitch, velocity, -(-held // FLUID_BLOCK)
+
+
+def render_new_notes(soundfont: str, notes: Sequence[tuple[int, int, int, int, int, int]], deadline: float,
+                     pool: Executor) -> None:
+    """Put into NOTES every one of these render_notes notes it lacks, rendered in `pool`'s
+    threads (a synthesizer each), so that render_notes then only adds them up."""
+    font = _font_key(soundfont)
+    new = {}
+    for _, held, bank, program, pitch, velocity in notes:
+        key = _note_key(font, bank, program, pitch, velocity, held)
+        if key not in new and NOTES.get(key) is None:
+            new[key] = (program, pitch, velocity, held, bank)
+    if not new:
+        return
+    work = list(new.items())
+    shares = max(1, min(len(work), getattr(pool, "_max_workers", 1)))
+
+    def render(share: list) -> None:
+        synth = _POOL.acquire(font)
+        try:
+            for key, (program, pitch, velocity, held, bank) in share:
+                NOTES.put(key, synth.note(program, pitch, velocity, held, deadline, bank))
+        finally:
+            _POOL.release(font, synth)
+
+    for done in [pool.submit(render, work[index::shares]) for index in range(shares)]:
+        done.result()
 
 
 def finish(samples: np.ndarray, has_notes: bool) -> np.ndarray:

@@ -28,7 +28,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from bot.render.audio import DRUM_BANK, SAMPLE_RATE, TAIL_S, find_soundfont, render_notes
+from bot.render.audio import DRUM_BANK, SAMPLE_RATE, TAIL_S, find_soundfont, render_new_notes, render_notes
 from bot.render.errors import RenderError
 from bot.render.loudness import frame_peaks, integrated_from_power, limiter_gain, weighted_power
 from model.music.events import STEPS_PER_BEAT
@@ -137,6 +137,16 @@ def render_bus(arrangement, bpm: float, soundfont: str, deadline: float) -> tupl
 def _render_part(part, frames_per_step: float, frames: int, soundfont: str, deadline: float):
     """One part's notes -> ((pan, stays dry), mono float32 samples), one at a time (a whole song
     is tens of MB a buffer): one for a melodic part, one per place in the kit for drums."""
+    for place, group in _places(part, frames_per_step).items():
+        if part.is_drum and any(note[4] in HI_HATS for note in group):
+            yield place, _with_hats_closed(group, frames, soundfont, deadline)
+        else:
+            yield place, render_notes(soundfont, group, frames, deadline)
+
+
+def _places(part, frames_per_step: float) -> dict[tuple[float, bool], list[tuple]]:
+    """A part's notes as render_notes plays them ((frame, frames held, bank, program, pitch,
+    velocity)), grouped by where they sit in the stereo image: (pan, stays dry) -> notes."""
     bank = DRUM_BANK if part.is_drum else 0
     notes = sorted(part.notes, key=lambda n: (n.start, n.pitch))
     onsets = [max(0, round(note.start * frames_per_step)) for note in notes]  # humanised early: from 0
@@ -156,11 +166,17 @@ def _render_part(part, frames_per_step: float, frames: int, soundfont: str, dead
         place = (max(-1.0, min(1.0, pan)), part.is_drum and note.pitch in KICKS)
         velocity = max(1, min(127, VELOCITY_STEP * round(note.velocity / VELOCITY_STEP)))
         groups[place].append((at, max(1, end - at), bank, part.program, note.pitch, velocity))
-    for place, group in groups.items():
-        if part.is_drum and any(note[4] in HI_HATS for note in group):
-            yield place, _with_hats_closed(group, frames, soundfont, deadline)
-        else:
-            yield place, render_notes(soundfont, group, frames, deadline)
+    return groups
+
+
+def synthesize_new_notes(arrangements, bpm: float, soundfont: str, deadline: float, pool) -> None:
+    """Render every note of these arrangements that the note cache lacks, spread over the
+    executor's threads (synthesis is libfluidsynth's native code: threads run it in parallel;
+    adding the notes up, in render_bus, is many small steps in Python and is not spread)."""
+    frames_per_step = SAMPLE_RATE * 60.0 / bpm / STEPS_PER_BEAT
+    notes = [note for arrangement in arrangements for part in arrangement.parts if part.notes
+             for group in _places(part, frames_per_step).values() for note in group]  # fmt: skip
+    render_new_notes(soundfont, notes, deadline, pool)
 
 
 def _with_hats_closed(group: list[tuple], frames: int, soundfont: str, deadline: float) -> np.ndarray:

@@ -167,7 +167,7 @@ async def test_local_queue_answers_jobs_and_enforces_limits(queue_settings):
         for variation in done.result.variations:
             assert variation.events[: done.result.primer_steps] == PRIMER
             assert len(variation.events) == done.result.primer_steps + 16
-            assert variation.mp3 and variation.midi.startswith(b"MThd") and variation.png.startswith(b"\x89PNG")
+            assert variation.mp3 and variation.midi.startswith(b"MThd")
         assert done.result.combined_png.startswith(b"\x89PNG") and done.result.key == "C major"
         assert set(done.result.timings) >= {"queued", "sample", "render", "total"}
         assert len(final[second.job.job_id].result.variations[0].events) == len(PRIMER) + 32

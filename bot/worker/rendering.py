@@ -100,7 +100,7 @@ def _result(settings: Settings, sampled: Sampled, skip_render: bool) -> Result:
         soundfont = str(settings.soundfont) if settings.soundfont else None
         previews, combined, _ = render_variations(
             melodies, len(primer), job.bpm, job.instrument, soundfont=soundfont, chords=progressions,
-            arrangements=arrangements, midis=midis, lyrics=words if job.lyrics else None,
+            arrangements=arrangements, midis=midis, lyrics=words if job.lyrics else None, each_png=False,
         )
         variations = [Variation(m, midi, p.mp3, p.png, s, w)
                       for m, midi, p, s, w in zip(melodies, midis, previews, sheets, words)]

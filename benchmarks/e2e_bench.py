@@ -11,6 +11,9 @@ run in that folder so no .env applies), then measures:
   writes the files first, then prints their paths; the paths are checked on disk);
 - a MIDI sketch: the same with `!continue file=PATH.mid` (2 bars made with pretty_midi);
 - with lyrics: LYRICS_COMMAND, four lines set to the typed notes (8 bars, issue #24).
+--warmup N first sends N requests of each case to each bot, not counted: the renderer keeps the
+notes it synthesised (bot/render/audio.py NoteCache), so a bot that has answered a while renders
+faster than one just started; without it the first requests count their new notes too.
 p50/p95/max per case, a table on stdout, and with --write the same table in a Markdown file.
 """
 
@@ -293,6 +296,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--write", type=Path, help="also write the results as Markdown to this file")
     parser.add_argument("--log-level", default="INFO", help="the bot's MELODYBOT_LOG_LEVEL (its log file)")
     parser.add_argument("--threads", type=int, help="MELODYBOT_WORKER_THREADS (default: the setting's default)")
+    parser.add_argument("--warmup", type=int, default=0,
+                        help="requests of each case sent (and not counted) before measuring, to each bot: the "
+                             "renderer's note cache filled as a bot that has answered a while has it")
     parser.add_argument("--keep", action="store_true", help="keep the data folder (outputs, log) and print it")
     parser.add_argument("--baseline", type=Path, help="another checkout (e.g. `git worktree add /tmp/old <rev>`): "
                         "its bot answers the typed-notes case too, request for request, for a ratio")
@@ -315,6 +321,11 @@ def main(argv: list[str] | None = None) -> int:
         cold_s = cold.at - bot.started
         print(f"cold start: {cold_s:.2f} s to the first answer ({len(cold.files)} files)", flush=True)
         cold_stages = stage_means({}, bot.stages())
+        for _ in range(args.warmup):
+            for command in (NOTES_COMMAND, SKETCH_COMMAND.format(path=sketch), LYRICS_COMMAND):
+                bot.answer(bot.send(command))
+                if baseline is not None and command == NOTES_COMMAND:
+                    baseline.answer(baseline.send(command))
         results: dict[str, list[float]] = {"typed notes": [], "MIDI sketch": [], "typed notes with lyrics": []}
         means: dict[str, dict[str, float]] = {}
         for name, command in (("typed notes", NOTES_COMMAND), ("MIDI sketch", SKETCH_COMMAND.format(path=sketch)),
@@ -360,6 +371,8 @@ def main(argv: list[str] | None = None) -> int:
         f"Cold start (process start to the first answer of `{FIRST_COMMAND}`, files on disk): **{cold_s:.2f} s**",
         f"(that job in the worker: {cold_detail}).",
         "",
+        *([f"Before measuring, {args.warmup} requests of each case went to each bot (not counted): the",
+           "renderer's note cache as a bot that has answered a while has it.", ""] if args.warmup else []),
         f"Warm worker, {args.runs} sequential requests per case, 4 variations x 8 bars each, from the line",
         "written to stdin to the reply listing the files (MIDI, MP3 and PNG, written before the reply).",
         "The stage columns are the worker's own means per job (Result.timings, via the bot's /metrics): time",
@@ -377,6 +390,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Goal, typed notes p50 <= {GOAL_P50_S:g} s and p95 <= {GOAL_P95_S:g} s: {'met' if met else 'NOT met'}.",
         "",
         f"`nice -n 15 .venv/bin/python benchmarks/e2e_bench.py --runs {args.runs}"
+        f"{f' --warmup {args.warmup}' if args.warmup else ''}"
         f"{'' if args.threads is None else f' --threads {args.threads}'}` (bot exit code {code}).",
     ])  # fmt: skip
     print()

@@ -74,7 +74,7 @@ class Variation:
     events: list[int]  # primer + continuation
     midi: bytes
     mp3: bytes
-    png: bytes  # its piano roll; b"" where only Result.combined_png was made (cut from it)
+    png: bytes  # its own piano roll; b"" since the worker draws only Result.combined_png (every answer sends that)
     chords: str | None = None  # the progression under primer + continuation, as a lead sheet
     lyrics: list | None = None  # [step, syllable] of each sung syllable (primer + continuation steps)
 

@@ -119,7 +119,7 @@ class Terminal:
     async def deliver(self, status: JobStatus) -> None:
         job = status.job
         if status.state == JobState.DONE and status.result is not None:
-            reply = self.handler.result_reply(status, upload_limit=UNLIMITED, every_png=True)
+            reply = self.handler.result_reply(status, upload_limit=UNLIMITED)
             text = await self._prepare(reply)  # the files first: writing them again is harmless
             await self.store.messages.remember_result(local_message_id(job.job_id), job.job_id, job.channel_id,
                                              len(status.result.variations))

@@ -3,17 +3,13 @@ user-facing and internal failures, and the Celery worker's batcher."""
 
 from __future__ import annotations
 
-import io
 import logging
 import threading
 import time
 
 import pytest
-from PIL import Image
 
-from bot.commands.replies import variation_pngs
 from bot.jobs import Job, JobState
-from bot.render import pianoroll
 from bot.settings import Settings
 from bot.worker.celery_worker import Batcher
 from bot.worker.generator import FIRST_PASS_ROWS, Generator
@@ -70,15 +66,7 @@ def test_jobs_are_sampled_in_one_batch_and_rendered(generator):
     assert [len(v.events) for v in second.variations] == [len(PRIMER) + 32] * 3
     for variation in first.variations + second.variations:
         assert variation.mp3 and variation.midi.startswith(b"MThd") and variation.png == b""  # only the stack's
-    # each variation's picture, when asked for, is its panel cut from the combined one
-    pictures = [Image.open(io.BytesIO(png)) for png in variation_pngs(second)]
-    combined = Image.open(io.BytesIO(second.combined_png))
-    assert len(pictures) == 3 and all(p.size == (combined.width, pictures[0].height) for p in pictures)
-    assert 3 * pictures[0].height + 2 * pianoroll.SEPARATOR == combined.height
-    top = pictures[0].height + pianoroll.SEPARATOR
-    second_panel = combined.convert("RGB").crop((0, top, combined.width, top + pictures[0].height))
-    assert list(pictures[1].convert("RGB").getdata()) == list(second_panel.getdata())
-    assert list(pictures[0].convert("RGB").getdata()) != list(pictures[1].convert("RGB").getdata())
+    assert first.combined_png.startswith(b"\x89PNG") and second.combined_png.startswith(b"\x89PNG")
     # Batching changes nothing: the same seed gives the same continuation alone.
     alone = continue_melodies(generator.model, [PRIMER], [SamplingOptions(bars=1, variations=2, seed=1)])[0]
     assert [v.events[len(PRIMER) :] for v in first.variations] == alone

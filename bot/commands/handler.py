@@ -458,9 +458,9 @@ class CommandHandler:
     def status_text(self, status: JobStatus) -> str:
         return replies.status_text(status)
 
-    def result_reply(self, status: JobStatus, upload_limit: int = UPLOAD_LIMIT, every_png: bool = False) -> Reply:
+    def result_reply(self, status: JobStatus, upload_limit: int = UPLOAD_LIMIT) -> Reply:
         """The one message with a finished job's variations (see `replies.result_reply`)."""
-        return replies.result_reply(status, self.prefix, self.platform, upload_limit, every_png)
+        return replies.result_reply(status, self.prefix, self.platform, upload_limit)
 
 
 # -- helpers -----------------------------------------------------------------------------------------

@@ -99,29 +99,15 @@ def how_to_vote(job_id: str, count: int, prefix: str, platform: str) -> str:
     return f"Vote with {emojis} under the result."
 
 
-def variation_pngs(result) -> list[bytes]:
-    """Each variation's piano roll: its own, or cut from the combined picture (the worker makes only
-    that one; bot.render.pianoroll.panel_png)."""
-    count = len(result.variations)
-    if all(v.png for v in result.variations) or not result.combined_png:
-        return [v.png for v in result.variations]
-    from bot.render.pianoroll import panel_png
-
-    return [v.png or panel_png(result.combined_png, index, count) for index, v in enumerate(result.variations)]
-
-
-def result_reply(status: JobStatus, prefix: str, platform: str, upload_limit: int = UPLOAD_LIMIT,
-                 every_png: bool = False) -> Reply:
+def result_reply(status: JobStatus, prefix: str, platform: str, upload_limit: int = UPLOAD_LIMIT) -> Reply:
     """The one message with a finished job's variations: MIDI + MP3 per variation, the combined
-    piano roll (every_png: each variation's picture too), settings, seed, key; number
-    reactions to vote; buttons to extend the leader or roll again."""
+    piano roll (every variation, numbered), settings, seed, key; number reactions to vote; buttons
+    to extend the leader or roll again."""
     job, result = status.job, status.result
     count = len(result.variations)
     midis = [OutFile(f"{job.job_id}-{n}.mid", v.midi) for n, v in enumerate(result.variations, 1) if v.midi]
     mp3s = [OutFile(f"{job.job_id}-{n}.mp3", v.mp3) for n, v in enumerate(result.variations, 1) if v.mp3]
     pngs = [OutFile(f"{job.job_id}.png", result.combined_png)] if result.combined_png else []
-    if every_png:
-        pngs += [OutFile(f"{job.job_id}-{n}.png", png) for n, png in enumerate(variation_pngs(result), 1) if png]
     files, remarks = midis + mp3s + pngs, []
     if sum(len(f.data) for f in files) > upload_limit:
         files = midis + pngs

@@ -68,7 +68,7 @@ DEFAULT_TIMEOUT_S = 30.0  # seconds for a whole request; synthesis stops when th
 class Preview:
     midi: bytes  # the arranger's MIDI file, or the melody (and its CHORDS track) on the chosen instrument
     mp3: bytes  # stereo MP3 as mixed (soft primer / primer gap / chords or band included)
-    png: bytes  # piano roll of this variation (b"" with each_png=False: pianoroll.panel_png cuts it)
+    png: bytes  # piano roll of this variation (b"" with each_png=False)
     duration_s: float  # length of the audio encoded in the MP3
 
 
@@ -110,8 +110,8 @@ def render_variations(
     MIDI file to send (the arranger's); without them, the melody and its chords
     (model.music.midi_io.write_midi). `lyrics`: per variation, (step, syllable) pairs or None: lyric
     events in the MIDI written here, labels on its piano roll. `each_png`: a PNG per variation too
-    (the worker sends only the stack and cuts a variation's from it when asked: 4 PNG encodings
-    fewer, ~35 ms). Returns the previews, one PNG stacking all variations labelled 1..N, and
+    (the worker sends only the stack, as every answer does: 4 PNG encodings fewer, ~35 ms).
+    Returns the previews, one PNG stacking all variations labelled 1..N, and
     seconds: synth (the parts), midi_write and png (this thread), audio_wait (for the audio once
     those are done), total; mix and mp3_encode summed over the variations (they overlap)."""
     started = time.perf_counter()

@@ -215,15 +215,6 @@ def stack(panels: list[Image.Image]) -> Image.Image:
     return image
 
 
-def panel_png(combined_png: bytes, index: int, count: int) -> bytes:
-    """Panel `index` (from 0) of a stack of `count` equal panels (stack's PNG) as a PNG of its own:
-    a variation's picture cut from the answer's, when one is asked for."""
-    with Image.open(io.BytesIO(combined_png)) as image:
-        height = (image.height - (count - 1) * SEPARATOR) // count
-        top = index * (height + SEPARATOR)
-        return png_bytes(image.convert("RGB").crop((0, top, image.width, top + height)))
-
-
 def png_bytes(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", compress_level=3)  # ~2x faster than the default 6, a bit larger

@@ -202,7 +202,7 @@ def test_a_note_heard_before_is_not_rendered_again_and_the_cache_keeps_to_its_li
     assert np.array_equal(again, audio.synthesize(soundfont, first, 0, BPM, time.monotonic() + 60))
     small = audio.NoteCache(limit_mb=1)
     for index in range(5):
-        small.put(("note", index), np.zeros(2**18, dtype=np.float32))  # kept as float16: 0.5 MiB each
+        small.put(("note", index), np.zeros(2**18, dtype=np.float32))  # kept in 16 bits: 0.5 MiB each
     assert small.size <= 2**20 and list(small.notes) == [("note", 3), ("note", 4)]  # the oldest dropped
     small.get(("note", 3))
     small.put(("note", 5), np.zeros(2**18, dtype=np.float32))

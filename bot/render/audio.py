@@ -10,10 +10,10 @@ program, pitch, velocity and FluidSynth blocks held), and a preview whose notes 
 costs only the sums. Four variations over one primer and one band share most notes, and a burst
 of requests shares more: a request whose notes were heard before synthesises in 0.005 s instead
 of 0.078 s (BENCHMARKS.md section 9). A band answer plays ~900 notes of ~100-500 distinct ones,
-and twenty answers ~2,000 distinct ones: a note is kept as float16 (66 dB of precision under its
-own level, far below the MP3's noise) and its release only until it is RELEASE_FLOOR_DB under its
-peak, so NOTE_CACHE_MB holds ~2,900 of them (float32 and whole releases held ~500, and the cache
-dropped notes the next request needed). Synthesizers are kept per soundfont and reused, so the
+and twenty answers ~2,000 distinct ones: a note is kept in 16 bits at its own scale (KeptNote)
+and its release only until it is RELEASE_FLOOR_DB under its peak, so NOTE_CACHE_MB holds ~2,400
+of them (float32 and whole releases held ~500, and the cache dropped notes the next request
+needed). Synthesizers are kept per soundfont and reused, so the
 soundfont is read once per process: the `fluidsynth` program spent ~0.05 CPU-s starting per run,
 as much as rendering a 16 s melody. The deadline is checked between notes and every CHUNK_FRAMES
 of a note (a few milliseconds of work). performance / accompaniment / synthesize / finish are the
@@ -47,7 +47,7 @@ SAMPLE_RATE = 22050  # Hz; plenty for a melody preview, half the synth and MP3 w
 CHUNK_FRAMES = 4096  # frames rendered between two deadline checks (~0.19 s of audio, ~5 ms of work)
 SYNTH_GAIN = 0.5  # FluidSynth master gain; float output cannot clip and the peak is normalised later
 MAX_RELEASE_S = 10.0  # seconds a note's release may ring after its note-off before it is cut
-NOTE_CACHE_MB = 128  # rendered notes kept per process (float16), the least recently used dropped first
+NOTE_CACHE_MB = 128  # rendered notes kept per process (16-bit), the least recently used dropped first
 RELEASE_FLOOR_DB = -80.0  # a note's release is rendered and kept until this far under the note's peak
 RELEASE_CHUNK = 1024  # frames of release rendered between two checks of that floor (~46 ms)
 POLYPHONY = 64  # voices; a melody and 4-note chords with their releases need far fewer
@@ -265,35 +265,59 @@ class _SynthPool:
             self.idle.setdefault(font, []).append(synth)
 
 
+@dataclass(frozen=True)
+class KeptNote:
+    """A rendered note as the cache keeps it: 16-bit samples at the note's own scale (the
+    rounding 96 dB under its peak; float16 took 10x as long to add back as int16 and a scale)."""
+
+    pcm: np.ndarray  # int16
+    scale: np.float32  # what one step of pcm is worth
+
+    @classmethod
+    def of(cls, samples: np.ndarray) -> KeptNote:
+        scale = np.float32(max(_peak(samples), 1e-30) / 32767)
+        return cls(np.round(samples / scale).astype(np.int16), scale)
+
+    def __len__(self) -> int:
+        return len(self.pcm)
+
+    def add_to(self, audio: np.ndarray, at: int, scratch: np.ndarray) -> None:
+        """Add the note into `audio` from frame `at` (cut at its end); `scratch`: float32 work
+        space at least as long as the note."""
+        length = min(len(self.pcm), len(audio) - at)
+        part = np.multiply(self.pcm[:length], self.scale, out=scratch[:length])
+        audio[at : at + length] += part
+
+
 class NoteCache:
-    """Rendered notes (_Synth.note's samples, kept as float16) by (soundfont, program, pitch,
+    """Rendered notes (_Synth.note's samples, kept as KeptNote) by (soundfont, program, pitch,
     velocity, frames held), at most `limit_mb` of samples, the least recently used dropped first.
     Thread-safe."""
 
     def __init__(self, limit_mb: float = NOTE_CACHE_MB):
         self.limit = limit_mb * 2**20
         self.lock = threading.Lock()
-        self.notes: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self.notes: OrderedDict[tuple, KeptNote] = OrderedDict()
         self.size = 0  # bytes held
 
-    def get(self, key: tuple) -> np.ndarray | None:
+    def get(self, key: tuple) -> KeptNote | None:
         with self.lock:
             samples = self.notes.get(key)
             if samples is not None:
                 self.notes.move_to_end(key)
             return samples
 
-    def put(self, key: tuple, samples: np.ndarray) -> np.ndarray:
-        """Keep `samples`; returns them as kept (float16)."""
-        samples = samples.astype(np.float16)
+    def put(self, key: tuple, samples: np.ndarray) -> KeptNote:
+        """Keep `samples` (float); returns them as kept."""
+        kept = KeptNote.of(samples)
         with self.lock:
             if key in self.notes:
                 return self.notes[key]
-            self.notes[key] = samples
-            self.size += samples.nbytes
+            self.notes[key] = kept
+            self.size += kept.pcm.nbytes
             while self.size > self.limit:
-                self.size -= self.notes.popitem(last=False)[1].nbytes
-        return samples
+                self.size -= self.notes.popitem(last=False)[1].pcm.nbytes
+        return kept
 
     def clear(self) -> None:
         with self.lock:
@@ -333,6 +357,7 @@ def render_notes(soundfont: str, notes: Sequence[tuple[int, int, int, int, int, 
     when given). Thread-safe: concurrent calls use separate synthesizers."""
     audio = np.zeros(frames, dtype=np.float32) if out is None else out
     font = _font_key(soundfont)
+    scratch = np.empty(0, dtype=np.float32)
     synth = None  # taken from the pool at the first note not heard before
     try:
         for at, held, bank, program, pitch, velocity in notes:
@@ -341,12 +366,13 @@ def render_notes(soundfont: str, notes: Sequence[tuple[int, int, int, int, int, 
             if at >= len(audio) or at < 0:
                 continue
             key = _note_key(font, bank, program, pitch, velocity, held)
-            samples = NOTES.get(key)
-            if samples is None:
+            note = NOTES.get(key)
+            if note is None:
                 synth = synth or _POOL.acquire(font)
-                samples = NOTES.put(key, synth.note(program, pitch, velocity, held, deadline, bank))
-            length = min(len(samples), len(audio) - at)
-            audio[at : at + length] += samples[:length]
+                note = NOTES.put(key, synth.note(program, pitch, velocity, held, deadline, bank))
+            if len(scratch) < len(note):
+                scratch = np.empty(max(len(note), 2 * len(scratch)), dtype=np.float32)
+            note.add_to(audio, at, scratch)
     finally:
         if synth is not None:
             _POOL.release(font, synth)

@@ -11,7 +11,8 @@ to end, and the worker's memory. Not a test; prints markdown tables for BENCHMAR
 2. The embedded queue (LocalQueue and its worker process, the same weights): a single job on an
    idle queue, several times (latency as a user sees it), then a burst of jobs from 8 users
    submitted at once (jobs/s, p50/p95 latency from submit() to the DONE update).
-3. The worker's resident memory (VmRSS from /proc) once warm, and after the burst (VmHWM: peak).
+3. The worker's resident memory (VmRSS from /proc, with its render process) once warm, and after
+   the burst (VmHWM: peak).
 """
 
 from __future__ import annotations
@@ -76,12 +77,32 @@ def sampling(weights: Path, sizes: list[int], bars: int, threads: int, repeats: 
 
 
 def memory_kib(pid: int) -> dict[str, int]:
-    values = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        name, _, rest = line.partition(":")
-        if name in ("VmRSS", "VmHWM"):
-            values[name] = int(rest.split()[0])
+    """VmRSS and VmHWM of the worker and its render process (bot/worker/render_process.py: it
+    holds the rendered notes), summed: a peak is each process's own, so their sum is an upper bound."""
+    values = {"VmRSS": 0, "VmHWM": 0}
+    for process in _with_children(pid):
+        try:
+            lines = Path(f"/proc/{process}/status").read_text().splitlines()
+        except OSError:  # ended meanwhile
+            continue
+        for line in lines:
+            name, _, rest = line.partition(":")
+            if name in values:
+                values[name] += int(rest.split()[0])
     return values
+
+
+def _with_children(pid: int) -> list[int]:
+    pids, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        pids.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*"):
+            try:
+                todo += [int(child) for child in (task / "children").read_text().split()]
+            except OSError:
+                pass
+    return pids
 
 
 async def queue_run(weights: Path, jobs: int, bars: int, variations: int, render: bool, threads: int, idle: int):

@@ -115,11 +115,37 @@ class RenderProcess:
         self._process = self._conn = None
 
 
+# A preview's mix allocates a few dozen buffers of 1.7-3.4 MB (19 s of mono or stereo float32).
+# glibc maps each anew from the kernel and unmaps it when freed (buffers over 128 KB; its dynamic
+# threshold only rises after a free), so every buffer is paid for again in page faults, by three
+# threads at once. Kept in the heap and not trimmed back, they are reused: the render of a
+# default answer took ~10% less CPU and time (BENCHMARKS.md, issue 22: the cost of a band answer).
+MMAP_THRESHOLD_BYTES = 32 * 2**20  # buffers below this come from the heap...
+TRIM_THRESHOLD_BYTES = 128 * 2**20  # ...and this much freed heap is kept for the next request
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt's parameters (malloc.h)
+
+
+def keep_freed_buffers() -> None:
+    """Tell glibc's allocator to keep the renderer's freed buffers (elsewhere: nothing to do)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        mallopt = libc.mallopt
+    except (OSError, AttributeError, TypeError):  # not glibc (musl, macOS): its own allocator as it is
+        return
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+    mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)
+
+
 def serve(settings, conn, skip_render: bool) -> None:
     """The child: render each sampled job that arrives until None, or until the worker is gone."""
     from bot.observability import setup_logging
 
     setup_logging(settings.log_level.upper(), json=settings.log_format == "json", secrets=settings.secrets())
+    keep_freed_buffers()
     warm_renderer(settings, skip_render)
     conn.send("ready")
     while True:

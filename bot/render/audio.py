@@ -11,7 +11,7 @@ costs only the sums. Four variations over one primer and one band share most not
 of requests shares more: a request whose notes were heard before synthesises in 0.005 s instead
 of 0.078 s (BENCHMARKS.md section 9). A band answer plays ~900 notes of ~100-500 distinct ones,
 and twenty answers ~2,000 distinct ones: a note is kept in 16 bits at its own scale (KeptNote)
-and its release only until it is RELEASE_FLOOR_DB under its peak, so NOTE_CACHE_MB holds ~1,800
+and its release only until it is RELEASE_FLOOR_DB under its peak, so NOTE_CACHE_MB holds ~1,200
 of them (float32 and whole releases held ~500, and the cache dropped notes the next request
 needed). Synthesizers are kept per soundfont and reused, so the
 soundfont is read once per process: the `fluidsynth` program spent ~0.05 CPU-s starting per run,
@@ -47,7 +47,7 @@ SAMPLE_RATE = 22050  # Hz; plenty for a melody preview, half the synth and MP3 w
 CHUNK_FRAMES = 4096  # frames rendered between two deadline checks (~0.19 s of audio, ~5 ms of work)
 SYNTH_GAIN = 0.5  # FluidSynth master gain; float output cannot clip and the peak is normalised later
 MAX_RELEASE_S = 10.0  # seconds a note's release may ring after its note-off before it is cut
-NOTE_CACHE_MB = 96  # rendered notes kept per process (16-bit), the least recently used dropped first
+NOTE_CACHE_MB = 64  # rendered notes kept per process (16-bit), the least recently used dropped first
 RELEASE_FLOOR_DB = -80.0  # a note's release is rendered and kept until this far under the note's peak
 RELEASE_CHUNK = 1024  # frames of release rendered between two checks of that floor (~46 ms)
 POLYPHONY = 64  # voices; a melody and 4-note chords with their releases need far fewer

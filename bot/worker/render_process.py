@@ -119,9 +119,9 @@ class RenderProcess:
 # glibc maps each anew from the kernel and unmaps it when freed (buffers over 128 KB; its dynamic
 # threshold only rises after a free), so every buffer is paid for again in page faults, by three
 # threads at once. Kept in the heap and not trimmed back, they are reused: the render of a
-# default answer took ~10% less CPU and time, its page faults 33,390 -> 48 (BENCHMARKS.md, issue 22).
+# default answer took 3-10% less CPU, its page faults 31,418 -> 50 (BENCHMARKS.md, issue 22).
 MMAP_THRESHOLD_BYTES = 32 * 2**20  # buffers below this come from the heap...
-TRIM_THRESHOLD_BYTES = 64 * 2**20  # ...and this much freed heap is kept for the next request
+TRIM_THRESHOLD_BYTES = 32 * 2**20  # ...and this much freed heap is kept for the next request
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt's parameters (malloc.h)
 
 

@@ -8,15 +8,15 @@ import pytest
 import torch
 
 from model.melody import sampling, stepping
-from model.melody.form import WINDOW, bar_sets, load_form, material_ids
+from model.melody.form import REST, WINDOW, bar_sets, load_form, material_ids
 from model.melody.sampling import SamplingOptions, continue_melodies, form_plans, jaccard, load_model, prepare_primer
 from model.music.events import NO_EVENT, NOTE_OFF, NUM_CLASSES, STEPS_PER_BAR, note_on
 from model.music.primer import parse_notes
 
 HOOK = "C4 E4 G4 A4 G4:2 E4:2 F4 A4 C5 A4 G4:4 "  # a 4-bar hook
 VERSE = "E4:2 D4:2 C4:4 D4 E4 F4 D4 C4:4 "  # 3 bars
-# hook, hook, verse, hook, verse: 18 bars whose hook has come back twice
-SONG = prepare_primer(parse_notes(HOOK + HOOK + VERSE + HOOK + VERSE[:-1] + " r:4"))
+# hook, hook, verse, hook, verse: 17 bars whose hook has come back twice
+SONG = prepare_primer(parse_notes(HOOK + HOOK + VERSE + HOOK + VERSE))
 
 
 def test_material_ids_follow_the_latest_copy():
@@ -32,7 +32,7 @@ def test_the_shipped_form_model_loads_and_its_probabilities_add_up():
     from model.melody.form import repeat_shares
 
     lags, probs = form.scores(ids, len(context), len(context), repeat_shares(ids))
-    assert len(probs) == len(lags) + 1 and probs.sum() == pytest.approx(1.0)
+    assert len(probs) == len(lags) + 2 and probs.sum() == pytest.approx(1.0)
     assert all(ids[len(context) - lag] >= 0 for lag in lags)  # never an empty bar
 
 
@@ -42,11 +42,11 @@ def test_plans_never_reach_beyond_the_window():
     for seed in range(20):
         plan = form.plan(long_song, 8, np.random.default_rng(seed))
         context = min(len(long_song), WINDOW)
-        assert all(0 <= lag <= context + b for b, lag in enumerate(plan))
+        assert all(lag == REST or 0 <= lag <= context + b for b, lag in enumerate(plan))
     first, plans = form_plans(SONG, 8, 4, seed=0)
     assert first == len(bar_sets(SONG)) * STEPS_PER_BAR
     bars = len(bar_sets(SONG))
-    assert all(len(p) == 8 and all(0 <= lag <= bars + b for b, lag in enumerate(p)) for p in plans)
+    assert all(len(p) == 8 and all(lag == REST or 0 <= lag <= bars + b for b, lag in enumerate(p)) for p in plans)
 
 
 def test_a_sketch_with_a_hook_gets_it_back_in_most_variations():

@@ -11,7 +11,8 @@ chords still have their say.
 
 A plan is drawn bar by bar from a conditional logit learned on the training songs
 (model/lab/form.py, shipped as model/weights/form.json): the options are "new" and each earlier
-non-empty bar of the window (the context's last WINDOW bars and the bars planned so far), scored
+non-empty bar of the window, and "rest" (a bar where no note starts, a break between sections:
+one bar in nine of real continuations) (the context's last WINDOW bars and the bars planned so far), scored
 from what a listener of the sketch already knows: is that lag already being followed (the bars
 before this one copying the bars before the source), how often the sketch repeats at that lag,
 how common the source bar's material is, the lag itself; "new" from the sketch's length and how
@@ -35,6 +36,7 @@ WINDOW = 32  # bars of the context a plan may bring back (as model.lab.c2st's co
 COPY_JACCARD = 0.75  # a bar copies another when their (onset in bar, pitch) sets overlap this much
 LAGS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)  # lags with their own weight; others share one
 MAX_RUN = 8
+REST = -1  # a plan's bar in which no note starts
 OPTION_FEATURES = ("following", "following bars", *(f"lag {lag}" for lag in LAGS), "lag other", "log lag",
                    "source material count", "source first heard", "sketch repeats at lag", "source planned",
                    "new copy at 4-bar lag", "first bar following", "lag multiple of 8")  # fmt: skip
@@ -115,21 +117,24 @@ def new_features(ids: list[int], bar: int, context_bars: int) -> list[float]:
 class FormModel:
     option_weights: np.ndarray
     new_weights: np.ndarray
+    rest_weights: np.ndarray  # "a bar without a note" (a break between sections), from NEW_FEATURES
     new_shift: float = 0.0  # added to "new"'s logit when planning (form.json's "new_shift", default 0)
+    rest_shift: float = 0.0  # added to "rest"'s: the network leaves some bars empty by itself (form.json)
 
     def scores(self, ids: list[int], bar: int, context_bars: int, shares: np.ndarray) -> tuple[list[int], np.ndarray]:
-        """(the lags that may be brought back, the probabilities of [new, *those lags])."""
+        """(the lags that may be brought back, the probabilities of [new, rest, *those lags])."""
         lags = [lag for lag in range(1, bar + 1) if ids[bar - lag] >= 0 and lag <= WINDOW + bar - context_bars]
         rows = np.array([option_features(ids, bar, lag, context_bars, shares) for lag in lags]).reshape(
             len(lags), len(OPTION_FEATURES))  # fmt: skip
-        logits = np.concatenate([[np.dot(self.new_weights, new_features(ids, bar, context_bars)) + self.new_shift],
-                                 rows @ self.option_weights])  # fmt: skip
+        new = new_features(ids, bar, context_bars)
+        fixed = [np.dot(self.new_weights, new) + self.new_shift, np.dot(self.rest_weights, new) + self.rest_shift]
+        logits = np.concatenate([fixed, rows @ self.option_weights])
         probs = np.exp(logits - logits.max())
         return lags, probs / probs.sum()
 
     def plan(self, context: list[set], bars: int, rng: np.random.Generator) -> list[int]:
-        """Per continuation bar, 0 (new) or the lag of the bar it brings back; context: the bar
-        sets of the sketch's last bars (at most WINDOW)."""
+        """Per continuation bar, 0 (new), REST (no note starts in it) or the lag of the bar it
+        brings back; context: the bar sets of the sketch's last bars (at most WINDOW)."""
         context = context[-WINDOW:]
         ids = material_ids(context)
         shares = repeat_shares(ids)
@@ -137,9 +142,9 @@ class FormModel:
         for bar in range(len(context), len(context) + bars):
             lags, probs = self.scores(ids, bar, len(context), shares)
             pick = int(rng.choice(len(probs), p=probs))
-            lag = lags[pick - 1] if pick else 0
+            lag = lags[pick - 2] if pick >= 2 else (0, REST)[pick]
             plan.append(lag)
-            ids.append(ids[bar - lag] if lag else bar)
+            ids.append(ids[bar - lag] if lag > 0 else bar if lag == 0 else -1)
         return plan
 
 
@@ -153,4 +158,5 @@ def load_form(path: str | Path = FORM_WEIGHTS) -> FormModel | None:
     if stored["option_features"] != list(OPTION_FEATURES) or stored["new_features"] != list(NEW_FEATURES):
         raise ValueError(f"{path} was trained on other features")
     return FormModel(np.asarray(stored["option_weights"]), np.asarray(stored["new_weights"]),
-                     float(stored.get("new_shift", 0.0)))
+                     np.asarray(stored["rest_weights"]), float(stored.get("new_shift", 0.0)),
+                     float(stored.get("rest_shift", 0.0)))

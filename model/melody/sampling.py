@@ -245,8 +245,8 @@ PLAN_TRIES = 8  # draws of a variation's plan until it shares at most half its b
 
 
 def form_plans(primer: list[int], bars: int, variations: int, seed: int) -> tuple[int, list[list[int]]]:
-    """(the first planned bar's step in the primer's bar grid, per variation its plan: 0 or the lag
-    in bars of each whole bar from there on). primer: the sketch's events from a bar line. A
+    """(the first planned bar's step in the primer's bar grid, per variation its plan: 0 (new), -1
+    (a rest bar) or the lag in bars of each whole bar from there on). primer: the sketch's events from a bar line. A
     variation's plan is drawn again (up to PLAN_TRIES) while it brings back the same material to the
     same bars as an earlier variation's in more than half of them: four variations, four ideas."""
     form = load_form() if FORM_PLAN else None
@@ -281,9 +281,9 @@ def _planned_material(ids: list[int], plan: list[int]) -> list[int]:
     ids = list(ids)
     out = []
     for lag in plan:
-        material = ids[len(ids) - lag] if lag else -1
+        material = ids[len(ids) - lag] if lag > 0 else -1
         out.append(material)
-        ids.append(material if lag else -2 - len(ids))
+        ids.append(material if lag > 0 else -2 - len(ids))
     return out
 
 
@@ -308,7 +308,8 @@ def _lift(primers: list[list[int]], device) -> torch.Tensor | None:
 
 def _copy_lags(primers: list[list[int]], bar_start: list[int], options: list[SamplingOptions], rows: list,
                steps: int, device) -> torch.Tensor | None:
-    """(rows, steps) per continuation step of each row, 0 or the steps back of the event it copies."""
+    """(rows, steps) per continuation step of each row, 0, -1 (a rest bar) or the steps back of the
+    event it copies."""
     if not FORM_PLAN:
         return None
     lags = torch.zeros(len(rows), steps, dtype=torch.long)
@@ -324,7 +325,7 @@ def _copy_lags(primers: list[list[int]], bar_start: list[int], options: list[Sam
         for b, lag in enumerate(plan[v]):
             if lag:
                 start = first + b * STEPS_PER_BAR - length  # continuation steps of the bar
-                lags[r, max(start, 0) : start + STEPS_PER_BAR] = lag * STEPS_PER_BAR
+                lags[r, max(start, 0) : start + STEPS_PER_BAR] = lag * STEPS_PER_BAR if lag > 0 else -1
     return lags.to(device) if bool(lags.any()) else None
 
 

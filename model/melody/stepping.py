@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from model.melody.network import LOOKBACKS, MelodyNet
 from model.melody.same_note import SameNoteRun
-from model.music.events import NO_EVENT, NOTE_OFF, NUM_CLASSES, PAD, STEPS_PER_BAR
+from model.music.events import FIRST_NOTE_ON, NO_EVENT, NOTE_OFF, NUM_CLASSES, PAD, STEPS_PER_BAR
 
 
 @torch.no_grad()
@@ -184,11 +184,16 @@ def _generate_sorted(model: MelodyNet, primer, temperature, top_p, allowed_event
         if copying is not None:  # a returning bar: lean towards its source's event
             lag = copying[:, s]
             active = lag > 0
-            target = sequence[row_index, (t - lag).clamp(min=0)]
+            target = sequence[row_index, (t - lag.clamp(min=0)).clamp(min=0)]
             target = torch.where((target == NOTE_OFF) & ~sounding, NO_EVENT, target)
             active &= target < NUM_CLASSES
             target = target.clamp(max=NUM_CLASSES - 1)
             allowed_now[:, NO_EVENT] |= active & (target == NO_EVENT)
+            quiet = lag < 0  # a rest bar: no note starts; the held note ends when the network likes
+            if bool(quiet.any()):
+                allowed_now[:, FIRST_NOTE_ON:] &= ~quiet[:, None]
+                allowed_now[:, NO_EVENT] |= quiet
+                allowed_now[:, NOTE_OFF] &= ~quiet | sounding
         if step_allowed is not None:
             both = allowed_now & step_allowed[:, s]
             allowed_now = torch.where(both.any(-1, keepdim=True), both, step_allowed[:, s])

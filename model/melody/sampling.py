@@ -233,6 +233,8 @@ def _sample(primers: list[list[int]], options: list[SamplingOptions], model: Mel
         for _ in range(opt.variations):
             candidates = [(result[r, :length].tolist(), float(loglik[r, :length].sum()) / length)
                           for r in range(row, row + opt.candidates)]
+            if FORM_PLAN and opt.rhythm is None and opt.candidates >= FALLBACK_FROM:  # the last: a fallback
+                candidates[-1] = (candidates[-1][0], candidates[-1][1] - FALLBACK_PENALTY)
             answers[i].append(choose(primers[i], candidates, answers[i], chords[i]))
             row += opt.candidates
     return answers
@@ -241,6 +243,8 @@ def _sample(primers: list[list[int]], options: list[SamplingOptions], model: Mel
 # -- the form plan: bars that bring the song's own material back (issue 23, model.melody.form) --------
 FORM_PLAN = True  # off: every bar is the network's own (as before issue 23's form plan)
 COPY_BIAS = 6.0  # added to the (temperature-scaled) logit of a returning bar's source event
+FALLBACK_FROM = 3  # candidates per variation from which the last one follows a plan of its own (a fallback)
+FALLBACK_PENALTY = 10.0  # nats per step off a fallback's score: chosen only when the others are near-copies
 PLAN_TRIES = 8  # draws of a variation's plan until it shares at most half its bars with another's
 
 
@@ -248,7 +252,8 @@ def form_plans(primer: list[int], bars: int, variations: int, seed: int) -> tupl
     """(the first planned bar's step in the primer's bar grid, per variation its plan: 0 (new), -1
     (a rest bar) or the lag in bars of each whole bar from there on). primer: the sketch's events from a bar line. A
     variation's plan is drawn again (up to PLAN_TRIES) while it brings back the same material to the
-    same bars as an earlier variation's in more than half of them: four variations, four ideas."""
+    same bars as an earlier variation's in half of them or more (a new bar may match by itself: the
+    choice's limit is more than half): four variations, four ideas."""
     form = load_form() if FORM_PLAN else None
     first = -(-len(primer) // STEPS_PER_BAR)
     count = (len(primer) + bars * STEPS_PER_BAR) // STEPS_PER_BAR - first
@@ -269,11 +274,29 @@ def form_plans(primer: list[int], bars: int, variations: int, seed: int) -> tupl
             shared = max([sum(a == b >= 0 for a, b in zip(source, other)) for other in sources] + [0])
             if best is None or shared < best[0]:
                 best = (shared, plan, source)
-            if shared <= count // 2:
+            if shared < count // 2:  # at most half, less one: a new bar may match by itself
                 break
         plans.append(best[1])
         sources.append(best[2])
     return first * STEPS_PER_BAR, plans
+
+
+def candidate_plans(primer: list[int], bars: int, variations: int, candidates: int,
+                    seed: int) -> tuple[int, list[list[list[int]]]]:
+    """As form_plans, per variation a plan per candidate: the variation's plan, but with
+    FALLBACK_FROM candidates or more the last one draws its own: the choice takes it only when
+    every other candidate is a near-copy of another variation (a sketch whose bars the network
+    repeats by itself), see _sample."""
+    first, plans = form_plans(primer, bars, variations, seed)
+    form = load_form() if FORM_PLAN else None
+    if form is None or candidates < FALLBACK_FROM or not plans or not plans[0]:
+        return first, [[plan] * candidates for plan in plans]
+    from model.melody.form import WINDOW  # noqa: PLC0415
+
+    context = form_bar_sets(primer)[-WINDOW:]
+    crc = zlib.crc32(bytes(e % 256 for e in primer))
+    return first, [[plan] * (candidates - 1) + [form.plan(context, len(plan), np.random.default_rng([seed, v, crc, 1]))]
+                   for v, plan in enumerate(plans)]  # fmt: skip
 
 
 def _planned_material(ids: list[int], plan: list[int]) -> list[int]:
@@ -317,12 +340,12 @@ def _copy_lags(primers: list[list[int]], bar_start: list[int], options: list[Sam
     for i, opt in enumerate(options):
         if opt.rhythm is None:
             sketch = primers[i][bar_start[i]:]
-            plans[i] = (len(sketch), *form_plans(sketch, opt.bars, opt.variations, opt.seed))
-    for r, (i, v, _) in enumerate(rows):
+            plans[i] = (len(sketch), *candidate_plans(sketch, opt.bars, opt.variations, opt.candidates, opt.seed))
+    for r, (i, v, k) in enumerate(rows):
         if i not in plans:
             continue
         length, first, plan = plans[i]
-        for b, lag in enumerate(plan[v]):
+        for b, lag in enumerate(plan[v][k]):
             if lag:
                 start = first + b * STEPS_PER_BAR - length  # continuation steps of the bar
                 lags[r, max(start, 0) : start + STEPS_PER_BAR] = lag * STEPS_PER_BAR if lag > 0 else -1

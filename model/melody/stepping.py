@@ -140,9 +140,12 @@ def _generate_sorted(model: MelodyNet, primer, temperature, top_p, allowed_event
     run = _trailing_no_events(sequence[:, :p_len])  # (B,) NO_EVENTs in a row at the end so far (PAD is none)
     repeats = None if repeat_cap is None else SameNoteRun.of(sequence[:, :p_len], repeat_cap)
     copying = None if copy_lag is None or not bool((copy_lag > 0).any()) else copy_lag
-    if copying is not None:
+    if copying is not None:  # per step, once: which rows copy, from where; which steps need any of it
         row_index = torch.arange(batch, device=device)
         sounding = _sounding(sequence[:, :p_len])
+        copy_active = copying > 0
+        source_index = (torch.arange(p_len, p_len + steps, device=device)[None, :] - copying.clamp(min=0)).clamp(min=0)
+        copy_any, quiet_any = copy_active.any(0).tolist(), (copying < 0).any(0).tolist()
     loglik = torch.zeros(batch, steps, device=device)
     nucleus_p = None if bool((top_p >= 1).all()) else top_p  # top_p 1 everywhere: no sorting
     w = StepWeights.cached(model)
@@ -181,30 +184,29 @@ def _generate_sorted(model: MelodyNet, primer, temperature, top_p, allowed_event
                 logits = logits + chord_guide[:, s]
         allowed_now = allowed_events.clone()
         allowed_now[:, NO_EVENT] &= (max_run == 0) | (run < max_run)
-        if copying is not None:  # a returning bar: lean towards its source's event
-            lag = copying[:, s]
-            active = lag > 0
-            target = sequence[row_index, (t - lag.clamp(min=0)).clamp(min=0)]
+        copy_now = copying is not None and copy_any[s]
+        if copy_now:  # a returning bar: lean towards its source's event
+            target = sequence.gather(1, source_index[:, s, None])[:, 0]
             target = torch.where((target == NOTE_OFF) & ~sounding, NO_EVENT, target)
-            active &= target < NUM_CLASSES
+            active = copy_active[:, s] & (target < NUM_CLASSES)
             target = target.clamp(max=NUM_CLASSES - 1)
             allowed_now[:, NO_EVENT] |= active & (target == NO_EVENT)
-            quiet = lag < 0  # a rest bar: no note starts; the held note ends when the network likes
-            if bool(quiet.any()):
-                allowed_now[:, FIRST_NOTE_ON:] &= ~quiet[:, None]
-                allowed_now[:, NO_EVENT] |= quiet
-                allowed_now[:, NOTE_OFF] &= ~quiet | sounding
+        if copying is not None and quiet_any[s]:  # a rest bar: no note starts; a held note ends as it likes
+            quiet = copying[:, s] < 0
+            allowed_now[:, FIRST_NOTE_ON:] &= ~quiet[:, None]
+            allowed_now[:, NO_EVENT] |= quiet
+            allowed_now[:, NOTE_OFF] &= ~quiet | sounding
         if step_allowed is not None:
             both = allowed_now & step_allowed[:, s]
             allowed_now = torch.where(both.any(-1, keepdim=True), both, step_allowed[:, s])
         scaled = logits / temperature[:, None].clamp(min=1e-3)
         if event_bias is not None:
             scaled = scaled + event_bias
-        if copying is not None:
+        if copy_now:
             scaled = scaled.index_put((row_index, target), active.to(scaled.dtype) * copy_bias, accumulate=True)
         if repeats is not None:
             limited = repeats.limit(scaled, allowed_now)
-            if copying is not None and copy_free_runs:  # a returning bar keeps its source's repeats, to the stop
+            if copy_now and copy_free_runs:  # a returning bar keeps its source's repeats, to the stop
                 kept = active & (repeats.count < len(repeats.cap) - 1)
                 limited = torch.where(kept[:, None], scaled, limited)
             scaled = limited

@@ -141,7 +141,6 @@ def _generate_sorted(model: MelodyNet, primer, temperature, top_p, allowed_event
     repeats = None if repeat_cap is None else SameNoteRun.of(sequence[:, :p_len], repeat_cap)
     copying = None if copy_lag is None or not bool((copy_lag > 0).any()) else copy_lag
     if copying is not None:  # per step, once: which rows copy, from where; which steps need any of it
-        row_index = torch.arange(batch, device=device)
         sounding = _sounding(sequence[:, :p_len])
         copy_active = copying > 0
         source_index = (torch.arange(p_len, p_len + steps, device=device)[None, :] - copying.clamp(min=0)).clamp(min=0)
@@ -203,7 +202,7 @@ def _generate_sorted(model: MelodyNet, primer, temperature, top_p, allowed_event
         if event_bias is not None:
             scaled = scaled + event_bias
         if copy_now:
-            scaled = scaled.index_put((row_index, target), active.to(scaled.dtype) * copy_bias, accumulate=True)
+            scaled = scaled.scatter_add(1, target[:, None], active[:, None].to(scaled.dtype) * copy_bias)
         if repeats is not None:
             limited = repeats.limit(scaled, allowed_now)
             if copy_now and copy_free_runs:  # a returning bar keeps its source's repeats, to the stop

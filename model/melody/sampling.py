@@ -371,7 +371,9 @@ CHORD_TONE_WEIGHT = 3.0  # against the distance from it
 CHORD_SCALE = 1.4  # the network's direct chord-to-output bias, scaled by this when sampling
 # A phrase ends on a long stable note: real 8-bar continuations end on a note of a quarter or more
 # on the tonic triad in 32% of songs, the sampler's in 17-21% (issue 23, model/lab/takes.py).
-PHRASE_END_WEIGHT = 2.0  # (1 before the form plan, whose candidates share a plan) for a continuation whose last note is that long and on a tonic-triad degree or chord tone
+# For a continuation whose last note is that long and on a tonic-triad degree or chord tone (1 before the
+# form plan: its candidates share a variation's plan, so the choice has fewer endings to pick from).
+PHRASE_END_WEIGHT = 2.0
 PHRASE_END_STEPS = 4
 REPEAT_JACCARD = 0.75  # a bar re-uses an earlier one when their (onset in bar, pitch) sets overlap this much
 

@@ -3,7 +3,9 @@
 The CLI (`model.generate`) and the bot's worker both call `continue_melodies`; it samples every
 variation of every request in one batched pass. Each variation is the best of a few candidates
 sampled in that same pass: the one that re-uses the melody's own bars about as often as pop songs
-do, is likely under the model, and differs from the variations chosen before it.
+do, is likely under the model, and differs from the variations chosen before it. Before the pass,
+each variation draws a form plan (model.melody.form: which bars bring a bar of the sketch back, which
+are new, which rest), and the step sampler follows it.
 """
 
 from __future__ import annotations

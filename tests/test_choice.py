@@ -33,7 +33,14 @@ def bar(text: str) -> list[int]:
 BAR_A, BAR_B, BAR_C, BAR_D = bar("C4 E G C"), bar("D4 F A D"), bar("E4 G B E"), bar("F4 A C F")
 
 
-def test_one_candidate_is_the_plain_sampler(tiny_model):
+@pytest.fixture
+def plain_steps(monkeypatch):
+    """The sampler without issue 23's form plan and register lift (tests/test_form.py has those)."""
+    monkeypatch.setattr(sampling, "FORM_PLAN", False)
+    monkeypatch.setattr(sampling, "LIFT", 0.0)
+
+
+def test_one_candidate_is_the_plain_sampler(tiny_model, plain_steps):
     options = SamplingOptions(bars=2, variations=3, seed=5, candidates=1)
     [got] = continue_melodies(tiny_model, [PRIMER], [options])
     primer = torch.tensor([PRIMER] * 3)
@@ -44,7 +51,7 @@ def test_one_candidate_is_the_plain_sampler(tiny_model):
     assert got == plain.tolist()
 
 
-def test_each_variation_is_the_best_of_its_own_candidates(tiny_model):
+def test_each_variation_is_the_best_of_its_own_candidates(tiny_model, plain_steps):
     options = SamplingOptions(bars=2, variations=3, seed=9, candidates=4, temperature=2.0, top_p=1.0)
     first = continue_melodies(tiny_model, [PRIMER], [options])[0]
     assert continue_melodies(tiny_model, [PRIMER], [options])[0] == first

@@ -3,16 +3,20 @@
 The CLI (`model.generate`) and the bot's worker both call `continue_melodies`; it samples every
 variation of every request in one batched pass. Each variation is the best of a few candidates
 sampled in that same pass: the one that re-uses the melody's own bars about as often as pop songs
-do, is likely under the model, and differs from the variations chosen before it.
+do, is likely under the model, and differs from the variations chosen before it. Before the pass,
+each variation draws a form plan (model.melody.form: which bars bring a bar of the sketch back, which
+are new, which rest), and the step sampler follows it.
 """
 
 from __future__ import annotations
 
 import math
+import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from model.defaults import (
@@ -29,6 +33,8 @@ from model.defaults import (
     TOP_P_RANGE,
 )
 from model.melody import stepping
+from model.melody.form import bar_sets as form_bar_sets
+from model.melody.form import load_form
 from model.melody.network import CHORD_ROOT, NO_CHORD, MelodyNet, load_checkpoint
 from model.music.chords import chord_tone_share, chords_per_step
 from model.music.events import NOTE_OFF, NUM_CLASSES, PAD, STEPS_PER_BAR, event_pitch, events_to_notes, is_note_on
@@ -217,6 +223,9 @@ def _sample(primers: list[list[int]], options: list[SamplingOptions], model: Mel
         lengths=lengths,
         step_allowed=_rhythm_masks([options[i].rhythm and options[i].rhythm[v] for i, v, _ in rows], steps, device),
         repeat_cap=same_note_caps(),
+        copy_lag=_copy_lags(primers, bar_start, options, rows, steps, device),
+        copy_bias=COPY_BIAS,
+        event_bias=_lift([primers[i] for i, _, _ in rows], device),
     )
     result, loglik = result.cpu(), loglik.cpu()
     answers: list[list[list[int]]] = [[] for _ in options]
@@ -226,9 +235,123 @@ def _sample(primers: list[list[int]], options: list[SamplingOptions], model: Mel
         for _ in range(opt.variations):
             candidates = [(result[r, :length].tolist(), float(loglik[r, :length].sum()) / length)
                           for r in range(row, row + opt.candidates)]
+            if FORM_PLAN and opt.rhythm is None and opt.candidates >= FALLBACK_FROM:  # the last: a fallback
+                candidates[-1] = (candidates[-1][0], candidates[-1][1] - FALLBACK_PENALTY)
             answers[i].append(choose(primers[i], candidates, answers[i], chords[i]))
             row += opt.candidates
     return answers
+
+
+# -- the form plan: bars that bring the song's own material back (issue 23, model.melody.form) --------
+FORM_PLAN = True  # off: every bar is the network's own (as before issue 23's form plan)
+COPY_BIAS = 6.0  # added to the (temperature-scaled) logit of a returning bar's source event
+FALLBACK_FROM = 3  # candidates per variation from which the last one follows a plan of its own (a fallback)
+FALLBACK_PENALTY = 10.0  # nats per step off a fallback's score: chosen only when the others are near-copies
+PLAN_TRIES = 8  # draws of a variation's plan until it shares at most half its bars with another's
+
+
+def form_plans(primer: list[int], bars: int, variations: int, seed: int) -> tuple[int, list[list[int]]]:
+    """(the first planned bar's step in the primer's bar grid, per variation its plan: 0 (new), -1
+    (a rest bar) or the lag in bars of each whole bar from there on). primer: the sketch's events from a bar line. A
+    variation's plan is drawn again (up to PLAN_TRIES) while it brings back the same material to the
+    same bars as an earlier variation's in half of them or more (a new bar may match by itself: the
+    choice's limit is more than half): four variations, four ideas."""
+    form = load_form() if FORM_PLAN else None
+    first = -(-len(primer) // STEPS_PER_BAR)
+    count = (len(primer) + bars * STEPS_PER_BAR) // STEPS_PER_BAR - first
+    if form is None or count <= 0:
+        return first * STEPS_PER_BAR, [[0] * max(count, 0) for _ in range(variations)]
+    from model.melody.form import WINDOW, material_ids  # noqa: PLC0415
+
+    context = form_bar_sets(primer)[-WINDOW:]
+    ids = material_ids(context)
+    plans: list[list[int]] = []
+    sources: list[list[int]] = []
+    for v in range(variations):
+        rng = np.random.default_rng([seed, v, zlib.crc32(bytes(e % 256 for e in primer))])  # the sketch's own draws
+        best = None
+        for _ in range(PLAN_TRIES):
+            plan = form.plan(context, count, rng)
+            source = _planned_material(ids, plan)
+            shared = max([sum(a == b >= 0 for a, b in zip(source, other)) for other in sources] + [0])
+            if best is None or shared < best[0]:
+                best = (shared, plan, source)
+            if shared < count // 2:  # at most half, less one: a new bar may match by itself
+                break
+        plans.append(best[1])
+        sources.append(best[2])
+    return first * STEPS_PER_BAR, plans
+
+
+def candidate_plans(primer: list[int], bars: int, variations: int, candidates: int,
+                    seed: int) -> tuple[int, list[list[list[int]]]]:
+    """As form_plans, per variation a plan per candidate: the variation's plan, but with
+    FALLBACK_FROM candidates or more the last one draws its own: the choice takes it only when
+    every other candidate is a near-copy of another variation (a sketch whose bars the network
+    repeats by itself), see _sample."""
+    first, plans = form_plans(primer, bars, variations, seed)
+    form = load_form() if FORM_PLAN else None
+    if form is None or candidates < FALLBACK_FROM or not plans or not plans[0]:
+        return first, [[plan] * candidates for plan in plans]
+    from model.melody.form import WINDOW  # noqa: PLC0415
+
+    context = form_bar_sets(primer)[-WINDOW:]
+    crc = zlib.crc32(bytes(e % 256 for e in primer))
+    return first, [[plan] * (candidates - 1) + [form.plan(context, len(plan), np.random.default_rng([seed, v, crc, 1]))]
+                   for v, plan in enumerate(plans)]  # fmt: skip
+
+
+def _planned_material(ids: list[int], plan: list[int]) -> list[int]:
+    """Per planned bar, the material id it brings back, -1 for a new bar."""
+    ids = list(ids)
+    out = []
+    for lag in plan:
+        material = ids[len(ids) - lag] if lag > 0 else -1
+        out.append(material)
+        ids.append(material if lag > 0 else -2 - len(ids))
+    return out
+
+
+LIFT = 0.6  # logit per octave above the sketch's mean pitch (real continuations sit 0.8 semitones above it)
+LIFT_BARS = 8  # the sketch's last bars whose mean pitch is the reference
+
+
+def _lift(primers: list[list[int]], device) -> torch.Tensor | None:
+    if not LIFT:
+        return None
+    from model.music.events import FIRST_NOTE_ON, MIN_PITCH  # noqa: PLC0415
+
+    pitches = torch.arange(NUM_CLASSES, dtype=torch.float32) - FIRST_NOTE_ON + MIN_PITCH
+    out = torch.zeros(len(primers), NUM_CLASSES)
+    for r, p in enumerate(primers):
+        notes = [event_pitch(e) for e in p[-LIFT_BARS * STEPS_PER_BAR :] if is_note_on(e)] or [event_pitch(e) for e in p
+                                                                                               if is_note_on(e)]
+        mean = sum(notes) / len(notes)
+        out[r, FIRST_NOTE_ON:] = LIFT * ((pitches[FIRST_NOTE_ON:] - mean) / 12).clamp(-1, 1)
+    return out.to(device)
+
+
+def _copy_lags(primers: list[list[int]], bar_start: list[int], options: list[SamplingOptions], rows: list,
+               steps: int, device) -> torch.Tensor | None:
+    """(rows, steps) per continuation step of each row, 0, -1 (a rest bar) or the steps back of the
+    event it copies."""
+    if not FORM_PLAN:
+        return None
+    lags = torch.zeros(len(rows), steps, dtype=torch.long)
+    plans = {}
+    for i, opt in enumerate(options):
+        if opt.rhythm is None:
+            sketch = primers[i][bar_start[i]:]
+            plans[i] = (len(sketch), *candidate_plans(sketch, opt.bars, opt.variations, opt.candidates, opt.seed))
+    for r, (i, v, k) in enumerate(rows):
+        if i not in plans:
+            continue
+        length, first, plan = plans[i]
+        for b, lag in enumerate(plan[v][k]):
+            if lag:
+                start = first + b * STEPS_PER_BAR - length  # continuation steps of the bar
+                lags[r, max(start, 0) : start + STEPS_PER_BAR] = lag * STEPS_PER_BAR if lag > 0 else -1
+    return lags.to(device) if bool(lags.any()) else None
 
 
 # -- choosing a variation among its candidates -----------------------------------------------------
@@ -250,7 +373,9 @@ CHORD_TONE_WEIGHT = 3.0  # against the distance from it
 CHORD_SCALE = 1.4  # the network's direct chord-to-output bias, scaled by this when sampling
 # A phrase ends on a long stable note: real 8-bar continuations end on a note of a quarter or more
 # on the tonic triad in 32% of songs, the sampler's in 17-21% (issue 23, model/lab/takes.py).
-PHRASE_END_WEIGHT = 1.0  # for a continuation whose last note is that long and on a tonic-triad degree or chord tone
+# For a continuation whose last note is that long and on a tonic-triad degree or chord tone (1 before the
+# form plan: its candidates share a variation's plan, so the choice has fewer endings to pick from).
+PHRASE_END_WEIGHT = 2.0
 PHRASE_END_STEPS = 4
 REPEAT_JACCARD = 0.75  # a bar re-uses an earlier one when their (onset in bar, pitch) sets overlap this much
 

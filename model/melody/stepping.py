@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from model.melody.network import LOOKBACKS, MelodyNet
 from model.melody.same_note import SameNoteRun
-from model.music.events import NO_EVENT, NUM_CLASSES, PAD, STEPS_PER_BAR
+from model.music.events import FIRST_NOTE_ON, NO_EVENT, NOTE_OFF, NUM_CLASSES, PAD, STEPS_PER_BAR
 
 
 @torch.no_grad()
@@ -37,6 +37,10 @@ def generate(
     lengths: torch.Tensor | None = None,
     step_allowed: torch.Tensor | None = None,
     repeat_cap: torch.Tensor | None = None,
+    copy_lag: torch.Tensor | None = None,
+    copy_bias: float = 0.0,
+    copy_free_runs: bool = True,
+    event_bias: torch.Tensor | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Continue each primer row by `steps` events, all rows in one batched pass.
 
@@ -56,7 +60,14 @@ def generate(
     so a row asking for fewer steps than the batch can score just its own. step_allowed
     (B, steps, NUM_CLASSES) bool or None: what each row may do at each step besides
     allowed_events (a lyric's rhythm: NOTE_ON only where a syllable starts); where the two
-    leave nothing, step_allowed alone."""
+    leave nothing, step_allowed alone. copy_lag (B, steps) long or None: per step, 0 or how many
+    steps back lies the event this step should copy (a form plan's returning bar,
+    model.melody.form): that event's logit gets copy_bias more (after temperature, before the
+    same-note cap, which with copy_free_runs spares a copying step until the run is at the cap's
+    last entry: the source's own repeats come back, never a run past the stop), a rest or held
+    note it copies is allowed past max_run, and a NOTE_OFF it copies while nothing sounds reads
+    as NO_EVENT. event_bias (B, NUM_CLASSES) or None: added to every step's logits after
+    temperature (a register's lift)."""
     batch, p_len = primer.shape
     device = primer.device
     pad = [0] * batch if lengths is None else [p_len - int(n) for n in lengths.tolist()]
@@ -64,22 +75,24 @@ def generate(
         raise ValueError(f"primer lengths must be between 2 and {p_len}, not {lengths.tolist()}")
     offset = torch.zeros(batch, dtype=torch.long, device=device) if offset is None else offset
     max_run = torch.zeros(batch, dtype=torch.long, device=device) if max_run is None else max_run
-    inputs = (primer, temperature, top_p, allowed_events, offset, max_run, chords, step_allowed)
+    inputs = (primer, temperature, top_p, allowed_events, offset, max_run, chords, step_allowed, copy_lag, event_bias)
     order = sorted(range(batch), key=pad.__getitem__)  # rows padded alike side by side: each group a slice
     if order == list(range(batch)):
-        out = _generate_sorted(model, *inputs, steps, seeds, pad, chord_scale, with_loglik, repeat_cap)
+        out = _generate_sorted(model, *inputs, steps, seeds, pad, chord_scale, with_loglik, repeat_cap, copy_bias,
+                               copy_free_runs)
     else:
         index = torch.tensor(order, device=device)
         inputs = tuple(x if x is None else x[index] for x in inputs)
         out = _generate_sorted(model, *inputs, steps, [seeds[b] for b in order], [pad[b] for b in order],
-                               chord_scale, with_loglik, repeat_cap)  # fmt: skip
+                               chord_scale, with_loglik, repeat_cap, copy_bias, copy_free_runs)  # fmt: skip
         back = torch.argsort(index)
         out = out[0][back], out[1][back]
     return out if with_loglik else out[0]
 
 
 def _generate_sorted(model: MelodyNet, primer, temperature, top_p, allowed_events, offset, max_run, chords,
-                     step_allowed, steps, seeds, pad, chord_scale, with_loglik, repeat_cap=None):  # fmt: skip
+                     step_allowed, copy_lag, event_bias, steps, seeds, pad, chord_scale, with_loglik, repeat_cap=None,
+                     copy_bias=0.0, copy_free_runs=True):  # fmt: skip
     """generate, its rows in order of padding -> (events, loglik: zeros without with_loglik)."""
     batch, p_len = primer.shape
     device = primer.device
@@ -126,6 +139,12 @@ def _generate_sorted(model: MelodyNet, primer, temperature, top_p, allowed_event
             chord_guide = (chord_scale - 1.0) * (chord_bias - no_chord_bias)
     run = _trailing_no_events(sequence[:, :p_len])  # (B,) NO_EVENTs in a row at the end so far (PAD is none)
     repeats = None if repeat_cap is None else SameNoteRun.of(sequence[:, :p_len], repeat_cap)
+    copying = None if copy_lag is None or not bool((copy_lag > 0).any()) else copy_lag
+    if copying is not None:  # per step, once: which rows copy, from where; which steps need any of it
+        sounding = _sounding(sequence[:, :p_len])
+        copy_active = copying > 0
+        source_index = (torch.arange(p_len, p_len + steps, device=device)[None, :] - copying.clamp(min=0)).clamp(min=0)
+        copy_any, quiet_any = copy_active.any(0).tolist(), (copying < 0).any(0).tolist()
     loglik = torch.zeros(batch, steps, device=device)
     nucleus_p = None if bool((top_p >= 1).all()) else top_p  # top_p 1 everywhere: no sorting
     w = StepWeights.cached(model)
@@ -164,17 +183,39 @@ def _generate_sorted(model: MelodyNet, primer, temperature, top_p, allowed_event
                 logits = logits + chord_guide[:, s]
         allowed_now = allowed_events.clone()
         allowed_now[:, NO_EVENT] &= (max_run == 0) | (run < max_run)
+        copy_now = copying is not None and copy_any[s]
+        if copy_now:  # a returning bar: lean towards its source's event
+            target = sequence.gather(1, source_index[:, s, None])[:, 0]
+            target = torch.where((target == NOTE_OFF) & ~sounding, NO_EVENT, target)
+            active = copy_active[:, s] & (target < NUM_CLASSES)
+            target = target.clamp(max=NUM_CLASSES - 1)
+            allowed_now[:, NO_EVENT] |= active & (target == NO_EVENT)
+        if copying is not None and quiet_any[s]:  # a rest bar: no note starts; a held note ends as it likes
+            quiet = copying[:, s] < 0
+            allowed_now[:, FIRST_NOTE_ON:] &= ~quiet[:, None]
+            allowed_now[:, NO_EVENT] |= quiet
+            allowed_now[:, NOTE_OFF] &= ~quiet | sounding
         if step_allowed is not None:
             both = allowed_now & step_allowed[:, s]
             allowed_now = torch.where(both.any(-1, keepdim=True), both, step_allowed[:, s])
         scaled = logits / temperature[:, None].clamp(min=1e-3)
+        if event_bias is not None:
+            scaled = scaled + event_bias
+        if copy_now:
+            scaled = scaled.scatter_add(1, target[:, None], active[:, None].to(scaled.dtype) * copy_bias)
         if repeats is not None:
-            scaled = repeats.limit(scaled, allowed_now)
+            limited = repeats.limit(scaled, allowed_now)
+            if copy_now and copy_free_runs:  # a returning bar keeps its source's repeats, to the stop
+                kept = active & (repeats.count < len(repeats.cap) - 1)
+                limited = torch.where(kept[:, None], scaled, limited)
+            scaled = limited
         log_probs = nucleus(scaled, nucleus_p, allowed_now)
         sequence[:, t] = (log_probs + noise[:, s]).argmax(-1)  # Gumbel-max sampling
         if repeats is not None:
             repeats.update(sequence[:, t])
         run = torch.where(sequence[:, t] == NO_EVENT, run + 1, 0)
+        if copying is not None:
+            sounding = torch.where(sequence[:, t] == NO_EVENT, sounding, sequence[:, t] != NOTE_OFF)
         if with_loglik:
             loglik[:, s] = torch.log_softmax(model_logits, -1).gather(1, sequence[:, t : t + 1])[:, 0]
         new_key = projected[:, hidden : 2 * hidden] + position_qk[:, hidden:]
@@ -280,6 +321,15 @@ def _trailing_no_events(primer: torch.Tensor) -> torch.Tensor:
     is_event = primer != NO_EVENT
     last_event = torch.where(is_event, torch.arange(primer.shape[1], device=primer.device), -1).max(1).values
     return primer.shape[1] - 1 - last_event
+
+
+def _sounding(primer: torch.Tensor) -> torch.Tensor:
+    """(B, P) -> (B,) whether a note still sounds after each row (its last event other than
+    NO_EVENT is a NOTE_ON)."""
+    moves = (primer != NO_EVENT) & (primer != PAD)
+    last = torch.where(moves, torch.arange(primer.shape[1], device=primer.device), 0).max(1).values
+    event = primer.gather(1, last[:, None])[:, 0]
+    return moves.any(1) & (event != NOTE_OFF) & (event != NO_EVENT) & (event != PAD)
 
 
 def gumbel_noise(seeds: list[int], steps: int) -> torch.Tensor:

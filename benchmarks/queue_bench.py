@@ -32,6 +32,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from e2e_bench import _tree as process_tree  # noqa: E402  (this folder: a pid and its descendants)
+
 from bot.jobs import Job, JobState  # noqa: E402
 from bot.queue.local import LocalQueue  # noqa: E402
 from bot.settings import Settings  # noqa: E402
@@ -80,7 +82,7 @@ def memory_kib(pid: int) -> dict[str, int]:
     """VmRSS and VmHWM of the worker and its render process (bot/worker/render_process.py: it
     holds the rendered notes), summed: a peak is each process's own, so their sum is an upper bound."""
     values = {"VmRSS": 0, "VmHWM": 0}
-    for process in _with_children(pid):
+    for process in process_tree(pid):
         try:
             lines = Path(f"/proc/{process}/status").read_text().splitlines()
         except OSError:  # ended meanwhile
@@ -90,19 +92,6 @@ def memory_kib(pid: int) -> dict[str, int]:
             if name in values:
                 values[name] += int(rest.split()[0])
     return values
-
-
-def _with_children(pid: int) -> list[int]:
-    pids, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        pids.append(current)
-        for task in Path(f"/proc/{current}/task").glob("*"):
-            try:
-                todo += [int(child) for child in (task / "children").read_text().split()]
-            except OSError:
-                pass
-    return pids
 
 
 async def queue_run(weights: Path, jobs: int, bars: int, variations: int, render: bool, threads: int, idle: int):

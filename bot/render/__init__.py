@@ -155,8 +155,9 @@ def render_variations(
     # the GIL) run in the pool while this thread adds up the next variation, then writes the MIDI
     # files and draws the piano rolls.
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    with ThreadPoolExecutor(min(cores, len(melodies))) as pool:
-        synthesize_new_notes(played, bpm, soundfont, deadline, pool)
+    workers = min(cores, len(melodies))
+    with ThreadPoolExecutor(workers) as pool:
+        synthesize_new_notes(played, bpm, soundfont, deadline, pool, workers)
         sounds = [pool.submit(sound_of, render_bus(arrangement, bpm, soundfont, deadline)) for arrangement in played]
         lap("synth")
         words = list(lyrics) if lyrics is not None else [None] * len(melodies)

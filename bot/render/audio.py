@@ -386,7 +386,7 @@ def _note_key(font: tuple, bank: int, program: int, pitch: int, velocity: int, h
 
 
 def render_new_notes(soundfont: str, notes: Sequence[tuple[int, int, int, int, int, int]], deadline: float,
-                     pool: Executor) -> None:
+                     pool: Executor, workers: int) -> None:
     """Put into NOTES every one of these render_notes notes it lacks, rendered in `pool`'s
     threads (a synthesizer each), so that render_notes then only adds them up."""
     font = _font_key(soundfont)
@@ -398,7 +398,7 @@ def render_new_notes(soundfont: str, notes: Sequence[tuple[int, int, int, int, i
     if not new:
         return
     work = list(new.items())
-    shares = max(1, min(len(work), getattr(pool, "_max_workers", 1)))
+    shares = max(1, min(len(work), workers))
 
     def render(share: list) -> None:
         synth = _POOL.acquire(font)

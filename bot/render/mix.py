@@ -169,14 +169,14 @@ def _places(part, frames_per_step: float) -> dict[tuple[float, bool], list[tuple
     return groups
 
 
-def synthesize_new_notes(arrangements, bpm: float, soundfont: str, deadline: float, pool) -> None:
+def synthesize_new_notes(arrangements, bpm: float, soundfont: str, deadline: float, pool, workers: int) -> None:
     """Render every note of these arrangements that the note cache lacks, spread over the
     executor's threads (synthesis is libfluidsynth's native code: threads run it in parallel;
     adding the notes up, in render_bus, is many small steps in Python and is not spread)."""
     frames_per_step = SAMPLE_RATE * 60.0 / bpm / STEPS_PER_BEAT
     notes = [note for arrangement in arrangements for part in arrangement.parts if part.notes
              for group in _places(part, frames_per_step).values() for note in group]  # fmt: skip
-    render_new_notes(soundfont, notes, deadline, pool)
+    render_new_notes(soundfont, notes, deadline, pool, workers)
 
 
 def _with_hats_closed(group: list[tuple], frames: int, soundfont: str, deadline: float) -> np.ndarray:

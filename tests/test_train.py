@@ -11,7 +11,7 @@ import torch
 from midi_factory import TrackSpec, make_midi, write_song_folder
 
 import model.lab.data
-from model.lab.train import TrainConfig, export, train
+from model.lab.train import TrainConfig, export, learning_rate, train
 from model.melody.network import CHORD_ROOT, NO_CHORD, load_checkpoint
 from model.melody.sampling import SamplingOptions, continue_melodies, load_model
 from model.music.events import note_on
@@ -76,6 +76,21 @@ def test_training_lowers_the_loss_resumes_and_exports(songs_folder, tmp_path, ca
         torch.testing.assert_close(value, best.state_dict()[name], atol=1e-2, rtol=1e-2)
     [[continuation]] = continue_melodies(exported, [[note_on(60), 0, 0, 0]], [SamplingOptions(bars=1, variations=1)])
     assert len(continuation) == 16
+
+
+def test_a_time_budget_stops_the_run_scores_it_and_decays_the_rate(songs_folder, tmp_path, capsys, tiny_config):
+    """A lent GPU's run: steps unknown beforehand, so `minutes` bounds it and drives the schedule."""
+    budget = replace(CONFIG, steps=1_000_000, eval_every=1_000_000, minutes=0.05)  # 3 seconds
+    last = train(songs_folder, tmp_path / "run", budget, tiny_config, device="cpu", threads=1)
+    assert "time budget of 0.05 minutes used at step" in capsys.readouterr().out
+    stored = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    assert 10 < stored["step"] < 1_000_000
+    history = stored["history"]
+    assert history[-1] == last and history[-1]["step"] == stored["step"]  # scored where it stopped
+    assert 2 <= len(history) <= 11  # and at each tenth of the budget reached, not at every step
+    assert (tmp_path / "run" / "best.pt").exists()
+    assert learning_rate(10_000, budget, time_used=0.5) == pytest.approx(CONFIG.lr * (0.05 + 0.95 * 0.5))
+    assert learning_rate(10_000, budget, time_used=1.0) == pytest.approx(CONFIG.lr * 0.05)
 
 
 # -- chords ----------------------------------------------------------------------------------------

@@ -51,13 +51,17 @@ class TrainConfig:
     save_every: int = 100  # steps between resumable checkpoints
     chord_dropout: float = 0.4  # share of windows trained without chords
     extra_share: float = 0.0  # share of windows cut from the --extra folder's songs
+    minutes: float = 0.0  # wall-clock budget (0: none); the schedule then follows the share of it used
     seed: int = 1234
 
 
-def learning_rate(step: int, config: TrainConfig) -> float:
+def learning_rate(step: int, config: TrainConfig, time_used: float = 0.0) -> float:
+    """Linear warm-up, then cosine decay to 5% over the steps or, when the run has a time budget
+    (`minutes`: a lent GPU's lease, whose step rate is not known before), over whichever share of
+    steps or time is used up first."""
     if step < config.warmup:
         return config.lr * (step + 1) / config.warmup
-    progress = (step - config.warmup) / max(1, config.steps - config.warmup)
+    progress = max((step - config.warmup) / max(1, config.steps - config.warmup), time_used)
     return config.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
@@ -118,6 +122,8 @@ def train(folder: Path, out: Path, config: TrainConfig, net: NetworkConfig, devi
 
     progress = tqdm(range(start, config.steps), initial=start, total=config.steps, desc="training")
     began, running = time.time(), None
+    time_used = lambda: (time.time() - began) / (60 * config.minutes) if config.minutes else 0.0  # noqa: E731
+    scored_tenths = 0  # with a time budget, the held-out split is scored at each tenth of it too
     for step in progress:
         model.train()
         primer_steps = int(rng.choice(config.primer_steps))
@@ -127,7 +133,7 @@ def train(folder: Path, out: Path, config: TrainConfig, net: NetworkConfig, devi
         logits = model(primer, target, chords=chords)
         loss = F.cross_entropy(logits[mask], target[mask].clamp(max=PAD - 1))
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, config)
+            group["lr"] = learning_rate(step, config, time_used())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
@@ -135,9 +141,13 @@ def train(folder: Path, out: Path, config: TrainConfig, net: NetworkConfig, devi
         running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
         progress.set_postfix(loss=f"{running:.3f}", refresh=False)  # the bar redraws at its own pace
 
-        done = step + 1
+        done, used = step + 1, time_used()
+        out_of_time = used >= 1.0
+        last_step = done == config.steps or out_of_time
         extra = dict(step=done, history=history, train_config=asdict(config))
-        if done % config.eval_every == 0 or done == config.steps:
+        tenth_reached = config.minutes and int(used * 10) > scored_tenths
+        scored_tenths = max(scored_tenths, int(used * 10))
+        if done % config.eval_every == 0 or last_step or tenth_reached:
             result = evaluate(model, held_out, device)
             result.update(step=done, train_loss=running, minutes=(time.time() - began) / 60)
             history.append(result)
@@ -145,8 +155,11 @@ def train(folder: Path, out: Path, config: TrainConfig, net: NetworkConfig, devi
             if result["nll"] < best_nll:
                 best_nll = result["nll"]
                 save_checkpoint(best, model, **extra)
-        if done % config.eval_every == 0 or done % config.save_every == 0 or done == config.steps:
+        if done % config.eval_every == 0 or done % config.save_every == 0 or last_step or tenth_reached:
             save_checkpoint(last, model, optimizer=optimizer.state_dict(), best_nll=best_nll, **extra)
+        if out_of_time:
+            tqdm.write(f"time budget of {config.minutes:g} minutes used at step {done}")
+            break
     return history[-1] if history else {}
 
 

@@ -341,7 +341,7 @@ def _lift(primers: list[list[int]], device) -> torch.Tensor | None:
 # notes starting after it, sampled no hotter than temperature 1 (stepping.generate's end_bias).
 CADENCE_STEPS = STEPS_PER_BAR  # the last bar
 CADENCE_LATE_STEPS = 7  # after its third beat's onset
-CADENCE_STABLE = 1.5  # logit added before that to a note of the tonic triad, and again to a tone of the chord under it
+CADENCE_STABLE = 1.0  # logit added before that to a note of the tonic triad, and again to a tone of the chord under it
 CADENCE_LATE = 1.0  # logit taken from every note starting in the last CADENCE_LATE_STEPS
 
 
@@ -409,9 +409,11 @@ CHORD_TONE_TARGET = 0.67  # with chords: share of note duration on chord tones (
 CHORD_TONE_WEIGHT = 3.0  # against the distance from it
 CHORD_SCALE = 1.4  # the network's direct chord-to-output bias, scaled by this when sampling
 # A phrase ends on a long stable note: real 8-bar continuations end on a note of a quarter or more
-# on the tonic triad in 32% of songs, the sampler's in 17-21% (issue 23, model/lab/takes.py).
-# For a continuation whose last note is that long and on a tonic-triad degree or chord tone (1 before the
-# form plan: its candidates share a variation's plan, so the choice has fewer endings to pick from).
+# on the tonic triad in 32% of songs, the sampler's in 17-21% (issue 23, model/lab/takes.py); the
+# cadence (CADENCE_*) makes such endings likelier, the choice picks them: for a continuation whose last
+# note is that long and on a tonic-triad degree or chord tone (1 before the form plan: its candidates
+# share a variation's plan, so the choice has fewer endings to pick from; with the cadence, 1 leaves
+# temperature 1.3 at 0.30 and below).
 PHRASE_END_WEIGHT = 2.0
 PHRASE_END_STEPS = 4
 REPEAT_JACCARD = 0.75  # a bar re-uses an earlier one when their (onset in bar, pitch) sets overlap this much

@@ -80,3 +80,44 @@ def test_a_phrase_ends_on_a_long_stable_note():
     assert not ends_like_phrase(parse_notes("D4 F4 D4:2"), c_major)  # the second degree: still moving
     assert not ends_like_phrase(parse_notes("D4 F4 E4:0.5"), c_major)  # an eighth: no breath
     assert ends_like_phrase(parse_notes("D4 F4 G4")[:-1] + [0] * 3, c_major)  # still sounding at the end
+
+
+CADENCE_PRIMERS = [
+    prepare_primer(parse_notes("C4 E4 G4 A4 G4:2 E4:2 F4 A4 C5 A4 G4:4 E4:0.5 F4:0.5 G4:0.5 A4:0.5 B4 D5 C5 A4 F4 D4")),
+    prepare_primer(parse_notes("A3:0.5 C4:0.5 E4:0.5 A4:0.5 G4 E4 D4:0.5 C4:0.5 D4 E4 C4 A3:2")),
+]
+
+
+def test_the_cadence_ends_wild_takes_like_phrases(shipped, monkeypatch):
+    """At temperature 1.3, one candidate each: the network alone ends a quarter of its takes on a long
+    stable note; the cadence on the last bar about half (real pop's chosen variations: a third)."""
+    primers = [p for p in CADENCE_PRIMERS for _ in range(4)]
+    options = [SamplingOptions(bars=4, variations=16, temperature=1.3, seed=s, candidates=1) for s in range(4)] * 2
+
+    def share() -> float:
+        answers = continue_melodies(shipped, primers, options)
+        ends = [sampling.ends_on_stable_note(p, take) for p, takes in zip(primers, answers) for take in takes]
+        return sum(ends) / len(ends)
+
+    with_cadence = share()
+    monkeypatch.setattr(sampling, "CADENCE_STABLE", 0.0)
+    monkeypatch.setattr(sampling, "CADENCE_LATE", 0.0)
+    alone = share()
+    assert with_cadence >= 0.4 and with_cadence >= 1.5 * alone
+
+
+def test_end_bias_acts_on_each_rows_own_last_steps_no_hotter_than_temperature_1(shipped):
+    from model.melody import stepping
+
+    primer = torch.tensor([CADENCE_PRIMERS[1][-32:]] * 2)
+    kwargs = dict(top_p=torch.ones(2), seeds=[5, 5], allowed_events=torch.ones(2, NUM_CLASSES, dtype=torch.bool))
+    plain = stepping.generate(shipped, primer, 16, temperature=torch.ones(2), **kwargs)
+    end_bias = torch.zeros(2, 4, NUM_CLASSES)
+    end_bias[:, :, note_on(71)] = 100.0  # B4 wherever it applies
+    got = stepping.generate(shipped, primer, 16, temperature=torch.ones(2), end_bias=end_bias,
+                            end_start=torch.tensor([12, 16]), **kwargs)  # row 1's last steps lie past the end
+    assert torch.equal(got[0, :12], plain[0, :12]) and got[0, 12:].tolist() == [note_on(71)] * 4
+    assert torch.equal(got[1], plain[1])
+    hot = stepping.generate(shipped, primer, 16, temperature=torch.full((2,), 2.0),
+                            end_bias=torch.zeros(2, 16, NUM_CLASSES), end_start=torch.tensor([0, 16]), **kwargs)
+    assert torch.equal(hot[0], plain[0]) and not torch.equal(hot[1], plain[1])  # row 0 sampled at temperature 1

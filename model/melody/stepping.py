@@ -41,6 +41,8 @@ def generate(
     copy_bias: float = 0.0,
     copy_free_runs: bool = True,
     event_bias: torch.Tensor | None = None,
+    end_bias: torch.Tensor | None = None,
+    end_start: torch.Tensor | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Continue each primer row by `steps` events, all rows in one batched pass.
 
@@ -67,7 +69,9 @@ def generate(
     last entry: the source's own repeats come back, never a run past the stop), a rest or held
     note it copies is allowed past max_run, and a NOTE_OFF it copies while nothing sounds reads
     as NO_EVENT. event_bias (B, NUM_CLASSES) or None: added to every step's logits after
-    temperature (a register's lift)."""
+    temperature (a register's lift). end_bias (B, K, NUM_CLASSES) or None: added likewise on each
+    row's K steps from end_start (B,) on (a phrase's end: its row's last K steps), which it samples
+    no hotter than temperature 1."""
     batch, p_len = primer.shape
     device = primer.device
     pad = [0] * batch if lengths is None else [p_len - int(n) for n in lengths.tolist()]
@@ -75,7 +79,8 @@ def generate(
         raise ValueError(f"primer lengths must be between 2 and {p_len}, not {lengths.tolist()}")
     offset = torch.zeros(batch, dtype=torch.long, device=device) if offset is None else offset
     max_run = torch.zeros(batch, dtype=torch.long, device=device) if max_run is None else max_run
-    inputs = (primer, temperature, top_p, allowed_events, offset, max_run, chords, step_allowed, copy_lag, event_bias)
+    inputs = (primer, temperature, top_p, allowed_events, offset, max_run, chords, step_allowed, copy_lag, event_bias,
+              end_bias, end_start)
     order = sorted(range(batch), key=pad.__getitem__)  # rows padded alike side by side: each group a slice
     if order == list(range(batch)):
         out = _generate_sorted(model, *inputs, steps, seeds, pad, chord_scale, with_loglik, repeat_cap, copy_bias,
@@ -91,8 +96,8 @@ def generate(
 
 
 def _generate_sorted(model: MelodyNet, primer, temperature, top_p, allowed_events, offset, max_run, chords,
-                     step_allowed, copy_lag, event_bias, steps, seeds, pad, chord_scale, with_loglik, repeat_cap=None,
-                     copy_bias=0.0, copy_free_runs=True):  # fmt: skip
+                     step_allowed, copy_lag, event_bias, end_bias, end_start, steps, seeds, pad, chord_scale,
+                     with_loglik, repeat_cap=None, copy_bias=0.0, copy_free_runs=True):  # fmt: skip
     """generate, its rows in order of padding -> (events, loglik: zeros without with_loglik)."""
     batch, p_len = primer.shape
     device = primer.device
@@ -157,6 +162,12 @@ def _generate_sorted(model: MelodyNet, primer, temperature, top_p, allowed_event
     positions = (targets[None, :] - offset[:, None]) % STEPS_PER_BAR  # (B, steps)
     position_rows = positions + w.position_row
     state = [list(state[0]), list(state[1])]  # per layer (B, H), replaced step by step
+    if end_bias is not None:  # per step, which rows are in their last steps, and which of them
+        end_index = torch.arange(steps, device=device)[None, :] - end_start[:, None]
+        end_inside = (end_index >= 0) & (end_index < end_bias.shape[1])
+        end_index = end_index.clamp(0, end_bias.shape[1] - 1)
+        end_any = end_inside.any(0).tolist()
+        rows_index = torch.arange(batch, device=device)
     for t in range(p_len, p_len + steps):
         s = t - p_len
         rows = torch.cat([sequence[:, event_columns[s]] + w.event_rows, position_rows[:, s, None]], 1)
@@ -198,9 +209,15 @@ def _generate_sorted(model: MelodyNet, primer, temperature, top_p, allowed_event
         if step_allowed is not None:
             both = allowed_now & step_allowed[:, s]
             allowed_now = torch.where(both.any(-1, keepdim=True), both, step_allowed[:, s])
-        scaled = logits / temperature[:, None].clamp(min=1e-3)
+        ending = end_bias is not None and end_any[s]
+        if ending:  # a phrase's end: its bias, and a wild take still lands
+            inside = end_inside[:, s]
+            heat = torch.where(inside, temperature.clamp(max=1.0), temperature)
+        scaled = logits / (heat if ending else temperature)[:, None].clamp(min=1e-3)
         if event_bias is not None:
             scaled = scaled + event_bias
+        if ending:
+            scaled = scaled + end_bias[rows_index, end_index[:, s]] * inside[:, None]
         if copy_now:
             scaled = scaled.scatter_add(1, target[:, None], active[:, None].to(scaled.dtype) * copy_bias)
         if repeats is not None:

@@ -37,7 +37,18 @@ from model.melody.form import bar_sets as form_bar_sets
 from model.melody.form import load_form
 from model.melody.network import CHORD_ROOT, NO_CHORD, MelodyNet, load_checkpoint
 from model.music.chords import chord_tone_share, chords_per_step
-from model.music.events import NOTE_OFF, NUM_CLASSES, PAD, STEPS_PER_BAR, event_pitch, events_to_notes, is_note_on
+from model.music.events import (
+    FIRST_NOTE_ON,
+    MIN_PITCH,
+    NO_EVENT,
+    NOTE_OFF,
+    NUM_CLASSES,
+    PAD,
+    STEPS_PER_BAR,
+    event_pitch,
+    events_to_notes,
+    is_note_on,
+)
 from model.music.keys import KEY_NAMES, MAJOR_PROFILE, MAJOR_SCALE, MINOR_PROFILE, MINOR_SCALE, Key, detect_key  # noqa: F401
 
 MAX_PRIMER_STEPS = 64 * STEPS_PER_BAR  # longer primers keep only their last 64 bars
@@ -175,7 +186,6 @@ def _rhythm_masks(plans: list, steps: int, device) -> torch.Tensor | None:
     if not any(plans):
         return None
     from model.lyrics.rhythm import END, FREE, HOLD, ONSET, QUIET  # no torch there: the bot plans too
-    from model.music.events import FIRST_NOTE_ON, NO_EVENT
 
     table = torch.zeros(5, NUM_CLASSES, dtype=torch.bool)
     table[FREE] = True
@@ -320,8 +330,6 @@ LIFT_BARS = 8  # the sketch's last bars whose mean pitch is the reference
 def _lift(primers: list[list[int]], device) -> torch.Tensor | None:
     if not LIFT:
         return None
-    from model.music.events import FIRST_NOTE_ON, MIN_PITCH  # noqa: PLC0415
-
     pitches = torch.arange(NUM_CLASSES, dtype=torch.float32) - FIRST_NOTE_ON + MIN_PITCH
     out = torch.zeros(len(primers), NUM_CLASSES)
     for r, p in enumerate(primers):
@@ -347,22 +355,24 @@ CADENCE_LATE = 1.0  # logit taken from every note starting in the last CADENCE_L
 
 def _cadence(primers: list[list[int]], options: list[SamplingOptions], chords: list, rows: list, device) -> dict:
     """stepping.generate's end_bias and end_start: per row, the bias on its last CADENCE_STEPS."""
-    from model.music.events import FIRST_NOTE_ON  # noqa: PLC0415
-
     if not (CADENCE_STABLE or CADENCE_LATE):
         return {}
-    classes = [(event - FIRST_NOTE_ON) % 12 for event in range(FIRST_NOTE_ON, NUM_CLASSES)]
+    note_classes = torch.tensor([event_pitch(e) % 12 for e in range(FIRST_NOTE_ON, NUM_CLASSES)])
+
+    def stable(pitch_classes) -> torch.Tensor:  # 1 on each NOTE_ON of these pitch classes
+        return torch.isin(note_classes, torch.tensor(sorted(pitch_classes), dtype=torch.long)).float()
+
     per_request = []
     for primer, opt, chord in zip(primers, options, chords):
         length = opt.bars * STEPS_PER_BAR
+        tonic = stable(_tonic_triad(tuple(primer)))
         bias = torch.zeros(CADENCE_STEPS, NUM_CLASSES)
         for j, step in enumerate(range(length - CADENCE_STEPS, length)):
+            under = chord[step] if chord and 0 <= step < len(chord) else None
             if step >= length - CADENCE_LATE_STEPS:
                 bias[j, FIRST_NOTE_ON:] = -CADENCE_LATE
-                continue
-            under = chord[step] if chord and 0 <= step < len(chord) else None
-            for stable in (_tonic_triad(tuple(primer)), under.pitch_classes if under is not None else ()):
-                bias[j, FIRST_NOTE_ON:] += CADENCE_STABLE * torch.tensor([c in stable for c in classes])
+            else:
+                bias[j, FIRST_NOTE_ON:] = CADENCE_STABLE * (tonic + (stable(under.pitch_classes) if under else 0))
         per_request.append((length - CADENCE_STEPS, bias))
     return {"end_bias": torch.stack([per_request[i][1] for i, _, _ in rows]).to(device),
             "end_start": torch.tensor([per_request[i][0] for i, _, _ in rows], device=device)}

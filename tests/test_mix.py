@@ -67,7 +67,10 @@ def fluidsynth_playing(soundfont: str, part: Part, frames: int) -> np.ndarray:
 
 def played_apart(part: Part, frames: int, soundfont: str) -> np.ndarray:
     """The mixer's rendering of a part, every place of the kit added up (mono, unpanned)."""
-    return sum(mono for _, mono in mixing._render_part(part, FRAMES_PER_STEP, frames, soundfont, time.monotonic() + 30))
+    mono = np.zeros(frames, dtype=np.float32)
+    for group in mixing._places(part, FRAMES_PER_STEP).values():
+        mixing._render_place(part, group, soundfont, time.monotonic() + 30, mono)
+    return mono
 
 
 def envelope_db(samples: np.ndarray, window: int = 441) -> np.ndarray:

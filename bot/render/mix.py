@@ -27,6 +27,7 @@ import time
 from collections import defaultdict
 
 import numpy as np
+from scipy.linalg.blas import sger
 
 from bot.render.audio import DRUM_BANK, SAMPLE_RATE, TAIL_S, find_soundfont, render_new_notes, render_notes
 from bot.render.errors import RenderError
@@ -64,10 +65,13 @@ HI_HATS = {42, 44, 46}  # one exclusive class: each closes the one before
 # -200 timecents (fluid_voice_kill_excl), 100 dB in 0.89 s.
 CHOKE_FADE_S = 2 ** (-200 / 1200)
 CHOKE_FADE_DB = 100.0
-# Velocities are played to the nearest multiple of this (at most 2 away: ~0.5 dB, the timbre the
-# same), so that humanised parts reuse rendered notes: a part whose velocities wander by +-8
-# renders ~4x fewer distinct notes. The MIDI file keeps every velocity as the arranger wrote it.
-VELOCITY_STEP = 4
+# Velocities are played to the nearest multiple of this (at most 4 away: 0.7 dB at velocity 100,
+# 1.1 dB at 64, as much as the arranger's own +-3 humanising; the timbre the same), so that
+# humanised parts reuse rendered notes: over 40 answers a band plays ~1,700 distinct notes at 8,
+# ~2,600 at 4, and the note cache (NOTE_CACHE_MB) holds ~1,400, so a warm worker renders ~2.5x
+# fewer new notes an answer (BENCHMARKS.md, issue 22). The MIDI file keeps every velocity as the
+# arranger wrote it.
+VELOCITY_STEP = 8
 
 
 _WARM = []  # whether load_mixer has run its libraries once in this process
@@ -110,38 +114,35 @@ def render_bus(arrangement, bpm: float, soundfont: str, deadline: float) -> tupl
     send (frames,): mono, the room spreads it)."""
     frames_per_step = SAMPLE_RATE * 60.0 / bpm / STEPS_PER_BEAT
     frames = round(arrangement.steps * frames_per_step + TAIL_S * SAMPLE_RATE)
-    dry = np.zeros((2, frames), dtype=np.float32)
-    send = np.zeros(frames, dtype=np.float32)
-    scaled = np.empty(frames, dtype=np.float32)  # one buffer for every gain x part: no temporaries
-
-    def add(row: np.ndarray, mono: np.ndarray, gain: float) -> None:
-        np.add(row, np.multiply(mono, np.float32(gain), out=scaled), out=row)
-
+    bus = np.zeros((3, frames), dtype=np.float32)  # dry left, dry right, send
+    mono = np.empty(frames, dtype=np.float32)  # one place in the stereo image at a time
     for part in arrangement.parts:
         if not part.notes:
             continue
         level = 10 ** (part.level_db / 20)
         part_send = 10 ** (SEND_DB.get(part.name, DEFAULT_SEND_DB) / 20)
         heard = False
-        for (pan, dry_kick), mono in _render_part(part, frames_per_step, frames, soundfont, deadline):
+        for (pan, dry_kick), group in _places(part, frames_per_step).items():
+            mono.fill(0.0)
+            _render_place(part, group, soundfont, deadline, mono)
             heard = heard or float(np.abs(mono[::8]).max()) >= SILENCE_PEAK  # (a drum hit is > 8 frames)
-            for channel, gain in enumerate(_pan_gains(pan) * level):
-                add(dry[channel], mono, gain)
-            add(send, mono, level * (10 ** (KICK_SEND_DB / 20) if dry_kick else part_send))
+            send = 10 ** (KICK_SEND_DB / 20) if dry_kick else part_send
+            gains = np.append(_pan_gains(pan), np.float32(send)) * np.float32(level)
+            # bus += gains x mono in one pass over the place (BLAS's rank-one update; numpy's
+            # multiply-then-add per row went over it six times)
+            sger(1.0, mono, gains, a=bus.T, overwrite_a=True)
         if not heard and min(n.start for n in part.notes) * frames_per_step < frames:
             raise RenderError(f"FluidSynth produced silence for the {part.name} part; is the soundfont "
                               "a General MIDI soundfont with a drum kit?")  # fmt: skip
-    return dry, send
+    return bus[:2], bus[2]
 
 
-def _render_part(part, frames_per_step: float, frames: int, soundfont: str, deadline: float):
-    """One part's notes -> ((pan, stays dry), mono float32 samples), one at a time (a whole song
-    is tens of MB a buffer): one for a melodic part, one per place in the kit for drums."""
-    for place, group in _places(part, frames_per_step).items():
-        if part.is_drum and any(note[4] in HI_HATS for note in group):
-            yield place, _with_hats_closed(group, frames, soundfont, deadline)
-        else:
-            yield place, render_notes(soundfont, group, frames, deadline)
+def _render_place(part, group: list[tuple], soundfont: str, deadline: float, out: np.ndarray) -> None:
+    """One place's notes (_places) added into `out`: for drums, hi-hats closing each other."""
+    if part.is_drum and any(note[4] in HI_HATS for note in group):
+        _with_hats_closed(group, soundfont, deadline, out)
+    else:
+        render_notes(soundfont, group, len(out), deadline, out=out)
 
 
 def _places(part, frames_per_step: float) -> dict[tuple[float, bool], list[tuple]]:
@@ -179,24 +180,23 @@ def synthesize_new_notes(arrangements, bpm: float, soundfont: str, deadline: flo
     render_new_notes(soundfont, notes, deadline, pool, workers)
 
 
-def _with_hats_closed(group: list[tuple], frames: int, soundfont: str, deadline: float) -> np.ndarray:
-    """Drum notes of one place in the kit, each hi-hat released fast where the next hi-hat
-    starts, as the kit's exclusive class does in FluidSynth."""
-    audio = np.zeros(frames, dtype=np.float32)
+def _with_hats_closed(group: list[tuple], soundfont: str, deadline: float, out: np.ndarray) -> None:
+    """Drum notes of one place in the kit added into `out`, each hi-hat released fast where the
+    next hi-hat starts, as the kit's exclusive class does in FluidSynth."""
+    frames = len(out)
     hats = sorted(note for note in group if note[4] in HI_HATS)
-    others = [note for note in group if note[4] not in HI_HATS]
-    render_notes(soundfont, others, frames, deadline, out=audio)
+    render_notes(soundfont, [note for note in group if note[4] not in HI_HATS], frames, deadline, out=out)
     fade = max(1, round(CHOKE_FADE_S * SAMPLE_RATE))
     ramp = (10 ** (-CHOKE_FADE_DB / 20 * np.arange(fade) / fade)).astype(np.float32)
     for index, hat in enumerate(hats):
+        at = hat[0]
         until = hats[index + 1][0] if index + 1 < len(hats) else frames
-        one = render_notes(soundfont, [(0, *hat[1:])], max(1, min(frames, until + fade) - hat[0]), deadline)
-        cut = until - hat[0]
+        one = render_notes(soundfont, [(0, *hat[1:])], max(1, min(frames, until + fade) - at), deadline)
+        cut = until - at
         if cut < len(one):  # closed by the next hat: CHOKE_FADE_DB over CHOKE_FADE_S, then nothing
             one[cut : cut + fade] *= ramp[: len(one) - cut]
             one[cut + fade :] = 0.0
-        audio[hat[0] : hat[0] + len(one)] += one[: frames - hat[0]]
-    return audio
+        out[at : at + len(one)] += one[: frames - at]
 
 
 def _pan_gains(pan: float) -> np.ndarray:
@@ -212,8 +212,8 @@ def master(dry: np.ndarray, send: np.ndarray, deadline: float) -> np.ndarray:
     if time.monotonic() > deadline:
         raise RenderError("rendering took longer than the rendering timeout allowed and was stopped")
     bus = dry.copy()
-    if np.abs(send).max() > 0:
-        bus += _room(send, pedalboard)
+    if send.any():
+        _add_room(send, pedalboard, bus)
     _fade_out(bus)
     level = _level_db(bus)
     if level is None:
@@ -224,17 +224,28 @@ def master(dry: np.ndarray, send: np.ndarray, deadline: float) -> np.ndarray:
 
 
 def _room(send: np.ndarray, pedalboard) -> np.ndarray:
-    """The stereo reverb of the mono send, computed at half the sample rate (half the cost;
-    Freeverb scales its delays to the rate): a damped room has little above 5 kHz to lose."""
+    """The room alone: (2, frames), as _add_room adds it to a bus (benchmarks/mix_bench.py)."""
+    wet = np.zeros((2, len(send)), dtype=np.float32)
+    _add_room(send, pedalboard, wet)
+    return wet
+
+
+def _add_room(send: np.ndarray, pedalboard, bus: np.ndarray) -> None:
+    """Add the stereo reverb of the mono send into `bus`, computed at half the sample rate (half
+    the cost; Freeverb scales its delays to the rate): a damped room has little above 5 kHz to lose."""
     frames = len(send)
-    even = send[: frames - frames % 2]
-    half = 0.5 * (even[0::2] + even[1::2])  # a two-tap low-pass, then every other frame
-    wet = pedalboard.Reverb(**ROOM)(np.stack([half, half]), SAMPLE_RATE / 2)  # Freeverb decorrelates L, R
-    out = np.empty((2, frames), dtype=np.float32)
-    out[:, 0 : 2 * wet.shape[1] : 2] = wet
-    out[:, 1 : 2 * wet.shape[1] - 1 : 2] = 0.5 * (wet[:, :-1] + wet[:, 1:])  # linear interpolation
-    out[:, 2 * wet.shape[1] - 1 :] = wet[:, -1:]
-    return out
+    pairs = send[: frames - frames % 2].reshape(-1, 2)
+    half = np.empty((2, len(pairs)), dtype=np.float32)
+    np.add(pairs[:, 0], pairs[:, 1], out=half[0])  # a two-tap low-pass, then every other frame
+    half[0] *= 0.5
+    half[1] = half[0]  # Freeverb decorrelates left and right
+    wet = pedalboard.Reverb(**ROOM)(half, SAMPLE_RATE / 2)
+    count = wet.shape[1]
+    bus[:, 0 : 2 * count : 2] += wet
+    between = np.add(wet[:, :-1], wet[:, 1:])  # linear interpolation
+    between *= 0.5
+    bus[:, 1 : 2 * count - 1 : 2] += between
+    bus[:, 2 * count - 1 :] += wet[:, -1:]
 
 
 def _level_db(bus: np.ndarray) -> float | None:
@@ -262,8 +273,8 @@ def _loudness_under_limiter(bus: np.ndarray) -> np.ndarray:
     if not math.isfinite(loudness):  # shorter than one 400 ms block: the peak alone decides
         return bus * np.float32(10 ** (CEILING_DBFS / 20) / max(float(np.abs(bus).max()), 1e-12))
     peaks, ceiling = frame_peaks(bus), 10 ** (CEILING_DBFS / 20)
-    gain_db = TARGET_LUFS - loudness
-    best = None
+    gain_db, slope = TARGET_LUFS - loudness, 1.0
+    best = last = None
     for _ in range(MAX_TRIES):
         gain = np.float32(10 ** (gain_db / 20)) * limiter_gain(peaks * 10 ** (gain_db / 20), ceiling, SAMPLE_RATE)
         miss = TARGET_LUFS - integrated_from_power(power * gain.astype(np.float64) ** 2, SAMPLE_RATE)
@@ -271,7 +282,12 @@ def _loudness_under_limiter(bus: np.ndarray) -> np.ndarray:
             best = (miss, gain)
         if abs(miss) <= LOUDNESS_TOLERANCE:
             break
-        gain_db += miss  # the limiter took some loudness away: ask for that much more
+        if last is not None and gain_db != last[0]:  # how much loudness a dB of gain bought last time
+            slope = min(1.0, max(0.1, (last[1] - miss) / (gain_db - last[0])))
+        last = (gain_db, miss)
+        # the limiter took some loudness away: ask for more, the more the harder it limits (a
+        # kit alone gains ~0.3 LU a dB: asking for the miss alone took 6 tries to end 0.4 LU short)
+        gain_db += miss / slope
     return bus * best[1]
 
 

@@ -85,19 +85,30 @@ def limiter_gain(peaks: np.ndarray, ceiling: float, rate: int) -> np.ndarray:
     over windows that all contain t, so it is never above what t itself needs."""
     from scipy.ndimage import minimum_filter1d, uniform_filter1d
 
-    need = np.minimum(1.0, ceiling / np.maximum(peaks, 1e-12)).astype(np.float32)
-    if need.min() >= 1.0:
-        return need
+    frames, blocks = len(peaks), -(-len(peaks) // CHUNK)
     ahead, hold = max(1, round(LOOKAHEAD_S * rate)), round(HOLD_S * rate)
-    # held[t] <= the minimum need over [t - ahead - hold, t + ahead], taken over blocks of CHUNK
-    # frames (a block's least need; the window widened to whole blocks: 30x less work); then a
-    # mean over [t - ahead, t + ahead]: every window averaged contains t (belt and braces: and
-    # never above need).
-    frames, blocks = len(need), -(-len(need) // CHUNK)
-    per_block = np.pad(need, (0, blocks * CHUNK - frames), mode="edge").reshape(blocks, CHUNK).min(axis=1)
+    # Each block of CHUNK frames by its loudest frame: the work below is per block (30x less),
+    # and done frame by frame only around the blocks to be limited (a mix at -14 LUFS: ~1% of them).
+    loudest = np.pad(peaks, (0, blocks * CHUNK - frames)).reshape(blocks, CHUNK).max(axis=1)
+    gain = np.ones(frames, dtype=np.float32)
+    if loudest.max() <= ceiling:
+        return gain
+    per_block = np.minimum(1.0, ceiling / np.maximum(loudest, 1e-12)).astype(np.float32)  # each block's least need
+    # held[t] <= the minimum need over [t - ahead - hold, t + ahead], taken over whole blocks (the
+    # window widened to blocks); then a mean over [t - ahead, t + ahead]: every window averaged
+    # contains t (belt and braces: and never above the frame's own need).
     before, after = -(-(ahead + hold) // CHUNK) + 1, -(-ahead // CHUNK) + 1  # blocks either side, to spare
     padded = np.pad(per_block, (before, after), mode="edge")
     width = before + after + 1
-    windowed = minimum_filter1d(padded, width)[width // 2 : width // 2 + blocks]
-    held = np.repeat(windowed, CHUNK)[:frames]
-    return np.minimum(uniform_filter1d(held, 2 * ahead + 1, mode="nearest"), need)
+    held = minimum_filter1d(padded, width)[width // 2 : width // 2 + blocks]
+    # Where held is 1 over a block and the mean's reach either side, the gain is 1: work on the rest.
+    reach = -(-ahead // CHUNK) + 1
+    active = minimum_filter1d(held, 2 * reach + 1, mode="nearest") < 1.0
+    edges = np.flatnonzero(np.diff(np.concatenate([[False], active, [False]]).astype(np.int8)))
+    for first, last in zip(edges[0::2] * CHUNK, np.minimum(edges[1::2] * CHUNK, frames)):
+        low, high = max(0, first - ahead), min(frames, last + ahead)  # the mean's inputs, as for the whole
+        held_frames = np.repeat(held[low // CHUNK : -(-high // CHUNK)], CHUNK)[low % CHUNK :][: high - low]
+        mean = uniform_filter1d(held_frames, 2 * ahead + 1, mode="nearest")[first - low : last - low]
+        need = np.minimum(1.0, ceiling / np.maximum(peaks[first:last], 1e-12))
+        gain[first:last] = np.minimum(mean, need)
+    return gain

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
-@dataclass(frozen=True)
+@dataclass  # not frozen: a frozen dataclass's __init__ costs 3.5 times as much, and a band makes ~2000 a job
 class BandNote:
     pitch: int  # MIDI key 0..127 (drums: a General MIDI percussion key)
     start: float  # in sixteenth steps from the piece's first step; fractional = humanised timing

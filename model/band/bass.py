@@ -47,7 +47,7 @@ def chord_spans(chords: Sequence[Chord | None]) -> list[tuple[int, int, Chord | 
     """(start, end, chord) for each run of one chord."""
     spans, start = [], 0
     for step in range(1, len(chords) + 1):
-        if step == len(chords) or changes(chords[start], chords[step]):
+        if step == len(chords) or changes(chords[step - 1], chords[step]):  # equal to the run's start
             spans.append((start, step, chords[start]))
             start = step
     return spans

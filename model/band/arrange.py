@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from operator import attrgetter
 
 from model.band.bass import bass_notes
 from model.band.drums import drum_notes
@@ -81,7 +82,7 @@ def strum(notes: list[BandNote], spread: float) -> list[BandNote]:
         for i, note in enumerate(group):
             shift = min(i * gap, (note.end - note.start) / 2)
             out.append(BandNote(note.pitch, start + shift, note.end, note.velocity))
-    return sorted(out, key=lambda n: (n.start, n.pitch))
+    return sorted(out, key=attrgetter("start", "pitch"))
 
 
 def section_starts(steps: int, primer_steps: int) -> list[int]:

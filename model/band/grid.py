@@ -34,7 +34,10 @@ class Grid:
         sounding at its start or starting under it."""
         if self.sounding[start] is not None and (self.sounding[start] - pitch) % 12 in (1, 11):
             return True
-        return any(p is not None and (p - pitch) % 12 in (1, 11) for p in self.onset[start:end])
+        for p in self.onset[start:end]:  # a loop, not any() over a generator: half the time
+            if p is not None and (p - pitch) % 12 in (1, 11):
+                return True
+        return False
 
 
 def changes(chord, following) -> bool:

@@ -18,9 +18,11 @@ from __future__ import annotations
 import base64
 import functools
 import json
+import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
 from typing import NamedTuple
 
@@ -273,8 +275,8 @@ def _adapt(rows: list[tuple], mean_velocity: float, chords: Sequence[Chord | Non
             while pitch <= over:
                 pitch += 12
             if pitch <= TOP:
-                level = style.velocity + 0.5 * (velocity - mean_velocity)
-                placed[(step, pitch)] = BandNote(pitch, float(step), float(stop), int(max(20, min(120, level))))
+                placed[(step, pitch)] = BandNote(pitch, float(step), float(stop),
+                                                 _velocity(style.velocity, velocity, mean_velocity))
             continue
         while pitch > ceiling and pitch - 12 >= FLOOR - 5:
             pitch -= 12
@@ -285,9 +287,16 @@ def _adapt(rows: list[tuple], mean_velocity: float, chords: Sequence[Chord | Non
             pitch -= 12
         if pitch >= below:
             continue  # no room under the melody here
-        level = style.velocity + 0.5 * (velocity - mean_velocity)
-        placed[(step, pitch)] = BandNote(pitch, float(step), float(stop), int(max(20, min(120, level))))
-    return sorted(placed.values(), key=lambda n: (n.start, n.pitch))
+        placed[(step, pitch)] = BandNote(pitch, float(step), float(stop),
+                                         _velocity(style.velocity, velocity, mean_velocity))
+    return sorted(placed.values(), key=attrgetter("start", "pitch"))
+
+
+def _velocity(base: int, velocity: int, mean_velocity: float) -> int:
+    """A phrase note's velocity in the band: the style's, moved by half the note's accent in its
+    phrase, 20..120 (inline comparisons: builtin max and min cost 3 times as much)."""
+    level = base + 0.5 * (velocity - mean_velocity)
+    return int(20 if level < 20 else 120 if level > 120 else level)
 
 
 def _avoid_clashes(notes: list[BandNote], chords: Sequence[Chord | None], grid: Grid) -> list[BandNote]:
@@ -295,7 +304,7 @@ def _avoid_clashes(notes: list[BandNote], chords: Sequence[Chord | None], grid: 
     it sounds: it takes the nearest lower tone of its chord that does not, else it stops there."""
     out = []
     for note in notes:
-        start, end = int(note.start), int(np.ceil(note.end))
+        start, end = int(note.start), math.ceil(note.end)
         if not grid.rubs(note.pitch, start, end):
             out.append(note)
             continue

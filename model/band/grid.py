@@ -22,8 +22,8 @@ class Grid:
         for note in melody:  # one note at a time (model.music.events)
             if 0 <= note.start < steps:
                 onset[note.start] = note.pitch
-            for step in range(max(0, note.start), min(note.end, steps)):
-                sounding[step] = note.pitch
+            first, last = max(0, note.start), min(note.end, steps)
+            sounding[first:last] = [note.pitch] * (last - first)
         span_end = [steps] * (steps + 1)
         for step in range(steps - 2, -1, -1):
             span_end[step] = step + 1 if changes(chords[step], chords[step + 1]) else span_end[step + 1]

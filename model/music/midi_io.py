@@ -275,7 +275,7 @@ def write_arrangement(arrangement, bpm: float = DEFAULT_BPM, chords: Sequence | 
     naming each chord change; with `lyrics` ((step, syllable) pairs) a lyric event at each sung
     note of the MELODY track, as karaoke files have them. The bytes are written here directly:
     pretty_midi's writer (it sorts with a comparison function) took ~20 ms a band, mido's
-    messages ~15 ms, this ~1 ms."""
+    messages ~15 ms, this ~0.5 ms (8 bars, 4 parts)."""
     if chords is not None and len(chords) != arrangement.steps:
         raise ValueError(f"{len(chords)} chords for {arrangement.steps} steps; give one chord (or None) per step")
     ticks = ARRANGEMENT_RESOLUTION // STEPS_PER_BEAT  # per step

@@ -10,9 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from midi_factory import TrackSpec, make_midi
 
+from model.harmony import suggest
 from model.harmony.suggest import DEFAULT_HARMONY_WEIGHTS, HarmonyModel, load_model, suggest_chords
 from model.lab import harmony as harmonize
 from model.lab.harmony import Piece, accuracy, baseline_chords, load_pieces, train
@@ -106,6 +108,53 @@ def _triads_melody() -> list[int]:
             start = bar * STEPS_PER_BAR + 4 * beat
             notes.append(Note(start, start + 4, pitch))
     return notes_to_events(notes)[0]
+
+
+def _every_key_viterbi(model, features, tonics, at_bar, whole, key_scores):
+    """Viterbi in all keys side by side, written plainly: what suggest's pruned decoding must equal."""
+    emit = suggest._emission_scores(model, features, tonics)  # (K, T, S)
+    score, back = model.prior + emit[:, 0], []
+    for t in range(1, emit.shape[1]):
+        trans = model.trans_whole if whole else (model.trans_bar if at_bar[t - 1] else model.trans_mid)
+        total = score[:, :, None] + trans  # (K, S from, S to)
+        back.append(total.argmax(1))
+        score = np.take_along_axis(total, back[-1][:, None, :], 1)[:, 0] + emit[:, t]
+    ends = score.argmax(1)
+    best = int((score[np.arange(len(tonics)), ends] + key_scores).argmax())
+    path = [int(ends[best])]
+    for arg in reversed(back):
+        path.append(int(arg[best, path[-1]]))
+    return best, path[::-1]
+
+
+def _random_melody(rng: random.Random, steps: int) -> list[int]:
+    notes, step = [], rng.randrange(4)
+    while step < steps:
+        length = rng.choice([1, 2, 2, 4, 4, 6, 8])
+        notes.append(Note(step, min(step + length, steps), rng.randrange(55, 80)))
+        step += length + rng.choice([0, 0, 0, 2])
+    return notes_to_events(notes)[0]
+
+
+def test_decoding_only_the_keys_that_can_win_equals_decoding_all_12(small_model):
+    rng = random.Random(5)
+    melodies = [p.events for p in synthetic_pieces(6, seed=11)]
+    melodies += [_random_melody(rng, steps) for steps in (6, 20, 64, 150, 300)]
+    tables = ("emission", "key_profile", "prior", "trans_bar", "trans_mid", "trans_whole")
+    ties = HarmonyModel(**{name: np.zeros_like(getattr(small_model, name)) for name in tables})  # the first key wins
+    every_key = list(range(12))
+    for model in (small_model, load_model(), ties):
+        for events in melodies:
+            for frame, bar_position, tonics in ((8, 0, every_key), (16, 0, every_key), (8, 6, every_key),
+                                                (8, 0, [rng.randrange(12)])):
+                first = (-bar_position) % frame
+                features = suggest.melody_features(events, frame, first, bar_position)
+                bounds = suggest._frame_bounds(len(events), frame, first)
+                at_bar = [(bar_position + begin) % STEPS_PER_BAR == 0 for begin, _ in bounds[1:]]
+                key_scores = np.array([model.key_weight * float(features.sum((0, 1)) @ np.roll(model.key_profile, t))
+                                       for t in tonics])
+                args = (model, features, tonics, at_bar, frame == STEPS_PER_BAR, key_scores)
+                assert suggest._viterbi(*args) == _every_key_viterbi(*args)
 
 
 def test_the_shipped_parameters_load_small_and_suggest_c_g_am_f():

@@ -14,15 +14,16 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from operator import attrgetter
 
 from model.band.bass import bass_notes
 from model.band.drums import drum_notes
 from model.band.grid import Grid
 from model.band.keys import keys_notes
-from model.band.parts import Arrangement, BandNote, Part
+from model.band.parts import Arrangement, BandNote, Part, clamp_velocity
 from model.band.styles import NO_BAND, STYLES, Style, resolve_style
 from model.music.chords import Chord
-from model.music.events import STEPS_PER_BAR, events_to_notes
+from model.music.events import STEPS_PER_BAR, Note, events_to_notes
 
 SECTION_BARS = 8  # a crash every 8 bars from the continuation's start
 PHRASE_ARCH = (-4, 2, 6, 0)  # velocity over a 4-bar phrase: rise to its third bar, settle at its end
@@ -41,13 +42,17 @@ def accent(step: int) -> int:
     return -3 if position % 2 else 0
 
 
-def melody_part(events: Sequence[int], program: int, rng: random.Random) -> Part:
+_ACCENTS = [accent(position) for position in range(STEPS_PER_BAR)]  # accent(step) is _ACCENTS[step % STEPS_PER_BAR]
+
+
+def melody_part(tune: Sequence[Note], program: int, rng: random.Random) -> Part:
     notes = []
-    for note in events_to_notes(list(events)):
+    for note in tune:
         arch = PHRASE_ARCH[(note.start // STEPS_PER_BAR) % len(PHRASE_ARCH)]
         length_bonus = 2 if note.end - note.start >= 4 else 0
-        velocity = MELODY_VELOCITY + accent(note.start) + arch + length_bonus + int(rng.random() * 7) - 3
-        notes.append(BandNote(note.pitch, float(note.start), float(note.end), max(1, min(127, velocity))))
+        velocity = (MELODY_VELOCITY + _ACCENTS[note.start % STEPS_PER_BAR] + arch + length_bonus
+                    + int(rng.random() * 7) - 3)
+        notes.append(BandNote(note.pitch, float(note.start), float(note.end), clamp_velocity(velocity)))
     return Part("MELODY", program, notes)
 
 
@@ -57,8 +62,8 @@ def humanise(notes: list[BandNote], rng: random.Random) -> list[BandNote]:
     for note in notes:
         step = int(round(note.start))
         arch = PHRASE_ARCH[(step // STEPS_PER_BAR) % len(PHRASE_ARCH)]
-        velocity = note.velocity + accent(step) // 2 + arch // 2 + int(rng.random() * 7) - 3
-        out.append(BandNote(note.pitch, note.start, note.end, max(1, min(127, velocity))))
+        velocity = note.velocity + _ACCENTS[step % STEPS_PER_BAR] // 2 + arch // 2 + int(rng.random() * 7) - 3
+        out.append(BandNote(note.pitch, note.start, note.end, clamp_velocity(velocity)))
     return out
 
 
@@ -77,7 +82,7 @@ def strum(notes: list[BandNote], spread: float) -> list[BandNote]:
         for i, note in enumerate(group):
             shift = min(i * gap, (note.end - note.start) / 2)
             out.append(BandNote(note.pitch, start + shift, note.end, note.velocity))
-    return sorted(out, key=lambda n: (n.start, n.pitch))
+    return sorted(out, key=attrgetter("start", "pitch"))
 
 
 def section_starts(steps: int, primer_steps: int) -> list[int]:
@@ -97,7 +102,8 @@ def arrange(events: Sequence[int], chords: Sequence[Chord | None] | None, bpm: f
     chosen: Style = STYLES[name]
     rng = random.Random(seed)
     steps = len(events)
-    melody = melody_part(events, melody_program, rng)
+    tune = events_to_notes(list(events))
+    melody = melody_part(tune, melody_program, rng)
     arrangement = Arrangement(name, steps, [melody])
     if name == NO_BAND:
         if chords is not None:
@@ -106,7 +112,6 @@ def arrange(events: Sequence[int], chords: Sequence[Chord | None] | None, bpm: f
             block = [BandNote(n.pitch, float(n.start), float(n.end), n.velocity) for n in chord_notes(chords)]
             arrangement.parts.append(Part("CHORDS", chosen.keys_program, block, level_db=chosen.levels[0]))
         return arrangement
-    tune = events_to_notes(list(events))
     keys_pan, bass_pan, drums_pan = chosen.pans
     keys_level, bass_level, drums_level = chosen.levels
     if chords is not None and any(c is not None for c in chords):

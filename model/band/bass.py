@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from model.band.grid import Grid
+from model.band.grid import Grid, changes
 from model.band.parts import BandNote
 from model.band.styles import Style
 from model.music.chords import QUALITIES, Chord
@@ -36,10 +36,10 @@ def scale_of(chords: Sequence[Chord | None]) -> set[int]:
     """The 7 pitch classes the chords sound most (their time-weighted tones): the key the
     approach notes keep to."""
     weight = [0] * 12
-    for chord in chords:
+    for start, end, chord in chord_spans(chords):
         if chord is not None:
             for pc in chord.pitch_classes:
-                weight[pc] += 1
+                weight[pc] += end - start
     return set(sorted(range(12), key=lambda pc: -weight[pc])[:7])
 
 
@@ -47,7 +47,7 @@ def chord_spans(chords: Sequence[Chord | None]) -> list[tuple[int, int, Chord | 
     """(start, end, chord) for each run of one chord."""
     spans, start = [], 0
     for step in range(1, len(chords) + 1):
-        if step == len(chords) or chords[step] != chords[start]:
+        if step == len(chords) or changes(chords[step - 1], chords[step]):  # equal to the run's start
             spans.append((start, step, chords[start]))
             start = step
     return spans

@@ -3,10 +3,11 @@ by tempo, a fill leading into every 4th or 8th bar, and a crash where a section 
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Sequence
 
-from model.band.parts import BandNote
+from model.band.parts import BandNote, clamp_velocity
 from model.band.styles import CLOSED_HAT, CRASH, HIGH_TOM, KICK, LOW_TOM, MID_TOM, OPEN_HAT, PEDAL_HAT, SNARE, Style
 from model.music.events import STEPS_PER_BAR
 
@@ -49,6 +50,21 @@ def drum_notes(style: Style, steps: int, bpm: float, section_starts: Sequence[in
     chorded: per bar, whether the band plays there (a bar without chords keeps time on the hats)."""
     if not style.groove:
         return []
+    notes = []
+    bars_played = None if chorded is None else tuple(chorded)
+    for step, key, velocity in _hits(style, steps, bpm, tuple(section_starts), bars_played):
+        jitter = rng.uniform(-0.04, 0.04) if step > 0 else 0.0  # a drummer, not a sequencer
+        length = 4.0 if key == CRASH else 1.0
+        human = velocity + int(rng.random() * 13) - 6 + (4 if step % STEPS_PER_BAR == 0 else 0)
+        start = step + jitter
+        notes.append(BandNote(key, start if start > 0.0 else 0.0, start + length, clamp_velocity(human)))
+    return notes
+
+
+@functools.lru_cache(maxsize=64)  # a job's variations share it
+def _hits(style: Style, steps: int, bpm: float, section_starts: tuple[int, ...],
+          chorded: tuple[bool, ...] | None) -> tuple[tuple[int, int, int], ...]:
+    """drum_notes' (step, key, velocity) in order, before the drummer's hands."""
     bars = -(-steps // STEPS_PER_BAR)
     groove = groove_bar(style, bpm)
     hits: dict[tuple[int, int], int] = {}
@@ -68,12 +84,5 @@ def drum_notes(style: Style, steps: int, bpm: float, section_starts: Sequence[in
                 hits.pop((start, key), None)
             hits[(start, CRASH)] = 105
             hits[(start, KICK)] = max(hits.get((start, KICK), 0), 100)
-    notes = []
-    for (step, key), velocity in sorted(hits.items()):
-        if step >= steps or velocity <= 0:
-            continue
-        jitter = rng.uniform(-0.04, 0.04) if step > 0 else 0.0  # a drummer, not a sequencer
-        length = 4.0 if key == CRASH else 1.0
-        human = velocity + int(rng.random() * 13) - 6 + (4 if step % STEPS_PER_BAR == 0 else 0)
-        notes.append(BandNote(key, max(0.0, step + jitter), step + jitter + length, max(1, min(127, human))))
-    return notes
+    return tuple((step, key, velocity) for (step, key), velocity in sorted(hits.items())
+                 if step < steps and velocity > 0)

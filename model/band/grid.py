@@ -22,11 +22,11 @@ class Grid:
         for note in melody:  # one note at a time (model.music.events)
             if 0 <= note.start < steps:
                 onset[note.start] = note.pitch
-            for step in range(max(0, note.start), min(note.end, steps)):
-                sounding[step] = note.pitch
+            first, last = max(0, note.start), min(note.end, steps)
+            sounding[first:last] = [note.pitch] * (last - first)
         span_end = [steps] * (steps + 1)
         for step in range(steps - 2, -1, -1):
-            span_end[step] = step + 1 if chords[step + 1] != chords[step] else span_end[step + 1]
+            span_end[step] = step + 1 if changes(chords[step], chords[step + 1]) else span_end[step + 1]
         return cls(onset, sounding, span_end)
 
     def rubs(self, pitch: int, start: int, end: int) -> bool:
@@ -34,4 +34,13 @@ class Grid:
         sounding at its start or starting under it."""
         if self.sounding[start] is not None and (self.sounding[start] - pitch) % 12 in (1, 11):
             return True
-        return any(p is not None and (p - pitch) % 12 in (1, 11) for p in self.onset[start:end])
+        for p in self.onset[start:end]:  # a loop, not any() over a generator: half the time
+            if p is not None and (p - pitch) % 12 in (1, 11):
+                return True
+        return False
+
+
+def changes(chord, following) -> bool:
+    """Whether the chord changes from one step to the next. Per-step chords repeat one object over
+    the steps it lasts, so most steps need no comparison (a Chord's __eq__ builds two tuples)."""
+    return chord is not following and chord != following

@@ -10,8 +10,10 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 
 # pretty_midi imports pyfluidsynth, which prints where it found libfluidsynth to stdout whenever $CI
 # is set; the CLIs' stdout is their answer (file paths, counts), so that line is kept off it.
@@ -201,7 +203,7 @@ def chord_markers(chords: Sequence) -> list[tuple[int, str]]:
     for step, chord in enumerate(chords):
         if step == 0 and chord is None:
             continue
-        if step == 0 or chord != chords[step - 1]:
+        if step == 0 or (chord is not chords[step - 1] and chord != chords[step - 1]):  # one object: no change
             markers.append((step, chord.symbol() if chord is not None else NO_CHORD_MARKER))
     return markers
 
@@ -273,7 +275,7 @@ def write_arrangement(arrangement, bpm: float = DEFAULT_BPM, chords: Sequence | 
     naming each chord change; with `lyrics` ((step, syllable) pairs) a lyric event at each sung
     note of the MELODY track, as karaoke files have them. The bytes are written here directly:
     pretty_midi's writer (it sorts with a comparison function) took ~20 ms a band, mido's
-    messages ~15 ms, this ~1 ms."""
+    messages ~15 ms, this ~0.5 ms (8 bars, 4 parts)."""
     if chords is not None and len(chords) != arrangement.steps:
         raise ValueError(f"{len(chords)} chords for {arrangement.steps} steps; give one chord (or None) per step")
     ticks = ARRANGEMENT_RESOLUTION // STEPS_PER_BEAT  # per step
@@ -286,12 +288,18 @@ def write_arrangement(arrangement, bpm: float = DEFAULT_BPM, chords: Sequence | 
     for part in arrangement.parts:
         channel = DRUM_CHANNEL if part.is_drum else next(channels, 15)
         timed = [(0, 0, _meta(0x03, part.name)), (0, 1, bytes((0xC0 | channel, part.program & 0x7F)))]
-        for note in part.notes:  # a note off before a note on at the same tick: repeated notes stay apart
-            on = max(0, round(note.start * ticks))
-            off = max(on + 1, round(note.end * ticks))
-            pitch, velocity = int(note.pitch) & 0x7F, max(1, min(127, int(note.velocity)))
-            timed.append((on, 3, bytes((0x90 | channel, pitch, velocity))))
-            timed.append((off, 2, bytes((0x80 | channel, pitch, 0))))
+        note_on, note_off = 0x90 | channel, 0x80 | channel
+        # a note off before a note on at the same tick: repeated notes stay apart. The clamps are
+        # written out: builtin max and min cost a third of this loop
+        for note in part.notes:
+            on = round(note.start * ticks)
+            on = on if on > 0 else 0
+            off = round(note.end * ticks)
+            off = off if off > on else on + 1
+            pitch, velocity = int(note.pitch) & 0x7F, int(note.velocity)
+            velocity = 1 if velocity < 1 else 127 if velocity > 127 else velocity
+            timed.append((on, 3, _EVENT.pack(note_on, pitch, velocity)))
+            timed.append((off, 2, _EVENT.pack(note_off, pitch, 0)))
         if lyrics and part.name == "MELODY":  # after a note off, before the note on it names
             timed += [(round(step * ticks), 2, _meta(0x05, text)) for step, text in lyrics]
         tracks.append(_track(timed))
@@ -300,10 +308,13 @@ def write_arrangement(arrangement, bpm: float = DEFAULT_BPM, chords: Sequence | 
 
 
 ARRANGEMENT_RESOLUTION = 480  # ticks per beat
+_EVENT = struct.Struct("BBB")  # a channel message: status, two data bytes
 DRUM_CHANNEL = 9  # General MIDI's channel 10, counted from 0
 
 
 def _varlen(value: int) -> bytes:
+    if value < 0x80:  # most delta times: one byte
+        return _ONE_BYTE[value]
     out = [value & 0x7F]
     value >>= 7
     while value:
@@ -317,9 +328,12 @@ def _meta(kind: int, text: str) -> bytes:
     return bytes((0xFF, kind)) + _varlen(len(data)) + data
 
 
+_ONE_BYTE = tuple(bytes((value,)) for value in range(0x80))
+
+
 def _track(timed: list[tuple[int, int, bytes]]) -> bytes:
     """(tick, order at the same tick, event bytes) -> an MTrk chunk with delta times, ended."""
-    timed.sort(key=lambda item: (item[0], item[1]))
+    timed.sort(key=itemgetter(0, 1))  # stable: events at one tick and order keep theirs
     body, last = bytearray(), 0
     for tick, _, event in timed:
         body += _varlen(tick - last) + event

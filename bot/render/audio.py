@@ -356,27 +356,43 @@ def render_notes(soundfont: str, notes: Sequence[tuple[int, int, int, int, int, 
     from NOTES) and added at its frame -> mono float samples, `frames` long (added into `out`
     when given). Thread-safe: concurrent calls use separate synthesizers."""
     audio = np.zeros(frames, dtype=np.float32) if out is None else out
-    font = _font_key(soundfont)
     scratch = np.empty(0, dtype=np.float32)
-    synth = None  # taken from the pool at the first note not heard before
-    try:
-        for at, held, bank, program, pitch, velocity in notes:
-            if time.monotonic() > deadline:
-                raise RenderError("FluidSynth took longer than the rendering timeout allowed and was stopped")
+    with played_notes(soundfont, deadline) as played:
+        for note in notes:
+            at = note[0]
             if at >= len(audio) or at < 0:
                 continue
-            key = _note_key(font, bank, program, pitch, velocity, held)
-            note = NOTES.get(key)
-            if note is None:
-                synth = synth or _POOL.acquire(font)
-                note = NOTES.put(key, synth.note(program, pitch, velocity, held, deadline, bank))
-            if len(scratch) < len(note):
-                scratch = np.empty(max(len(note), 2 * len(scratch)), dtype=np.float32)
-            note.add_to(audio, at, scratch)
-    finally:
-        if synth is not None:
-            _POOL.release(font, synth)
+            kept = played.get(note)
+            if len(scratch) < len(kept):
+                scratch = np.empty(max(len(kept), 2 * len(scratch)), dtype=np.float32)
+            kept.add_to(audio, at, scratch)
     return audio
+
+
+class played_notes:  # noqa: N801 - used as a context manager, like open()
+    """Rendered notes by render_notes' tuples, from NOTES or synthesised now (a synthesizer taken
+    from the pool at the first note not heard before, given back on leaving)."""
+
+    def __init__(self, soundfont: str, deadline: float):
+        self.font, self.deadline, self.synth = _font_key(soundfont), deadline, None
+
+    def __enter__(self) -> played_notes:
+        return self
+
+    def get(self, note: tuple[int, int, int, int, int, int]) -> KeptNote:
+        _, held, bank, program, pitch, velocity = note
+        if time.monotonic() > self.deadline:
+            raise RenderError("FluidSynth took longer than the rendering timeout allowed and was stopped")
+        key = _note_key(self.font, bank, program, pitch, velocity, held)
+        kept = NOTES.get(key)
+        if kept is None:
+            self.synth = self.synth or _POOL.acquire(self.font)
+            kept = NOTES.put(key, self.synth.note(program, pitch, velocity, held, self.deadline, bank))
+        return kept
+
+    def __exit__(self, *exc) -> None:
+        if self.synth is not None:
+            _POOL.release(self.font, self.synth)
 
 
 def _note_key(font: tuple, bank: int, program: int, pitch: int, velocity: int, held: int) -> tuple:

@@ -29,7 +29,15 @@ from collections import defaultdict
 import numpy as np
 from scipy.linalg.blas import sger
 
-from bot.render.audio import DRUM_BANK, SAMPLE_RATE, TAIL_S, find_soundfont, render_new_notes, render_notes
+from bot.render.audio import (
+    DRUM_BANK,
+    SAMPLE_RATE,
+    TAIL_S,
+    find_soundfont,
+    played_notes,
+    render_new_notes,
+    render_notes,
+)
 from bot.render.errors import RenderError
 from bot.render.loudness import frame_peaks, integrated_from_power, limiter_gain, weighted_power
 from model.music.events import STEPS_PER_BEAT
@@ -188,15 +196,17 @@ def _with_hats_closed(group: list[tuple], soundfont: str, deadline: float, out: 
     render_notes(soundfont, [note for note in group if note[4] not in HI_HATS], frames, deadline, out=out)
     fade = max(1, round(CHOKE_FADE_S * SAMPLE_RATE))
     ramp = (10 ** (-CHOKE_FADE_DB / 20 * np.arange(fade) / fade)).astype(np.float32)
-    for index, hat in enumerate(hats):
-        at = hat[0]
-        until = hats[index + 1][0] if index + 1 < len(hats) else frames
-        one = render_notes(soundfont, [(0, *hat[1:])], max(1, min(frames, until + fade) - at), deadline)
-        cut = until - at
-        if cut < len(one):  # closed by the next hat: CHOKE_FADE_DB over CHOKE_FADE_S, then nothing
-            one[cut : cut + fade] *= ramp[: len(one) - cut]
-            one[cut + fade :] = 0.0
-        out[at : at + len(one)] += one[: frames - at]
+    with played_notes(soundfont, deadline) as played:
+        for index, hat in enumerate(hats):
+            at = hat[0]
+            until = hats[index + 1][0] if index + 1 < len(hats) else frames
+            kept = played.get(hat)
+            length = min(len(kept), frames - at, until + fade - at)  # closed by the next: nothing after the fade
+            one = np.multiply(kept.pcm[:length], kept.scale)
+            cut = until - at
+            if cut < length:  # CHOKE_FADE_DB over CHOKE_FADE_S from the next hat on
+                one[cut:] *= ramp[: length - cut]
+            out[at : at + length] += one
 
 
 def _pan_gains(pan: float) -> np.ndarray:

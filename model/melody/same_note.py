@@ -72,14 +72,14 @@ class SameNoteRun:
         note_ons = logits[:, FIRST_NOTE_ON:].masked_fill(~allowed[:, FIRST_NOTE_ON:], float("-inf"))
         all_ons = note_ons.logsumexp(-1)
         share = (same - all_ons).exp().clamp(max=1.0)
-        index = list_tensor(self._cap_index(), np.int64, device)
-        # comparisons with nan (no NOTE_ON allowed) are False
-        lower = list_tensor([last >= 0 for last in self.last], np.bool_, device) & (share > self.cap[index])
-        if not bool(lower.any()):
+        index = self._cap_index()
+        # decided in Python (float32 values compare the same as doubles); nan (no NOTE_ON allowed) is never above
+        lower = [last >= 0 and above > self._caps[i] for last, above, i in zip(self.last, share.tolist(), index)]
+        if not any(lower):
             return logits
         others = all_ons + torch.log1p(-share)  # log of the other notes' probability mass
-        highest = self._cap_logits[index] + others  # the logit that gives the run's pitch its cap
-        return logits.scatter(1, column, torch.where(lower, highest, same)[:, None])
+        highest = self._cap_logits[list_tensor(index, np.int64, device)] + others  # gives the run's pitch its cap
+        return logits.scatter(1, column, torch.where(list_tensor(lower, np.bool_, device), highest, same)[:, None])
 
     def update(self, events: list[int] | torch.Tensor) -> None:
         """After a step: each row's sampled event (B,)."""

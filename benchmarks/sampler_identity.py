@@ -53,6 +53,9 @@ def cases() -> dict[str, list[Job]]:
     out["batch-mixed"] = [job(p, n, seed=10 + i, chords="C | G | Am | F" if i % 2 else None,
                               lyrics=LYRICS if i == 3 else None, bars=4 + 2 * i)
                           for i, (p, n) in enumerate([(p, 1) for p in PRIMERS] + [(SHORT, 1), (PRIMERS[-1], 6)])]
+    # one pass, each job its own options: nucleus sizes, heat, key, a rest limit
+    out["batch-options"] = [job(seed=20, top_p=1.0), job(seed=21, top_p=0.5, temperature=0.05),
+                            job(seed=22, top_p=0.98, temperature=2.5, keep_key=False), job(seed=23, variations=1)]
     return out
 
 

@@ -10,6 +10,7 @@ model.melody.network; tests/test_sampling.py checks that the two agree.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -161,6 +162,7 @@ def _generate_sorted(model: MelodyNet, primer, temperature, top_p, allowed_event
         copying, source_index = copying.tolist(), source_index.tolist()
     masks = _StepMasks(allowed_events)
     nucleus_p = None if bool((top_p >= 1).all()) else top_p[:, None]  # top_p 1 everywhere: no sorting
+    nucleus_floor = [math.log(1 - p + NUCLEUS_MARGIN) for p in top_p.tolist()]
     w = StepWeights.cached(model)
     hidden, heads = model.config.hidden, model.config.heads
     # Everything a step reads that does not depend on what was sampled, step-major: step s reads row s.
@@ -175,9 +177,17 @@ def _generate_sorted(model: MelodyNet, primer, temperature, top_p, allowed_event
     positions = (targets[None, :] - offset[:, None]) % STEPS_PER_BAR  # (B, steps)
     position_q, position_k = w.position_qk[positions.T].split(hidden, -1)  # (steps, B, H) each
     position_q, position_k = position_q.contiguous(), position_k.reshape(steps, batch, heads, -1)
-    position_rows = (positions + w.position_row).T.tolist()  # (steps, B)
+    # Per step, the rows of w.gate_table each row adds up for layer 0's gates: the previous event,
+    # the events LOOKBACKS back (a step before the sequence reads the PAD column at its end), the
+    # position in the bar. What the primer tells is filled in now; each sampled event is written
+    # into the steps that will read it.
+    backs = (1, *LOOKBACKS)
     event_rows = w.event_rows.tolist()
-    bag_offsets = torch.arange(0, batch * (len(LOOKBACKS) + 2), len(LOOKBACKS) + 2, device=device)
+    columns = [[max(t - back, -1) for back in backs] for t in targets.tolist()]
+    bags = np.empty((steps, batch, len(backs) + 1), dtype=np.int64)
+    bags[:, :, :-1] = np.array(history)[:, columns].transpose(1, 0, 2) + event_rows
+    bags[:, :, -1] = (positions + w.position_row).T.cpu().numpy()
+    bag_offsets = torch.arange(0, batch * (len(backs) + 1), len(backs) + 1, device=device)
     heat = temperature[None, :].expand(steps, -1)  # (steps, B)
     end_any = [False] * steps
     if end_bias is not None:  # per step, which rows are in their last steps: their bias, sampled no hotter than 1
@@ -196,15 +206,8 @@ def _generate_sorted(model: MelodyNet, primer, temperature, top_p, allowed_event
     head_keys, head_values = keys.flatten(0, 1), values.flatten(0, 1)  # (B * heads, slots, H / heads) views
     for t in range(p_len, p_len + steps):
         s = t - p_len
-        # layer 0's gates from its inputs: the previous event, the events LOOKBACKS back (a step
-        # before the sequence reads the PAD column at its end), the position in the bar
-        bags = [row[t - 1] + event_rows[0] for row in history]
-        rows = [bags]
-        for k, back in enumerate(LOOKBACKS):
-            rows.append([row[max(t - back, -1)] + event_rows[k + 1] for row in history])
-        rows.append(position_rows[s])
-        bags = list_tensor([index for bag in zip(*rows) for index in bag], np.int64, device)
-        inputs = torch.embedding_bag(w.gate_table, bags, bag_offsets, False, 0, False, None, False, None)[0]
+        rows = torch.from_numpy(bags[s]).view(-1).to(device)
+        inputs = torch.embedding_bag(w.gate_table, rows, bag_offsets, False, 0, False, None, False, None)[0]
         if chord_gates is not None:
             inputs += chord_gates[s]
         decoded = w.decoder_step(inputs, state)  # (B, H)
@@ -269,12 +272,15 @@ def _generate_sorted(model: MelodyNet, primer, temperature, top_p, allowed_event
                 if kept is not None and any(kept):
                     limited = torch.where(list_tensor(kept, np.bool_, device)[:, None], scaled, limited)
                 scaled = limited
-        log_probs = _nucleus(scaled, nucleus_p, blocked_now)
-        sampled = (log_probs.add_(noise[s])).argmax(-1)  # Gumbel-max sampling
+        sampled = _sample(scaled, nucleus_p, nucleus_floor, blocked_now, noise[s])
         events = sampled.tolist()
         for b, event in enumerate(events):
             history[b][t] = event
             run[b] = run[b] + 1 if event == NO_EVENT else 0
+        sampled_rows = np.array(events)
+        for k, back in enumerate(backs):
+            if s + back < steps:
+                bags[s + back, :, k] = sampled_rows + event_rows[k]
         if copying is not None:
             sounding = [on if event == NO_EVENT else event != NOTE_OFF for on, event in zip(sounding, events)]
         if repeats is not None:
@@ -411,19 +417,42 @@ def nucleus(logits: torch.Tensor, top_p: torch.Tensor | None, allowed: torch.Ten
     """Log-probabilities restricted to allowed events and, per row, to the smallest set of
     events whose probability reaches top_p (B,); everything else gets -inf. top_p None: the
     whole distribution (as top_p 1, without sorting)."""
-    return _nucleus(logits.clone(), None if top_p is None else top_p[:, None], ~allowed)
-
-
-def _nucleus(logits: torch.Tensor, top_p: torch.Tensor | None, blocked: torch.Tensor) -> torch.Tensor:
-    """nucleus, for the step loop: logits (B, C) overwritten, top_p (B, 1), blocked = ~allowed."""
-    logits = logits.masked_fill_(blocked, float("-inf"))
+    blocked = ~allowed
+    logits = logits.masked_fill(blocked, float("-inf"))
+    log_probs = torch.log_softmax(logits, -1)
     if top_p is None:
-        return torch.log_softmax(logits, -1)
+        return log_probs
+    return log_probs.masked_fill_(_outside(logits, top_p[:, None]).logical_or_(blocked), float("-inf"))
+
+
+def _outside(logits: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
+    """(B, C) bool: the events outside each row's nucleus (logits masked already, top_p (B, 1))."""
     probs = torch.softmax(logits, -1)
     sorted_probs, order = probs.sort(-1, descending=True)
     outside_sorted = sorted_probs.cumsum(-1) - sorted_probs >= top_p  # keeps the top event
-    outside = torch.zeros_like(outside_sorted).scatter_(-1, order, outside_sorted)
-    return torch.log_softmax(logits, -1).masked_fill_(outside.logical_or_(blocked), float("-inf"))
+    return torch.zeros_like(outside_sorted).scatter_(-1, order, outside_sorted)
+
+
+NUCLEUS_MARGIN = 1e-3  # probability: far above float32 rounding of a softmax's sums (~1e-5)
+
+
+def _sample(logits: torch.Tensor, top_p: torch.Tensor | None, floor: list[float], blocked: torch.Tensor,
+            noise: torch.Tensor) -> torch.Tensor:
+    """One step's Gumbel-max sample (B,) from nucleus(logits, top_p, ~blocked) + noise; logits
+    (B, C) are overwritten, top_p is (B, 1) or None. Sorting out the nucleus is skipped when it
+    cannot change the sample: where each row's sample has a log-probability above its floor,
+    log(1 - top_p + NUCLEUS_MARGIN), all the other events hold less than top_p, so the sample is
+    inside the nucleus, and taking out events it beat anyway leaves it the argmax (the first
+    index of the same maximum)."""
+    logits = logits.masked_fill_(blocked, float("-inf"))
+    log_probs = torch.log_softmax(logits, -1)
+    if top_p is None:
+        return log_probs.add_(noise).argmax(-1)
+    sampled = (log_probs + noise).argmax(-1)
+    if all(p > low for p, low in zip(log_probs.gather(1, sampled[:, None]).view(-1).tolist(), floor)):
+        return sampled  # nan (nothing allowed) is never above: it takes the long way, as before
+    outside = _outside(logits, top_p).logical_or_(blocked)
+    return log_probs.masked_fill_(outside, float("-inf")).add_(noise).argmax(-1)
 
 
 class _StepMasks:

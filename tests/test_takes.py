@@ -34,6 +34,7 @@ def test_same_note_run_starts_from_the_primers_tail():
     assert run.count == [3, 1]
     run.update(torch.tensor([note_on(64), note_on(65)]))  # E4 again: 4; F4 after G4: a new run of 1
     assert run.count == [4, 1]
+    assert run.binds() and not run.binds(spared=[True, False])  # a run of 1 is never capped (its cap is 1)
 
 
 def test_the_cap_lowers_only_a_share_above_it():

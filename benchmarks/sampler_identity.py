@@ -86,8 +86,10 @@ def run() -> dict:
 
 
 def compare(new: dict, old: dict) -> bool:
+    """Print each case's differences; True when every sampled row and every choice is the same."""
     same = True
     rows = differing_rows = 0
+    worst_loglik = 0.0
     for name, before in old.items():
         after = new[name]
         for (e0, *l0), (e1, *l1) in zip(before["passes"], after["passes"]):
@@ -95,11 +97,13 @@ def compare(new: dict, old: dict) -> bool:
             rows += len(diff)
             differing_rows += int(diff.sum())
             loglik = float((l0[0] - l1[0]).abs().max()) if l0 and l1 else 0.0
+            worst_loglik = max(worst_loglik, loglik)
             status = "same" if not diff.any() else f"{int(diff.sum())}/{len(diff)} rows differ"
             chosen = "chosen same" if before["chosen"] == after["chosen"] else "CHOSEN DIFFER"
             print(f"{name:22s} {status:18s} loglik max |diff| {loglik:.3g}  {chosen}")
             same &= not diff.any() and before["chosen"] == after["chosen"]
-    print(f"{differing_rows} of {rows} sampled rows differ; {'IDENTICAL' if same else 'DIFFERENT'}")
+    print(f"{differing_rows} of {rows} sampled rows differ; {'IDENTICAL' if same else 'DIFFERENT'} events and "
+          f"choices; log-likelihoods {'bit for bit' if worst_loglik == 0 else f'within {worst_loglik:.3g}'}")
     return same
 
 

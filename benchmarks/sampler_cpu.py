@@ -4,7 +4,8 @@ for one or more source trees measured in turns, so a noisy shared machine weighs
     python benchmarks/sampler_cpu.py --trees /work/main . [--rounds 5] [--jobs 15] [--case default]
 
 Each round runs every tree once, each in a fresh process (warm-up jobs first), and prints its
-time.process_time per job; the summary gives each tree's median and range over the rounds.
+time.process_time per job; the summary gives each tree's median and range over the rounds, and
+for two trees the ratio of each round's pair (the steadier figure on a shared machine).
 Cases: default (`!continue C4 E4 G4 A4`), chords, lyrics, hot (temperature 1.3), long (a 64-bar
 sketch), batch (eight jobs of four primer lengths in one pass: CPU per job).
 """
@@ -82,6 +83,10 @@ def main() -> None:
     for tree, values in seen.items():
         print(f"{args.case} {tree}: median {statistics.median(values) * 1000:.1f} ms CPU per job "
               f"(range {min(values) * 1000:.1f}-{max(values) * 1000:.1f})")  # fmt: skip
+    if len(args.trees) == 2:  # each round's pair ran back to back, under the same load
+        ratios = [b / a for a, b in zip(*seen.values())]
+        print(f"{args.trees[1]} / {args.trees[0]} per round: median {statistics.median(ratios):.2f} "
+              f"(range {min(ratios):.2f}-{max(ratios):.2f})")
 
 
 if __name__ == "__main__":

@@ -96,7 +96,7 @@ def option_features(ids: list[int], bar: int, lag: int, context_bars: int, share
         if a < 0 or a != b:
             break
         run += 1
-    count = sum(i == ids[source] for i in ids[:bar])
+    count = ids[:bar].count(ids[source])
     lag_hot = [float(lag == k) for k in LAGS]
     return [float(run > 0), run / MAX_RUN, *lag_hot, float(lag not in LAGS), math.log(lag) / math.log(WINDOW),
             math.log1p(count), float(ids[source] == source), float(shares[lag]) if lag <= WINDOW else 0.0,

@@ -429,14 +429,21 @@ PHRASE_END_STEPS = 4
 REPEAT_JACCARD = 0.75  # a bar re-uses an earlier one when their (onset in bar, pitch) sets overlap this much
 
 
+@lru_cache(maxsize=64)
+def _notes(events: tuple[int, ...]) -> tuple:
+    """events_to_notes, remembered: choosing a variation reads each candidate's notes (and the
+    primer's with them) several times, for its score and against every variation chosen before."""
+    return tuple(events_to_notes(events))
+
+
 def onset_pitches(events: list[int], start: int = 0) -> set[tuple[int, int]]:
-    return {(start + n.start, n.pitch) for n in events_to_notes(events)}
+    return {(start + n.start, n.pitch) for n in _notes(tuple(events))}
 
 
 def bar_sets(sequence: list[int]) -> list[set[tuple[int, int]]]:
     """Per bar of a sequence that starts at a bar line: its notes' (onset in bar, pitch)."""
     bars: list[set[tuple[int, int]]] = [set() for _ in range((len(sequence) + STEPS_PER_BAR - 1) // STEPS_PER_BAR)]
-    for note in events_to_notes(sequence):
+    for note in _notes(tuple(sequence)):
         bars[note.start // STEPS_PER_BAR].add((note.start % STEPS_PER_BAR, note.pitch))
     return bars
 
@@ -476,7 +483,7 @@ def _tonic_triad(primer: tuple[int, ...]) -> frozenset[int]:
 def ends_on_stable_note(primer: list[int], continuation: list[int], chords: list | None = None) -> bool:
     """The continuation's last note lasts PHRASE_END_STEPS or more (to its end when still sounding)
     on a degree of the primer's tonic triad, or with chords, a tone of the chord under it."""
-    notes = events_to_notes(continuation)
+    notes = _notes(tuple(continuation))
     if not notes or notes[-1].end - notes[-1].start < PHRASE_END_STEPS:
         return False
     last = notes[-1]

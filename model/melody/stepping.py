@@ -6,17 +6,26 @@ for it (StepWeights): a step's decoder inputs are rows of a table, the attention
 one key and value per step, and each row samples by the Gumbel-max trick from its own seeded
 noise, so a row's result depends only on its own inputs and seed. Teacher forcing lives in
 model.melody.network; tests/test_sampling.py checks that the two agree.
+
+On a CPU a step of a small batch costs more in per-op overhead than in arithmetic, so the loop
+keeps its ops few: what does not depend on the samples is computed for all steps before it
+(step-major, step s reads row s), the rules besides the network (rests, copies, same notes) are
+decided per row in Python and cost nothing on a step they leave alone, and the log-likelihoods
+are scored once at the end. Every op that remains sees the same values in the same shapes as
+before, so the samples stay the same bit for bit (benchmarks/sampler_identity.py).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from model.melody.network import LOOKBACKS, MelodyNet
-from model.melody.same_note import SameNoteRun
+from model.melody.same_note import SameNoteRun, list_tensor
 from model.music.events import FIRST_NOTE_ON, NO_EVENT, NOTE_OFF, NUM_CLASSES, PAD, STEPS_PER_BAR
 
 
@@ -82,16 +91,19 @@ def generate(
     inputs = (primer, temperature, top_p, allowed_events, offset, max_run, chords, step_allowed, copy_lag, event_bias,
               end_bias, end_start)
     order = sorted(range(batch), key=pad.__getitem__)  # rows padded alike side by side: each group a slice
-    if order == list(range(batch)):
-        out = _generate_sorted(model, *inputs, steps, seeds, pad, chord_scale, with_loglik, repeat_cap, copy_bias,
-                               copy_free_runs)
-    else:
-        index = torch.tensor(order, device=device)
-        inputs = tuple(x if x is None else x[index] for x in inputs)
-        out = _generate_sorted(model, *inputs, steps, [seeds[b] for b in order], [pad[b] for b in order],
-                               chord_scale, with_loglik, repeat_cap, copy_bias, copy_free_runs)  # fmt: skip
-        back = torch.argsort(index)
-        out = out[0][back], out[1][back]
+    # inference mode: the ~100 small ops of a step skip autograd's bookkeeping (~10% of a pass's CPU)
+    with torch.inference_mode():
+        if order == list(range(batch)):
+            out = _generate_sorted(model, *inputs, steps, seeds, pad, chord_scale, with_loglik, repeat_cap, copy_bias,
+                                   copy_free_runs)
+        else:
+            index = torch.tensor(order, device=device)
+            inputs = tuple(x if x is None else x[index] for x in inputs)
+            out = _generate_sorted(model, *inputs, steps, [seeds[b] for b in order], [pad[b] for b in order],
+                                   chord_scale, with_loglik, repeat_cap, copy_bias, copy_free_runs)  # fmt: skip
+            back = torch.argsort(index)
+            out = out[0][back], out[1][back]
+    out = out[0].clone(), out[1].clone()  # ordinary tensors again, which a caller may use with autograd on
     return out if with_loglik else out[0]
 
 
@@ -142,104 +154,154 @@ def _generate_sorted(model: MelodyNet, primer, temperature, top_p, allowed_event
         if chord_scale != 1.0 and chords is not None:  # scale what the chords add to "no chord"
             _, no_chord_bias = model._chord_inputs(None, steps_ahead, batch, device)
             chord_guide = (chord_scale - 1.0) * (chord_bias - no_chord_bias)
-    run = _trailing_no_events(sequence[:, :p_len])  # (B,) NO_EVENTs in a row at the end so far (PAD is none)
+    # What a step's choice depends on besides the network (the rules: rests, copies, same notes)
+    # is kept per row in Python lists: a handful of integer updates per row cost less than the
+    # dozens of tiny tensor ops they replace, and they tell when a rule leaves a step alone.
+    history = sequence.tolist()  # (B, P + steps + 1): sampled events are written here
+    run = _trailing_no_events(sequence[:, :p_len]).tolist()  # NO_EVENTs in a row at the end so far (PAD is none)
+    max_run = max_run.tolist()
     repeats = None if repeat_cap is None else SameNoteRun.of(sequence[:, :p_len], repeat_cap)
     copying = None if copy_lag is None or not bool((copy_lag > 0).any()) else copy_lag
     if copying is not None:  # per step, once: which rows copy, from where; which steps need any of it
-        sounding = _sounding(sequence[:, :p_len])
-        copy_active = copying > 0
+        sounding = _sounding(sequence[:, :p_len]).tolist()
         source_index = (torch.arange(p_len, p_len + steps, device=device)[None, :] - copying.clamp(min=0)).clamp(min=0)
-        copy_any, quiet_any = copy_active.any(0).tolist(), (copying < 0).any(0).tolist()
-    loglik = torch.zeros(batch, steps, device=device)
-    nucleus_p = None if bool((top_p >= 1).all()) else top_p  # top_p 1 everywhere: no sorting
+        copy_any, quiet_any = (copying > 0).any(0).tolist(), (copying < 0).any(0).tolist()
+        copying, source_index = copying.tolist(), source_index.tolist()
+    masks = _StepMasks(allowed_events)
+    nucleus_p = None if bool((top_p >= 1).all()) else top_p[:, None]  # top_p 1 everywhere: no sorting
+    nucleus_floor = [math.log(1 - p + NUCLEUS_MARGIN) for p in top_p.tolist()]
     w = StepWeights.cached(model)
-    hidden = model.config.hidden
-    chord_gates = None if chord_features is None else chord_features @ w.chord_gates  # (B, steps, 4H)
-    # Per step: the rows of w.gate_table to add up (the previous event, the events LOOKBACKS
-    # back, the position in the bar). A step before the sequence reads the PAD column at its end.
+    hidden, heads = model.config.hidden, model.config.heads
+    # Everything a step reads that does not depend on what was sampled, step-major: step s reads row s.
+    noise = noise.transpose(0, 1).contiguous()  # (steps, B, C)
+    chord_gates = None if chord_features is None else (chord_features @ w.chord_gates).transpose(0, 1).contiguous()
+    if chord_bias is not None:
+        chord_bias = chord_bias.transpose(0, 1).contiguous()
+        chord_guide = None if chord_guide is None else chord_guide.transpose(0, 1).contiguous()
+    if step_allowed is not None:
+        step_allowed = step_allowed.transpose(0, 1).contiguous()
     targets = torch.arange(p_len, p_len + steps, device=device)
-    event_columns = torch.stack([targets - 1] + [(targets - back).clamp(min=-1) for back in LOOKBACKS], 1)
     positions = (targets[None, :] - offset[:, None]) % STEPS_PER_BAR  # (B, steps)
-    position_rows = positions + w.position_row
-    state = [list(state[0]), list(state[1])]  # per layer (B, H), replaced step by step
-    if end_bias is not None:  # per step, which rows are in their last steps, and which of them
+    position_q, position_k = w.position_qk[positions.T].split(hidden, -1)  # (steps, B, H) each
+    position_q, position_k = position_q.contiguous(), position_k.reshape(steps, batch, heads, -1)
+    # Per step, the rows of w.gate_table each row adds up for layer 0's gates: the previous event,
+    # the events LOOKBACKS back (a step before the sequence reads the PAD column at its end), the
+    # position in the bar. What the primer tells is filled in now; each sampled event is written
+    # into the steps that will read it.
+    backs = (1, *LOOKBACKS)
+    event_rows = w.event_rows.tolist()
+    columns = [[max(t - back, -1) for back in backs] for t in targets.tolist()]
+    bags = np.empty((steps, batch, len(backs) + 1), dtype=np.int64)
+    bags[:, :, :-1] = np.array(history)[:, columns].transpose(1, 0, 2) + event_rows
+    bags[:, :, -1] = (positions + w.position_row).T.cpu().numpy()
+    bag_offsets = torch.arange(0, batch * (len(backs) + 1), len(backs) + 1, device=device)
+    heat = temperature[None, :].expand(steps, -1)  # (steps, B)
+    end_any = [False] * steps
+    if end_bias is not None:  # per step, which rows are in their last steps: their bias, sampled no hotter than 1
         end_index = torch.arange(steps, device=device)[None, :] - end_start[:, None]
-        end_inside = (end_index >= 0) & (end_index < end_bias.shape[1])
+        end_inside = (end_index >= 0) & (end_index < end_bias.shape[1])  # (B, steps)
         end_index = end_index.clamp(0, end_bias.shape[1] - 1)
         end_any = end_inside.any(0).tolist()
-        rows_index = torch.arange(batch, device=device)
+        end_add = end_bias[torch.arange(batch, device=device)[:, None], end_index] * end_inside[..., None]
+        end_add = end_add.transpose(0, 1).contiguous()  # (steps, B, C)
+        heat = torch.where(end_inside.T, temperature.clamp(max=1.0), temperature)
+    divisor = heat[..., None].clamp(min=1e-3)  # (steps, B, 1)
+    state = [list(state[0]), list(state[1])]  # per layer (B, H), replaced step by step
+    # the network's own logits per step, for the log-likelihoods, scored once at the end
+    model_logits = torch.empty(steps, batch, NUM_CLASSES, device=device) if with_loglik else None
+    scale = (hidden // heads) ** -0.5
+    head_keys, head_values = keys.flatten(0, 1), values.flatten(0, 1)  # (B * heads, slots, H / heads) views
     for t in range(p_len, p_len + steps):
         s = t - p_len
-        rows = torch.cat([sequence[:, event_columns[s]] + w.event_rows, position_rows[:, s, None]], 1)
-        inputs = F.embedding_bag(rows, w.gate_table, mode="sum")  # layer 0's gates from its inputs
+        rows = torch.from_numpy(bags[s]).view(-1).to(device)
+        inputs = torch.embedding_bag(w.gate_table, rows, bag_offsets, False, 0, False, None, False, None)[0]
         if chord_gates is not None:
-            inputs = inputs + chord_gates[:, s]
+            inputs += chord_gates[s]
         decoded = w.decoder_step(inputs, state)  # (B, H)
-        projected = torch.addmm(w.state_bias, decoded, w.from_state)  # query, key, value, head
-        position_qk = w.position_qk[positions[:, s]]  # (B, 2H)
-        query = (projected[:, :hidden] + position_qk[:, :hidden])[:, None]
-        # Each group reads the null slot and its own slots within the window.
-        context = torch.cat([
-            model._attend_one(query[start:end], keys[start:end, :, :filled], values[start:end, :, :filled],
-                             max(skip + 1, filled - model.config.window))
-            for start, end, skip in groups
-        ]) if len(groups) > 1 else model._attend_one(query, keys[:, :, :filled], values[:, :, :filled],
-                                                    max(1, filled - model.config.window))  # fmt: skip
-        head = F.gelu(torch.addmm(projected[:, 3 * hidden :], context[:, 0], w.from_context))
-        logits = torch.addmm(w.out_bias, head, w.out_weight)  # (B, C)
-        model_logits = logits
-        if chord_bias is not None:
-            model_logits = logits = logits + chord_bias[:, s]
+        projected = torch.addmm(w.state_bias, decoded, w.from_state)
+        from_query, from_key, from_value, from_head = projected.split(hidden, 1)  # (B, H) views
+        visible_from = max(1, filled - model.config.window)
+        if len(groups) == 1 and visible_from == 1:  # model._attend_one, inline: one batch of heads
+            q = torch.add(from_query, position_q[s]).view(batch * heads, 1, -1).mul_(scale)
+            probs = torch.softmax(torch.bmm(q, head_keys.narrow(1, 0, filled).transpose(1, 2)), -1)
+            context = torch.bmm(probs, head_values.narrow(1, 0, filled)).view(batch, hidden)
+        else:  # each group reads the null slot and its own slots within the window
+            query = (from_query + position_q[s])[:, None]
+            context = torch.cat([
+                model._attend_one(query[start:end], keys[start:end, :, :filled], values[start:end, :, :filled],
+                                 max(skip + 1, visible_from))
+                for start, end, skip in groups
+            ])[:, 0]  # fmt: skip
+        head = F.gelu(torch.addmm(from_head, context, w.from_context))
+        if chord_bias is None:
+            logits = torch.addmm(w.out_bias, head, w.out_weight, out=None if model_logits is None else model_logits[s])
+        else:
+            logits = torch.addmm(w.out_bias, head, w.out_weight)  # (B, C)
+            logits = torch.add(logits, chord_bias[s], out=None if model_logits is None else model_logits[s])
             if chord_guide is not None:
-                logits = logits + chord_guide[:, s]
-        allowed_now = allowed_events.clone()
-        allowed_now[:, NO_EVENT] &= (max_run == 0) | (run < max_run)
+                logits = logits + chord_guide[s]
+        # what each row may do now, decided in Python; a rule that changes nothing costs nothing
+        no_event = [masks.no_event[b] and (max_run[b] == 0 or run[b] < max_run[b]) for b in range(batch)]
+        quiet = [False] * batch
         copy_now = copying is not None and copy_any[s]
         if copy_now:  # a returning bar: lean towards its source's event
-            target = sequence.gather(1, source_index[:, s, None])[:, 0]
-            target = torch.where((target == NOTE_OFF) & ~sounding, NO_EVENT, target)
-            active = copy_active[:, s] & (target < NUM_CLASSES)
-            target = target.clamp(max=NUM_CLASSES - 1)
-            allowed_now[:, NO_EVENT] |= active & (target == NO_EVENT)
+            target, active = [], []
+            for b, row in enumerate(history):
+                event = row[source_index[b][s]]
+                if event == NOTE_OFF and not sounding[b]:
+                    event = NO_EVENT
+                active.append(copying[b][s] > 0 and event < NUM_CLASSES)
+                target.append(min(event, NUM_CLASSES - 1))
+                no_event[b] = no_event[b] or (active[b] and target[b] == NO_EVENT)
         if copying is not None and quiet_any[s]:  # a rest bar: no note starts; a held note ends as it likes
-            quiet = copying[:, s] < 0
-            allowed_now[:, FIRST_NOTE_ON:] &= ~quiet[:, None]
-            allowed_now[:, NO_EVENT] |= quiet
-            allowed_now[:, NOTE_OFF] &= ~quiet | sounding
+            quiet = [lag < 0 for lag in (row[s] for row in copying)]
+            no_event = [n or q for n, q in zip(no_event, quiet)]
+        allowed_now, blocked_now = masks.pick(no_event, quiet, [q and not on for q, on in zip(quiet, sounding)]
+                                              if any(quiet) else quiet)  # fmt: skip
         if step_allowed is not None:
-            both = allowed_now & step_allowed[:, s]
-            allowed_now = torch.where(both.any(-1, keepdim=True), both, step_allowed[:, s])
-        ending = end_bias is not None and end_any[s]
-        if ending:  # a phrase's end: its bias, and a wild take still lands
-            inside = end_inside[:, s]
-            heat = torch.where(inside, temperature.clamp(max=1.0), temperature)
-        scaled = logits / (heat if ending else temperature)[:, None].clamp(min=1e-3)
+            both = allowed_now & step_allowed[s]
+            allowed_now = torch.where(both.any(-1, keepdim=True), both, step_allowed[s])
+            blocked_now = ~allowed_now
+        scaled = logits / divisor[s]
         if event_bias is not None:
-            scaled = scaled + event_bias
-        if ending:
-            scaled = scaled + end_bias[rows_index, end_index[:, s]] * inside[:, None]
+            scaled += event_bias
+        if end_any[s]:  # a phrase's end
+            scaled += end_add[s]
         if copy_now:
-            scaled = scaled.scatter_add(1, target[:, None], active[:, None].to(scaled.dtype) * copy_bias)
+            scaled.scatter_add_(1, list_tensor(target, np.int64, device)[:, None],
+                                list_tensor([copy_bias if a else 0.0 for a in active], np.float32, device)[:, None])
         if repeats is not None:
-            limited = repeats.limit(scaled, allowed_now)
+            kept = None
             if copy_now and copy_free_runs:  # a returning bar keeps its source's repeats, to the stop
-                kept = active & (repeats.count < len(repeats.cap) - 1)
-                limited = torch.where(kept[:, None], scaled, limited)
-            scaled = limited
-        log_probs = nucleus(scaled, nucleus_p, allowed_now)
-        sequence[:, t] = (log_probs + noise[:, s]).argmax(-1)  # Gumbel-max sampling
-        if repeats is not None:
-            repeats.update(sequence[:, t])
-        run = torch.where(sequence[:, t] == NO_EVENT, run + 1, 0)
+                kept = [a and n < len(repeats.cap) - 1 for a, n in zip(active, repeats.count)]
+            if repeats.binds(kept):
+                limited = repeats.limit(scaled, allowed_now)
+                if kept is not None and any(kept):
+                    limited = torch.where(list_tensor(kept, np.bool_, device)[:, None], scaled, limited)
+                scaled = limited
+        sampled = _sample(scaled, nucleus_p, nucleus_floor, blocked_now, noise[s])
+        events = sampled.tolist()
+        for b, event in enumerate(events):
+            history[b][t] = event
+            run[b] = run[b] + 1 if event == NO_EVENT else 0
+        sampled_rows = np.array(events)
+        for k, back in enumerate(backs):
+            if s + back < steps:
+                bags[s + back, :, k] = sampled_rows + event_rows[k]
         if copying is not None:
-            sounding = torch.where(sequence[:, t] == NO_EVENT, sounding, sequence[:, t] != NOTE_OFF)
-        if with_loglik:
-            loglik[:, s] = torch.log_softmax(model_logits, -1).gather(1, sequence[:, t : t + 1])[:, 0]
-        new_key = projected[:, hidden : 2 * hidden] + position_qk[:, hidden:]
-        new_value = projected[:, 2 * hidden : 3 * hidden] + w.value_event[sequence[:, t]]
-        keys[:, :, filled], values[:, :, filled] = model._by_head(new_key), model._by_head(new_value)
+            sounding = [on if event == NO_EVENT else event != NOTE_OFF for on, event in zip(sounding, events)]
+        if repeats is not None:
+            repeats.update(events)
+        # the step's memory entry: key from its state and the next position, value from its state and event
+        torch.add(from_key.view(batch, heads, -1), position_k[s], out=keys.select(2, filled))
+        torch.add(from_value.view(batch, heads, -1), w.value_event.index_select(0, sampled).view(batch, heads, -1),
+                  out=values.select(2, filled))
         filled += 1
-    return sequence[:, p_len : p_len + steps], loglik
+    out = torch.tensor([row[p_len : p_len + steps] for row in history], device=device)
+    if model_logits is None:
+        return out, torch.zeros(batch, steps, device=device)
+    loglik = torch.log_softmax(model_logits, -1).gather(2, out.T[..., None])[..., 0].T.contiguous()  # (B, steps)
+    return out, loglik
 
 
 @dataclass(frozen=True)
@@ -327,10 +389,10 @@ def lstm_cell(gates: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch
     """nn.LSTM's cell from its summed gates (B, 4H) in PyTorch's order (input, forget, cell,
     output) and the cell state (B, H) -> (h, c)."""
     hidden = c.shape[1]
-    squashed = gates.sigmoid()
     cell = gates[:, 2 * hidden : 3 * hidden].tanh()
-    c = torch.addcmul(squashed[:, hidden : 2 * hidden] * c, squashed[:, :hidden], cell)
-    return squashed[:, 3 * hidden :] * c.tanh(), c
+    input_gate, forget, _, output = gates.sigmoid().view(-1, 4, hidden).unbind(1)
+    c = torch.addcmul(forget * c, input_gate, cell)
+    return output * c.tanh(), c
 
 
 def _trailing_no_events(primer: torch.Tensor) -> torch.Tensor:
@@ -362,11 +424,66 @@ def nucleus(logits: torch.Tensor, top_p: torch.Tensor | None, allowed: torch.Ten
     """Log-probabilities restricted to allowed events and, per row, to the smallest set of
     events whose probability reaches top_p (B,); everything else gets -inf. top_p None: the
     whole distribution (as top_p 1, without sorting)."""
-    logits = logits.masked_fill(~allowed, float("-inf"))
+    blocked = ~allowed
+    logits = logits.masked_fill(blocked, float("-inf"))
+    log_probs = torch.log_softmax(logits, -1)
     if top_p is None:
-        return torch.log_softmax(logits, -1)
+        return log_probs
+    return log_probs.masked_fill_(_outside(logits, top_p[:, None]).logical_or_(blocked), float("-inf"))
+
+
+def _outside(logits: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
+    """(B, C) bool: the events outside each row's nucleus (logits masked already, top_p (B, 1))."""
     probs = torch.softmax(logits, -1)
     sorted_probs, order = probs.sort(-1, descending=True)
-    outside_sorted = sorted_probs.cumsum(-1) - sorted_probs >= top_p[:, None]  # keeps the top event
-    outside = torch.zeros_like(outside_sorted).scatter(-1, order, outside_sorted)
-    return torch.log_softmax(logits, -1).masked_fill(outside | ~allowed, float("-inf"))
+    outside_sorted = sorted_probs.cumsum(-1) - sorted_probs >= top_p  # keeps the top event
+    return torch.zeros_like(outside_sorted).scatter_(-1, order, outside_sorted)
+
+
+NUCLEUS_MARGIN = 1e-3  # probability: far above float32 rounding of a softmax's sums (~1e-5)
+
+
+def _sample(logits: torch.Tensor, top_p: torch.Tensor | None, floor: list[float], blocked: torch.Tensor,
+            noise: torch.Tensor) -> torch.Tensor:
+    """One step's Gumbel-max sample (B,) from nucleus(logits, top_p, ~blocked) + noise; logits
+    (B, C) are overwritten, top_p is (B, 1) or None. Sorting out the nucleus is skipped when it
+    cannot change the sample: where each row's sample has a log-probability above its floor,
+    log(1 - top_p + NUCLEUS_MARGIN), all the other events hold less than top_p, so the sample is
+    inside the nucleus, and taking out events it beat anyway leaves it the argmax (the first
+    index of the same maximum)."""
+    logits = logits.masked_fill_(blocked, float("-inf"))
+    log_probs = torch.log_softmax(logits, -1)
+    if top_p is None:
+        return log_probs.add_(noise).argmax(-1)
+    sampled = (log_probs + noise).argmax(-1)
+    if all(p > low for p, low in zip(log_probs.gather(1, sampled[:, None]).view(-1).tolist(), floor)):
+        return sampled  # nan (nothing allowed) is never above: it takes the long way, as before
+    outside = _outside(logits, top_p).logical_or_(blocked)
+    return log_probs.masked_fill_(outside, float("-inf")).add_(noise).argmax(-1)
+
+
+class _StepMasks:
+    """What each row may do at a step: allowed_events (B, C) and its variants by what a step's
+    rules change: NO_EVENT allowed or not (bit 1), NOTE_ONs barred (bit 2: a rest bar), NOTE_OFF
+    barred (bit 4: a rest bar with nothing sounding). Each with its complement, `blocked`."""
+
+    def __init__(self, allowed: torch.Tensor):
+        batch = len(allowed)
+        self.allowed, self.blocked = allowed, ~allowed
+        self.no_event = allowed[:, NO_EVENT].tolist()  # (B,) what the row allows when no rule speaks
+        bits = torch.arange(8, device=allowed.device)
+        variants = allowed[:, None, :].repeat(1, 8, 1)  # (B, 8, C)
+        variants[:, :, NO_EVENT] = (bits & 1).bool()
+        variants[:, :, FIRST_NOTE_ON:] &= ~(bits & 2).bool()[None, :, None]
+        variants[:, :, NOTE_OFF] &= ~(bits & 4).bool()
+        self.variants = variants.view(batch * 8, -1)
+        self.blocked_variants = ~self.variants
+
+    def pick(self, no_event: list[bool], no_note_on: list[bool], no_note_off: list[bool]):
+        """-> (allowed, blocked) (B, C) for these per-row rules."""
+        if no_event == self.no_event and not any(no_note_on) and not any(no_note_off):
+            return self.allowed, self.blocked
+        index = list_tensor([8 * b + n + 2 * on + 4 * off
+                             for b, (n, on, off) in enumerate(zip(no_event, no_note_on, no_note_off))],
+                            np.int64, self.allowed.device)  # fmt: skip
+        return self.variants.index_select(0, index), self.blocked_variants.index_select(0, index)

@@ -299,6 +299,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=0,
                         help="requests of each case sent (and not counted) before measuring, to each bot: the "
                              "renderer's note cache filled as a bot that has answered a while has it")
+    parser.add_argument("--gap", type=float, default=0.0,
+                        help="seconds to wait before each timed request, so that it starts on an idle machine "
+                             "(what the bot and the baseline did after their last answer is over)")
     parser.add_argument("--keep", action="store_true", help="keep the data folder (outputs, log) and print it")
     parser.add_argument("--baseline", type=Path, help="another checkout (e.g. `git worktree add /tmp/old <rev>`): "
                         "its bot answers the typed-notes case too, request for request, for a ratio")
@@ -333,10 +336,12 @@ def main(argv: list[str] | None = None) -> int:
             before, cpu_before = bot.stages(), bot.cpu_seconds()
             base_before, base_cpu = (baseline.stages(), baseline.cpu_seconds()) if baseline else ({}, 0.0)
             for run in range(args.runs):
+                time.sleep(args.gap)
                 answer = bot.answer(bot.send(command))
                 results[name].append(answer.seconds)
                 print(f"{name} {run + 1:2d}/{args.runs}: {answer.seconds:.3f} s ({answer.job_id})", flush=True)
                 if baseline is not None and name == "typed notes":  # request for request, same moment
+                    time.sleep(args.gap)
                     old = baseline.answer(baseline.send(command))
                     results.setdefault(BASELINE_CASE, []).append(old.seconds)
                     print(f"{BASELINE_CASE} {run + 1:2d}/{args.runs}: {old.seconds:.3f} s", flush=True)

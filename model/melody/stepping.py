@@ -12,8 +12,8 @@ keeps its ops few: what does not depend on the samples is computed for all steps
 (step-major, step s reads row s), the rules besides the network (rests, copies, same notes) are
 decided per row on the host (numpy) and cost nothing on a step they leave alone, the log-likelihoods
 are scored once at the end, and the nucleus is sorted out only when a sample could lie outside
-it. Every op that remains sees the same values in the same shapes as
-before, so the samples stay the same bit for bit (benchmarks/sampler_identity.py).
+it. Every op that remains sees the same values in the same shapes as before, so the samples
+stay the same bit for bit (benchmarks/sampler_identity.py).
 """
 
 from __future__ import annotations

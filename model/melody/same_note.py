@@ -16,10 +16,9 @@ import torch
 from model.music.events import FIRST_NOTE_ON, NUM_CLASSES
 
 
-def list_tensor(values: list, dtype: type, device) -> torch.Tensor:
-    """A short Python list (a value per row) as a tensor: through numpy, a few times cheaper
-    than torch.tensor, which the step sampler would otherwise pay several times a step."""
-    return torch.from_numpy(np.array(values, dtype=dtype)).to(device)
+def host_tensor(values: np.ndarray, device) -> torch.Tensor:
+    """A numpy array of the step sampler's (a value per row) as a tensor on `device`."""
+    return torch.from_numpy(np.ascontiguousarray(values)).to(device)
 
 
 @dataclass
@@ -29,16 +28,20 @@ class SameNoteRun:
     a next note of that pitch may get. Left alone, the network reinforces its own repetition:
     the more notes of one pitch in a row, the likelier one more, well past what real pop does
     (BENCHMARKS.md, issue 23: one take in ten, with chords one in four, sat on a pitch for 6+).
-    The run is kept in Python lists: the step sampler updates it once per step, and asks
+    The run is kept in numpy arrays: the step sampler updates it once per step, and asks
     `binds` first, so a step where no row is capped costs no tensor op."""
 
-    last: list[int]  # (B,) the last NOTE_ON event, -1 before any
-    count: list[int]  # (B,) notes in a row with that pitch
+    last: np.ndarray  # (B,) int64: the last NOTE_ON event, -1 before any
+    count: np.ndarray  # (B,) int64: notes in a row with that pitch
     cap: torch.Tensor  # (K,) by count (capped at K - 1): the largest share of NOTE_ON probability it keeps
 
     def __post_init__(self):
-        self._caps = self.cap.tolist()
+        self.last, self.count = np.asarray(self.last, dtype=np.int64), np.asarray(self.count, dtype=np.int64)
+        self._caps = self.cap.cpu().numpy()  # float32, as the tensor
         self._cap_logits = torch.log(self.cap) - torch.log1p(-self.cap)  # the logit share/(1 - share) of each cap
+        self._note_on = np.zeros(NUM_CLASSES + 1, dtype=bool)  # by event (PAD too): is it a NOTE_ON
+        self._note_on[FIRST_NOTE_ON:NUM_CLASSES] = True
+        self._settle()
 
     @classmethod
     def of(cls, primer: torch.Tensor, cap: torch.Tensor) -> SameNoteRun:
@@ -50,16 +53,19 @@ class SameNoteRun:
                 same += 1
             last.append(notes[-1] if notes else -1)
             count.append(same)
-        return cls(last, count, cap.to(device=primer.device, dtype=torch.float32))
+        return cls(np.array(last, dtype=np.int64), np.array(count, dtype=np.int64),
+                   cap.to(device=primer.device, dtype=torch.float32))
 
-    def _cap_index(self) -> list[int]:
-        return [min(n, len(self._caps) - 1) for n in self.count]
+    def _settle(self) -> None:
+        """Per row, what limit reads: the cap for the run's length, and whether it can lower
+        anything (a run with a pitch and a cap below 1: a share is at most 1)."""
+        self._index = np.minimum(self.count, len(self._caps) - 1)
+        self._cap_now = self._caps[self._index]
+        self._capped = (self.last >= 0) & (self._cap_now < 1.0)
 
-    def binds(self, spared: list[bool] | None = None) -> bool:
-        """Whether limit can lower anything: some row (not spared) has a run whose cap is below 1
-        (a share is at most 1: a cap of 1 or more lowers nothing)."""
-        return any(last >= 0 and self._caps[i] < 1.0 and not (spared and spared[b])
-                   for b, (last, i) in enumerate(zip(self.last, self._cap_index())))  # fmt: skip
+    def binds(self, spared: np.ndarray | None = None) -> bool:
+        """Whether limit can lower anything in a row not spared ((B,) bool, or None)."""
+        return bool((self._capped if spared is None else self._capped & ~spared).any())
 
     def limit(self, logits: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
         """Lower the logit of the run's pitch, where needed, until its share of the allowed
@@ -67,24 +73,23 @@ class SameNoteRun:
         model that repeats less than that is left as it is, and when no row is lowered, the
         logits come back as they are, the same tensor)."""
         device = logits.device
-        column = list_tensor([max(last, 0) for last in self.last], np.int64, device)[:, None]
+        column = host_tensor(np.maximum(self.last, 0)[:, None], device)
         same = logits.gather(1, column)[:, 0]
         note_ons = logits[:, FIRST_NOTE_ON:].masked_fill(~allowed[:, FIRST_NOTE_ON:], float("-inf"))
         all_ons = note_ons.logsumexp(-1)
         share = (same - all_ons).exp().clamp(max=1.0)
-        index = self._cap_index()
-        # decided in Python (float32 values compare the same as doubles); nan (no NOTE_ON allowed) is never above
-        lower = [last >= 0 and above > self._caps[i] for last, above, i in zip(self.last, share.tolist(), index)]
-        if not any(lower):
+        # decided on the host, in float32 as on the device; nan (no NOTE_ON allowed) is never above
+        lower = self._capped & (share.cpu().numpy() > self._cap_now)
+        if not lower.any():
             return logits
         others = all_ons + torch.log1p(-share)  # log of the other notes' probability mass
-        highest = self._cap_logits[list_tensor(index, np.int64, device)] + others  # gives the run's pitch its cap
-        return logits.scatter(1, column, torch.where(list_tensor(lower, np.bool_, device), highest, same)[:, None])
+        highest = self._cap_logits[host_tensor(self._index, device)] + others  # gives the run's pitch its cap
+        return logits.scatter(1, column, torch.where(host_tensor(lower, device), highest, same)[:, None])
 
-    def update(self, events: list[int] | torch.Tensor) -> None:
+    def update(self, events: np.ndarray | torch.Tensor) -> None:
         """After a step: each row's sampled event (B,)."""
-        events = events.tolist() if isinstance(events, torch.Tensor) else events
-        for b, event in enumerate(events):
-            if FIRST_NOTE_ON <= event < NUM_CLASSES:
-                self.count[b] = self.count[b] + 1 if event == self.last[b] else 1
-                self.last[b] = event
+        events = events.cpu().numpy() if isinstance(events, torch.Tensor) else np.asarray(events)
+        on = self._note_on[events]
+        self.count = np.where(on, (events == self.last) * self.count + 1, self.count)
+        self.last = np.where(on, events, self.last)
+        self._settle()

@@ -10,14 +10,14 @@ model.melody.network; tests/test_sampling.py checks that the two agree.
 On a CPU a step of a small batch costs more in per-op overhead than in arithmetic, so the loop
 keeps its ops few: what does not depend on the samples is computed for all steps before it
 (step-major, step s reads row s), the rules besides the network (rests, copies, same notes) are
-decided per row in Python and cost nothing on a step they leave alone, and the log-likelihoods
-are scored once at the end. Every op that remains sees the same values in the same shapes as
-before, so the samples stay the same bit for bit (benchmarks/sampler_identity.py).
+decided per row on the host (numpy) and cost nothing on a step they leave alone, the log-likelihoods
+are scored once at the end, and the nucleus is sorted out only when a sample could lie outside
+it. Every op that remains sees the same values in the same shapes as before, so the samples
+stay the same bit for bit (benchmarks/sampler_identity.py).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from model.melody.network import LOOKBACKS, MelodyNet
-from model.melody.same_note import SameNoteRun, list_tensor
+from model.melody.same_note import SameNoteRun, host_tensor
 from model.music.events import FIRST_NOTE_ON, NO_EVENT, NOTE_OFF, NUM_CLASSES, PAD, STEPS_PER_BAR
 
 
@@ -155,21 +155,23 @@ def _generate_sorted(model: MelodyNet, primer, temperature, top_p, allowed_event
             _, no_chord_bias = model._chord_inputs(None, steps_ahead, batch, device)
             chord_guide = (chord_scale - 1.0) * (chord_bias - no_chord_bias)
     # What a step's choice depends on besides the network (the rules: rests, copies, same notes)
-    # is kept per row in Python lists: a handful of integer updates per row cost less than the
-    # dozens of tiny tensor ops they replace, and they tell when a rule leaves a step alone.
-    history = sequence.tolist()  # (B, P + steps + 1): sampled events are written here
-    run = _trailing_no_events(sequence[:, :p_len]).tolist()  # NO_EVENTs in a row at the end so far (PAD is none)
-    max_run = max_run.tolist()
+    # is kept per row in numpy arrays on the host: their few integer ops cost a fraction of the
+    # tensor ops they replace, and they tell when a rule leaves a step alone.
+    history = sequence.cpu().numpy().copy()  # (B, P + steps + 1): sampled events are written here
+    everyone = np.arange(batch)
+    run = _trailing_no_events(sequence[:, :p_len]).cpu().numpy()  # NO_EVENTs in a row at the end (PAD is none)
+    rest_limit = max_run.cpu().numpy()
+    rest_limit = np.where(rest_limit == 0, np.iinfo(np.int64).max, rest_limit)  # 0: no limit
     repeats = None if repeat_cap is None else SameNoteRun.of(sequence[:, :p_len], repeat_cap)
     copying = None if copy_lag is None or not bool((copy_lag > 0).any()) else copy_lag
     if copying is not None:  # per step, once: which rows copy, from where; which steps need any of it
-        sounding = _sounding(sequence[:, :p_len]).tolist()
+        sounding = _sounding(sequence[:, :p_len]).cpu().numpy()
         source_index = (torch.arange(p_len, p_len + steps, device=device)[None, :] - copying.clamp(min=0)).clamp(min=0)
         copy_any, quiet_any = (copying > 0).any(0).tolist(), (copying < 0).any(0).tolist()
-        copying, source_index = copying.tolist(), source_index.tolist()
+        copying, source_index = copying.cpu().numpy(), source_index.cpu().numpy()
     masks = _StepMasks(allowed_events)
     nucleus_p = None if bool((top_p >= 1).all()) else top_p[:, None]  # top_p 1 everywhere: no sorting
-    nucleus_floor = [math.log(1 - p + NUCLEUS_MARGIN) for p in top_p.tolist()]
+    nucleus_floor = np.log(1 - top_p.double().cpu().numpy() + NUCLEUS_MARGIN)
     w = StepWeights.cached(model)
     hidden, heads = model.config.hidden, model.config.heads
     # Everything a step reads that does not depend on what was sampled, step-major: step s reads row s.
@@ -192,7 +194,7 @@ def _generate_sorted(model: MelodyNet, primer, temperature, top_p, allowed_event
     event_rows = w.event_rows.tolist()
     columns = [[max(t - back, -1) for back in backs] for t in targets.tolist()]
     bags = np.empty((steps, batch, len(backs) + 1), dtype=np.int64)
-    bags[:, :, :-1] = np.array(history)[:, columns].transpose(1, 0, 2) + event_rows
+    bags[:, :, :-1] = history[:, columns].transpose(1, 0, 2) + event_rows
     bags[:, :, -1] = (positions + w.position_row).T.cpu().numpy()
     bag_offsets = torch.arange(0, batch * (len(backs) + 1), len(backs) + 1, device=device)
     heat = temperature[None, :].expand(steps, -1)  # (steps, B)
@@ -240,24 +242,20 @@ def _generate_sorted(model: MelodyNet, primer, temperature, top_p, allowed_event
             logits = torch.add(logits, chord_bias[s], out=None if model_logits is None else model_logits[s])
             if chord_guide is not None:
                 logits = logits + chord_guide[s]
-        # what each row may do now, decided in Python; a rule that changes nothing costs nothing
-        no_event = [masks.no_event[b] and (max_run[b] == 0 or run[b] < max_run[b]) for b in range(batch)]
-        quiet = [False] * batch
+        # what each row may do now, decided on the host; a rule that changes nothing costs nothing
+        no_event = masks.no_event & (run < rest_limit)
+        quiet = None
         copy_now = copying is not None and copy_any[s]
         if copy_now:  # a returning bar: lean towards its source's event
-            target, active = [], []
-            for b, row in enumerate(history):
-                event = row[source_index[b][s]]
-                if event == NOTE_OFF and not sounding[b]:
-                    event = NO_EVENT
-                active.append(copying[b][s] > 0 and event < NUM_CLASSES)
-                target.append(min(event, NUM_CLASSES - 1))
-                no_event[b] = no_event[b] or (active[b] and target[b] == NO_EVENT)
+            target = history[everyone, source_index[:, s]]
+            target = np.where((target == NOTE_OFF) & ~sounding, NO_EVENT, target)
+            active = (copying[:, s] > 0) & (target < NUM_CLASSES)
+            target = np.minimum(target, NUM_CLASSES - 1)
+            no_event |= active & (target == NO_EVENT)
         if copying is not None and quiet_any[s]:  # a rest bar: no note starts; a held note ends as it likes
-            quiet = [lag < 0 for lag in (row[s] for row in copying)]
-            no_event = [n or q for n, q in zip(no_event, quiet)]
-        allowed_now, blocked_now = masks.pick(no_event, quiet, [q and not on for q, on in zip(quiet, sounding)]
-                                              if any(quiet) else quiet)  # fmt: skip
+            quiet = copying[:, s] < 0
+            no_event |= quiet
+        allowed_now, blocked_now = masks.pick(no_event, quiet, None if quiet is None else quiet & ~sounding)
         if step_allowed is not None:
             both = allowed_now & step_allowed[s]
             allowed_now = torch.where(both.any(-1, keepdim=True), both, step_allowed[s])
@@ -268,28 +266,27 @@ def _generate_sorted(model: MelodyNet, primer, temperature, top_p, allowed_event
         if end_any[s]:  # a phrase's end
             scaled += end_add[s]
         if copy_now:
-            scaled.scatter_add_(1, list_tensor(target, np.int64, device)[:, None],
-                                list_tensor([copy_bias if a else 0.0 for a in active], np.float32, device)[:, None])
+            scaled.scatter_add_(1, host_tensor(target[:, None], device),
+                                host_tensor(np.where(active, copy_bias, 0.0).astype(np.float32)[:, None], device))
         if repeats is not None:
             kept = None
             if copy_now and copy_free_runs:  # a returning bar keeps its source's repeats, to the stop
-                kept = [a and n < len(repeats.cap) - 1 for a, n in zip(active, repeats.count)]
+                kept = active & (repeats.count < len(repeats.cap) - 1)
             if repeats.binds(kept):
                 limited = repeats.limit(scaled, allowed_now)
-                if kept is not None and any(kept):
-                    limited = torch.where(list_tensor(kept, np.bool_, device)[:, None], scaled, limited)
+                if kept is not None and kept.any():
+                    limited = torch.where(host_tensor(kept[:, None], device), scaled, limited)
                 scaled = limited
         sampled = _sample(scaled, nucleus_p, nucleus_floor, blocked_now, noise[s])
-        events = sampled.tolist()
-        for b, event in enumerate(events):
-            history[b][t] = event
-            run[b] = run[b] + 1 if event == NO_EVENT else 0
-        sampled_rows = np.array(events)
+        events = sampled.cpu().numpy()
+        history[:, t] = events
+        rest = events == NO_EVENT
+        run = (run + 1) * rest
         for k, back in enumerate(backs):
             if s + back < steps:
-                bags[s + back, :, k] = sampled_rows + event_rows[k]
+                bags[s + back, :, k] = events + event_rows[k]
         if copying is not None:
-            sounding = [on if event == NO_EVENT else event != NOTE_OFF for on, event in zip(sounding, events)]
+            sounding = np.where(rest, sounding, events != NOTE_OFF)
         if repeats is not None:
             repeats.update(events)
         # the step's memory entry: key from its state and the next position, value from its state and event
@@ -297,7 +294,7 @@ def _generate_sorted(model: MelodyNet, primer, temperature, top_p, allowed_event
         torch.add(from_value.view(batch, heads, -1), w.value_event.index_select(0, sampled).view(batch, heads, -1),
                   out=values.select(2, filled))
         filled += 1
-    out = torch.tensor([row[p_len : p_len + steps] for row in history], device=device)
+    out = host_tensor(history[:, p_len : p_len + steps], device)
     if model_logits is None:
         return out, torch.zeros(batch, steps, device=device)
     loglik = torch.log_softmax(model_logits, -1).gather(2, out.T[..., None])[..., 0].T.contiguous()  # (B, steps)
@@ -443,7 +440,7 @@ def _outside(logits: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
 NUCLEUS_MARGIN = 1e-3  # probability: far above float32 rounding of a softmax's sums (~1e-5)
 
 
-def _sample(logits: torch.Tensor, top_p: torch.Tensor | None, floor: list[float], blocked: torch.Tensor,
+def _sample(logits: torch.Tensor, top_p: torch.Tensor | None, floor: np.ndarray, blocked: torch.Tensor,
             noise: torch.Tensor) -> torch.Tensor:
     """One step's Gumbel-max sample (B,) from nucleus(logits, top_p, ~blocked) + noise; logits
     (B, C) are overwritten, top_p is (B, 1) or None. Sorting out the nucleus is skipped when it
@@ -456,7 +453,7 @@ def _sample(logits: torch.Tensor, top_p: torch.Tensor | None, floor: list[float]
     if top_p is None:
         return log_probs.add_(noise).argmax(-1)
     sampled = (log_probs + noise).argmax(-1)
-    if all(p > low for p, low in zip(log_probs.gather(1, sampled[:, None]).view(-1).tolist(), floor)):
+    if (log_probs.gather(1, sampled[:, None]).view(-1).cpu().numpy() > floor).all():
         return sampled  # nan (nothing allowed) is never above: it takes the long way, as before
     outside = _outside(logits, top_p).logical_or_(blocked)
     return log_probs.masked_fill_(outside, float("-inf")).add_(noise).argmax(-1)
@@ -470,7 +467,8 @@ class _StepMasks:
     def __init__(self, allowed: torch.Tensor):
         batch = len(allowed)
         self.allowed, self.blocked = allowed, ~allowed
-        self.no_event = allowed[:, NO_EVENT].tolist()  # (B,) what the row allows when no rule speaks
+        self.no_event = allowed[:, NO_EVENT].cpu().numpy()  # (B,) what each row allows when no rule speaks
+        self.first = np.arange(batch) * 8  # each row's variants start here
         bits = torch.arange(8, device=allowed.device)
         variants = allowed[:, None, :].repeat(1, 8, 1)  # (B, 8, C)
         variants[:, :, NO_EVENT] = (bits & 1).bool()
@@ -479,11 +477,12 @@ class _StepMasks:
         self.variants = variants.view(batch * 8, -1)
         self.blocked_variants = ~self.variants
 
-    def pick(self, no_event: list[bool], no_note_on: list[bool], no_note_off: list[bool]):
-        """-> (allowed, blocked) (B, C) for these per-row rules."""
-        if no_event == self.no_event and not any(no_note_on) and not any(no_note_off):
+    def pick(self, no_event: np.ndarray, no_note_on: np.ndarray | None, no_note_off: np.ndarray | None):
+        """-> (allowed, blocked) (B, C) for these per-row rules, (B,) bool each (None: all False)."""
+        if no_note_on is None and not (no_event != self.no_event).any():
             return self.allowed, self.blocked
-        index = list_tensor([8 * b + n + 2 * on + 4 * off
-                             for b, (n, on, off) in enumerate(zip(no_event, no_note_on, no_note_off))],
-                            np.int64, self.allowed.device)  # fmt: skip
+        index = self.first + no_event
+        if no_note_on is not None:
+            index = index + 2 * no_note_on + 4 * no_note_off
+        index = host_tensor(index, self.allowed.device)
         return self.variants.index_select(0, index), self.blocked_variants.index_select(0, index)

@@ -184,8 +184,9 @@ def _generate_sorted(model: MelodyNet, primer, temperature, top_p, allowed_event
         step_allowed = step_allowed.transpose(0, 1).contiguous()
     targets = torch.arange(p_len, p_len + steps, device=device)
     positions = (targets[None, :] - offset[:, None]) % STEPS_PER_BAR  # (B, steps)
-    position_q, position_k = w.position_qk[positions.T].split(hidden, -1)  # (steps, B, H) each
-    position_q, position_k = position_q.contiguous(), position_k.reshape(steps, batch, heads, -1)
+    # the position's query and key rows are gathered per step: for all steps at once they would be
+    # (steps, B, 2H), ~57 MB at a burst's 192 rows, held through the pass
+    position_rows = positions.T.contiguous()  # (steps, B)
     # Per step, the rows of w.gate_table each row adds up for layer 0's gates: the previous event,
     # the events LOOKBACKS back (a step before the sequence reads the PAD column at its end), the
     # position in the bar. What the primer tells is filled in now; each sampled event is written
@@ -220,15 +221,16 @@ def _generate_sorted(model: MelodyNet, primer, temperature, top_p, allowed_event
         if chord_gates is not None:
             inputs += chord_gates[s]
         decoded = w.decoder_step(inputs, state)  # (B, H)
+        position_q, position_k = w.position_qk[position_rows[s]].split(hidden, 1)  # (B, H) each
         projected = torch.addmm(w.state_bias, decoded, w.from_state)
         from_query, from_key, from_value, from_head = projected.split(hidden, 1)  # (B, H) views
         visible_from = max(1, filled - model.config.window)
         if len(groups) == 1 and visible_from == 1:  # model._attend_one, inline: one batch of heads
-            q = torch.add(from_query, position_q[s]).view(batch * heads, 1, -1).mul_(scale)
+            q = torch.add(from_query, position_q).view(batch * heads, 1, -1).mul_(scale)
             probs = torch.softmax(torch.bmm(q, head_keys.narrow(1, 0, filled).transpose(1, 2)), -1)
             context = torch.bmm(probs, head_values.narrow(1, 0, filled)).view(batch, hidden)
         else:  # each group reads the null slot and its own slots within the window
-            query = (from_query + position_q[s])[:, None]
+            query = (from_query + position_q)[:, None]
             context = torch.cat([
                 model._attend_one(query[start:end], keys[start:end, :, :filled], values[start:end, :, :filled],
                                  max(skip + 1, visible_from))
@@ -290,7 +292,7 @@ def _generate_sorted(model: MelodyNet, primer, temperature, top_p, allowed_event
         if repeats is not None:
             repeats.update(events)
         # the step's memory entry: key from its state and the next position, value from its state and event
-        torch.add(from_key.view(batch, heads, -1), position_k[s], out=keys.select(2, filled))
+        torch.add(from_key.view(batch, heads, -1), position_k.view(batch, heads, -1), out=keys.select(2, filled))
         torch.add(from_value.view(batch, heads, -1), w.value_event.index_select(0, sampled).view(batch, heads, -1),
                   out=values.select(2, filled))
         filled += 1

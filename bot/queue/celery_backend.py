@@ -128,6 +128,7 @@ class CeleryQueue(StoreQueue):
 
     async def _tick(self) -> None:
         running = await self._db(self._store.running)  # before the heartbeats: a job started since has a live worker
+        before = self._alive
         try:
             self._alive = await self._alive_workers()
         except Exception as error:
@@ -147,6 +148,8 @@ class CeleryQueue(StoreQueue):
                     for job_id in failed:
                         await self._finished_elsewhere(job_id)
                     await self._resend(requeued)  # jobs it cannot send now stay queued: the reconcile sends them
+                if orphans or before - self._alive:
+                    await self._resend_taken_not_started()
             if now >= self._next_reconcile:
                 self._next_reconcile = now + RECONCILE_S
                 await self._reconcile()
@@ -178,6 +181,18 @@ class CeleryQueue(StoreQueue):
                     log.warning("job %s is no longer in Redis (restarted or flushed?); sending it again", job.job_id)
                 await self._send(job)
 
+    async def _resend_taken_not_started(self) -> None:
+        """After a worker died: send again each queued job whose task a worker has taken (Redis
+        holds it unacknowledged) but not started. It may be in the dead worker's prefetch, which
+        only Celery's visibility timeout (minutes) would free. A live worker holding it runs it
+        too: the job is still answered once."""
+        queued = await self._db(self._store.queued_jobs)
+        taken = await self._taken_tasks() if queued else set()
+        for job, dispatched in queued:
+            if dispatched and job.job_id in taken:
+                log.warning("job %s was taken but not started when a worker died; sending it again", job.job_id)
+                await self._send(job)
+
     async def _tasks_in_redis(self) -> set[str]:
         """Ids of the tasks Redis holds: waiting in the queue's lists or taken and unacknowledged."""
         ids = set()
@@ -186,7 +201,13 @@ class CeleryQueue(StoreQueue):
             if await self.redis.type(key) == b"list":
                 for raw in await self.redis.lrange(key, 0, -1):
                     ids.add(_task_id(raw))
-        for raw in await self.redis.hvals("unacked"):  # kombu's Redis transport: [message, exchange, key]
+        return ids | await self._taken_tasks()
+
+    async def _taken_tasks(self) -> set[str]:
+        """Ids of the tasks workers have taken and not acknowledged (kombu's Redis transport keeps
+        them in the "unacked" hash as [message, exchange, key] until the visibility timeout)."""
+        ids = set()
+        for raw in await self.redis.hvals("unacked"):
             try:
                 ids.add(_task_id(json.dumps(json.loads(raw)[0])))
             except (ValueError, IndexError, TypeError):

@@ -202,6 +202,8 @@ def _with_hats_closed(group: list[tuple], soundfont: str, deadline: float, out: 
             until = hats[index + 1][0] if index + 1 < len(hats) else frames
             kept = played.get(hat)
             length = min(len(kept), frames - at, until + fade - at)  # closed by the next: nothing after the fade
+            if length <= 0:  # starts after the end (render_notes skips those too)
+                continue
             one = np.multiply(kept.pcm[:length], kept.scale)
             cut = until - at
             if cut < length:  # CHOKE_FADE_DB over CHOKE_FADE_S from the next hat on

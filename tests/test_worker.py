@@ -15,7 +15,7 @@ import pytest
 from bot.jobs import Job, JobState
 from bot.settings import Settings
 from bot.worker.celery_worker import Batcher
-from bot.worker.generator import FIRST_PASS_ROWS, Generator
+from bot.worker.generator import FIRST_PASS_ROWS, GATHER_S, QUIET_S, Gathering, Generator
 from bot.worker.rendering import render_job
 from model.melody import stepping
 from model.melody.network import save_checkpoint
@@ -195,6 +195,15 @@ def test_while_nothing_waits_to_be_rendered_a_pass_is_small_so_answers_start_soo
     assert all(outcomes[j.job_id].state == JobState.DONE for j in jobs)
     assert FIRST_PASS_ROWS == 16 and [len(batch) for batch in started] == [1, 4, 3]
 
+
+
+def test_a_job_after_a_quiet_spell_starts_at_once_and_jobs_in_a_burst_wait_for_each_other():
+    """The wait before a pass (both workers): none for a job typed alone, GATHER_S within a burst."""
+    gathering = Gathering()
+    assert gathering.wait_s() == 0.0  # the first job: nothing else is on its way
+    assert gathering.wait_s() == GATHER_S  # a second right behind it: others may follow
+    time.sleep(QUIET_S + 0.05)
+    assert gathering.wait_s() == 0.0
 
 @pytest.fixture(scope="module")
 def loud_generator(tmp_path_factory, tiny_config) -> Generator:

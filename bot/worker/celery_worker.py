@@ -30,12 +30,11 @@ from bot.observability import job_context, observe_job, serve_in_thread
 from bot.queue import celery_app as protocol
 from bot.settings import Settings
 from bot.worker.components import MELODY
-from bot.worker.generator import Generator, pass_rows
+from bot.worker.generator import Gathering, Generator, pass_rows
 from bot.worker.rendering import Outcome, Sampled
 
 log = logging.getLogger(__name__)
 
-GATHER_S = 0.02  # the batcher waits this long for other tasks arriving together
 REPORT_RETRY_S = 1.0  # while Redis is unreachable, try to push an event again this often
 
 
@@ -59,6 +58,7 @@ class Batcher:
         self._cond = threading.Condition()
         self._renderer = ThreadPoolExecutor(1, thread_name_prefix="melodybot-render")
         self._rows_to_render = 0  # rows of sampled jobs not yet rendered (under _cond)
+        self._gathering = Gathering()
         threading.Thread(target=self._loop, name="melodybot-batcher", daemon=True).start()
 
     def run(self, job: Job) -> Outcome:
@@ -72,7 +72,7 @@ class Batcher:
         with self._cond:
             while not self._waiting:
                 self._cond.wait()
-        time.sleep(GATHER_S)
+        time.sleep(self._gathering.wait_s())
         batch, rows = [], 0
         with self._cond:
             limit = pass_rows(self.limit, self._rows_to_render)

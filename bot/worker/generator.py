@@ -45,6 +45,8 @@ TEST_SKIP_RENDER_ENV = "MELODYBOT_TEST_SKIP_RENDER"  # the load test only
 SLOW_USER = "test-slow"  # tests only: the user_name TEST_DELAY_ENV applies to
 WARMUP_PRIMER = [2 + 24, 0, 0, 1, 2 + 28, 0, 0, 1]  # C4 and E4 eighths: one short pass at start
 FIRST_PASS_ROWS = 16  # a pass while nothing waits to be rendered: its jobs render (and answer) soon
+GATHER_S = 0.02  # a job arriving while others keep coming waits this long for those arriving with it
+QUIET_S = 0.25  # ... but one arriving this long after the last starts at once (a person typing, not a burst)
 
 
 def pass_rows(limit: int, rows_to_render: int) -> int:
@@ -53,6 +55,21 @@ def pass_rows(limit: int, rows_to_render: int) -> int:
     and each later one twice what waits to be rendered (it is sampled meanwhile), up to `limit`
     (settings.batch_limit)."""
     return min(limit, max(FIRST_PASS_ROWS, 2 * rows_to_render))
+
+
+class Gathering:
+    """How long the worker waits, as a job arrives, for other jobs to join its pass: GATHER_S while
+    jobs keep coming (a burst samples in fewer, larger passes), nothing for a job after a quiet
+    spell of QUIET_S (on an idle bot the wait was 20 ms of every answer, ~4% of `!continue`)."""
+
+    def __init__(self):
+        self._last: float | None = None  # time.monotonic() of the last arrival
+
+    def wait_s(self) -> float:
+        """Seconds to wait now that a job arrived (and note its arrival)."""
+        now, last = time.monotonic(), self._last
+        self._last = now
+        return GATHER_S if last is not None and now - last < QUIET_S else 0.0
 
 
 def _sentence(text: str) -> str:

@@ -18,7 +18,7 @@ from pathlib import Path
 from bot.jobs import JobState
 from bot.settings import Settings
 from bot.storage.jobs import JobStore
-from bot.worker.generator import Generator, pass_rows
+from bot.worker.generator import Gathering, Generator, pass_rows
 from bot.worker.rendering import Outcome, Sampled
 
 log = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 # commands at once while a job renders (FluidSynth and ffmpeg inherit it).
 LOCAL_WORKER_NICENESS = 5
 IDLE_POLL_S = 0.5  # how often an idle worker looks for jobs without a wake-up
-GATHER_S = 0.02  # after a wake-up, wait this long for other jobs arriving together
+BACKLOG_POLL_S = 0.02  # how often a worker whose renderer is full looks again
 
 def run_local(database: Path, token: str, supervised: bool) -> None:
     """Claim jobs from the SQLite queue, run them, write the outcomes back, until SIGTERM (after
@@ -48,6 +48,7 @@ def run_local(database: Path, token: str, supervised: bool) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     parent = os.getppid()
     announced = False
+    gathering = Gathering()
     while not stop.is_set():
         if generator.model is not None and not announced:
             tell_bot("ready")
@@ -58,7 +59,7 @@ def run_local(database: Path, token: str, supervised: bool) -> None:
         rows = pass_rows(settings.batch_limit, renderer.waiting_rows())
         jobs = store.claim(token, rows) if renderer.waiting() < RENDER_BACKLOG else []
         if not jobs:
-            if not _wait_for_wakeup(supervised, IDLE_POLL_S if renderer.waiting() == 0 else GATHER_S):
+            if not _wait_for_wakeup(supervised, IDLE_POLL_S if renderer.waiting() == 0 else BACKLOG_POLL_S, gathering):
                 log.info("the bot is gone; exiting")
                 break
             continue
@@ -137,9 +138,10 @@ def tell_bot(line: str) -> None:
         sys.stdout.flush()
 
 
-def _wait_for_wakeup(supervised: bool, timeout: float) -> bool:
-    """Wait until the bot writes a line on stdin (a job arrived) or `timeout` passes. False if
-    stdin closed: the supervising bot died."""
+def _wait_for_wakeup(supervised: bool, timeout: float, gathering: Gathering) -> bool:
+    """Wait until the bot writes a line on stdin (a job arrived; then as long as `gathering` says,
+    so that jobs submitted together join the same pass) or `timeout` passes. False if stdin
+    closed: the supervising bot died."""
     if not supervised:
         time.sleep(timeout)
         return True
@@ -147,7 +149,7 @@ def _wait_for_wakeup(supervised: bool, timeout: float) -> bool:
     if readable:
         if not os.read(sys.stdin.fileno(), 4096):
             return False
-        time.sleep(GATHER_S)  # jobs submitted together join the same batch
+        time.sleep(gathering.wait_s())
     return True
 
 

@@ -304,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
                              "(what the bot and the baseline did after their last answer is over)")
     parser.add_argument("--keep", action="store_true", help="keep the data folder (outputs, log) and print it")
     parser.add_argument("--baseline", type=Path, help="another checkout (e.g. `git worktree add /tmp/old <rev>`): "
-                        "its bot answers the typed-notes case too, request for request, for a ratio")
+                        "its bot answers the typed-notes case after each timed request of every case, for ratios")
     args = parser.parse_args(argv)
     weights = args.weights.resolve() if args.weights else None
     if weights is None and not DEFAULT_WEIGHTS.is_file():
@@ -331,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
                     baseline.answer(baseline.send(command))
         results: dict[str, list[float]] = {"typed notes": [], "MIDI sketch": [], "typed notes with lyrics": []}
         means: dict[str, dict[str, float]] = {}
+        beside: dict[str, list[float]] = {}  # per case, the baseline's typed notes sent in turns with it
         for name, command in (("typed notes", NOTES_COMMAND), ("MIDI sketch", SKETCH_COMMAND.format(path=sketch)),
                               ("typed notes with lyrics", LYRICS_COMMAND)):
             before, cpu_before = bot.stages(), bot.cpu_seconds()
@@ -340,10 +341,12 @@ def main(argv: list[str] | None = None) -> int:
                 answer = bot.answer(bot.send(command))
                 results[name].append(answer.seconds)
                 print(f"{name} {run + 1:2d}/{args.runs}: {answer.seconds:.3f} s ({answer.job_id})", flush=True)
-                if baseline is not None and name == "typed notes":  # request for request, same moment
+                if baseline is not None:  # request for request, same moment: typed notes to the baseline
                     time.sleep(args.gap)
-                    old = baseline.answer(baseline.send(command))
-                    results.setdefault(BASELINE_CASE, []).append(old.seconds)
+                    old = baseline.answer(baseline.send(NOTES_COMMAND))
+                    beside.setdefault(name, []).append(old.seconds)
+                    if name == "typed notes":
+                        results.setdefault(BASELINE_CASE, []).append(old.seconds)
                     print(f"{BASELINE_CASE} {run + 1:2d}/{args.runs}: {old.seconds:.3f} s", flush=True)
             means[name] = stage_means(before, bot.stages())
             means[name]["cpu"] = (bot.cpu_seconds() - cpu_before) / args.runs
@@ -392,6 +395,11 @@ def main(argv: list[str] | None = None) -> int:
            f"{percentile(results['typed notes'], 50) / percentile(results[BASELINE_CASE], 50):.2f}, p95 ratio "
            f"{percentile(results['typed notes'], 95) / percentile(results[BASELINE_CASE], 95):.2f}.", ""]
           if baseline is not None else []),
+        *(["Each case's p50 against the baseline's typed notes sent in turns with it (a ratio: the machine's "
+           "speed of the moment cancels): "
+           + ", ".join(f"{name} {percentile(results[name], 50):.3f} / {percentile(beside[name], 50):.3f} s = "
+                       f"{percentile(results[name], 50) / percentile(beside[name], 50):.2f}" for name in beside) + ".",
+           ""] if baseline is not None else []),
         f"Goal, typed notes p50 <= {GOAL_P50_S:g} s and p95 <= {GOAL_P95_S:g} s: {'met' if met else 'NOT met'}.",
         "",
         f"`nice -n 15 .venv/bin/python benchmarks/e2e_bench.py --runs {args.runs}"

@@ -189,6 +189,32 @@ def test_the_piano_roll_labels_notes_with_their_syllables():
     assert pianoroll.draw_panel(events, 0, layout, "1", labels=[]).tobytes() == plain.tobytes()
 
 
+def test_syllables_on_sixteenths_are_labelled_without_running_into_each_other():
+    from PIL import Image, ImageDraw
+
+    from bot.render import pianoroll
+
+    # a line of 16 syllables on sixteenths, all on one pitch (one row): the labels would overlap
+    events = [26, 0] * 16 + [1]
+    layout = pianoroll.shared_layout([events])
+    syllables = "walk- ing down the emp- ty street and ev- e- ry win- dow dark to- night".split()
+    words = [(2 * n, text) for n, text in enumerate(syllables)]
+    draw = ImageDraw.Draw(Image.new("RGB", (pianoroll.WIDTH, pianoroll.PANEL_HEIGHT)))
+    font = pianoroll._font(pianoroll.FONT_PX - 5)
+    wanted = [((40 + 6 * step, 100), text) for step, text in words]  # a step is ~6 px in a 9-bar panel
+    boxes = [draw.textbbox(place, text, font, "lt") for place, text in pianoroll.label_places(draw, wanted, font, 300)]
+    assert len(boxes) == 16
+    overlapping = [(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:]
+                   if a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]]
+    assert not overlapping
+    assert len({box[1] for box in boxes}) >= 3  # they went one or two lines lower, or more
+    assert [x for (x, _), _ in pianoroll.label_places(draw, wanted, font, 300)] == [x for (x, _), _ in wanted]
+    # no room below: a label stays where it was wanted rather than leave the grid
+    assert all(top == 100 for (_, top), _ in pianoroll.label_places(draw, wanted, font, 105))
+    # and the picture is drawn with them
+    assert pianoroll.draw_panel(events, 0, layout, "1", labels=words).size == (pianoroll.WIDTH, pianoroll.PANEL_HEIGHT)
+
+
 def test_a_jams_words_are_shared_by_its_rounds():
     from model.lyrics.setting import round_lines
 

@@ -149,16 +149,38 @@ def draw_panel(
 
     if labels:
         starts = {note.start: note for note in events_to_notes(events)}
-        small = _font(FONT_PX - 5)
-        for step, text in labels:
-            if step in starts and step < steps:
-                draw.text((x(step) + 1, y(starts[step].pitch - 1) + 1), text.strip(), TEXT, small, "lt")
+        wanted = [((x(step) + 1, y(starts[step].pitch - 1) + 1), text.strip())
+                  for step, text in labels if step in starts and step < steps]
+        for place, text in label_places(draw, wanted, _font(FONT_PX - 5), bottom):
+            draw.text(place, text, TEXT, _font(FONT_PX - 5), "lt")
     if chords is not None:
         _chord_symbols(draw, chords[:steps], x, top)
     if label:
         draw.text((GUTTER / 2, HEADER / 2), label, TEXT, _font(FONT_PX + 5), "mm")
     _legend(draw, font, primer_steps > 0, bool(band))
     return image
+
+
+def label_places(draw: ImageDraw.ImageDraw, wanted: list[tuple[tuple[int, int], str]], font, bottom: int,
+                 ) -> list[tuple[tuple[int, int], str]]:
+    """Where each lyric label goes: under its note ((left, top) as wanted), or a line lower, or
+    the next, where it would overlap a label already placed (syllables on sixteenths run into each
+    other), so every syllable stays readable; no lower than `bottom` allows."""
+    placed: list[tuple[int, int, int, int]] = []  # boxes of the labels so far, 2 px wider to the right
+
+    def free(x0: int, y0: int, x1: int, y1: int) -> bool:
+        return not any(x0 < b[2] and b[0] < x1 and y0 < b[3] and b[1] < y1 for b in placed)
+
+    out = []
+    for (left, top), text in wanted:
+        x0, y0, x1, y1 = draw.textbbox((left, top), text, font, "lt")
+        line = y1 - top + 1
+        shift = 0
+        while not free(x0, y0 + shift, x1, y1 + shift) and y1 + shift + line <= bottom:
+            shift += line
+        placed.append((x0, y0 + shift, x1 + 2, y1 + shift))
+        out.append(((left, top + shift), text))
+    return out
 
 
 def _band(draw: ImageDraw.ImageDraw, band: list, x, y, layout: tuple[int, int, int], bottom: int) -> None:

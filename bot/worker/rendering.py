@@ -47,10 +47,9 @@ def warm_renderer(settings: Settings, skip_render: bool) -> None:
         return
     from bot.render import check_setup
     from model.band.keys import load_library
-    from model.lyrics.syllables import warm_up
 
-    warm_up()  # the words' syllables are placed here too (lyric_placements)
-
+    # Not the pronouncing dictionary (~32 MiB): the worker hands each job's syllables over with its
+    # notes (Sampled.lyrics); lyric_placements loads it only for a job that comes without them.
     try:
         load_library()
         check_setup(str(settings.soundfont) if settings.soundfont else None)

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator
 
 from bot.jobs import GENERIC_ERROR, Job, JobState
 from bot.settings import Settings
+from bot.worker.allocator import return_large_buffers
 from bot.worker.components import (
     CHORDS,
     CHORDS_UNAVAILABLE,
@@ -102,6 +103,7 @@ class Generator:
 
         self._renderer().start()  # it loads the soundfont while the model loads here
         self.check_chords()
+        return_large_buffers()  # a pass's tables go back to the system after it (bot/worker/allocator.py)
 
         if self.settings.worker_threads:  # step-by-step sampling: more threads mostly fight over cores
             torch.set_num_threads(self.settings.worker_threads)

@@ -19,6 +19,7 @@ import multiprocessing
 import threading
 
 from bot.jobs import GENERIC_ERROR, JobState
+from bot.worker.allocator import keep_freed_buffers
 from bot.worker.rendering import Outcome, render_job, warm_renderer
 
 log = logging.getLogger(__name__)
@@ -113,31 +114,6 @@ class RenderProcess:
                 self._process.kill()
                 self._process.join()
         self._process = self._conn = None
-
-
-# A preview's mix allocates a few dozen buffers of 1.7-3.4 MB (19 s of mono or stereo float32).
-# glibc maps each anew from the kernel and unmaps it when freed (buffers over 128 KB; its dynamic
-# threshold only rises after a free), so every buffer is paid for again in page faults, by three
-# threads at once. Kept in the heap and not trimmed back, they are reused: the render of a
-# default answer took 3-10% less CPU, its page faults 31,418 -> 50 (BENCHMARKS.md, issue 22).
-MMAP_THRESHOLD_BYTES = 32 * 2**20  # buffers below this come from the heap...
-TRIM_THRESHOLD_BYTES = 32 * 2**20  # ...and this much freed heap is kept for the next request
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt's parameters (malloc.h)
-
-
-def keep_freed_buffers() -> None:
-    """Tell glibc's allocator to keep the renderer's freed buffers (elsewhere: nothing to do)."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"))
-        mallopt = libc.mallopt
-    except (OSError, AttributeError, TypeError):  # not glibc (musl, macOS): its own allocator as it is
-        return
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
-    mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)
 
 
 def serve(settings, conn, skip_render: bool) -> None:

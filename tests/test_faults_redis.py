@@ -137,6 +137,46 @@ async def test_a_sigkilled_worker_hands_its_jobs_on_within_seconds(queue_setting
         workers.close()
 
 
+
+async def test_a_job_taken_but_not_started_by_a_sigkilled_worker_is_answered_within_seconds(
+        queue_settings, redis_server, tmp_path):
+    """A worker's four pool threads hold jobs waiting for the first batch to end; the worker has
+    also taken the next job's task (prefetched: Redis holds it unacknowledged), which the bot
+    still counts as queued. SIGKILLed then, only Celery's visibility timeout (600 s here) would
+    free that task; the bot sends it again as soon as it sees the worker gone."""
+    import json
+
+    import redis.asyncio as redis
+
+    settings = queue_settings(redis_url=redis_server.url, job_timeout_s=60)
+    workers = Workers(settings, tmp_path, count=1, delay_s=4)  # --concurrency 4
+    client = redis.from_url(redis_server.url)
+    try:
+        await workers.ready()
+        async with make_queue(settings) as queue:
+            ids = [(await queue.submit(job(user, user_name=SLOW_USER))).job.job_id for user in range(1, 7)]
+            deadline = time.monotonic() + 3.5
+            while True:  # a job the worker has taken (its task unacknowledged) and not started
+                taken = {json.loads(raw)[0]["headers"]["id"] for raw in await client.hvals("unacked")}
+                states = {i: (await queue.get(i)).state for i in ids}
+                prefetched = [i for i in ids if i in taken and states[i] == JobState.QUEUED]
+                if prefetched and JobState.RUNNING in states.values():
+                    break
+                assert time.monotonic() < deadline, f"no job taken and not started: {states}, taken {taken}"
+                await asyncio.sleep(0.05)
+            os.kill(workers.procs[0].pid, signal.SIGKILL)
+            killed = time.monotonic()
+            workers.add()
+            answers = await answers_of(queue, ids, ANSWER_BOUND_S)
+            assert answers == Counter({(i, JobState.DONE): 1 for i in ids})
+            print(f"{len(prefetched)} taken, not started, worker SIGKILLed: answered once, "
+                  f"{time.monotonic() - killed:.1f} s after")
+            assert time.monotonic() - killed < ANSWER_BOUND_S  # not the 600 s visibility timeout
+    finally:
+        await client.aclose()
+        workers.close()
+
+
 async def test_redis_down_at_start_then_up_and_no_workers_for_a_while(queue_settings, redis_server, tmp_path, caplog):
     """Bot and a worker start while Redis is down; jobs are accepted and told why they wait; the
     password in the URL is never logged."""

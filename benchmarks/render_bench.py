@@ -121,11 +121,8 @@ def stage_table(args, melodies, primer_steps, chords, cold: bool) -> dict[str, f
         print(row(stage, [timings[stage] for timings in runs]))
     print(row("cpu (all threads)", cpus))
     mp3_kib = statistics.mean(len(preview.mp3) for preview in previews) / 1024
-    png_kib = statistics.mean(len(preview.png) for preview in previews) / 1024
-    print(
-        f"outputs: MP3 {mp3_kib:.0f} KiB and {previews[0].duration_s:.2f} s each, PNG {png_kib:.0f} KiB each, "
-        f"combined PNG {len(combined) / 1024:.0f} KiB"
-    )
+    print(f"outputs: MP3 {mp3_kib:.0f} KiB and {previews[0].duration_s:.2f} s each, "
+          f"the piano rolls' PNG {len(combined) / 1024:.0f} KiB")
     return {stage: statistics.median(timings[stage] for timings in runs) for stage in STAGES}
 
 

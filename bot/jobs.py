@@ -74,7 +74,6 @@ class Variation:
     events: list[int]  # primer + continuation
     midi: bytes
     mp3: bytes
-    png: bytes  # its own piano roll; b"" since the worker draws only Result.combined_png (every answer sends that)
     chords: str | None = None  # the progression under primer + continuation, as a lead sheet
     lyrics: list | None = None  # [step, syllable] of each sung syllable (primer + continuation steps)
 
@@ -92,7 +91,7 @@ class Result:
         """JSON-safe: bytes as base64 text."""
         data = asdict(self)
         for variation in data["variations"]:
-            for name in ("midi", "mp3", "png"):
+            for name in ("midi", "mp3"):
                 variation[name] = base64.b64encode(variation[name]).decode()
         data["combined_png"] = base64.b64encode(self.combined_png).decode()
         return data
@@ -102,8 +101,8 @@ class Result:
         data = dict(data)
         data.pop("pruned", None)  # previews deleted after the retention time (bot/storage/jobs.py)
         data["variations"] = [
-            Variation(v["events"], *(base64.b64decode(v[name]) for name in ("midi", "mp3", "png")), v.get("chords"),
-                      v.get("lyrics"))
+            Variation(v["events"], *(base64.b64decode(v[name]) for name in ("midi", "mp3")), v.get("chords"),
+                      v.get("lyrics"))  # (a "png" of jobs stored before 2026-12-04 is left out: always empty)
             for v in data["variations"]
         ]
         data["combined_png"] = base64.b64decode(data["combined_png"])

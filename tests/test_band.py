@@ -198,7 +198,7 @@ def test_the_reply_names_the_style_and_the_help_lists_them():
     from bot.jobs import Job, JobState, JobStatus, Result, Variation
 
     job = Job(user_id=1, channel_id=1, primer=[26, 0, 0, 1], style="bossa")
-    result = Result(job.job_id, 4, [Variation([26, 0, 0, 1], b"MThd", b"", b"")], b"", None, {})
+    result = Result(job.job_id, 4, [Variation([26, 0, 0, 1], b"MThd", b"")], b"", None, {})
     text = result_reply(JobStatus(job, JobState.DONE, result=result), "!", DISCORD).text
     assert "style=bossa" in text
     assert Job.from_dict({k: v for k, v in job.to_dict().items() if k != "style"}).style == "pop"  # older rows

@@ -36,7 +36,7 @@ def melody(*pitches: int) -> list[int]:
 
 def finished(jobs: JobStore, job: Job, variations: list[list[int]], state: JobState = JobState.DONE) -> Job:
     jobs.add(job, 10, 100)
-    result = Result(job.job_id, len(job.primer), [Variation(v, b"midi", b"mp3", b"png", "C | G") for v in variations],
+    result = Result(job.job_id, len(job.primer), [Variation(v, b"midi", b"mp3", "C | G") for v in variations],
                     b"", "C major", {"total": 0.1}) if state == JobState.DONE else None
     jobs.finish(job.job_id, state, result=result, error=None if result else "the worker died")
     time.sleep(0.01)  # finish times in order

@@ -18,7 +18,7 @@ def finish_one(database) -> str:
     job = Job(user_id=1, channel_id=1, primer=[26, 0, 0, 1], bars=1, variations=1)
     store.add(job, 10, 10)
     store.claim("w", 10)
-    result = Result(job.job_id, 4, [Variation([26, 0, 0, 1], b"m", b"", b"")], b"", None, {})
+    result = Result(job.job_id, 4, [Variation([26, 0, 0, 1], b"m", b"")], b"", None, {})
     store.finish(job.job_id, JobState.DONE, result=result, worker="w")
     store.close()
     return job.job_id

@@ -71,7 +71,7 @@ async def test_extend_goes_on_with_the_chords_and_again_keeps_them(handler, tmp_
     store = JobStore(tmp_path / "melodybot.sqlite3")  # a worker's side: finish the job
     store.claim("w", 64)
     events = parent.primer + [40, 0, 0, 1] * 4
-    result = Result(parent.job_id, len(parent.primer), [Variation(events, b"m", b"", b"", "C | G")] * 4, b"", None, {})
+    result = Result(parent.job_id, len(parent.primer), [Variation(events, b"m", b"", "C | G")] * 4, b"", None, {})
     store.finish(parent.job_id, JobState.DONE, result=result, worker="w")
     store.close()
     extended = await queued(handler, f"!extend {parent.job_id} 2", user_id=2)
@@ -149,7 +149,7 @@ def test_the_reply_says_whose_chords_it_lists(sheet, sketch_chords, label):
     from bot.commands.replies import chord_lines
 
     job = Job(user_id=1, channel_id=1, primer=[26, 0, 0, 1], chords=sheet, primer_chords=sketch_chords)
-    variations = [Variation([26], b"", b"", b"", "C | F | G"), Variation([26], b"", b"", b"", "C | Am | G")]
+    variations = [Variation([26], b"", b"", "C | F | G"), Variation([26], b"", b"", "C | Am | G")]
     lines = chord_lines(job, Result(job.job_id, 4, variations, b"", None, {}))
     assert lines == [f"Chords 1 ({label}): C | F | G", f"Chords 2 ({label}): C | Am | G"]
 

@@ -337,13 +337,13 @@ async def test_song_of_an_extend_chain_engraves_the_known_melody(handler):
         other = [note_on(60)] + [NO_EVENT] * 31
         jobs.add(first, 10, 100)
         jobs.finish(first.job_id, JobState.DONE, result=Result(first.job_id, 16, [
-            Variation(other, b"", b"", b"", "C | C"), Variation(EVENTS[:32], b"", b"", b"", "F | Bb C7")],
+            Variation(other, b"", b"", "C | C"), Variation(EVENTS[:32], b"", b"", "F | Bb C7")],
             b"", "F major", {}))
         second = Job(user_id=OTHER, channel_id=CHANNEL, primer=EVENTS[:32], bars=2, variations=1, guild_id=5,
                      bpm=100, instrument="guitar", parent=f"{first.job_id}:2")
         jobs.add(second, 10, 100)
         jobs.finish(second.job_id, JobState.DONE, result=Result(second.job_id, 32, [
-            Variation(EVENTS, b"", b"", b"", "Am | Dm | C7 | F")], b"", "F major", {}))  # its primer's chords differ
+            Variation(EVENTS, b"", b"", "Am | Dm | C7 | F")], b"", "F major", {}))  # its primer's chords differ
     finally:
         jobs.close()
 
@@ -509,7 +509,7 @@ async def test_a_round_waits_for_room_in_the_queue_and_an_unposted_result_still_
     jobs = JobStore(handler.settings.database)
     try:
         jobs.finish(jam.job_id, JobState.DONE, result=Result(jam.job_id, 12, [
-            Variation(EVENTS[:28], b"", b"", b"", None), Variation(EVENTS[:24], b"", b"", b"", None)], b"", None, {}))
+            Variation(EVENTS[:28], b"", b"", None), Variation(EVENTS[:24], b"", b"", None)], b"", None, {}))
     finally:
         jobs.close()
     for notes in ("C4", "D4", "E4"):  # the starter's cap (3 unfinished jobs)

@@ -92,7 +92,7 @@ async def finished(queue, job: Job) -> Job:  # noqa: F811 - the fixture named qu
     from bot.jobs import Variation
 
     events = list(job.primer[:-1]) + [26, 0, 0, 0] * 16
-    result = Result(job.job_id, len(job.primer) - 1, [Variation(events, b"", b"", b"", None, [[16, " la"]])] * 2,
+    result = Result(job.job_id, len(job.primer) - 1, [Variation(events, b"", b"", None, [[16, " la"]])] * 2,
                     b"", "C major", {})
     assert queue._store.finish(job.job_id, JobState.DONE, result=result)
     return job
@@ -164,17 +164,17 @@ def test_the_song_keeps_each_rounds_words_where_they_land():
     from bot.jobs import Variation
 
     song = [26, 0, 0, 0, 28, 0, 0, 0, 1]  # the primer, its NOTE_OFF included
-    first = Variation(song[:-1] + [30, 0, 31, 0], b"", b"", b"", None, [[8, " walk-"], [10, "ing"]])
+    first = Variation(song[:-1] + [30, 0, 31, 0], b"", b"", None, [[8, " walk-"], [10, "ing"]])
     words = append_words([], song, first, primer_steps=8)
     song = append_variation(song, first.events, 8)
     assert words == [[8, " walk-"], [10, "ing"]]
     # the next round's primer is the song's last 12 steps (a long song loses bars at the front)
-    second = Variation(song[-12:] + [33, 0], b"", b"", b"", None, [[12, " home"]])
+    second = Variation(song[-12:] + [33, 0], b"", b"", None, [[12, " home"]])
     words = append_words(words, song, second, primer_steps=12)
     song = append_variation(song, second.events, 12)
     assert words == [[8, " walk-"], [10, "ing"], [12, " home"]]
     assert all(song[step] >= 2 for step, _ in words)  # every syllable on a note's onset
-    silent = Variation(song + [0, 0], b"", b"", b"", None, None)  # a round without words keeps the song's
+    silent = Variation(song + [0, 0], b"", b"", None, None)  # a round without words keeps the song's
     assert append_words(words, song, silent, primer_steps=len(song)) == words
 
 

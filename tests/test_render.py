@@ -53,6 +53,16 @@ def render_variation(events: list[int], primer_steps: int, bpm: float, instrumen
     return previews[0]
 
 
+def panel_of(combined_png: bytes, index: int, count: int):
+    """Variation `index`'s piano roll as (height, width, 3) pixels, cut from the stacked picture of
+    `count` variations that render_variations returns (bot.render.pianoroll.stack: panels alike
+    in height, SEPARATOR px apart)."""
+    pixels = np.asarray(Image.open(io.BytesIO(combined_png)).convert("RGB"))
+    height = (pixels.shape[0] - (count - 1) * pianoroll.SEPARATOR) // count
+    top = index * (height + pianoroll.SEPARATOR)
+    return pixels[top : top + height]
+
+
 def decode(data: bytes) -> tuple[AudioSegment, np.ndarray]:
     """The MP3 decoded: the segment, and its samples as (frames, channels) float64 (int16 scale)."""
     segment = AudioSegment.from_file(io.BytesIO(data), format="mp3")
@@ -149,8 +159,9 @@ def test_primer_gap_adds_one_silent_beat(preview):
     assert dbfs(part(samples, 2.3, 2.48)) < dbfs(part(samples, 2.5, 4.5)) - 20
 
 
-def test_piano_roll_png_marks_primer_and_continuation(preview):
-    image = Image.open(io.BytesIO(preview.png)).convert("RGB")
+def test_piano_roll_png_marks_primer_and_continuation():
+    _, combined, _ = render_variations([SCALE], PRIMER_STEPS, BPM)  # one variation: the picture is its panel
+    image = Image.open(io.BytesIO(combined)).convert("RGB")
     assert image.size == (pianoroll.WIDTH, pianoroll.PANEL_HEIGHT)
     pixels = np.asarray(image)
     assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 20  # grid, shading, notes, anti-aliased text

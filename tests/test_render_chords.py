@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 from PIL import Image
-from test_render import BPM, REST_BAR, STEP_S, TAIL_S, dbfs, decode, legato, lufs, part
+from test_render import BPM, REST_BAR, STEP_S, TAIL_S, dbfs, decode, legato, lufs, panel_of, part
 
 from bot.render import RenderError, pianoroll, render_variations
 from model.music.chords import chords_per_step, parse_chord, parse_lead_sheet
@@ -79,7 +79,7 @@ def test_chords_are_heard_under_the_melody_quieter_with_the_loudness_normalised(
 def test_piano_roll_names_the_chords_above_the_bars():
     chords = per_step(PROGRESSION)
     previews, combined, _ = render_variations([MELODY, MELODY], 0, BPM, chords=[chords, None])
-    named, plain = (np.asarray(Image.open(io.BytesIO(p.png)).convert("RGB")) for p in previews)
+    named, plain = panel_of(combined, 0, 2), panel_of(combined, 1, 2)
     assert named.shape == plain.shape == (pianoroll.PANEL_HEIGHT, pianoroll.WIDTH, 3)
     def greenish(pixels):  # CHORD_TEXT and its anti-aliased blends with the background
         red, green, blue = (pixels[..., channel].astype(int) for channel in range(3))

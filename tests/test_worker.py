@@ -68,7 +68,7 @@ def test_jobs_are_sampled_in_one_batch_and_rendered(generator):
     assert (len(first.variations), len(second.variations)) == (2, 3)
     assert [len(v.events) for v in second.variations] == [len(PRIMER) + 32] * 3
     for variation in first.variations + second.variations:
-        assert variation.mp3 and variation.midi.startswith(b"MThd") and variation.png == b""  # only the stack's
+        assert variation.mp3 and variation.midi.startswith(b"MThd")
     assert first.combined_png.startswith(b"\x89PNG") and second.combined_png.startswith(b"\x89PNG")
     # Batching changes nothing: the same seed gives the same continuation alone.
     alone = continue_melodies(generator.model, [PRIMER], [SamplingOptions(bars=1, variations=2, seed=1)])[0]

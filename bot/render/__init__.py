@@ -68,7 +68,6 @@ DEFAULT_TIMEOUT_S = 30.0  # seconds for a whole request; synthesis stops when th
 class Preview:
     midi: bytes  # the arranger's MIDI file, or the melody (and its CHORDS track) on the chosen instrument
     mp3: bytes  # stereo MP3 as mixed (soft primer / primer gap / chords or band included)
-    png: bytes  # piano roll of this variation (b"" with each_png=False)
     duration_s: float  # length of the audio encoded in the MP3
 
 
@@ -101,7 +100,6 @@ def render_variations(
     arrangements: Sequence[Arrangement] | None = None,
     midis: Sequence[bytes] | None = None,
     lyrics: Sequence[Sequence | None] | None = None,
-    each_png: bool = True,
 ) -> tuple[list[Preview], bytes, dict[str, float]]:
     """Render every melody (events, primer first). `chords`: per variation, its per-step chords
     (as long as the melody) or None. `arrangements`: per variation, what the band plays
@@ -109,9 +107,9 @@ def render_variations(
     the melody over its chords (style "none"), mixed the same way. `midis`: per variation, the
     MIDI file to send (the arranger's); without them, the melody and its chords
     (model.music.midi_io.write_midi). `lyrics`: per variation, (step, syllable) pairs or None: lyric
-    events in the MIDI written here, labels on its piano roll. `each_png`: a PNG per variation too
-    (the worker sends only the stack, as every answer does: 4 PNG encodings fewer, ~35 ms).
-    Returns the previews, one PNG stacking all variations labelled 1..N, and
+    events in the MIDI written here, labels on its piano roll.
+    Returns the previews, one PNG stacking all variations' piano rolls labelled 1..N (every answer
+    sends that one picture; the panels are alike in height), and
     seconds: synth (the parts), midi_write and png (this thread), audio_wait (for the audio once
     those are done), total; mix and mp3_encode summed over the variations (they overlap)."""
     started = time.perf_counter()
@@ -172,10 +170,6 @@ def render_variations(
             for index, (events, progression, arrangement, w) in enumerate(zip(melodies, chords, arrangements, words))
         ]
         combined = pianoroll.png_bytes(pianoroll.stack(panels) if len(panels) > 1 else panels[0])
-        if not each_png:
-            pngs = [b""] * len(panels)
-        else:
-            pngs = [pianoroll.png_bytes(panel) for panel in panels] if len(panels) > 1 else [combined]
         lap("png")
         results = [future.result() for future in sounds]
         lap("audio_wait")  # what is left of the audio once the rest is done
@@ -183,5 +177,5 @@ def render_variations(
     for stage in ("mix", "mp3_encode"):
         timings[stage] = sum(r[2][stage] for r in results)  # summed over the variations: mix and MP3 overlap
     timings["total"] = time.perf_counter() - started
-    previews = [Preview(*fields) for fields in zip(midis, mp3s, pngs, durations)]
+    previews = [Preview(*fields) for fields in zip(midis, mp3s, durations)]
     return previews, combined, timings

@@ -251,7 +251,8 @@ class JobStore:
         for job_id, data in rows:
             result = json.loads(data)
             for variation in result["variations"]:
-                variation.update(midi="", mp3="", png="")
+                variation.update(midi="", mp3="")
+                variation.pop("png", None)  # jobs stored before 2026-12-04 had one (empty)
             result.update(combined_png="", pruned=True)
             with self._write() as db:
                 db.execute("UPDATE queue_jobs SET result = ? WHERE job_id = ?", (json.dumps(result), job_id))

@@ -87,7 +87,7 @@ def _result(settings: Settings, sampled: Sampled, skip_render: bool) -> Result:
     sheets = [lead_sheet(p) if p is not None else None for p in progressions]
     words = sampled.lyrics if sampled.lyrics is not None else lyric_placements(job, primer, len(continuations))
     if skip_render:
-        variations, combined = [Variation(m, b"", b"", b"", s, w) for m, s, w in zip(melodies, sheets, words)], b""
+        variations, combined = [Variation(m, b"", b"", s, w) for m, s, w in zip(melodies, sheets, words)], b""
     else:
         from bot.render import render_variations
         from model.music.midi_io import write_arrangement
@@ -99,9 +99,9 @@ def _result(settings: Settings, sampled: Sampled, skip_render: bool) -> Result:
         soundfont = str(settings.soundfont) if settings.soundfont else None
         previews, combined, _ = render_variations(
             melodies, len(primer), job.bpm, job.instrument, soundfont=soundfont, chords=progressions,
-            arrangements=arrangements, midis=midis, lyrics=words if job.lyrics else None, each_png=False,
+            arrangements=arrangements, midis=midis, lyrics=words if job.lyrics else None,
         )
-        variations = [Variation(m, midi, p.mp3, p.png, s, w)
+        variations = [Variation(m, midi, p.mp3, s, w)
                       for m, midi, p, s, w in zip(melodies, midis, previews, sheets, words)]
     now = time.time()
     key = detect_key(primer)

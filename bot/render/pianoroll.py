@@ -151,8 +151,9 @@ def draw_panel(
         starts = {note.start: note for note in events_to_notes(events)}
         wanted = [((x(step) + 1, y(starts[step].pitch - 1) + 1), text.strip())
                   for step, text in labels if step in starts and step < steps]
-        for place, text in label_places(draw, wanted, _font(FONT_PX - 5), bottom):
-            draw.text(place, text, TEXT, _font(FONT_PX - 5), "lt")
+        small = _font(FONT_PX - 5)
+        for place, text in label_places(draw, wanted, small, bottom):
+            draw.text(place, text, TEXT, small, "lt")
     if chords is not None:
         _chord_symbols(draw, chords[:steps], x, top)
     if label:

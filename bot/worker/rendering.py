@@ -48,7 +48,7 @@ def warm_renderer(settings: Settings, skip_render: bool) -> None:
     from bot.render import check_setup
     from model.band.keys import load_library
 
-    # Not the pronouncing dictionary (~32 MiB): the worker hands each job's syllables over with its
+    # Not the pronouncing dictionary (26 MiB here): the worker hands each job's syllables over with its
     # notes (Sampled.lyrics); lyric_placements loads it only for a job that comes without them.
     try:
         load_library()

@@ -35,12 +35,13 @@ BAR_A, BAR_B, BAR_C, BAR_D = bar("C4 E G C"), bar("D4 F A D"), bar("E4 G B E"), 
 
 @pytest.fixture
 def plain_steps(monkeypatch):
-    """The sampler without issue 23's form plan, register lift and cadence (tests/test_form.py and
-    tests/test_takes.py have those)."""
+    """The sampler without issue 23's form plan, register lift, cadence and motif echo
+    (tests/test_form.py, tests/test_takes.py and tests/test_motifs.py have those)."""
     monkeypatch.setattr(sampling, "FORM_PLAN", False)
     monkeypatch.setattr(sampling, "LIFT", 0.0)
     monkeypatch.setattr(sampling, "CADENCE_STABLE", 0.0)
     monkeypatch.setattr(sampling, "CADENCE_LATE", 0.0)
+    monkeypatch.setattr(sampling, "MOTIF_BIAS", 0.0)
 
 
 def test_one_candidate_is_the_plain_sampler(tiny_model, plain_steps):

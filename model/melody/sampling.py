@@ -235,6 +235,8 @@ def _sample(primers: list[list[int]], options: list[SamplingOptions], model: Mel
         repeat_cap=same_note_caps(),
         copy_lag=_copy_lags(primers, bar_start, options, rows, steps, device),
         copy_bias=COPY_BIAS,
+        motif_bias=_motif_bias(options, rows, device),
+        loop_penalty=LOOP_PENALTY,
         event_bias=_lift([primers[i] for i, _, _ in rows], device),
         **_cadence(primers, options, chords, rows, device),
     )
@@ -321,6 +323,27 @@ def _planned_material(ids: list[int], plan: list[int]) -> list[int]:
         out.append(material)
         ids.append(material if lag > 0 else -2 - len(ids))
     return out
+
+
+# logit (after temperature) for a next note that finishes one of the sketch's 4-note interval patterns
+# (model.melody.motifs): real continuations re-use 0.64 of them, the network's 0.56 with the form plan,
+# 0.63 with this echo (2.0 overshoots: 0.69)
+MOTIF_BIAS = 1.0
+# logit taken from a note that would repeat, in place, a bar following two alike bars (model.melody.bar_loops):
+# a ban in effect, a form plan's copy included (8 left some: a looping network is that sure of itself);
+# real pop holds no third alike bar in a row in 5,273 windows
+LOOP_PENALTY = 30.0
+
+
+def _motif_bias(options: list[SamplingOptions], rows: list, device) -> torch.Tensor | None:
+    """(rows,) MOTIF_BIAS for each row, but none for a fallback candidate (candidate_plans): it is
+    there to differ when the others are near-copies (a sketch of one bar twice, which the echo
+    would only bring back again)."""
+    if not MOTIF_BIAS:
+        return None
+    fallback = [FORM_PLAN and options[i].rhythm is None and options[i].candidates >= FALLBACK_FROM
+                and k == options[i].candidates - 1 for i, _, k in rows]  # fmt: skip
+    return torch.tensor([0.0 if last else MOTIF_BIAS for last in fallback], device=device)
 
 
 LIFT = 0.6  # logit per octave above the sketch's mean pitch (real continuations sit 0.8 semitones above it)

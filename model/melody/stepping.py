@@ -9,7 +9,7 @@ model.melody.network; tests/test_sampling.py checks that the two agree.
 
 On a CPU a step of a small batch costs more in per-op overhead than in arithmetic, so the loop
 keeps its ops few: what does not depend on the samples is computed for all steps before it
-(step-major, step s reads row s), the rules besides the network (rests, copies, same notes) are
+(step-major, step s reads row s), the rules besides the network (rests, copies, same notes, motifs) are
 decided per row on the host (numpy) and cost nothing on a step they leave alone, the log-likelihoods
 are scored once at the end, and the nucleus is sorted out only when a sample could lie outside
 it. Every op that remains sees the same values in the same shapes as before, so the samples
@@ -24,6 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from model.melody.bar_loops import BarLoop
+from model.melody.motifs import MotifEcho
 from model.melody.network import LOOKBACKS, MelodyNet
 from model.melody.same_note import SameNoteRun, host_tensor
 from model.music.events import FIRST_NOTE_ON, NO_EVENT, NOTE_OFF, NUM_CLASSES, PAD, STEPS_PER_BAR
@@ -52,6 +54,8 @@ def generate(
     event_bias: torch.Tensor | None = None,
     end_bias: torch.Tensor | None = None,
     end_start: torch.Tensor | None = None,
+    motif_bias: torch.Tensor | None = None,
+    loop_penalty: float = 0.0,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Continue each primer row by `steps` events, all rows in one batched pass.
 
@@ -80,7 +84,11 @@ def generate(
     as NO_EVENT. event_bias (B, NUM_CLASSES) or None: added to every step's logits after
     temperature (a register's lift). end_bias (B, K, NUM_CLASSES) or None: added likewise on each
     row's K steps from end_start (B,) on (a phrase's end: its row's last K steps), which it samples
-    no hotter than temperature 1."""
+    no hotter than temperature 1. motif_bias (B,) or None: added (after temperature) to each NOTE_ON that would
+    finish one of the row's primer's 4-note interval patterns from its last three notes, the
+    NOTE_ONs then shifted to keep their share: it picks the note, not whether one starts
+    (model.melody.motifs). loop_penalty: taken from each note that would repeat, in place, a bar
+    that follows two alike bars (a third in a row; model.melody.bar_loops), copy_lag's steps too."""
     batch, p_len = primer.shape
     device = primer.device
     pad = [0] * batch if lengths is None else [p_len - int(n) for n in lengths.tolist()]
@@ -89,18 +97,19 @@ def generate(
     offset = torch.zeros(batch, dtype=torch.long, device=device) if offset is None else offset
     max_run = torch.zeros(batch, dtype=torch.long, device=device) if max_run is None else max_run
     inputs = (primer, temperature, top_p, allowed_events, offset, max_run, chords, step_allowed, copy_lag, event_bias,
-              end_bias, end_start)
+              end_bias, end_start, motif_bias)
     order = sorted(range(batch), key=pad.__getitem__)  # rows padded alike side by side: each group a slice
     # inference mode: the ~100 small ops of a step skip autograd's bookkeeping (~10% of a pass's CPU)
     with torch.inference_mode():
         if order == list(range(batch)):
             out = _generate_sorted(model, *inputs, steps, seeds, pad, chord_scale, with_loglik, repeat_cap, copy_bias,
-                                   copy_free_runs)
+                                   copy_free_runs, loop_penalty)
         else:
             index = torch.tensor(order, device=device)
             inputs = tuple(x if x is None else x[index] for x in inputs)
             out = _generate_sorted(model, *inputs, steps, [seeds[b] for b in order], [pad[b] for b in order],
-                                   chord_scale, with_loglik, repeat_cap, copy_bias, copy_free_runs)  # fmt: skip
+                                   chord_scale, with_loglik, repeat_cap, copy_bias, copy_free_runs,
+                                   loop_penalty)  # fmt: skip
             back = torch.argsort(index)
             out = out[0][back], out[1][back]
     out = out[0].clone(), out[1].clone()  # ordinary tensors again, which a caller may use with autograd on
@@ -108,8 +117,9 @@ def generate(
 
 
 def _generate_sorted(model: MelodyNet, primer, temperature, top_p, allowed_events, offset, max_run, chords,
-                     step_allowed, copy_lag, event_bias, end_bias, end_start, steps, seeds, pad, chord_scale,
-                     with_loglik, repeat_cap=None, copy_bias=0.0, copy_free_runs=True):  # fmt: skip
+                     step_allowed, copy_lag, event_bias, end_bias, end_start, motif_bias, steps, seeds, pad,
+                     chord_scale, with_loglik, repeat_cap=None, copy_bias=0.0, copy_free_runs=True,
+                     loop_penalty=0.0):  # fmt: skip
     """generate, its rows in order of padding -> (events, loglik: zeros without with_loglik)."""
     batch, p_len = primer.shape
     device = primer.device
@@ -163,6 +173,9 @@ def _generate_sorted(model: MelodyNet, primer, temperature, top_p, allowed_event
     rest_limit = max_run.cpu().numpy()
     rest_limit = np.where(rest_limit == 0, np.iinfo(np.int64).max, rest_limit)  # 0: no limit
     repeats = None if repeat_cap is None else SameNoteRun.of(sequence[:, :p_len], repeat_cap)
+    echo = None
+    if motif_bias is not None and bool((motif_bias != 0).any()):
+        echo = MotifEcho(sequence[:, :p_len].tolist(), motif_bias.cpu().numpy())
     copying = None if copy_lag is None or not bool((copy_lag > 0).any()) else copy_lag
     if copying is not None:  # per step, once: which rows copy, from where; which steps need any of it
         sounding = _sounding(sequence[:, :p_len]).cpu().numpy()
@@ -186,6 +199,7 @@ def _generate_sorted(model: MelodyNet, primer, temperature, top_p, allowed_event
         step_allowed = step_allowed.transpose(0, 1).contiguous()
     targets = torch.arange(p_len, p_len + steps, device=device)
     positions = (targets[None, :] - offset[:, None]) % STEPS_PER_BAR  # (B, steps)
+    loops = BarLoop(history, positions.cpu().numpy(), p_len, loop_penalty) if loop_penalty else None
     # the position's query and key rows are gathered per step: for all steps at once they would be
     # (steps, B, 2H), ~57 MB at a burst's 192 rows, held through the pass
     position_rows = positions.T.contiguous()  # (steps, B)
@@ -269,6 +283,11 @@ def _generate_sorted(model: MelodyNet, primer, temperature, top_p, allowed_event
             scaled += event_bias
         if end_any[s]:  # a phrase's end
             scaled += end_add[s]
+        if echo is not None and echo.any():  # the sketch's motifs: which note, not whether one starts
+            scaled = echo.lean(scaled, allowed_now)
+        if loops is not None and (found := loops.penalties(s)) is not None:  # a third bar alike in a row
+            echoed, penalty = found
+            scaled.scatter_add_(1, host_tensor(echoed[:, None], device), host_tensor(penalty[:, None], device))
         if copy_now:
             scaled.scatter_add_(1, host_tensor(target[:, None], device),
                                 host_tensor(np.where(active, copy_bias, 0.0).astype(np.float32)[:, None], device))
@@ -293,6 +312,8 @@ def _generate_sorted(model: MelodyNet, primer, temperature, top_p, allowed_event
             sounding = np.where(rest, sounding, events != NOTE_OFF)
         if repeats is not None:
             repeats.update(events)
+        if echo is not None:
+            echo.update(events)
         # the step's memory entry: key from its state and the next position, value from its state and event
         torch.add(from_key.view(batch, heads, -1), position_k.view(batch, heads, -1), out=keys.select(2, filled))
         torch.add(from_value.view(batch, heads, -1), w.value_event.index_select(0, sampled).view(batch, heads, -1),

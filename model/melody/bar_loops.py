@@ -1,0 +1,57 @@
+"""The step sampler's loop breaker (issue 23: no bad takes).
+
+Left alone, the network can fall into a loop: once a bar has come back unchanged, its attention
+copies it again and again (one take in 33 held 3 or more bars in a row, each a near-copy of the
+bar before; real pop, in every 8-bar window of the held-out songs: none). BarLoop watches each row
+at its bar lines: when the bar just ended is a near-copy of the one before it (Jaccard >= 0.75 of
+their (onset in bar, pitch) sets, as model.melody.sampling.jaccard counts, and not empty), each
+note of the coming bar that would start where the bar before had the same note loses `penalty`
+logit, so a third bar in a row is something new. That holds for a bar the form plan brings back
+too: a plan that brings the same bar a third time in a row gives way (the penalty outweighs its
+copy bias), as real songs do not do it either.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from model.music.events import FIRST_NOTE_ON, NUM_CLASSES, STEPS_PER_BAR
+
+NEAR_COPY = 0.75
+
+
+class BarLoop:
+    """Per row, whether the bar being sampled follows two alike bars (`looping`)."""
+
+    def __init__(self, history: np.ndarray, positions: np.ndarray, start: int, penalty: float):
+        """history (B, T): the rows' events, sampled ones written in as they come; positions
+        (B, steps): each sampled step's place in its row's bar; start: the first sampled step's
+        column in history."""
+        self.history, self.positions, self.start = history, positions, start
+        self.penalty = np.float32(penalty)
+        self.looping = np.zeros(len(history), dtype=bool)
+
+    def _alike(self, row: int, t: int) -> bool:
+        """Whether the bar ending before column t is a near-copy of the bar before it."""
+        if t < 2 * STEPS_PER_BAR:
+            return False
+        last, before = (self._notes(row, t - k * STEPS_PER_BAR) for k in (1, 2))
+        return bool(last) and len(last & before) >= NEAR_COPY * len(last | before)
+
+    def _notes(self, row: int, begin: int) -> set[tuple[int, int]]:
+        bar = self.history[row, begin : begin + STEPS_PER_BAR]
+        onsets = np.flatnonzero((bar >= FIRST_NOTE_ON) & (bar < NUM_CLASSES))
+        return {(int(i), int(bar[i])) for i in onsets}
+
+    def penalties(self, s: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """Before sampling step s: (event per row, logit to add) or None when no row loops."""
+        t = self.start + s
+        for row in np.flatnonzero(self.positions[:, s] == 0).tolist():  # rows at a bar line
+            self.looping[row] = self._alike(row, t)
+        if not self.looping.any():
+            return None
+        echo = self.history[:, t - STEPS_PER_BAR]
+        hit = self.looping & (echo >= FIRST_NOTE_ON) & (echo < NUM_CLASSES)
+        if not hit.any():
+            return None
+        return np.minimum(echo, NUM_CLASSES - 1), np.where(hit, -self.penalty, np.float32(0))

@@ -28,8 +28,8 @@ from model.melody.form import (
     OPTION_FEATURES,
     WINDOW,
     FormModel,
-    _copies,
     bar_sets,
+    copies,
     new_features,
     option_features,
     repeat_shares,
@@ -66,7 +66,7 @@ def examples(songs, every: int, seed: int = 0):
         matrix = np.zeros((n, n), bool)
         for i in range(n):
             for j in range(i):
-                matrix[i, j] = matrix[j, i] = _copies(bars[i], bars[j])
+                matrix[i, j] = matrix[j, i] = copies(bars[i], bars[j])
         for end in range(1 + int(rng.integers(every)), n - BARS + 1, every):
             start = max(0, end - WINDOW)
             context = end - start

@@ -3,21 +3,19 @@
 Left alone, the network can fall into a loop: once a bar has come back unchanged, its attention
 copies it again and again (one take in 33 held 3 or more bars in a row, each a near-copy of the
 bar before; real pop, in every 8-bar window of the held-out songs: none). BarLoop watches each row
-at its bar lines: when the bar just ended is a near-copy of the one before it (Jaccard >= 0.75 of
-their (onset in bar, pitch) sets, as model.melody.sampling.jaccard counts, and not empty), each
-note of the coming bar that would start where the bar before had the same note loses `penalty`
-logit, so a third bar in a row is something new. That holds for a bar the form plan brings back
-too: a plan that brings the same bar a third time in a row gives way (the penalty outweighs its
-copy bias), as real songs do not do it either.
+at its bar lines: when the bar just ended is a near-copy of the one before it (as the form plan
+counts a copy: model.melody.form.copies), each note of the coming bar that would start where the
+bar before had the same note loses `penalty` logit, so a third bar in a row is something new.
+That holds for a bar the form plan brings back too: a plan that brings the same bar a third time
+in a row gives way (the penalty outweighs its copy bias), as real songs do not do it either.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from model.melody.form import copies
 from model.music.events import FIRST_NOTE_ON, NUM_CLASSES, STEPS_PER_BAR
-
-NEAR_COPY = 0.75
 
 
 class BarLoop:
@@ -35,8 +33,7 @@ class BarLoop:
         """Whether the bar ending before column t is a near-copy of the bar before it."""
         if t < 2 * STEPS_PER_BAR:
             return False
-        last, before = (self._notes(row, t - k * STEPS_PER_BAR) for k in (1, 2))
-        return bool(last) and len(last & before) >= NEAR_COPY * len(last | before)
+        return copies(self._notes(row, t - STEPS_PER_BAR), self._notes(row, t - 2 * STEPS_PER_BAR))
 
     def _notes(self, row: int, begin: int) -> set[tuple[int, int]]:
         bar = self.history[row, begin : begin + STEPS_PER_BAR]

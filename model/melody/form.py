@@ -54,7 +54,8 @@ def bar_sets(events: list[int], start: int = 0) -> list[set[tuple[int, int]]]:
     return bars
 
 
-def _copies(a: set, b: set) -> bool:
+def copies(a: set, b: set) -> bool:
+    """Whether bar b is a copy of bar a: both non-empty, their (onset in bar, pitch) sets alike."""
     return bool(a) and bool(b) and len(a & b) >= COPY_JACCARD * len(a | b)
 
 
@@ -66,7 +67,7 @@ def material_ids(bars: list[set]) -> list[int]:
         found = -1 if not bar else i
         if bar:
             for j in range(i - 1, -1, -1):
-                if ids[j] >= 0 and _copies(bar, bars[j]):
+                if ids[j] >= 0 and copies(bar, bars[j]):
                     found = ids[j]
                     break
         ids.append(found)

@@ -41,7 +41,8 @@ OPTION_FEATURES = ("following", "following bars", *(f"lag {lag}" for lag in LAGS
                    "source material count", "source first heard", "sketch repeats at lag", "source planned",
                    "new copy at 4-bar lag", "first bar following", "lag multiple of 8")  # fmt: skip
 NEW_FEATURES = ("bias", "log context bars", "first bar", "bar before new", "sketch repeat share",
-                "short sketch", "bar before empty", "bar in continuation")
+                "short sketch", "bar before empty", "bar in continuation", "continuation new so far",
+                "continuation copies so far", "sketch empty share")
 
 
 def bar_sets(events: list[int], start: int = 0) -> list[set[tuple[int, int]]]:
@@ -109,9 +110,13 @@ def new_features(ids: list[int], bar: int, context_bars: int) -> list[float]:
     before = ids[bar - 1] if bar > 0 else -1
     repeated = [i for k, i in enumerate(ids[:context_bars]) if i >= 0]
     share = sum(i != k for k, i in enumerate(ids[:context_bars]) if i >= 0) / max(len(repeated), 1)
+    done = ids[context_bars:bar]
+    new_so_far = sum(i == context_bars + k for k, i in enumerate(done)) / max(len(done), 1)
+    copies_so_far = sum(0 <= i < context_bars + k for k, i in enumerate(done)) / max(len(done), 1)
+    empty_share = sum(i < 0 for i in ids[:context_bars]) / max(context_bars, 1)
     return [1.0, math.log(max(context_bars, 1)) / math.log(WINDOW), float(bar == context_bars),
             float(before >= 0 and before == bar - 1), share, float(context_bars <= 2), float(before < 0),
-            (bar - context_bars) / 8]  # fmt: skip
+            (bar - context_bars) / 8, new_so_far, copies_so_far, empty_share]  # fmt: skip
 
 
 @dataclass(frozen=True)

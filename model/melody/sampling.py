@@ -33,8 +33,8 @@ from model.defaults import (
     TOP_P_RANGE,
 )
 from model.melody import stepping
+from model.melody.form import REST, load_form
 from model.melody.form import bar_sets as form_bar_sets
-from model.melody.form import load_form
 from model.melody.network import CHORD_ROOT, NO_CHORD, MelodyNet, load_checkpoint
 from model.music.chords import chord_tone_share, chords_per_step
 from model.music.events import (
@@ -62,7 +62,9 @@ class SamplingOptions:
     top_p: float = DEFAULT_TOP_P  # nucleus: sample among the likeliest events holding this much probability
     seed: int = 0  # same seed, same primer, same options -> same continuations
     keep_key: bool = True  # only notes of the primer's key (and any other pitch class it uses)
-    max_rest: int = 16  # steps a note may be held or a rest may last before something happens; 0: no limit
+    # steps a note may be held or a rest may last before something happens; 0: no limit; None: by the
+    # sketch (_rest_limit)
+    max_rest: int | None = None
     candidates: int = DEFAULT_CANDIDATES  # continuations sampled per variation; the best by choice_score is kept
     # Per variation, what may happen at each continuation step (model.lyrics.rhythm step codes:
     # a lyric's rhythm plan); None: anything. With it, max_rest does not apply (the plan holds notes).
@@ -80,7 +82,7 @@ class SamplingOptions:
         low, high = TOP_P_RANGE
         if not low <= self.top_p <= high:
             raise ValueError(f"top_p must be between {low} and {high}, not {self.top_p}")
-        if not 0 <= self.max_rest <= MAX_REST_LIMIT:
+        if self.max_rest is not None and not 0 <= self.max_rest <= MAX_REST_LIMIT:
             raise ValueError(f"max_rest must be between 0 and {MAX_REST_LIMIT} steps, not {self.max_rest}")
         if not 1 <= self.candidates <= MAX_CANDIDATES:
             raise ValueError(f"candidates must be between 1 and {MAX_CANDIDATES}, not {self.candidates}")
@@ -173,6 +175,36 @@ def continue_melodies(
     return _sample(primers, options, model, chords)
 
 
+def longest_quiet(events: list[int]) -> int:
+    """The most NO_EVENTs in a row in events (a held note or a rest), padding not counted."""
+    best = run = 0
+    for e in events:
+        run = run + 1 if e == NO_EVENT else 0
+        best = max(best, run)
+    return best
+
+
+# The rest limit when a request sets none (issue 23). Real pop breaks between its sections: a third
+# of the 8-bar continuations of 32-bar stretches hold a rest of two bars or more, and a fixed limit
+# of a bar gave the two-sample test a spike of rests of just that length (BENCHMARKS.md). A short
+# sketch is an idea, not a section: its answer keeps going (folk tunes, all short sketches, never
+# rest a bar), unless the sketch itself held still longer.
+AUTO_REST_STEPS = 16  # for a sketch shorter than SECTION_BARS
+SECTION_BARS = 8  # from this long a sketch, no limit
+
+
+def _rest_limit(primer: list[int], opt: SamplingOptions) -> int:
+    """stepping.generate's max_run for a request: none under a lyric's rhythm (its plan holds the
+    notes), else max_rest, or when it is None, by the sketch (AUTO_REST_STEPS, SECTION_BARS)."""
+    if opt.rhythm:
+        return 0
+    if opt.max_rest is not None:
+        return opt.max_rest
+    if len(primer) >= SECTION_BARS * STEPS_PER_BAR:
+        return 0
+    return min(max(AUTO_REST_STEPS, longest_quiet(primer)), MAX_REST_LIMIT)
+
+
 def _chord_codes(chords: list | None, steps: int) -> list[int]:
     codes = [NO_CHORD] * steps
     for step, chord in enumerate((chords or [])[:steps]):
@@ -226,7 +258,7 @@ def _sample(primers: list[list[int]], options: list[SamplingOptions], model: Mel
         allowed_events=torch.stack([keys[i] for i, _, _ in rows]).to(device),
         seeds=[variation_seed(options[i].seed, v, k) for i, v, k in rows],
         offset=offset,
-        max_run=torch.tensor([0 if options[i].rhythm else options[i].max_rest for i, _, _ in rows], device=device),
+        max_run=torch.tensor([_rest_limit(primers[i], options[i]) for i, _, _ in rows], device=device),
         chords=torch.tensor([codes[i] for i, _, _ in rows], dtype=torch.long, device=device) if any(chords) else None,
         with_loglik=True,
         chord_scale=CHORD_SCALE,
@@ -237,6 +269,7 @@ def _sample(primers: list[list[int]], options: list[SamplingOptions], model: Mel
         copy_bias=COPY_BIAS,
         motif_bias=_motif_bias(options, rows, device),
         loop_penalty=LOOP_PENALTY,
+        fresh_penalty=FRESH_PENALTY,
         event_bias=_lift([primers[i] for i, _, _ in rows], device),
         **_cadence(primers, options, chords, rows, device),
     )
@@ -257,7 +290,7 @@ def _sample(primers: list[list[int]], options: list[SamplingOptions], model: Mel
 
 # -- the form plan: bars that bring the song's own material back (issue 23, model.melody.form) --------
 FORM_PLAN = True  # off: every bar is the network's own (as before issue 23's form plan)
-COPY_BIAS = 6.0  # added to the (temperature-scaled) logit of a returning bar's source event
+COPY_BIAS = 10.0  # added to the (temperature-scaled) logit of a returning bar's source event
 FALLBACK_FROM = 3  # candidates per variation from which the last one follows a plan of its own (a fallback)
 FALLBACK_PENALTY = 10.0  # nats per step off a fallback's score: chosen only when the others are near-copies
 PLAN_TRIES = 8  # draws of a variation's plan until it shares at most half its bars with another's
@@ -333,6 +366,9 @@ MOTIF_BIAS = 1.0
 # a ban in effect, a form plan's copy included (8 left some: a looping network is that sure of itself);
 # real pop holds no third alike bar in a row in 5,273 windows
 LOOP_PENALTY = 30.0
+# logit taken from a note that would go on copying an earlier bar note for note in a bar the plan
+# calls new (model.melody.fresh_bars): real pop's new bars copy nothing
+FRESH_PENALTY = 8.0
 
 
 def _motif_bias(options: list[SamplingOptions], rows: list, device) -> torch.Tensor | None:
@@ -403,8 +439,8 @@ def _cadence(primers: list[list[int]], options: list[SamplingOptions], chords: l
 
 def _copy_lags(primers: list[list[int]], bar_start: list[int], options: list[SamplingOptions], rows: list,
                steps: int, device) -> torch.Tensor | None:
-    """(rows, steps) per continuation step of each row, 0, -1 (a rest bar) or the steps back of the
-    event it copies."""
+    """(rows, steps) per continuation step of each row, 0 (no plan), stepping.REST_BAR,
+    stepping.NEW_BAR or the steps back of the event it copies."""
     if not FORM_PLAN:
         return None
     lags = torch.zeros(len(rows), steps, dtype=torch.long)
@@ -417,10 +453,16 @@ def _copy_lags(primers: list[list[int]], bar_start: list[int], options: list[Sam
         if i not in plans:
             continue
         length, first, plan = plans[i]
+        limit = _rest_limit(primers[i], options[i])  # planned rest bars keep to it too: a take is no silence
+        quiet_bars = None if limit == 0 else limit // STEPS_PER_BAR
+        run = 0
         for b, lag in enumerate(plan[v][k]):
-            if lag:
-                start = first + b * STEPS_PER_BAR - length  # continuation steps of the bar
-                lags[r, max(start, 0) : start + STEPS_PER_BAR] = lag * STEPS_PER_BAR if lag > 0 else -1
+            run = run + 1 if lag == REST else 0
+            if lag == REST and quiet_bars is not None and run > quiet_bars:
+                lag = 0
+            start = first + b * STEPS_PER_BAR - length  # continuation steps of the bar
+            code = lag * STEPS_PER_BAR if lag > 0 else stepping.REST_BAR if lag == REST else stepping.NEW_BAR
+            lags[r, max(start, 0) : start + STEPS_PER_BAR] = code
     return lags.to(device) if bool(lags.any()) else None
 
 

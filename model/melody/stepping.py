@@ -25,10 +25,13 @@ import torch
 import torch.nn.functional as F
 
 from model.melody.bar_loops import BarLoop
+from model.melody.fresh_bars import FreshBar
 from model.melody.motifs import MotifEcho
 from model.melody.network import LOOKBACKS, MelodyNet
 from model.melody.same_note import SameNoteRun, host_tensor
 from model.music.events import FIRST_NOTE_ON, NO_EVENT, NOTE_OFF, NUM_CLASSES, PAD, STEPS_PER_BAR
+
+REST_BAR, NEW_BAR = -1, -2  # copy_lag's codes for a form plan's bars that bring nothing back
 
 
 @torch.no_grad()
@@ -56,6 +59,7 @@ def generate(
     end_start: torch.Tensor | None = None,
     motif_bias: torch.Tensor | None = None,
     loop_penalty: float = 0.0,
+    fresh_penalty: float = 0.0,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Continue each primer row by `steps` events, all rows in one batched pass.
 
@@ -75,7 +79,9 @@ def generate(
     so a row asking for fewer steps than the batch can score just its own. step_allowed
     (B, steps, NUM_CLASSES) bool or None: what each row may do at each step besides
     allowed_events (a lyric's rhythm: NOTE_ON only where a syllable starts); where the two
-    leave nothing, step_allowed alone. copy_lag (B, steps) long or None: per step, 0 or how many
+    leave nothing, step_allowed alone. copy_lag (B, steps) long or None: per step, 0, REST_BAR (a
+    form plan's bar where no note starts), NEW_BAR (a bar the plan calls new: with fresh_penalty,
+    model.melody.fresh_bars keeps it from copying an earlier bar note for note) or how many
     steps back lies the event this step should copy (a form plan's returning bar,
     model.melody.form): that event's logit gets copy_bias more (after temperature, before the
     same-note cap, which with copy_free_runs spares a copying step until the run is at the cap's
@@ -88,7 +94,9 @@ def generate(
     finish one of the row's primer's 4-note interval patterns from its last three notes, the
     NOTE_ONs then shifted to keep their share: it picks the note, not whether one starts
     (model.melody.motifs). loop_penalty: taken from each note that would repeat, in place, a bar
-    that follows two alike bars (a third in a row; model.melody.bar_loops), copy_lag's steps too."""
+    that follows two alike bars (a third in a row; model.melody.bar_loops), copy_lag's steps too.
+    fresh_penalty: taken, in copy_lag's NEW_BAR steps, from the note that would go on copying an
+    earlier bar (model.melody.fresh_bars)."""
     batch, p_len = primer.shape
     device = primer.device
     pad = [0] * batch if lengths is None else [p_len - int(n) for n in lengths.tolist()]
@@ -103,13 +111,13 @@ def generate(
     with torch.inference_mode():
         if order == list(range(batch)):
             out = _generate_sorted(model, *inputs, steps, seeds, pad, chord_scale, with_loglik, repeat_cap, copy_bias,
-                                   copy_free_runs, loop_penalty)
+                                   copy_free_runs, loop_penalty, fresh_penalty)
         else:
             index = torch.tensor(order, device=device)
             inputs = tuple(x if x is None else x[index] for x in inputs)
             out = _generate_sorted(model, *inputs, steps, [seeds[b] for b in order], [pad[b] for b in order],
                                    chord_scale, with_loglik, repeat_cap, copy_bias, copy_free_runs,
-                                   loop_penalty)  # fmt: skip
+                                   loop_penalty, fresh_penalty)  # fmt: skip
             back = torch.argsort(index)
             out = out[0][back], out[1][back]
     out = out[0].clone(), out[1].clone()  # ordinary tensors again, which a caller may use with autograd on
@@ -119,7 +127,7 @@ def generate(
 def _generate_sorted(model: MelodyNet, primer, temperature, top_p, allowed_events, offset, max_run, chords,
                      step_allowed, copy_lag, event_bias, end_bias, end_start, motif_bias, steps, seeds, pad,
                      chord_scale, with_loglik, repeat_cap=None, copy_bias=0.0, copy_free_runs=True,
-                     loop_penalty=0.0):  # fmt: skip
+                     loop_penalty=0.0, fresh_penalty=0.0):  # fmt: skip
     """generate, its rows in order of padding -> (events, loglik: zeros without with_loglik)."""
     batch, p_len = primer.shape
     device = primer.device
@@ -176,11 +184,11 @@ def _generate_sorted(model: MelodyNet, primer, temperature, top_p, allowed_event
     echo = None
     if motif_bias is not None and bool((motif_bias != 0).any()):
         echo = MotifEcho(sequence[:, :p_len].tolist(), motif_bias.cpu().numpy())
-    copying = None if copy_lag is None or not bool((copy_lag > 0).any()) else copy_lag
+    copying = None if copy_lag is None or not bool((copy_lag != 0).any()) else copy_lag
     if copying is not None:  # per step, once: which rows copy, from where; which steps need any of it
         sounding = _sounding(sequence[:, :p_len]).cpu().numpy()
         source_index = (torch.arange(p_len, p_len + steps, device=device)[None, :] - copying.clamp(min=0)).clamp(min=0)
-        copy_any, quiet_any = (copying > 0).any(0).tolist(), (copying < 0).any(0).tolist()
+        copy_any, quiet_any = (copying > 0).any(0).tolist(), (copying == REST_BAR).any(0).tolist()
         copying, source_index = copying.cpu().numpy(), source_index.cpu().numpy()
     masks = _StepMasks(allowed_events)
     nucleus_p = None if bool((top_p >= 1).all()) else top_p[:, None]  # top_p 1 everywhere: no sorting
@@ -200,6 +208,9 @@ def _generate_sorted(model: MelodyNet, primer, temperature, top_p, allowed_event
     targets = torch.arange(p_len, p_len + steps, device=device)
     positions = (targets[None, :] - offset[:, None]) % STEPS_PER_BAR  # (B, steps)
     loops = BarLoop(history, positions.cpu().numpy(), p_len, loop_penalty) if loop_penalty else None
+    fresh = None
+    if fresh_penalty and copying is not None and (copying == NEW_BAR).any():
+        fresh = FreshBar(history, positions.cpu().numpy(), p_len, copying == NEW_BAR, fresh_penalty)
     # the position's query and key rows are gathered per step: for all steps at once they would be
     # (steps, B, 2H), ~57 MB at a burst's 192 rows, held through the pass
     position_rows = positions.T.contiguous()  # (steps, B)
@@ -271,7 +282,7 @@ def _generate_sorted(model: MelodyNet, primer, temperature, top_p, allowed_event
             target = np.minimum(target, NUM_CLASSES - 1)
             no_event |= active & (target == NO_EVENT)
         if copying is not None and quiet_any[s]:  # a rest bar: no note starts; a held note ends as it likes
-            quiet = copying[:, s] < 0
+            quiet = copying[:, s] == REST_BAR
             no_event |= quiet
         allowed_now, blocked_now = masks.pick(no_event, quiet, None if quiet is None else quiet & ~sounding)
         if step_allowed is not None:
@@ -288,6 +299,8 @@ def _generate_sorted(model: MelodyNet, primer, temperature, top_p, allowed_event
         if loops is not None and (found := loops.penalties(s)) is not None:  # a third bar alike in a row
             echoed, penalty = found
             scaled.scatter_add_(1, host_tensor(echoed[:, None], device), host_tensor(penalty[:, None], device))
+        if fresh is not None and (away := fresh.penalties(s)) is not None:  # a new bar turning into a copy
+            scaled += host_tensor(away, device)
         if copy_now:
             scaled.scatter_add_(1, host_tensor(target[:, None], device),
                                 host_tensor(np.where(active, copy_bias, 0.0).astype(np.float32)[:, None], device))
@@ -314,6 +327,8 @@ def _generate_sorted(model: MelodyNet, primer, temperature, top_p, allowed_event
             repeats.update(events)
         if echo is not None:
             echo.update(events)
+        if fresh is not None:
+            fresh.update(s, events)
         # the step's memory entry: key from its state and the next position, value from its state and event
         torch.add(from_key.view(batch, heads, -1), position_k.view(batch, heads, -1), out=keys.select(2, filled))
         torch.add(from_value.view(batch, heads, -1), w.value_event.index_select(0, sampled).view(batch, heads, -1),

@@ -1,0 +1,66 @@
+"""The step sampler's guard on a form plan's new bars (issue 23: songs come back, the way songs do).
+
+The form plan (model.melody.form) learned from real songs which continuation bars bring a bar back
+and which are new; in real pop a new bar copies no bar before it (that is what "new" means there).
+Left alone the network fills a planned-new bar with a copy of an earlier one a good part of the
+time, most of all after a returning bar: a plan with no returning bar kept none in only half its
+takes. Every take then re-used a bit of everything, where real continuations either bring a
+section back or go somewhere new (BENCHMARKS.md, issue 23: the two-sample test's strongest signal).
+
+FreshBar follows, per row in a planned-new bar, which earlier bars (the sketch's last WINDOW bars
+and the continuation's so far) it has matched note for note since its bar line: the same pitches
+starting at the same places, nothing starting where they have nothing. Once a bar has matched
+MIN_MATCHED notes of one of them, the note that bar has at the coming step loses `penalty` logit,
+so the new bar turns away from the copy; a bar with no such match is left alone.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from model.melody.form import WINDOW
+from model.music.events import FIRST_NOTE_ON, NUM_CLASSES, STEPS_PER_BAR
+
+MIN_MATCHED = 2  # notes matched, in place, before the guard speaks: two notes alike are no copy yet
+LOOK_BACK = WINDOW + 8  # earlier bars watched: the plan's window and an 8-bar continuation's
+
+
+class FreshBar:
+    """Per row and earlier bar (1..LOOK_BACK bars back), the notes its current bar has matched so
+    far in place, or -1 once it differs."""
+
+    def __init__(self, history: np.ndarray, positions: np.ndarray, start: int, fresh: np.ndarray, penalty: float):
+        """history (B, T): the rows' events, sampled ones written in as they come; positions
+        (B, steps): each sampled step's place in its row's bar; start: the first sampled step's
+        column in history; fresh (B, steps) bool: the steps of bars the plan calls new."""
+        self.history, self.positions, self.start, self.fresh = history, positions, start, fresh
+        self.penalty = np.float32(penalty)
+        self.matched = np.zeros((len(history), LOOK_BACK), dtype=np.int64)
+        self.rows = np.arange(len(history))[:, None]
+        self.backs = STEPS_PER_BAR * np.arange(1, LOOK_BACK + 1)[None, :]
+
+    def _echo(self, s: int) -> np.ndarray:
+        """(B, LOOK_BACK) the event each earlier bar of the sketch has at step s's place (no note
+        for a bar before the history or one that is not all the sketch's)."""
+        columns = self.start + s - self.backs
+        inside = (columns >= 0) & (columns - self.positions[:, s, None] + STEPS_PER_BAR <= self.start)
+        return np.where(inside, self.history[self.rows, np.maximum(columns, 0)], 0)
+
+    def penalties(self, s: int) -> np.ndarray | None:
+        """Before sampling step s: (B, NUM_CLASSES) float32 logit to add, or None when no row is near a copy."""
+        self.matched[self.positions[:, s] == 0] = 0  # a bar line: every row starts matching afresh
+        echo = self._echo(s)
+        hit = self.fresh[:, s, None] & (self.matched >= MIN_MATCHED) & (echo >= FIRST_NOTE_ON) & (echo < NUM_CLASSES)
+        if not hit.any():
+            return None
+        add = np.zeros((len(self.history), NUM_CLASSES), dtype=np.float32)
+        rows, bars = np.nonzero(hit)
+        add[rows, echo[rows, bars]] = -self.penalty
+        return add
+
+    def update(self, s: int, events: np.ndarray) -> None:
+        """After step s sampled `events` (B,)."""
+        echo = self._echo(s)
+        note, echo_note = events >= FIRST_NOTE_ON, (echo >= FIRST_NOTE_ON) & (echo < NUM_CLASSES)
+        differs = np.where(note[:, None], echo != events[:, None], echo_note)
+        self.matched = np.where(differs, -1, self.matched + ((self.matched >= 0) & note[:, None]))

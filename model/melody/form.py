@@ -15,8 +15,10 @@ non-empty bar of the window, and "rest" (a bar where no note starts, a break bet
 one bar in nine of real continuations) (the context's last WINDOW bars and the bars planned so far), scored
 from what a listener of the sketch already knows: is that lag already being followed (the bars
 before this one copying the bars before the source), how often the sketch repeats at that lag,
-how common the source bar's material is, the lag itself; "new" from the sketch's length and how
-repetitive it is. Pure Python and numpy: no torch, no dataset.
+how common the source bar's material is, the lag itself; "new" and "rest" from the sketch's
+length, its empty bars, how repetitive it is and what the continuation has done so far (its new
+bars, its returning ones). The step sampler keeps a planned-new bar from copying a sketch bar
+(model.melody.fresh_bars). Pure Python and numpy: no torch, no dataset.
 """
 
 from __future__ import annotations

@@ -7,11 +7,13 @@ time, most of all after a returning bar: a plan with no returning bar kept none 
 takes. Every take then re-used a bit of everything, where real continuations either bring a
 section back or go somewhere new (BENCHMARKS.md, issue 23: the two-sample test's strongest signal).
 
-FreshBar follows, per row in a planned-new bar, which earlier bars (the sketch's last WINDOW bars
-and the continuation's so far) it has matched note for note since its bar line: the same pitches
-starting at the same places, nothing starting where they have nothing. Once a bar has matched
-MIN_MATCHED notes of one of them, the note that bar has at the coming step loses `penalty` logit,
-so the new bar turns away from the copy; a bar with no such match is left alone.
+FreshBar follows, per row in a planned-new bar, which of the sketch's bars (its last WINDOW) it
+has matched note for note since its bar line: the same pitches starting at the same places,
+nothing starting where they have nothing. Once a bar has matched MIN_MATCHED notes of one of them,
+the note that sketch bar has at the coming step loses `penalty` logit, so the new bar turns away
+from the copy; a bar with no such match is left alone. Only the sketch's bars: a new bar may bring
+back one of the continuation's own, as real songs repeat their new bars (guarding those too took
+the musical protocol's structure from 0.22 to 0.13).
 """
 
 from __future__ import annotations
@@ -22,12 +24,11 @@ from model.melody.form import WINDOW
 from model.music.events import FIRST_NOTE_ON, NUM_CLASSES, STEPS_PER_BAR
 
 MIN_MATCHED = 2  # notes matched, in place, before the guard speaks: two notes alike are no copy yet
-LOOK_BACK = WINDOW + 8  # earlier bars watched: the plan's window and an 8-bar continuation's
 
 
 class FreshBar:
-    """Per row and earlier bar (1..LOOK_BACK bars back), the notes its current bar has matched so
-    far in place, or -1 once it differs."""
+    """Per row and bar of its sketch (the last WINDOW whole bars before its continuation's first bar
+    line), the notes the row's current bar has matched so far in place, or -1 once it differs."""
 
     def __init__(self, history: np.ndarray, positions: np.ndarray, start: int, fresh: np.ndarray, penalty: float):
         """history (B, T): the rows' events, sampled ones written in as they come; positions
@@ -35,19 +36,22 @@ class FreshBar:
         column in history; fresh (B, steps) bool: the steps of bars the plan calls new."""
         self.history, self.positions, self.start, self.fresh = history, positions, start, fresh
         self.penalty = np.float32(penalty)
-        self.matched = np.zeros((len(history), LOOK_BACK), dtype=np.int64)
         self.rows = np.arange(len(history))[:, None]
-        self.backs = STEPS_PER_BAR * np.arange(1, LOOK_BACK + 1)[None, :]
+        first_line = start + (-positions[:, 0]) % STEPS_PER_BAR  # each row's first bar line after the sketch
+        bars = min(WINDOW, max(int(first_line.max()) // STEPS_PER_BAR, 1))
+        self.bar_starts = first_line[:, None] - STEPS_PER_BAR * np.arange(1, bars + 1)[None, :]  # (B, bars)
+        self.inside = self.bar_starts >= 0  # a bar before the history (or its padding) holds no note
+        self.matched = np.zeros(self.bar_starts.shape, dtype=np.int64)
 
     def _echo(self, s: int) -> np.ndarray:
-        """(B, LOOK_BACK) the event each earlier bar of the sketch has at step s's place (no note
-        for a bar before the history or one that is not all the sketch's)."""
-        columns = self.start + s - self.backs
-        inside = (columns >= 0) & (columns - self.positions[:, s, None] + STEPS_PER_BAR <= self.start)
-        return np.where(inside, self.history[self.rows, np.maximum(columns, 0)], 0)
+        """(B, bars) the event each sketch bar has at step s's place in its bar."""
+        columns = np.maximum(self.bar_starts + self.positions[:, s, None], 0)
+        return np.where(self.inside, self.history[self.rows, columns], 0)
 
     def penalties(self, s: int) -> np.ndarray | None:
         """Before sampling step s: (B, NUM_CLASSES) float32 logit to add, or None when no row is near a copy."""
+        if not self.fresh[:, s].any():
+            return None
         self.matched[self.positions[:, s] == 0] = 0  # a bar line: every row starts matching afresh
         echo = self._echo(s)
         hit = self.fresh[:, s, None] & (self.matched >= MIN_MATCHED) & (echo >= FIRST_NOTE_ON) & (echo < NUM_CLASSES)
@@ -59,7 +63,9 @@ class FreshBar:
         return add
 
     def update(self, s: int, events: np.ndarray) -> None:
-        """After step s sampled `events` (B,)."""
+        """After step s sampled `events` (B,); only a new bar's steps count (each starts at a bar line)."""
+        if not self.fresh[:, s].any():
+            return
         echo = self._echo(s)
         note, echo_note = events >= FIRST_NOTE_ON, (echo >= FIRST_NOTE_ON) & (echo < NUM_CLASSES)
         differs = np.where(note[:, None], echo != events[:, None], echo_note)

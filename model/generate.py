@@ -72,8 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--bpm", type=float, help=f"tempo (default {DEFAULT_BPM:g} for typed notes, the sketch's)")
     parser.add_argument("--no-key", action="store_true", help="allow notes outside the primer's key")
     parser.add_argument("--max-rest", type=int, metavar="STEPS",
-                        help="sixteenths a note may be held or a rest may last, 0 for no limit (default: 16, or "
-                             "the sketch's own longest; none for a sketch of 8 bars or more)")
+                        help="sixteenths a note may be held or a rest may last, 0 for no limit (default: 16, 32 "
+                             "for a sketch of 8 bars or more, or the sketch's own longest)")
     parser.add_argument("--chords", default="", metavar="LEAD_SHEET",
                         help='chords for the continuation, e.g. "C | G | Am F | F" (bars split by |)')
     parser.add_argument("--style", default=DEFAULT_STYLE, help=f"the band that plays it: {style_list()}")

@@ -11,7 +11,7 @@ from model.melody import sampling, stepping
 from model.melody.form import bar_sets, copies
 from model.melody.fresh_bars import MIN_MATCHED, FreshBar
 from model.melody.sampling import SamplingOptions, continue_melodies, load_model, longest_quiet, prepare_primer
-from model.music.events import NO_EVENT, NOTE_OFF, NUM_CLASSES, PAD, STEPS_PER_BAR, note_on
+from model.music.events import NO_EVENT, NOTE_OFF, NUM_CLASSES, PAD, STEPS_PER_BAR, events_to_notes, note_on
 from model.music.primer import parse_notes
 
 # four different bars twice: a sketch whose every bar the network is tempted to bring back
@@ -120,7 +120,7 @@ def test_rest_bars_are_kept_even_when_no_bar_is_copied():
     ("C4 E4 G4 A4", 16),  # a short sketch keeps going
     ("C4 E4 r:4 G4 A4", 16),  # its own rest (15 steps) is shorter than a bar
     ("C4:2 r:8 E4:2", 31),  # a rest of two bars in it (the half note's release, then 31 quiet steps)
-    ("C4 E4 G4 A4 " * 8, 0),  # 8 bars: a section, no limit
+    ("C4 E4 G4 A4 " * 8, 32),  # 8 bars: a section, two bars between phrases
 ])
 def test_the_rest_limit_follows_the_sketch_when_a_request_sets_none(sketch, expected):
     primer = prepare_primer(parse_notes(sketch))
@@ -130,14 +130,19 @@ def test_the_rest_limit_follows_the_sketch_when_a_request_sets_none(sketch, expe
 
 
 def test_a_sketch_of_a_section_may_be_answered_with_a_break_longer_than_a_bar():
-    """With the limit lifted the shipped network takes the breaks a long sketch takes; a short one's
-    answer never rests past a bar."""
+    """With the limit raised the shipped network takes the breaks a long sketch takes, never longer
+    than its own; a short sketch's answer never rests past a bar."""
     model = load_model()
     phrase = "E4 G4 A4 G4 E4:2 D4:2 C4 D4 E4 G4 E4:4 r:8 "  # 4 bars, a 2-bar break
     long_sketch = prepare_primer(parse_notes(phrase * 2))
     options = [SamplingOptions(bars=8, variations=4, seed=s) for s in range(4)]
     takes = continue_melodies(model, [long_sketch] * 4, options)
-    assert max(longest_quiet(t) for ts in takes for t in ts) > STEPS_PER_BAR
+    quiet = [longest_quiet(t) for ts in takes for t in ts]
+    assert max(quiet) > STEPS_PER_BAR  # a break as the sketch's
+    # no take of mostly silence (with no limit, one rested 7 of its 8 bars): a break of at most the
+    # limit, a bar's rest planned or copied on either side of it
+    assert max(quiet) <= 4 * STEPS_PER_BAR
+    assert all(len({n.start // STEPS_PER_BAR for n in events_to_notes(t)}) >= 4 for ts in takes for t in ts)
     short = prepare_primer(parse_notes("E4 G4 A4 G4 E4:2 D4:2"))
     takes = continue_melodies(model, [short] * 4, options)
     assert max(longest_quiet(t) for ts in takes for t in ts) <= STEPS_PER_BAR

@@ -26,6 +26,7 @@ from model.melody.sampling import (
     continue_melodies,
     detect_key,
     load_model,
+    longest_quiet,
     prepare_primer,
     variation_seed,
 )
@@ -123,14 +124,6 @@ def test_keep_key_also_allows_the_primer_own_chromatic_notes():
     assert allowed_events(C_MAJOR, keep_key=False).all()
 
 
-def longest_run_of_no_events(events: list[int]) -> int:
-    longest = run = 0
-    for event in events:
-        run = run + 1 if event == NO_EVENT else 0
-        longest = max(longest, run)
-    return longest
-
-
 def test_max_rest_limits_held_notes_and_rests(tiny_model):
     lazy = copy.deepcopy(tiny_model)
     with torch.no_grad():
@@ -139,7 +132,7 @@ def test_max_rest_limits_held_notes_and_rests(tiny_model):
     primer = prepare_primer(parse_notes("C4 D E F G:1.5"))  # ends with 5 NO_EVENTs
     for max_rest in (1, 4, 6, 16):
         [continuation] = continue_one(lazy, primer, bars=4, variations=1, max_rest=max_rest)
-        assert longest_run_of_no_events(continuation) == max_rest
+        assert longest_quiet(continuation) == max_rest
         leading = next(i for i, e in enumerate(continuation) if e != NO_EVENT)
         assert leading == max(0, max_rest - 5)  # the primer's last 5 count
 

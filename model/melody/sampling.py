@@ -368,7 +368,7 @@ MOTIF_BIAS = 1.0
 # a ban in effect, a form plan's copy included (8 left some: a looping network is that sure of itself);
 # real pop holds no third alike bar in a row in 5,273 windows
 LOOP_PENALTY = 30.0
-# logit taken from a note that would go on copying an earlier bar note for note in a bar the plan
+# logit taken from a note that would go on copying a sketch bar note for note in a bar the plan
 # calls new (model.melody.fresh_bars): real pop's new bars copy nothing
 FRESH_PENALTY = 8.0
 

@@ -81,7 +81,7 @@ def generate(
     allowed_events (a lyric's rhythm: NOTE_ON only where a syllable starts); where the two
     leave nothing, step_allowed alone. copy_lag (B, steps) long or None: per step, 0, REST_BAR (a
     form plan's bar where no note starts), NEW_BAR (a bar the plan calls new: with fresh_penalty,
-    model.melody.fresh_bars keeps it from copying an earlier bar note for note) or how many
+    model.melody.fresh_bars keeps it from copying a sketch bar note for note) or how many
     steps back lies the event this step should copy (a form plan's returning bar,
     model.melody.form): that event's logit gets copy_bias more (after temperature, before the
     same-note cap, which with copy_free_runs spares a copying step until the run is at the cap's
@@ -95,8 +95,8 @@ def generate(
     NOTE_ONs then shifted to keep their share: it picks the note, not whether one starts
     (model.melody.motifs). loop_penalty: taken from each note that would repeat, in place, a bar
     that follows two alike bars (a third in a row; model.melody.bar_loops), copy_lag's steps too.
-    fresh_penalty: taken, in copy_lag's NEW_BAR steps, from the note that would go on copying an
-    earlier bar (model.melody.fresh_bars)."""
+    fresh_penalty: taken, in copy_lag's NEW_BAR steps, from the note that would go on copying a
+    bar of the primer (model.melody.fresh_bars)."""
     batch, p_len = primer.shape
     device = primer.device
     pad = [0] * batch if lengths is None else [p_len - int(n) for n in lengths.tolist()]

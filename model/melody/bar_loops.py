@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from model.melody.form import copies
-from model.music.events import FIRST_NOTE_ON, NUM_CLASSES, STEPS_PER_BAR
+from model.music.events import NUM_CLASSES, STEPS_PER_BAR, is_note_on
 
 
 class BarLoop:
@@ -37,7 +37,7 @@ class BarLoop:
 
     def _notes(self, row: int, begin: int) -> set[tuple[int, int]]:
         bar = self.history[row, begin : begin + STEPS_PER_BAR]
-        onsets = np.flatnonzero((bar >= FIRST_NOTE_ON) & (bar < NUM_CLASSES))
+        onsets = np.flatnonzero(is_note_on(bar))
         return {(int(i), int(bar[i])) for i in onsets}
 
     def penalties(self, s: int) -> tuple[np.ndarray, np.ndarray] | None:
@@ -48,7 +48,7 @@ class BarLoop:
         if not self.looping.any():
             return None
         echo = self.history[:, t - STEPS_PER_BAR]
-        hit = self.looping & (echo >= FIRST_NOTE_ON) & (echo < NUM_CLASSES)
+        hit = self.looping & is_note_on(echo)
         if not hit.any():
             return None
         return np.minimum(echo, NUM_CLASSES - 1), np.where(hit, -self.penalty, np.float32(0))

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from model.melody.form import WINDOW
-from model.music.events import FIRST_NOTE_ON, NUM_CLASSES, STEPS_PER_BAR
+from model.music.events import NUM_CLASSES, STEPS_PER_BAR, is_note_on
 
 MIN_MATCHED = 2  # notes matched, in place, before the guard speaks: two notes alike are no copy yet
 
@@ -54,7 +54,7 @@ class FreshBar:
             return None
         self.matched[self.positions[:, s] == 0] = 0  # a bar line: every row starts matching afresh
         echo = self._echo(s)
-        hit = self.fresh[:, s, None] & (self.matched >= MIN_MATCHED) & (echo >= FIRST_NOTE_ON) & (echo < NUM_CLASSES)
+        hit = self.fresh[:, s, None] & (self.matched >= MIN_MATCHED) & is_note_on(echo)
         if not hit.any():
             return None
         add = np.zeros((len(self.history), NUM_CLASSES), dtype=np.float32)
@@ -67,6 +67,6 @@ class FreshBar:
         if not self.fresh[:, s].any():
             return
         echo = self._echo(s)
-        note, echo_note = events >= FIRST_NOTE_ON, (echo >= FIRST_NOTE_ON) & (echo < NUM_CLASSES)
+        note, echo_note = is_note_on(events), is_note_on(echo)
         differs = np.where(note[:, None], echo != events[:, None], echo_note)
         self.matched = np.where(differs, -1, self.matched + ((self.matched >= 0) & note[:, None]))

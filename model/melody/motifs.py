@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from model.melody.same_note import host_tensor
-from model.music.events import FIRST_NOTE_ON, NUM_CLASSES
+from model.music.events import FIRST_NOTE_ON, NUM_CLASSES, is_note_on
 
 
 class MotifEcho:
@@ -31,7 +31,7 @@ class MotifEcho:
         self.follows: list[dict[tuple[int, int], list[int]]] = []
         self.last: list[list[int]] = []
         for row in primers:  # short loops: a sketch's notes, once per pass
-            notes = [e for e in row if FIRST_NOTE_ON <= e < NUM_CLASSES]
+            notes = [e for e in row if is_note_on(e)]
             follows = defaultdict(set)
             for a, b, c, d in zip(notes, notes[1:], notes[2:], notes[3:]):
                 follows[(b - a, c - b)].add(d - c)
@@ -48,12 +48,12 @@ class MotifEcho:
             return
         for interval in self.follows[r].get((last[1] - last[0], last[2] - last[1]), ()):
             event = last[2] + interval
-            if FIRST_NOTE_ON <= event < NUM_CLASSES:
+            if is_note_on(event):
                 self.now[r, event] = self.bias[r]
 
     def update(self, events: np.ndarray) -> None:
         """After a step: each row's sampled event (B,)."""
-        for r in np.flatnonzero((events >= FIRST_NOTE_ON) & (events < NUM_CLASSES)).tolist():
+        for r in np.flatnonzero(is_note_on(events)).tolist():
             self.last[r] = (self.last[r] + [int(events[r])])[-3:]
             self._settle(r)
 

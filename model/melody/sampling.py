@@ -252,6 +252,7 @@ def _sample(primers: list[list[int]], options: list[SamplingOptions], model: Mel
     codes = [[NO_CHORD] * p_len + _chord_codes(c, steps) for c in chords]
     chord_classes = [{pc for c in (per or []) if c is not None for pc in c.pitch_classes} for per in chords]
     keys = [allowed_events(p, opt.keep_key, also) for p, opt, also in zip(primers, options, chord_classes)]
+    rest_limits = [_rest_limit(p, opt) for p, opt in zip(primers, options)]
     result, loglik = stepping.generate(model,
         primer,
         steps,
@@ -260,14 +261,14 @@ def _sample(primers: list[list[int]], options: list[SamplingOptions], model: Mel
         allowed_events=torch.stack([keys[i] for i, _, _ in rows]).to(device),
         seeds=[variation_seed(options[i].seed, v, k) for i, v, k in rows],
         offset=offset,
-        max_run=torch.tensor([_rest_limit(primers[i], options[i]) for i, _, _ in rows], device=device),
+        max_run=torch.tensor([rest_limits[i] for i, _, _ in rows], device=device),
         chords=torch.tensor([codes[i] for i, _, _ in rows], dtype=torch.long, device=device) if any(chords) else None,
         with_loglik=True,
         chord_scale=CHORD_SCALE,
         lengths=lengths,
         step_allowed=_rhythm_masks([options[i].rhythm and options[i].rhythm[v] for i, v, _ in rows], steps, device),
         repeat_cap=same_note_caps(),
-        copy_lag=_copy_lags(primers, bar_start, options, rows, steps, device),
+        copy_lag=_copy_lags(primers, bar_start, options, rest_limits, rows, steps, device),
         copy_bias=COPY_BIAS,
         motif_bias=_motif_bias(options, rows, device),
         loop_penalty=LOOP_PENALTY,
@@ -439,10 +440,11 @@ def _cadence(primers: list[list[int]], options: list[SamplingOptions], chords: l
             "end_start": torch.tensor([per_request[i][0] for i, _, _ in rows], device=device)}
 
 
-def _copy_lags(primers: list[list[int]], bar_start: list[int], options: list[SamplingOptions], rows: list,
-               steps: int, device) -> torch.Tensor | None:
+def _copy_lags(primers: list[list[int]], bar_start: list[int], options: list[SamplingOptions],
+               rest_limits: list[int], rows: list, steps: int, device) -> torch.Tensor | None:
     """(rows, steps) per continuation step of each row, 0 (no plan), stepping.REST_BAR,
-    stepping.NEW_BAR or the steps back of the event it copies."""
+    stepping.NEW_BAR or the steps back of the event it copies. rest_limits: per request, its
+    _rest_limit, which planned rest bars keep to as well: a take is no silence."""
     if not FORM_PLAN:
         return None
     lags = torch.zeros(len(rows), steps, dtype=torch.long)
@@ -455,8 +457,7 @@ def _copy_lags(primers: list[list[int]], bar_start: list[int], options: list[Sam
         if i not in plans:
             continue
         length, first, plan = plans[i]
-        limit = _rest_limit(primers[i], options[i])  # planned rest bars keep to it too: a take is no silence
-        quiet_bars = None if limit == 0 else limit // STEPS_PER_BAR
+        quiet_bars = None if rest_limits[i] == 0 else rest_limits[i] // STEPS_PER_BAR
         run = 0
         for b, lag in enumerate(plan[v][k]):
             run = run + 1 if lag == REST else 0

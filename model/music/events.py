@@ -8,6 +8,10 @@ MIDI files or the network; everything else in `model/` builds on it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
 
 STEPS_PER_BEAT = 4  # sixteenth notes per quarter note
 STEPS_PER_BAR = 16  # the grid assumes 4/4 bars for position-in-bar and bar counting
@@ -35,8 +39,9 @@ def note_on(pitch: int) -> int:
     return FIRST_NOTE_ON + pitch - MIN_PITCH
 
 
-def is_note_on(event: int) -> bool:
-    return FIRST_NOTE_ON <= event < NUM_CLASSES
+def is_note_on(event: int | np.ndarray) -> bool | np.ndarray:
+    """Whether an event (or each of an array's, elementwise) starts a note; PAD does not."""
+    return (event >= FIRST_NOTE_ON) & (event < NUM_CLASSES)
 
 
 def event_pitch(event: int) -> int:

@@ -33,6 +33,12 @@ def bar(text: str) -> list[int]:
 BAR_A, BAR_B, BAR_C, BAR_D = bar("C4 E G C"), bar("D4 F A D"), bar("E4 G B E"), bar("F4 A C F")
 
 
+@pytest.fixture(autouse=True)
+def no_critic(monkeypatch):
+    """The choice's terms one at a time: the critic has its own tests (tests/test_critic.py)."""
+    monkeypatch.setattr(sampling, "CRITIC_WEIGHT", 0.0)
+
+
 @pytest.fixture
 def plain_steps(monkeypatch):
     """The sampler without issue 23's form plan, register lift, cadence and motif echo

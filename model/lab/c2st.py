@@ -23,15 +23,15 @@ from __future__ import annotations
 import argparse
 import json
 import random
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
 from model.lab.baselines import WittenBellNGram
 from model.lab.data import load_songs, split
-from model.melody.sampling import SamplingOptions, bar_sets, continue_melodies, jaccard, load_model
-from model.music.events import NO_EVENT, NOTE_OFF, NUM_CLASSES, PAD, STEPS_PER_BAR, events_to_notes
+from model.melody.critic import FEATURE_NAMES, features
+from model.melody.sampling import SamplingOptions, continue_melodies, load_model
+from model.music.events import NO_EVENT, NOTE_OFF, NUM_CLASSES, PAD, STEPS_PER_BAR
 
 CONTEXT_BARS = 32
 BARS = 8
@@ -40,90 +40,17 @@ FIRST_END, EVERY = 2, 8  # contexts end at bars 2, 10, 18, ...
 NGRAM_ORDER = 5
 
 
-def windows(songs) -> list[tuple[str, list[int], list[int]]]:
+def windows(songs, every: int = EVERY) -> list[tuple[str, list[int], list[int]]]:
     """(song id, context, real next 8 bars) for every context end bar of every song."""
     found = []
     for song in songs:
         events = song.aligned()[0].tolist()
-        for end in range(FIRST_END, len(events) // STEPS_PER_BAR - BARS + 1, EVERY):
+        for end in range(FIRST_END, len(events) // STEPS_PER_BAR - BARS + 1, every):
             context = events[max(0, end - CONTEXT_BARS) * STEPS_PER_BAR : end * STEPS_PER_BAR]
             real = events[end * STEPS_PER_BAR : end * STEPS_PER_BAR + STEPS]
             if any(e >= 2 for e in context) and sum(e >= 2 for e in real) >= 4:
                 found.append((song.song_id, context, real))
     return found
-
-
-def _histogram(values, edges) -> list[float]:
-    counts = np.bincount(np.searchsorted(edges, values, side="left"), minlength=len(edges) + 1)[: len(edges) + 1]
-    return (counts / max(counts.sum(), 1)).tolist()
-
-
-def _patterns(pitches: list[int]) -> set[tuple[int, int, int]]:
-    intervals = np.diff(pitches).tolist()
-    return {tuple(intervals[i : i + 3]) for i in range(len(intervals) - 2)}
-
-
-FEATURE_NAMES: list[str] = []
-
-
-def features(context: list[int], piece: list[int]) -> list[float]:
-    notes, before = events_to_notes(piece), events_to_notes(context)
-    pitches, old = [n.pitch for n in notes], [n.pitch for n in before] or [60]
-    onsets = [n.start for n in notes]
-    lengths = [n.end - n.start for n in notes]
-    sounding = np.zeros(len(piece), bool)
-    for n in notes:
-        sounding[n.start : n.end] = True
-    rests, longest_rest, run = 0, 0, 0
-    for s in sounding:
-        run = 0 if s else run + 1
-        longest_rest = max(longest_rest, run)
-    rests = float((~sounding).mean())
-    key = {pc for pc, _ in Counter(p % 12 for p in old).most_common(7)}
-    same = [a == b for a, b in zip(pitches, pitches[1:])]
-    longest_same = run = 0
-    for s in same:
-        run = run + 1 if s else 0
-        longest_same = max(longest_same, run)
-    mine, theirs = bar_sets(piece), bar_sets(context)
-    copies = [any(jaccard(b, c) >= 0.75 for c in theirs) for b in mine if b]
-    reuses = [any(jaccard(b, c) >= 0.5 for c in theirs) for b in mine if b]
-    self_copies = [any(jaccard(b, c) >= 0.75 for c in mine[:i]) for i, b in enumerate(mine) if b]
-    patterns = _patterns(pitches)
-    steps = np.diff(pitches)
-    turns = float(np.mean(np.sign(steps[1:]) * np.sign(steps[:-1]) < 0)) if len(steps) > 1 else 0.0
-    row = {
-        "notes per bar": len(notes) / BARS,
-        "density vs context": np.log((len(notes) / len(piece) + 1e-3) / (len(before) / max(len(context), 1) + 1e-3)),
-        "rest share": rests,
-        "longest rest": longest_rest,
-        "mean pitch vs context": np.mean(pitches) - np.mean(old) if pitches else 0.0,
-        "top vs context peak": max(pitches) - max(old) if pitches else 0.0,
-        "bottom vs context low": min(pitches) - min(old) if pitches else 0.0,
-        "range": max(pitches) - min(pitches) if pitches else 0.0,
-        "key fit": np.mean([p % 12 in key for p in pitches]) if pitches else 0.0,
-        "repeated notes": np.mean(same) if same else 0.0,
-        "longest run": longest_same + 1,
-        "bars copying context": np.mean(copies) if copies else 0.0,
-        "bars re-using context": np.mean(reuses) if reuses else 0.0,
-        "bars copying own": np.mean(self_copies) if self_copies else 0.0,
-        "context 4-note patterns": len(patterns & _patterns(old)) / max(len(patterns), 1),
-        "contour turns": turns,
-        "last note length": lengths[-1] if lengths else 0.0,
-    }
-    hist = {
-        "interval": (np.abs(steps), (0, 1, 2, 3, 4, 5, 7, 12)),
-        "ioi": (np.diff(onsets), (1, 2, 3, 4, 6, 8, 12, 16)),
-        "length": (lengths, (1, 2, 3, 4, 6, 8, 12, 16)),
-        "onset in beat": ([o % 4 for o in onsets], (0, 1, 2)),
-        "onset in bar (beat)": ([o % STEPS_PER_BAR // 4 for o in onsets], (0, 1, 2)),
-    }
-    for name, (values, edges) in hist.items():
-        for i, share in enumerate(_histogram(np.asarray(values, dtype=float), edges)):
-            row[f"{name} hist {i}"] = share
-    if not FEATURE_NAMES:
-        FEATURE_NAMES.extend(row)
-    return [float(v) for v in row.values()]
 
 
 def ngram_continuations(model: WittenBellNGram, contexts: list[list[int]], seed: int) -> list[list[int]]:

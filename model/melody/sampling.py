@@ -33,6 +33,7 @@ from model.defaults import (
     TOP_P_RANGE,
 )
 from model.melody import stepping
+from model.melody.critic import fake_logits
 from model.melody.form import REST, load_form
 from model.melody.form import bar_sets as form_bar_sets
 from model.melody.network import CHORD_ROOT, NO_CHORD, MelodyNet, load_checkpoint
@@ -295,7 +296,7 @@ def _sample(primers: list[list[int]], options: list[SamplingOptions], model: Mel
 FORM_PLAN = True  # off: every bar is the network's own (as before issue 23's form plan)
 COPY_BIAS = 10.0  # added to the (temperature-scaled) logit of a returning bar's source event
 FALLBACK_FROM = 3  # candidates per variation from which the last one follows a plan of its own (a fallback)
-FALLBACK_PENALTY = 10.0  # nats per step off a fallback's score: chosen only when the others are near-copies
+FALLBACK_PENALTY = 0.0  # nats per step off a fallback's score: chosen only when the others are near-copies
 PLAN_TRIES = 8  # draws of a variation's plan until it shares at most half its bars with another's
 
 
@@ -492,7 +493,8 @@ CHORD_SCALE = 1.4  # the network's direct chord-to-output bias, scaled by this w
 # note is that long and on a tonic-triad degree or chord tone (1 before the form plan: its candidates
 # share a variation's plan, so the choice has fewer endings to pick from; with the cadence, 1 leaves
 # temperature 1.3 at 0.30 and below).
-PHRASE_END_WEIGHT = 2.0
+PHRASE_END_WEIGHT = 4.0
+CRITIC_WEIGHT = 3.0  # per logit of the critic's "generated, not a song" (model.melody.critic)
 PHRASE_END_STEPS = 4
 REPEAT_JACCARD = 0.75  # a bar re-uses an earlier one when their (onset in bar, pitch) sets overlap this much
 
@@ -561,7 +563,7 @@ def ends_on_stable_note(primer: list[int], continuation: list[int], chords: list
 
 
 def choice_score(primer: list[int], continuation: list[int], loglik: float, chosen: list[list[int]],
-                 chords: list | None = None) -> float:
+                 chords: list | None = None, fake: float = 0.0) -> float:
     """Higher is better: structure near STRUCTURE_TARGET, likely, unlike the chosen variations,
     and with chords (per continuation step), their tones about as often as in real songs."""
     hits, bars = repeated_bars(primer, continuation)
@@ -583,7 +585,7 @@ def choice_score(primer: list[int], continuation: list[int], loglik: float, chos
         share = chord_tone_share(continuation, chords)
         if share is not None:
             score -= CHORD_TONE_WEIGHT * abs(share - CHORD_TONE_TARGET)
-    return score
+    return score - CRITIC_WEIGHT * fake
 
 
 def shared_bars(a: list[int], b: list[int]) -> int:
@@ -608,6 +610,7 @@ def choose(primer: list[int], candidates: list[tuple[list[int], float]], chosen:
     if len(candidates) == 1:
         return candidates[0][0]
     excess = [near_copy(events, chosen) for events, _ in candidates]
-    scores = [choice_score(primer, events, loglik, chosen, chords) if e == min(excess) else -math.inf
-              for (events, loglik), e in zip(candidates, excess)]
+    fakes = fake_logits(primer, [events for events, _ in candidates]) if CRITIC_WEIGHT else [0.0] * len(candidates)
+    scores = [choice_score(primer, events, loglik, chosen, chords, fake) if e == min(excess) else -math.inf
+              for (events, loglik), e, fake in zip(candidates, excess, fakes)]
     return candidates[scores.index(max(scores))][0]

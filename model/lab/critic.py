@@ -1,0 +1,98 @@
+"""Learn the candidate choice's critic (model.melody.critic) from the training songs.
+
+    python -m model.lab.critic FOLDER [--every 4] [--seed 0] [--out model/weights/critic.json]
+
+Windows of the training songs (ids not divisible by 10) as the two-sample test builds them
+(model.lab.c2st.windows: the last up to 32 bars before a bar line, the next 8 bars), every
+--every bars. Each context is continued by the sampler with its defaults but no critic (one
+variation); gradient-boosted trees learn real next bars (0) against the sampler's (1) from
+model.melody.critic.features. The trees go to model/weights/critic.json, walked in numpy at run
+time. Prints the critic's ROC AUC on the held-out songs' windows (real against the sampler's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from model.lab.c2st import BARS, STEPS, windows
+from model.lab.data import load_songs, split
+from model.melody import critic, sampling
+from model.melody.sampling import SamplingOptions, continue_melodies, load_model
+from model.music.events import NO_EVENT, NOTE_OFF
+
+TREES, LEAVES, RATE = 150, 15, 0.05  # small: the critic ranks a few candidates, it need not be sharp
+CHUNK = 400  # windows per batched pass
+
+
+def sampled(contexts: list[list[int]], seed: int) -> list[list[int]]:
+    """One continuation per context, from its bar line (as model.lab.c2st), without the critic."""
+    kept, sampling.CRITIC_WEIGHT = sampling.CRITIC_WEIGHT, 0.0
+    try:
+        model, out = load_model(), []
+        for start in range(0, len(contexts), CHUNK):
+            part = contexts[start : start + CHUNK]
+            options = [SamplingOptions(bars=BARS, variations=1, seed=seed)] * len(part)
+            for context, (piece,) in zip(part, continue_melodies(model, part, options)):
+                piece = piece[1:] if context[-1] == NOTE_OFF else piece
+                out.append(piece + [NO_EVENT] * (STEPS - len(piece)))
+            print(f"  sampled {len(out)} / {len(contexts)}", flush=True)
+        return out
+    finally:
+        sampling.CRITIC_WEIGHT = kept
+
+
+def export(clf) -> dict:
+    """The fitted HistGradientBoostingClassifier's trees, as model.melody.critic.Critic reads them."""
+    trees = []
+    for (predictor,) in clf._predictors:
+        nodes = predictor.nodes
+        if nodes["is_categorical"].any() or (~nodes["missing_go_to_left"][~nodes["is_leaf"].astype(bool)]).any():
+            pass  # every feature is numeric and never missing: x <= threshold goes left
+        trees.append({"feature": nodes["feature_idx"].tolist(), "threshold": nodes["num_threshold"].tolist(),
+                      "left": nodes["left"].tolist(), "right": nodes["right"].tolist(),
+                      "leaf": nodes["is_leaf"].astype(bool).tolist(), "value": nodes["value"].tolist()})
+    return {"features": list(critic.FEATURE_NAMES), "baseline": float(np.ravel(clf._baseline_prediction)[0]),
+            "trees": trees}
+
+
+def main(argv: list[str] | None = None) -> None:
+    from sklearn.ensemble import HistGradientBoostingClassifier  # noqa: PLC0415 - the eval extra
+    from sklearn.metrics import roc_auc_score  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("--every", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=critic.CRITIC_WEIGHTS)
+    args = parser.parse_args(argv)
+    started = time.time()
+    train, held_out = split(load_songs(args.folder)[0])
+    found = windows(train, every=args.every)
+    print(f"{len(found)} windows of {len(train)} training songs")
+    contexts = [c for _, c, _ in found]
+    real = [critic.features(c, r) for _, c, r in found]
+    fake = [critic.features(c, p) for c, p in zip(contexts, sampled(contexts, args.seed))]
+    x, y = np.vstack([real, fake]), np.r_[np.zeros(len(real)), np.ones(len(fake))]
+    clf = HistGradientBoostingClassifier(max_iter=TREES, max_leaf_nodes=LEAVES, learning_rate=RATE,
+                                         random_state=args.seed).fit(x, y)
+    args.out.write_text(json.dumps(export(clf), separators=(",", ":")))
+    critic.load_critic.cache_clear()
+    shipped = critic.load_critic(args.out)
+    held = windows(held_out)
+    held_contexts = [c for _, c, _ in held]
+    held_x = np.vstack([[critic.features(c, r) for _, c, r in held],
+                        [critic.features(c, p) for c, p in zip(held_contexts, sampled(held_contexts, args.seed + 1))]])
+    held_y = np.r_[np.zeros(len(held)), np.ones(len(held))]
+    assert np.allclose(shipped.logit(held_x), clf.decision_function(held_x)), "the exported trees disagree"
+    print(f"critic: {len(clf._predictors)} trees, {args.out} {args.out.stat().st_size / 1024:.0f} KB; held-out "
+          f"ROC AUC {roc_auc_score(held_y, shipped.logit(held_x)):.3f} ({len(held)} windows), "
+          f"{time.time() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

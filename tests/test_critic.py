@@ -1,0 +1,98 @@
+"""The candidate choice's critic (model.melody.critic): its trees walked in numpy as scikit-learn
+walks them, the shipped critic hears what gives the network away, and the choice listens to it."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+
+from model.lab.critic import export
+from model.melody import critic, sampling
+from model.melody.sampling import SamplingOptions, choose, continue_melodies
+from model.music.events import NO_EVENT, STEPS_PER_BAR, events_to_notes
+from model.music.primer import parse_notes
+
+
+def bar(text: str) -> list[int]:
+    return parse_notes(text)[:STEPS_PER_BAR]
+
+
+# an 8-bar sketch: a 2-bar hook, an answer, the hook again, a close
+HOOK = bar("E4:0.5 G:0.5 A:1 G:0.5 E:0.5 D:1") + bar("C4:1 D:0.5 E:0.5 G:2")
+ANSWER = bar("A4:0.5 G:0.5 E:1 D:0.5 C:0.5 D:1") + bar("E4:1 D:1 C:2")
+SKETCH = HOOK + ANSWER + HOOK + bar("A4:1 G:1 E:1 D:1") + bar("C4:4")
+
+
+def test_the_exported_trees_give_scikit_learns_log_odds():
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    rng = np.random.default_rng(0)
+    critic.features([0] * STEPS_PER_BAR, [0] * STEPS_PER_BAR)  # names the features
+    x = rng.normal(size=(400, len(critic.FEATURE_NAMES)))
+    y = (x[:, 0] + x[:, 3] * x[:, 5] + rng.normal(scale=0.5, size=400) > 0).astype(int)
+    clf = HistGradientBoostingClassifier(max_iter=20, max_leaf_nodes=7).fit(x, y)
+    walked = critic.Critic(export(clf)).logit(x)
+    assert np.allclose(walked, clf.decision_function(x))
+    assert ((walked > 0) == clf.predict(x).astype(bool)).all()
+
+
+def test_the_shipped_critic_hears_a_loop_as_generated():
+    """The sketch's hook and answer coming back sounds like a song; one bar looped 8 times like the
+    network at its worst."""
+    song_like = HOOK + ANSWER + HOOK + bar("A4:1 G:1 E:1 D:1") + bar("C4:4")
+    loop = bar("C4:1 D:1 E:1 G:1") * 8
+    song, looped = critic.fake_logits(SKETCH, [song_like, loop])
+    assert looped > song + 0.5
+
+
+def test_the_critic_cannot_choose_a_stuck_take(tiny_model, monkeypatch):
+    """The critic never heard the sampler hold one pitch for 8 notes (the same-note cap), so it
+    would take such a take for a song's: the cap keeps them out of the candidates it ranks."""
+    stuck = parse_notes("E4:0.5 " * 64)[: 8 * STEPS_PER_BAR]
+    song_like = HOOK + ANSWER + HOOK + bar("A4:1 G:1 E:1 D:1") + bar("C4:4")
+    hammered, song = critic.fake_logits(SKETCH, [stuck, song_like])
+    assert hammered < song  # what the critic believes
+    monkeypatch.setattr(sampling, "CRITIC_WEIGHT", 100.0)
+    options = SamplingOptions(bars=8, variations=4, candidates=8, temperature=2.0, top_p=1.0, seed=4)
+    for take in continue_melodies(tiny_model, [SKETCH], [options])[0]:
+        pitches = [n.pitch for n in events_to_notes(take)]
+        runs = [len(list(group)) for _, group in itertools.groupby(pitches)]
+        assert max(runs) <= sampling.MAX_SAME_NOTES
+
+
+def test_a_sketch_ending_inside_a_bar_is_judged_from_the_next_bar_line():
+    sketch = SKETCH[:-4]  # the last note cut short: the continuation's first 4 steps close the bar
+    continuation = [NO_EVENT] * 4 + HOOK * 4
+    [got] = critic.fake_logits(sketch, [continuation])
+    want = critic.load_critic().logit([critic.features(SKETCH[:-4] + [NO_EVENT] * 4, HOOK * 4)])[0]
+    assert got == pytest.approx(want)
+
+
+def test_the_choice_takes_the_candidate_the_critic_believes(monkeypatch):
+    """Two candidates equal on every other count: the one the critic hears as a song is chosen,
+    and without the critic the first is (ties go to the earlier candidate)."""
+    for name in ("STRUCTURE_WEIGHT", "DENSITY_WEIGHT", "RANGE_WEIGHT", "PHRASE_END_WEIGHT", "SAMENESS_WEIGHT"):
+        monkeypatch.setattr(sampling, name, 0.0)
+    loop = bar("C4:1 D:1 E:1 G:1") * 8
+    song_like = HOOK + ANSWER + HOOK + bar("A4:1 G:1 E:1 D:1") + bar("C4:4")
+    assert choose(SKETCH, [(loop, -1.0), (song_like, -1.0)], []) == song_like
+    monkeypatch.setattr(sampling, "CRITIC_WEIGHT", 0.0)
+    assert choose(SKETCH, [(loop, -1.0), (song_like, -1.0)], []) == loop
+
+
+def test_without_a_critic_file_the_choice_goes_on_without_it(tmp_path, monkeypatch):
+    assert critic.load_critic(tmp_path / "critic.json") is None
+    monkeypatch.setattr(critic, "load_critic", lambda: None)
+    assert critic.fake_logits(SKETCH, [SKETCH, SKETCH]).tolist() == [0.0, 0.0]
+
+
+def test_a_critic_of_other_features_is_refused(tmp_path):
+    stored = json.loads(critic.CRITIC_WEIGHTS.read_text())
+    stored["features"] = stored["features"][:-1]
+    path = tmp_path / "critic.json"
+    path.write_text(json.dumps(stored))
+    with pytest.raises(ValueError, match="other features"):
+        critic.load_critic(path)

@@ -1,4 +1,4 @@
-"""The two-sample test's features (model/lab/c2st.py) hear what they claim to."""
+"""The two-sample test's features (model/lab/c2st.py, model/melody/critic.py) hear what they claim to."""
 
 from __future__ import annotations
 
@@ -34,3 +34,15 @@ def test_stuck_notes_and_long_rests():
     stuck = parse_notes("E4 " * 8 + "r:8 C4:4")
     row = named(CONTEXT, stuck + [0] * (c2st.STEPS - len(stuck)))
     assert row["longest run"] == 8 and row["longest rest"] >= 32
+
+
+def test_the_unseen_features_hear_a_copy_and_a_stuck_take():
+    """The second set (the critic never learns from it) hears what it claims to as well."""
+    values = c2st.unseen_features(CONTEXT, CONTEXT)  # names the features on its first call
+    copy = dict(zip(c2st.UNSEEN_NAMES, values))
+    assert copy["longest run of bars copying context"] == 8 and copy["pitch classes shared with the context"] == 1.0
+    assert copy["notes per bar spread"] == 0.0 and copy["mean length vs context"] == 0.0
+    stuck = parse_notes("E4:0.5 " * 16)[:32] + [0] * (c2st.STEPS - 32)  # two bars of one pitch, then silence
+    row = dict(zip(c2st.UNSEEN_NAMES, c2st.unseen_features(CONTEXT, stuck)))
+    assert row["longest run of bars copying context"] == 0 and row["fewest notes in a bar"] == 0
+    assert row["most notes in a bar"] == 8 and row["steps (<= 2)"] == 1.0 and row["rising"] == 0.0

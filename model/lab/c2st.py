@@ -1,6 +1,6 @@
 """Can a classifier tell the product's continuations from real pop? (EVALUATION.md, two-sample test)
 
-    python -m model.lab.c2st FOLDER [--seed 0] [--json]
+    python -m model.lab.c2st FOLDER [--seed 0] [--features listener|unseen] [--json]
 
 Windows inside held-out songs (ids divisible by 10): contexts ending at bars 2, 10, 18, ... of the
 song's annotated bars, the last up to 32 bars of it as the sketch; the real next 8 bars against
@@ -14,8 +14,10 @@ the context's, rests, register and range against the context, interval / inter-o
 onset-in-bar histograms, key fit (the context's 7 commonest pitch classes), repeated notes and the
 longest run of one pitch, bars copying (Jaccard >= 0.75) or re-using (>= 0.5) a context bar, bars
 copying an earlier bar of the continuation, the context's 4-note interval patterns re-used,
-contour turns, the last note's length. Gradient boosting and logistic regression, 5-fold
-cross-validation grouped by song: ROC AUC and accuracy (0.5: indistinguishable).
+contour turns, the last note's length (model.melody.critic.features: the candidate choice's critic
+learns from these on the training songs). --features unseen: a second set the critic never saw
+(unseen_features). Gradient boosting and logistic regression, 5-fold cross-validation grouped by
+song: ROC AUC and accuracy (0.5: indistinguishable).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +33,9 @@ import numpy as np
 from model.lab.baselines import WittenBellNGram
 from model.lab.data import load_songs, split
 from model.melody.critic import FEATURE_NAMES, features
+from model.melody.form import bar_sets, copies
 from model.melody.sampling import SamplingOptions, continue_melodies, load_model
-from model.music.events import NO_EVENT, NOTE_OFF, NUM_CLASSES, PAD, STEPS_PER_BAR
+from model.music.events import NO_EVENT, NOTE_OFF, NUM_CLASSES, PAD, STEPS_PER_BAR, events_to_notes
 
 CONTEXT_BARS = 32
 BARS = 8
@@ -51,6 +55,54 @@ def windows(songs, every: int = EVERY) -> list[tuple[str, list[int], list[int]]]
             if any(e >= 2 for e in context) and sum(e >= 2 for e in real) >= 4:
                 found.append((song.song_id, context, real))
     return found
+
+
+UNSEEN_NAMES: list[str] = []
+
+
+def unseen_features(context: list[int], piece: list[int]) -> list[float]:
+    """A second set of what a listener hears, one the choice's critic (model.melody.critic, which
+    learns from `features`) never saw: does the critic only fool its own ears? Pitch classes from
+    the context's commonest one, notes per bar (spread, most, fewest, in the last bar), steps and
+    leaps, rising share, pitch slope, the bars' mean pitches spread, bars without a downbeat note,
+    pitch-class overlap with the context, the bar of the top note, note-length entropy and mean
+    against the context's, pitch spread against the context's, the longest run of bars copying a
+    context bar, the last interval's direction."""
+    notes, old = events_to_notes(piece), events_to_notes(context)
+    pitches = np.array([n.pitch for n in notes] or [60])
+    before = np.array([n.pitch for n in old] or [60])
+    lengths = np.array([n.end - n.start for n in notes] or [0])
+    old_lengths = np.array([n.end - n.start for n in old] or [1])
+    home = Counter(int(p) % 12 for p in before).most_common(1)[0][0]
+    classes = np.bincount((pitches - home) % 12, minlength=12) / len(pitches)
+    per_bar = np.bincount([n.start // STEPS_PER_BAR for n in notes], minlength=BARS)[:BARS]
+    steps = np.diff(pitches) if len(pitches) > 1 else np.array([0])
+    slope = float(np.polyfit(np.arange(len(pitches)), pitches, 1)[0]) if len(pitches) > 2 else 0.0
+    mine, theirs = bar_sets(piece), bar_sets(context)
+    bar_means = [np.mean([p for _, p in b]) for b in mine if b]
+    copying = [any(copies(c, b) for c in theirs) for b in mine]
+    run = longest = 0
+    for c in copying:
+        run = run + 1 if c else 0
+        longest = max(longest, run)
+    shares = np.bincount(np.minimum(lengths, STEPS_PER_BAR)) / len(lengths)
+    row = {**{f"pitch class {i} from the context's commonest": v for i, v in enumerate(classes)},
+           "notes per bar spread": per_bar.std(), "most notes in a bar": per_bar.max(),
+           "fewest notes in a bar": per_bar.min(), "notes in the last bar": per_bar[-1],
+           "steps (<= 2)": np.mean(np.abs(steps) <= 2), "leaps (>= 7)": np.mean(np.abs(steps) >= 7),
+           "rising": np.mean(steps > 0), "pitch slope": slope,
+           "bar means spread": np.std(bar_means) if bar_means else 0,
+           "bars without a downbeat note": np.mean([not any(o == 0 for o, _ in b) for b in mine]),
+           "pitch classes shared with the context": len(set(pitches % 12) & set(before % 12))
+           / len(set(pitches % 12) | set(before % 12)),
+           "bar of the top note": notes[int(np.argmax(pitches))].start // STEPS_PER_BAR if notes else 0,
+           "note-length entropy": -sum(v * np.log(v) for v in shares if v > 0),
+           "mean length vs context": np.log(lengths.mean() + 1) - np.log(old_lengths.mean() + 1),
+           "pitch spread vs context": pitches.std() - before.std(), "longest run of bars copying context": longest,
+           "last interval's direction": float(np.sign(steps[-1]))}  # fmt: skip
+    if not UNSEEN_NAMES:
+        UNSEEN_NAMES.extend(row)
+    return [float(v) for v in row.values()]
 
 
 def ngram_continuations(model: WittenBellNGram, contexts: list[list[int]], seed: int) -> list[list[int]]:
@@ -86,13 +138,13 @@ def two_sample(real_x, fake_x, groups, seed: int = 0, fake_groups=None) -> dict:
     return row
 
 
-def separating(real_x, fake_x, top: int = 6) -> list[str]:
+def separating(real_x, fake_x, names: list[str], top: int = 6) -> list[str]:
     """The features whose means differ most, in pooled standard deviations: what gives it away."""
     real_x, fake_x = np.asarray(real_x), np.asarray(fake_x)
     spread = np.vstack([real_x, fake_x]).std(0) + 1e-9
     gap = (fake_x.mean(0) - real_x.mean(0)) / spread
     order = np.argsort(-np.abs(gap))[:top]
-    return [f"{FEATURE_NAMES[i]}: real {real_x[:, i].mean():.2f}, generated {fake_x[:, i].mean():.2f}" for i in order]
+    return [f"{names[i]}: real {real_x[:, i].mean():.2f}, generated {fake_x[:, i].mean():.2f}" for i in order]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -100,13 +152,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("folder", type=Path)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--generators", nargs="+", default=["real", "repeat", "ngram", "product"])
+    parser.add_argument("--features", choices=("listener", "unseen"), default="listener",
+                        help="unseen: a second set, one the choice's critic never saw")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    measure, names = (features, FEATURE_NAMES) if args.features == "listener" else (unseen_features, UNSEEN_NAMES)
     train, held_out = split(load_songs(args.folder)[0])
     found = windows(held_out)
     groups = np.array([int(song_id) for song_id, _, _ in found])
     contexts = [c for _, c, _ in found]
-    real_x = [features(c, r) for _, c, r in found]
+    real_x = [measure(c, r) for _, c, r in found]
     results = []
     for name in args.generators:
         if name == "real":  # random labels: half the real pairs called generated
@@ -127,9 +182,9 @@ def main(argv: list[str] | None = None) -> None:
             # ends): from the bar line on, as the real bars
             pieces = [p[1:] if c[-1] == NOTE_OFF else p for c, p in zip(contexts, pieces)]
         pieces = [p + [NO_EVENT] * (STEPS - len(p)) for p in pieces]
-        fake_x = [features(c, p) for c, p in zip(contexts, pieces)]
+        fake_x = [measure(c, p) for c, p in zip(contexts, pieces)]
         results.append({"generator": name, "windows": len(found), **two_sample(real_x, fake_x, groups, args.seed),
-                        "gives it away": separating(real_x, fake_x)})
+                        "gives it away": separating(real_x, fake_x, names)})
     if args.json:
         print(json.dumps(results))
         return

@@ -1,13 +1,14 @@
 """Learn the candidate choice's critic (model.melody.critic) from the training songs.
 
-    python -m model.lab.critic FOLDER [--every 4] [--seed 0] [--out model/weights/critic.json]
+    python -m model.lab.critic FOLDER [--every 6] [--seed 0] [--out model/weights/critic.json]
 
 Windows of the training songs (ids not divisible by 10) as the two-sample test builds them
 (model.lab.c2st.windows: the last up to 32 bars before a bar line, the next 8 bars), every
 --every bars. Each context is continued by the sampler with its defaults but no critic (one
 variation); gradient-boosted trees learn real next bars (0) against the sampler's (1) from
-model.melody.critic.features. The trees go to model/weights/critic.json, walked in numpy at run
-time. Prints the critic's ROC AUC on the held-out songs' windows (real against the sampler's).
+model.melody.critic.features but UNHEARD. The trees go to model/weights/critic.json, walked in
+numpy at run time. Prints the critic's ROC AUC on the held-out songs' windows (real against the
+sampler's), 6,000-odd windows in about 8 minutes on 2 CPU cores.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def export(clf) -> dict:
         trees.append({"feature": nodes["feature_idx"].tolist(), "threshold": nodes["num_threshold"].tolist(),
                       "left": nodes["left"].tolist(), "right": nodes["right"].tolist(),
                       "leaf": nodes["is_leaf"].astype(bool).tolist(), "value": nodes["value"].tolist()})
-    return {"features": list(critic.FEATURE_NAMES), "baseline": float(np.ravel(clf._baseline_prediction)[0]),
+    return {"features": critic.heard(), "baseline": float(np.ravel(clf._baseline_prediction)[0]),
             "trees": trees}
 
 
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", type=Path)
-    parser.add_argument("--every", type=int, default=4)
+    parser.add_argument("--every", type=int, default=6)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=critic.CRITIC_WEIGHTS)
     args = parser.parse_args(argv)
@@ -77,9 +78,10 @@ def main(argv: list[str] | None = None) -> None:
     contexts = [c for _, c, _ in found]
     real = [critic.features(c, r) for _, c, r in found]
     fake = [critic.features(c, p) for c, p in zip(contexts, sampled(contexts, args.seed))]
+    heard = [critic.FEATURE_NAMES.index(name) for name in critic.heard()]
     x, y = np.vstack([real, fake]), np.r_[np.zeros(len(real)), np.ones(len(fake))]
     clf = HistGradientBoostingClassifier(max_iter=TREES, max_leaf_nodes=LEAVES, learning_rate=RATE,
-                                         random_state=args.seed).fit(x, y)
+                                         random_state=args.seed).fit(x[:, heard], y)
     args.out.write_text(json.dumps(export(clf), separators=(",", ":")))
     critic.load_critic.cache_clear()
     shipped = critic.load_critic(args.out)
@@ -88,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
     held_x = np.vstack([[critic.features(c, r) for _, c, r in held],
                         [critic.features(c, p) for c, p in zip(held_contexts, sampled(held_contexts, args.seed + 1))]])
     held_y = np.r_[np.zeros(len(held)), np.ones(len(held))]
-    assert np.allclose(shipped.logit(held_x), clf.decision_function(held_x)), "the exported trees disagree"
+    assert np.allclose(shipped.logit(held_x), clf.decision_function(held_x[:, heard])), "the exported trees disagree"
     print(f"critic: {len(clf._predictors)} trees, {args.out} {args.out.stat().st_size / 1024:.0f} KB; held-out "
           f"ROC AUC {roc_auc_score(held_y, shipped.logit(held_x)):.3f} ({len(held)} windows), "
           f"{time.time() - started:.0f} s")

@@ -148,7 +148,9 @@ def load_model(path: str | Path = DEFAULT_WEIGHTS, device: str = "cpu") -> Melod
 # held-out songs' 8-bar windows), the network's own samples 21, 32, 37, 39, 48, 56% (r = 1..6), with chords 25, 43,
 # 45, 54, 61%: takes sat on one pitch for bars. The step sampler caps that share (of the probability
 # that the next note starts, after temperature) at SAME_NOTE_CAPS[r], lowering only what is above it.
-SAME_NOTE_CAPS = (1.0, 1.0, 0.5, 0.4, 0.3, 0.2, 0.1, 0.0)  # by r, the last entry for any longer run
+# r = 5 at 0.1, not 0.2, since the critic (model.melody.critic) picks the takes with more repeated
+# notes: at temperature 1.3, 5.4% of takes had a run of 6 with 0.2, 2.1-2.4% with 0.1 (real 5.4-7.1%).
+SAME_NOTE_CAPS = (1.0, 1.0, 0.5, 0.4, 0.3, 0.1, 0.1, 0.0)  # by r, the last entry for any longer run
 MAX_SAME_NOTES = SAME_NOTE_CAPS.index(0.0)  # the most notes of one pitch in a row (the primer's count too)
 
 
@@ -285,8 +287,6 @@ def _sample(primers: list[list[int]], options: list[SamplingOptions], model: Mel
         for _ in range(opt.variations):
             candidates = [(result[r, :length].tolist(), float(loglik[r, :length].sum()) / length)
                           for r in range(row, row + opt.candidates)]
-            if FORM_PLAN and opt.rhythm is None and opt.candidates >= FALLBACK_FROM:  # the last: a fallback
-                candidates[-1] = (candidates[-1][0], candidates[-1][1] - FALLBACK_PENALTY)
             answers[i].append(choose(primers[i], candidates, answers[i], chords[i]))
             row += opt.candidates
     return answers
@@ -296,7 +296,6 @@ def _sample(primers: list[list[int]], options: list[SamplingOptions], model: Mel
 FORM_PLAN = True  # off: every bar is the network's own (as before issue 23's form plan)
 COPY_BIAS = 10.0  # added to the (temperature-scaled) logit of a returning bar's source event
 FALLBACK_FROM = 3  # candidates per variation from which the last one follows a plan of its own (a fallback)
-FALLBACK_PENALTY = 0.0  # nats per step off a fallback's score: chosen only when the others are near-copies
 PLAN_TRIES = 8  # draws of a variation's plan until it shares at most half its bars with another's
 
 
@@ -336,9 +335,10 @@ def form_plans(primer: list[int], bars: int, variations: int, seed: int) -> tupl
 def candidate_plans(primer: list[int], bars: int, variations: int, candidates: int,
                     seed: int) -> tuple[int, list[list[list[int]]]]:
     """As form_plans, per variation a plan per candidate: the variation's plan, but with
-    FALLBACK_FROM candidates or more the last one draws its own: the choice takes it only when
-    every other candidate is a near-copy of another variation (a sketch whose bars the network
-    repeats by itself), see _sample."""
+    FALLBACK_FROM candidates or more the last one draws its own, and the choice (its critic
+    included) weighs the two plans' takes: the second is also the way out when every candidate
+    of the first is a near-copy of another variation (a sketch whose bars the network repeats by
+    itself)."""
     first, plans = form_plans(primer, bars, variations, seed)
     form = load_form() if FORM_PLAN else None
     if form is None or candidates < FALLBACK_FROM or not plans or not plans[0]:
@@ -492,9 +492,11 @@ CHORD_SCALE = 1.4  # the network's direct chord-to-output bias, scaled by this w
 # cadence (CADENCE_*) makes such endings likelier, the choice picks them: for a continuation whose last
 # note is that long and on a tonic-triad degree or chord tone (1 before the form plan: its candidates
 # share a variation's plan, so the choice has fewer endings to pick from; with the cadence, 1 leaves
-# temperature 1.3 at 0.30 and below).
+# temperature 1.3 at 0.30 and below; 4 since the critic: at 2 it outweighed the endings, 0.25-0.28).
 PHRASE_END_WEIGHT = 4.0
-CRITIC_WEIGHT = 3.0  # per logit of the critic's "generated, not a song" (model.melody.critic)
+# per logit of the critic's "generated, not a song" (model.melody.critic): the two-sample test's AUC
+# 0.738 -> 0.667 at 3 with the second plan competing (BENCHMARKS.md, issue 23, the critic)
+CRITIC_WEIGHT = 3.0
 PHRASE_END_STEPS = 4
 REPEAT_JACCARD = 0.75  # a bar re-uses an earlier one when their (onset in bar, pitch) sets overlap this much
 

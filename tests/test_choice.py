@@ -105,7 +105,9 @@ def test_the_score_prefers_some_re_use_likelihood_and_difference(monkeypatch):
     assert choice_score(primer, one_reuse, -1.0, []) > choice_score(primer, none, -1.0, [])
     # Likelihood breaks the tie between equally structured candidates.
     assert choose(primer, [(none, -1.2), (one_reuse, -1.0)], []) == one_reuse
-    assert choose(primer, [(one_reuse, -1.0), (none, -0.2)], []) == none
+    target = sampling.STRUCTURE_TARGET
+    much_likelier = -1.0 + sampling.STRUCTURE_WEIGHT * (target - abs(0.25 - target)) + 0.1  # outweighs structure
+    assert choose(primer, [(one_reuse, -1.0), (none, much_likelier)], []) == none
     # A copy of an already chosen variation loses against something new of equal merit.
     assert choose(primer, [(one_reuse, -1.0), (none, -1.0 - 0.0)], [one_reuse]) == none
 

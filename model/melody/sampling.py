@@ -475,7 +475,7 @@ def _copy_lags(primers: list[list[int]], bar_start: list[int], options: list[Sam
 # Share of bars that re-use an earlier bar (real pop: about 0.22; chosen ones land lower, the more
 # so since the same-note cap: issue 23 raised it from 0.3 and the weight from 2).
 STRUCTURE_TARGET = 0.45
-STRUCTURE_WEIGHT = 3.0
+STRUCTURE_WEIGHT = 8.0  # 3 before the critic, which took the musical protocol's structure to 0.16 (bar 0.17)
 LIKELIHOOD_WEIGHT = 1.0  # per nat of mean log-likelihood per step
 SAMENESS_WEIGHT = 2.0  # against the (onset, pitch) Jaccard with an already chosen variation
 DENSITY_WEIGHT = 4.0  # against |log| of the ratio of notes per step, continuation to primer_note_rate

@@ -494,8 +494,8 @@ CHORD_SCALE = 1.4  # the network's direct chord-to-output bias, scaled by this w
 # share a variation's plan, so the choice has fewer endings to pick from; with the cadence, 1 leaves
 # temperature 1.3 at 0.30 and below; 4 since the critic: at 2 it outweighed the endings, 0.25-0.28).
 PHRASE_END_WEIGHT = 4.0
-# per logit of the critic's "generated, not a song" (model.melody.critic): the two-sample test's AUC
-# 0.738 -> 0.667 at 3 with the second plan competing (BENCHMARKS.md, issue 23, the critic)
+# per logit of the critic's "generated, not a song" (model.melody.critic): with the second plan
+# competing, the two-sample test's AUC 0.738 -> 0.666 / 0.672 (BENCHMARKS.md, issue 23, the critic)
 CRITIC_WEIGHT = 3.0
 PHRASE_END_STEPS = 4
 REPEAT_JACCARD = 0.75  # a bar re-uses an earlier one when their (onset in bar, pitch) sets overlap this much
@@ -567,7 +567,8 @@ def ends_on_stable_note(primer: list[int], continuation: list[int], chords: list
 def choice_score(primer: list[int], continuation: list[int], loglik: float, chosen: list[list[int]],
                  chords: list | None = None, fake: float = 0.0) -> float:
     """Higher is better: structure near STRUCTURE_TARGET, likely, unlike the chosen variations,
-    and with chords (per continuation step), their tones about as often as in real songs."""
+    with chords (per continuation step) their tones about as often as in real songs, and heard as
+    a song's by the critic (fake: its log-odds of "generated", model.melody.critic.fake_logits)."""
     hits, bars = repeated_bars(primer, continuation)
     score = -STRUCTURE_WEIGHT * abs(hits / max(bars, 1) - STRUCTURE_TARGET) + LIKELIHOOD_WEIGHT * loglik
     mine = onset_pitches(continuation)

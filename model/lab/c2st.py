@@ -118,6 +118,21 @@ def ngram_continuations(model: WittenBellNGram, contexts: list[list[int]], seed:
     return out
 
 
+def product_continuations(contexts: list[list[int]], seed: int, chunk: int | None = None) -> list[list[int]]:
+    """One continuation per context by the sampler with its defaults, from the context's bar line
+    (as the real bars), in batched passes of `chunk` contexts (all at once when None)."""
+    model, out = load_model(), []
+    chunk = chunk or max(len(contexts), 1)
+    for start in range(0, len(contexts), chunk):
+        part = contexts[start : start + chunk]
+        options = [SamplingOptions(bars=BARS, variations=1, seed=seed)] * len(part)
+        # the sampler starts on a context's closing NOTE_OFF step (it decides how the last note ends)
+        out += [p[1:] if c[-1] == NOTE_OFF else p for c, (p,) in zip(part, continue_melodies(model, part, options))]
+        if chunk < len(contexts):
+            print(f"  sampled {len(out)} / {len(contexts)}", flush=True)
+    return out
+
+
 def two_sample(real_x, fake_x, groups, seed: int = 0, fake_groups=None) -> dict:
     from sklearn.ensemble import HistGradientBoostingClassifier  # noqa: PLC0415 - the eval extra
     from sklearn.linear_model import LogisticRegression  # noqa: PLC0415
@@ -176,11 +191,7 @@ def main(argv: list[str] | None = None) -> None:
         elif name == "ngram":
             pieces = ngram_continuations(WittenBellNGram(NGRAM_ORDER).fit(train), contexts, args.seed)
         else:
-            options = SamplingOptions(bars=BARS, variations=1, seed=args.seed)
-            pieces = [a[0] for a in continue_melodies(load_model(), contexts, [options] * len(contexts))]
-            # the sampler starts on a context's closing NOTE_OFF step (it decides how the last note
-            # ends): from the bar line on, as the real bars
-            pieces = [p[1:] if c[-1] == NOTE_OFF else p for c, p in zip(contexts, pieces)]
+            pieces = product_continuations(contexts, args.seed)
         pieces = [p + [NO_EVENT] * (STEPS - len(p)) for p in pieces]
         fake_x = [measure(c, p) for c, p in zip(contexts, pieces)]
         results.append({"generator": name, "windows": len(found), **two_sample(real_x, fake_x, groups, args.seed),

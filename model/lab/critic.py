@@ -20,29 +20,21 @@ from pathlib import Path
 
 import numpy as np
 
-from model.lab.c2st import BARS, STEPS, windows
+from model.lab.c2st import STEPS, product_continuations, windows
 from model.lab.data import load_songs, split
 from model.melody import critic, sampling
-from model.melody.sampling import SamplingOptions, continue_melodies, load_model
-from model.music.events import NO_EVENT, NOTE_OFF
+from model.music.events import NO_EVENT
 
 TREES, LEAVES, RATE = 150, 15, 0.05  # small: the critic ranks a few candidates, it need not be sharp
 CHUNK = 400  # windows per batched pass
 
 
 def sampled(contexts: list[list[int]], seed: int) -> list[list[int]]:
-    """One continuation per context, from its bar line (as model.lab.c2st), without the critic."""
+    """One continuation per context, padded to 8 bars, as model.lab.c2st's product but without
+    the critic."""
     kept, sampling.CRITIC_WEIGHT = sampling.CRITIC_WEIGHT, 0.0
     try:
-        model, out = load_model(), []
-        for start in range(0, len(contexts), CHUNK):
-            part = contexts[start : start + CHUNK]
-            options = [SamplingOptions(bars=BARS, variations=1, seed=seed)] * len(part)
-            for context, (piece,) in zip(part, continue_melodies(model, part, options)):
-                piece = piece[1:] if context[-1] == NOTE_OFF else piece
-                out.append(piece + [NO_EVENT] * (STEPS - len(piece)))
-            print(f"  sampled {len(out)} / {len(contexts)}", flush=True)
-        return out
+        return [p + [NO_EVENT] * (STEPS - len(p)) for p in product_continuations(contexts, seed, CHUNK)]
     finally:
         sampling.CRITIC_WEIGHT = kept
 
@@ -51,9 +43,7 @@ def export(clf) -> dict:
     """The fitted HistGradientBoostingClassifier's trees, as model.melody.critic.Critic reads them."""
     trees = []
     for (predictor,) in clf._predictors:
-        nodes = predictor.nodes
-        if nodes["is_categorical"].any() or (~nodes["missing_go_to_left"][~nodes["is_leaf"].astype(bool)]).any():
-            pass  # every feature is numeric and never missing: x <= threshold goes left
+        nodes = predictor.nodes  # every feature is numeric and never missing: x <= threshold goes left
         trees.append({"feature": nodes["feature_idx"].tolist(), "threshold": nodes["num_threshold"].tolist(),
                       "left": nodes["left"].tolist(), "right": nodes["right"].tolist(),
                       "leaf": nodes["is_leaf"].astype(bool).tolist(), "value": nodes["value"].tolist()})

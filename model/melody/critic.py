@@ -6,7 +6,7 @@ one feature above 0.59): density and register against the sketch, rests, onsets 
 sketch's bars and motifs coming back. No sampler knob moved it. So the candidate choice
 (model.melody.sampling.choose) asks a critic: gradient-boosted trees over what a listener hears of
 (sketch, continuation), learned on the training songs' windows, real next bars against the
-sampler's own (python -m model.lab.critic ../shared/data/pop909), shipped as
+sampler's own (python -m model.lab.critic POP909_FOLDER), shipped as
 model/weights/critic.json and walked here in numpy (no scikit-learn at run time).
 
 `features` is also what model.lab.c2st measures with: one home for what a listener hears.
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model.melody.form import bar_sets
+from model.melody.form import bar_sets, jaccard
 from model.music.events import PAD, STEPS_PER_BAR, events_to_notes
 
 CRITIC_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "critic.json"
@@ -31,10 +31,6 @@ CRITIC_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "critic.json"
 # last note's length: the cadence and the choice's phrase-end term lengthen it, so a critic that
 # heard it fought them (phrase ends 0.23-0.25 with chords, real 0.32).
 UNHEARD = ("longest run", "repeated notes", "last note length")
-
-
-def jaccard(a: set, b: set) -> float:
-    return len(a & b) / len(a | b) if a or b else 0.0
 
 
 def _histogram(values, edges) -> list[float]:
@@ -129,12 +125,11 @@ class Critic:
         self.columns = np.array([FEATURE_NAMES.index(name) for name in stored["features"]])  # of features()
         self.baseline = float(stored["baseline"])
         trees = stored["trees"]
-        starts = np.cumsum([0] + [len(t["leaf"]) for t in trees])[:-1]
-        self.roots = starts
+        self.roots = np.cumsum([0] + [len(t["leaf"]) for t in trees])[:-1]  # each tree's first node
         join = lambda key: np.concatenate([np.asarray(t[key]) for t in trees])  # noqa: E731
         self.feature, self.threshold = join("feature"), join("threshold")
         self.leaf, self.value = join("leaf"), join("value")
-        shift = np.concatenate([np.full(len(t["leaf"]), start) for t, start in zip(trees, starts)])
+        shift = np.concatenate([np.full(len(t["leaf"]), root) for t, root in zip(trees, self.roots)])
         self.left, self.right = join("left") + shift, join("right") + shift
 
     def logit(self, rows) -> np.ndarray:

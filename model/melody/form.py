@@ -57,6 +57,11 @@ def bar_sets(events: list[int], start: int = 0) -> list[set[tuple[int, int]]]:
     return bars
 
 
+def jaccard(a: set, b: set) -> float:
+    """How alike two bars' (onset in bar, pitch) sets are: shared over all (0 for two empty bars)."""
+    return len(a & b) / len(a | b) if a or b else 0.0
+
+
 def copies(a: set, b: set) -> bool:
     """Whether bar b is a copy of bar a: both non-empty, their (onset in bar, pitch) sets alike."""
     return bool(a) and bool(b) and len(a & b) >= COPY_JACCARD * len(a | b)

@@ -34,7 +34,7 @@ from model.defaults import (
 )
 from model.melody import stepping
 from model.melody.critic import fake_logits
-from model.melody.form import REST, load_form
+from model.melody.form import REST, jaccard, load_form
 from model.melody.form import bar_sets as form_bar_sets
 from model.melody.network import CHORD_ROOT, NO_CHORD, MelodyNet, load_checkpoint
 from model.music.chords import chord_tone_share, chords_per_step
@@ -529,10 +529,6 @@ def repeated_bars(primer: list[int], continuation: list[int]) -> tuple[int, int]
     hits = sum(bool(bars[i]) and any(jaccard(bars[i], b) >= REPEAT_JACCARD for b in bars[:i])
                for i in range(first, len(bars)))
     return hits, len(bars) - first
-
-
-def jaccard(a: set, b: set) -> float:
-    return len(a & b) / len(a | b) if a or b else 0.0
 
 
 def primer_note_rate(primer: list[int]) -> float:

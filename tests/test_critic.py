@@ -69,6 +69,18 @@ def test_a_sketch_ending_inside_a_bar_is_judged_from_the_next_bar_line():
     assert got == pytest.approx(want)
 
 
+def test_a_long_sketch_is_judged_by_its_last_32_bars():
+    """The critic learned sketches of at most 32 bars (model.lab.c2st's windows)."""
+    continuation = HOOK * 4
+    older = bar("G4:4") * 16  # 16 bars the critic should not hear
+    [long] = critic.fake_logits(older + SKETCH * 4, [continuation])
+    [last] = critic.fake_logits(SKETCH * 4, [continuation])
+    assert long == pytest.approx(last)
+    [heard] = critic.fake_logits(older + SKETCH * 2, [continuation])  # 32 bars: the G4 bars are heard
+    [without] = critic.fake_logits(SKETCH * 2, [continuation])
+    assert heard != pytest.approx(without)
+
+
 def test_the_choice_takes_the_candidate_the_critic_believes(monkeypatch):
     """Two candidates equal on every other count: the one the critic hears as a song is chosen,
     and without the critic the first is (ties go to the earlier candidate)."""

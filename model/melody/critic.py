@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model.melody.form import bar_sets, jaccard
+from model.melody.form import WINDOW, bar_sets, jaccard
 from model.music.events import PAD, STEPS_PER_BAR, events_to_notes
 
 CRITIC_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "critic.json"
@@ -158,14 +158,16 @@ def load_critic(path: str | Path = CRITIC_WEIGHTS) -> Critic | None:
 def fake_logits(primer: list[int], continuations: list[list[int]]) -> np.ndarray:
     """Per continuation of `primer` (a sketch from a bar line), the critic's log-odds that it is
     the network's, not a song's (zeros without a critic). Each pair is cut at the first bar line
-    at or after the sketch's end (a sketch may end inside a bar), the way the critic learned them."""
+    at or after the sketch's end (a sketch may end inside a bar), and the sketch kept to its last
+    WINDOW bars before it: the way the critic learned them (model.lab.c2st's windows)."""
     critic = load_critic()
     if critic is None or not continuations:
         return np.zeros(len(continuations))
     primer = [e for e in primer if e != PAD]  # a 1-step sketch has a PAD before it
     cut = -(-len(primer) // STEPS_PER_BAR) * STEPS_PER_BAR
+    first = max(0, cut - WINDOW * STEPS_PER_BAR)
     rows = []
     for continuation in continuations:
         whole = primer + list(continuation)
-        rows.append(features(whole[:cut], whole[cut:]))
+        rows.append(features(whole[first:cut], whole[cut:]))
     return critic.logit(rows)

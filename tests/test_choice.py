@@ -41,13 +41,15 @@ def no_critic(monkeypatch):
 
 @pytest.fixture
 def plain_steps(monkeypatch):
-    """The sampler without issue 23's form plan, register lift, cadence and motif echo
-    (tests/test_form.py, tests/test_takes.py and tests/test_motifs.py have those)."""
+    """The sampler without issue 23's form plan, register lift, cadence, motif echo and lean to
+    unplayed notes (tests/test_form.py, tests/test_takes.py, tests/test_motifs.py and
+    tests/test_pitch_variety.py have those)."""
     monkeypatch.setattr(sampling, "FORM_PLAN", False)
     monkeypatch.setattr(sampling, "LIFT", 0.0)
     monkeypatch.setattr(sampling, "CADENCE_STABLE", 0.0)
     monkeypatch.setattr(sampling, "CADENCE_LATE", 0.0)
     monkeypatch.setattr(sampling, "MOTIF_BIAS", 0.0)
+    monkeypatch.setattr(sampling, "FRESH_PITCH_BIAS", 0.0)
 
 
 def test_one_candidate_is_the_plain_sampler(tiny_model, plain_steps):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from model.melody import sampling
-from model.melody.motifs import MotifEcho
+from model.melody.motifs import MotifEcho, lean
 from model.melody.sampling import SamplingOptions, continue_melodies, load_model, prepare_primer
 from model.music.events import FIRST_NOTE_ON, NO_EVENT, NUM_CLASSES, events_to_notes, note_on
 from model.music.primer import parse_notes
@@ -52,7 +52,7 @@ def test_the_lean_picks_among_notes_and_keeps_the_chance_of_a_note():
     allowed[2, FIRST_NOTE_ON:] = False  # no note may start: nothing to keep, nothing broken
     echo = MotifEcho([[]] * 3, bias=2.0)
     echo.now[:, FIRST_NOTE_ON + 5] = 2.0
-    leaned = echo.lean(logits, allowed)
+    leaned = lean(logits, allowed, echo.now)
     assert torch.isfinite(leaned).all()
     for row in range(3):
         before = torch.softmax(logits[row].masked_fill(~allowed[row], -torch.inf), -1)

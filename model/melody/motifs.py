@@ -60,14 +60,15 @@ class MotifEcho:
     def any(self) -> bool:
         return bool(self.now.any())
 
-    def lean(self, logits: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-        """logits (B, NUM_CLASSES) with the bias on the notes that finish a pattern, the NOTE_ONs
-        then shifted so that their allowed share of the probability stays what it was: the echo
-        picks among the notes, it does not make a note likelier than a rest or a held one."""
-        bias = host_tensor(self.now, logits.device)
-        notes = logits[:, FIRST_NOTE_ON:].masked_fill(~allowed[:, FIRST_NOTE_ON:], float("-inf"))
-        shift = (notes + bias[:, FIRST_NOTE_ON:]).logsumexp(-1) - notes.logsumexp(-1)
-        shift = torch.nan_to_num(shift, nan=0.0, posinf=0.0, neginf=0.0)  # no NOTE_ON allowed: nothing to keep
-        leaned = logits + bias
-        leaned[:, FIRST_NOTE_ON:] -= shift[:, None]
-        return leaned
+
+def lean(logits: torch.Tensor, allowed: torch.Tensor, bias: np.ndarray) -> torch.Tensor:
+    """logits (B, NUM_CLASSES) with bias (B, NUM_CLASSES: on NOTE_ONs only) added, the NOTE_ONs
+    then shifted so that their allowed share of the probability stays what it was: the bias picks
+    among the notes, it does not make a note likelier than a rest or a held one."""
+    bias = host_tensor(bias, logits.device)
+    notes = logits[:, FIRST_NOTE_ON:].masked_fill(~allowed[:, FIRST_NOTE_ON:], float("-inf"))
+    shift = (notes + bias[:, FIRST_NOTE_ON:]).logsumexp(-1) - notes.logsumexp(-1)
+    shift = torch.nan_to_num(shift, nan=0.0, posinf=0.0, neginf=0.0)  # no NOTE_ON allowed: nothing to keep
+    leaned = logits + bias
+    leaned[:, FIRST_NOTE_ON:] -= shift[:, None]
+    return leaned

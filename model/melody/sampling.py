@@ -276,6 +276,7 @@ def _sample(primers: list[list[int]], options: list[SamplingOptions], model: Mel
         motif_bias=_motif_bias(options, rows, device),
         loop_penalty=LOOP_PENALTY,
         fresh_penalty=FRESH_PENALTY,
+        fresh_pitch_bias=FRESH_PITCH_BIAS,
         event_bias=_lift([primers[i] for i, _, _ in rows], device),
         **_cadence(primers, options, chords, rows, device),
     )
@@ -366,6 +367,7 @@ def _planned_material(ids: list[int], plan: list[int]) -> list[int]:
 # (model.melody.motifs): real continuations re-use 0.64 of them, the network's 0.56 with the form plan,
 # 0.63 with this echo (2.0 overshoots: 0.69)
 MOTIF_BIAS = 1.0
+FRESH_PITCH_BIAS = 1.0  # logit on a note the continuation has not played yet (model.melody.pitch_variety)
 # logit taken from a note that would repeat, in place, a bar following two alike bars (model.melody.bar_loops):
 # a ban in effect, a form plan's copy included (8 left some: a looping network is that sure of itself);
 # real pop holds no third alike bar in a row in 5,273 windows
@@ -475,7 +477,7 @@ def _copy_lags(primers: list[list[int]], bar_start: list[int], options: list[Sam
 # Share of bars that re-use an earlier bar (real pop: about 0.22; chosen ones land lower, the more
 # so since the same-note cap: issue 23 raised it from 0.3 and the weight from 2).
 STRUCTURE_TARGET = 0.45
-STRUCTURE_WEIGHT = 8.0  # 3 before the critic, which took the musical protocol's structure to 0.16 (bar 0.17)
+STRUCTURE_WEIGHT = 12.0  # 3 before the critic; 8 with it; 12 with the lean to unplayed notes (0.16 at 8, bar 0.17)
 LIKELIHOOD_WEIGHT = 1.0  # per nat of mean log-likelihood per step
 SAMENESS_WEIGHT = 2.0  # against the (onset, pitch) Jaccard with an already chosen variation
 DENSITY_WEIGHT = 4.0  # against |log| of the ratio of notes per step, continuation to primer_note_rate

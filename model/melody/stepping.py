@@ -26,8 +26,9 @@ import torch.nn.functional as F
 
 from model.melody.bar_loops import BarLoop
 from model.melody.fresh_bars import FreshBar
-from model.melody.motifs import MotifEcho
+from model.melody.motifs import MotifEcho, lean
 from model.melody.network import LOOKBACKS, MelodyNet
+from model.melody.pitch_variety import FreshPitches
 from model.melody.same_note import SameNoteRun, host_tensor
 from model.music.events import FIRST_NOTE_ON, NO_EVENT, NOTE_OFF, NUM_CLASSES, PAD, STEPS_PER_BAR
 
@@ -60,6 +61,7 @@ def generate(
     motif_bias: torch.Tensor | None = None,
     loop_penalty: float = 0.0,
     fresh_penalty: float = 0.0,
+    fresh_pitch_bias: float = 0.0,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Continue each primer row by `steps` events, all rows in one batched pass.
 
@@ -96,7 +98,9 @@ def generate(
     (model.melody.motifs). loop_penalty: taken from each note that would repeat, in place, a bar
     that follows two alike bars (a third in a row; model.melody.bar_loops), copy_lag's steps too.
     fresh_penalty: taken, in copy_lag's NEW_BAR steps, from the note that would go on copying a
-    bar of the primer (model.melody.fresh_bars)."""
+    bar of the primer (model.melody.fresh_bars). fresh_pitch_bias: added (after temperature) to each
+    NOTE_ON of the primer's scale and register that its row has not played yet, the NOTE_ONs then
+    shifted to keep their share (model.melody.pitch_variety)."""
     batch, p_len = primer.shape
     device = primer.device
     pad = [0] * batch if lengths is None else [p_len - int(n) for n in lengths.tolist()]
@@ -111,13 +115,13 @@ def generate(
     with torch.inference_mode():
         if order == list(range(batch)):
             out = _generate_sorted(model, *inputs, steps, seeds, pad, chord_scale, with_loglik, repeat_cap, copy_bias,
-                                   copy_free_runs, loop_penalty, fresh_penalty)
+                                   copy_free_runs, loop_penalty, fresh_penalty, fresh_pitch_bias)
         else:
             index = torch.tensor(order, device=device)
             inputs = tuple(x if x is None else x[index] for x in inputs)
             out = _generate_sorted(model, *inputs, steps, [seeds[b] for b in order], [pad[b] for b in order],
                                    chord_scale, with_loglik, repeat_cap, copy_bias, copy_free_runs,
-                                   loop_penalty, fresh_penalty)  # fmt: skip
+                                   loop_penalty, fresh_penalty, fresh_pitch_bias)  # fmt: skip
             back = torch.argsort(index)
             out = out[0][back], out[1][back]
     out = out[0].clone(), out[1].clone()  # ordinary tensors again, which a caller may use with autograd on
@@ -127,7 +131,7 @@ def generate(
 def _generate_sorted(model: MelodyNet, primer, temperature, top_p, allowed_events, offset, max_run, chords,
                      step_allowed, copy_lag, event_bias, end_bias, end_start, motif_bias, steps, seeds, pad,
                      chord_scale, with_loglik, repeat_cap=None, copy_bias=0.0, copy_free_runs=True,
-                     loop_penalty=0.0, fresh_penalty=0.0):  # fmt: skip
+                     loop_penalty=0.0, fresh_penalty=0.0, fresh_pitch_bias=0.0):  # fmt: skip
     """generate, its rows in order of padding -> (events, loglik: zeros without with_loglik)."""
     batch, p_len = primer.shape
     device = primer.device
@@ -184,6 +188,7 @@ def _generate_sorted(model: MelodyNet, primer, temperature, top_p, allowed_event
     echo = None
     if motif_bias is not None and bool((motif_bias != 0).any()):
         echo = MotifEcho(sequence[:, :p_len].tolist(), motif_bias.cpu().numpy())
+    unplayed = FreshPitches(sequence[:, :p_len].tolist(), fresh_pitch_bias) if fresh_pitch_bias else None
     copying = None if copy_lag is None or not bool((copy_lag != 0).any()) else copy_lag
     if copying is not None:  # per step, once: which rows copy, from where; which steps need any of it
         sounding = _sounding(sequence[:, :p_len]).cpu().numpy()
@@ -295,7 +300,9 @@ def _generate_sorted(model: MelodyNet, primer, temperature, top_p, allowed_event
         if end_any[s]:  # a phrase's end
             scaled += end_add[s]
         if echo is not None and echo.any():  # the sketch's motifs: which note, not whether one starts
-            scaled = echo.lean(scaled, allowed_now)
+            scaled = lean(scaled, allowed_now, echo.now)
+        if unplayed is not None and unplayed.any():  # notes not played yet: likewise
+            scaled = lean(scaled, allowed_now, unplayed.now)
         if loops is not None and (found := loops.penalties(s)) is not None:  # a third bar alike in a row
             echoed, penalty = found
             scaled.scatter_add_(1, host_tensor(echoed[:, None], device), host_tensor(penalty[:, None], device))
@@ -327,6 +334,8 @@ def _generate_sorted(model: MelodyNet, primer, temperature, top_p, allowed_event
             repeats.update(events)
         if echo is not None:
             echo.update(events)
+        if unplayed is not None:
+            unplayed.update(events)
         if fresh is not None:
             fresh.update(s, events)
         # the step's memory entry: key from its state and the next position, value from its state and event

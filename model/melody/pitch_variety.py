@@ -26,20 +26,11 @@ class FreshPitches:
     the sketch's scale and register the continuation has not played yet."""
 
     def __init__(self, primers: list[list[int]], bias: float):
-        self.now = np.zeros((len(primers), NUM_CLASSES), dtype=np.float32)
-        for r, row in enumerate(primers):
-            notes = [event_pitch(e) for e in row if is_note_on(e)]
-            if not notes:
-                continue
-            recent = [event_pitch(e) for e in row[-REGISTER_BARS * STEPS_PER_BAR :] if is_note_on(e)] or notes
-            key = detect_key(row)
-            scale = key.pitch_classes if key else {p % 12 for p in notes}
-            centre = round(sum(recent) / len(recent))
-            low, high = min(min(recent), centre - HALF_OCTAVE), max(max(recent), centre + HALF_OCTAVE)
-            for pitch in range(low, high + 1):
-                event = FIRST_NOTE_ON + pitch - MIN_PITCH
-                if pitch % 12 in scale and FIRST_NOTE_ON <= event < NUM_CLASSES:
-                    self.now[r, event] = bias
+        rows = {}  # a request's variations and candidates share its primer: its key is found once
+        for row in map(tuple, primers):
+            if row not in rows:
+                rows[row] = _unplayed(list(row), bias)
+        self.now = np.stack([rows[tuple(row)] for row in primers])  # a copy per row: each row plays its own
 
     def update(self, events: np.ndarray) -> None:
         """After a step: each row's sampled event (B,); a note played is no longer fresh."""
@@ -48,3 +39,21 @@ class FreshPitches:
 
     def any(self) -> bool:
         return bool(self.now.any())
+
+
+def _unplayed(row: list[int], bias: float) -> np.ndarray:
+    """(NUM_CLASSES,) float32: `bias` on the NOTE_ONs of the primer's key and register."""
+    out = np.zeros(NUM_CLASSES, dtype=np.float32)
+    notes = [event_pitch(e) for e in row if is_note_on(e)]
+    if not notes:
+        return out
+    recent = [event_pitch(e) for e in row[-REGISTER_BARS * STEPS_PER_BAR :] if is_note_on(e)] or notes
+    key = detect_key(row)
+    scale = key.pitch_classes if key else {p % 12 for p in notes}
+    centre = round(sum(recent) / len(recent))
+    low, high = min(min(recent), centre - HALF_OCTAVE), max(max(recent), centre + HALF_OCTAVE)
+    for pitch in range(low, high + 1):
+        event = FIRST_NOTE_ON + pitch - MIN_PITCH
+        if pitch % 12 in scale and FIRST_NOTE_ON <= event < NUM_CLASSES:
+            out[event] = bias
+    return out

@@ -299,10 +299,10 @@ def _generate_sorted(model: MelodyNet, primer, temperature, top_p, allowed_event
             scaled += event_bias
         if end_any[s]:  # a phrase's end
             scaled += end_add[s]
-        if echo is not None and echo.any():  # the sketch's motifs: which note, not whether one starts
-            scaled = lean(scaled, allowed_now, echo.now)
-        if unplayed is not None and unplayed.any():  # notes not played yet: likewise
-            scaled = lean(scaled, allowed_now, unplayed.now)
+        # the sketch's motifs and the notes not played yet: which note, not whether one starts
+        leans = [bias.now for bias in (echo, unplayed) if bias is not None and bias.any()]
+        if leans:  # one lean with both biases is the same as one after the other
+            scaled = lean(scaled, allowed_now, sum(leans))
         if loops is not None and (found := loops.penalties(s)) is not None:  # a third bar alike in a row
             echoed, penalty = found
             scaled.scatter_add_(1, host_tensor(echoed[:, None], device), host_tensor(penalty[:, None], device))

@@ -12,10 +12,11 @@ from collections import Counter
 import pytest
 from conftest import QUEUE_WORKER_ENV, collect
 
-from bot.jobs import Job, JobState, JobStatus, Result
+from bot.jobs import Job, JobState, JobStatus, Result, Variation
 from bot.queue import QueueError, QueueFull, TooManyJobs, make_queue
 from bot.queue.local import LocalQueue
 from bot.storage.jobs import JobStore, Rejected, StoreError
+from bot.storage.sqlite import WAL_CHECKPOINT_PAGES
 from bot.worker.generator import SLOW_USER, TEST_DELAY_ENV
 
 PRIMER = [26, 0, 0, 1, 30, 0, 0, 1, 33, 0, 0, 0, 1, 0, 0, 0]  # C4 E4 G4, a bar
@@ -89,6 +90,24 @@ def test_store_claims_batches_and_lets_one_finish_through(tmp_path):
     finished_at = store.db.execute("SELECT finished_at FROM queue_jobs WHERE job_id = ?", (ids[0],)).fetchone()[0]
     assert store.last_progress(since=0) == {"w1": finished_at}  # the cancelled job held by w1 does not count
     assert store.last_progress(since=finished_at) == {}
+
+
+def test_store_writes_a_result_without_waiting_for_the_disk_and_checkpoints_it_with_the_next_write(tmp_path):
+    path = tmp_path / "q.sqlite3"
+    store = JobStore(path)
+    job_id = store.add(job(1), 5, 50).job.job_id
+    store.claim("w1", max_rows=1)
+    page = store.db.execute("PRAGMA page_size").fetchone()[0]
+    previews = os.urandom(WAL_CHECKPOINT_PAGES * page)  # MP3s past the WAL's checkpoint length (as base64 text)
+    before = path.stat().st_size
+    result = Result(job_id, 16, [Variation([26], b"", previews)], b"", None, {})
+    assert store.finish(job_id, JobState.DONE, result=result, worker="w1")
+    assert path.with_name(path.name + "-wal").stat().st_size > len(previews)  # committed to the WAL...
+    assert path.stat().st_size == before  # ... and not copied into the database on the answer's way
+    assert store.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL again: accepting a job waits for the disk
+    assert JobStore(path).get(job_id).result.variations[0].mp3 == previews  # another connection reads it
+    store.mark_delivered(job_id)  # an ordinary write, once the answer is out
+    assert path.stat().st_size > len(previews)  # it checkpointed the result into the database
 
 
 def test_store_requeues_dead_workers_jobs_at_the_front_until_attempts_run_out(tmp_path):

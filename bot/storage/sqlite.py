@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 BUSY_TIMEOUT_S = 10.0  # seconds a statement waits for another connection's write lock
+WAL_CHECKPOINT_PAGES = 1000  # a commit that leaves the WAL this long copies it into the database (SQLite's default)
 
 
 def connect(path: str | Path) -> sqlite3.Connection:
@@ -28,6 +29,7 @@ def connect(path: str | Path) -> sqlite3.Connection:
         pass
     db.execute("PRAGMA synchronous=FULL")
     db.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+    db.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
     return db
 
 

@@ -92,7 +92,7 @@ def test_store_claims_batches_and_lets_one_finish_through(tmp_path):
     assert store.last_progress(since=finished_at) == {}
 
 
-def test_store_writes_a_result_without_waiting_for_the_disk_and_checkpoints_it_with_the_next_write(tmp_path):
+def test_store_writes_its_workers_result_without_waiting_for_the_disk_and_checkpoints_it_with_the_next_write(tmp_path):
     path = tmp_path / "q.sqlite3"
     store = JobStore(path)
     job_id = store.add(job(1), 5, 50).job.job_id
@@ -108,6 +108,13 @@ def test_store_writes_a_result_without_waiting_for_the_disk_and_checkpoints_it_w
     assert JobStore(path).get(job_id).result.variations[0].mp3 == previews  # another connection reads it
     store.mark_delivered(job_id)  # an ordinary write, once the answer is out
     assert path.stat().st_size > len(previews)  # it checkpointed the result into the database
+
+    applied = store.add(job(2), 5, 50).job.job_id  # a result from Redis, applied by the bot (no worker named)
+    store.claim("w1", max_rows=1)
+    size = path.stat().st_size
+    result = Result(applied, 16, [Variation([26], b"", previews)], b"", None, {})
+    assert store.finish(applied, JobState.DONE, result=result)
+    assert path.stat().st_size > size + len(previews)  # its event is deleted next: checkpointed (and synced) at once
 
 
 def test_store_requeues_dead_workers_jobs_at_the_front_until_attempts_run_out(tmp_path):

@@ -351,10 +351,11 @@ class JobStore:
         query = "UPDATE queue_jobs SET state = ?, result = ?, error = ?, finished_at = ? WHERE job_id = ? AND "
         guard: tuple = UNFINISHED if worker is None else (JobState.RUNNING.value, worker)
         query += "state IN (?, ?)" if worker is None else "state = ? AND worker = ?"
-        # A result a power cut undoes was not delivered yet (delivery's own commit, mark_delivered,
-        # is synced and makes it durable): the job reads RUNNING again and is requeued when the bot
-        # starts. Nothing accepted is lost.
-        with self._write(large=result is not None) as db:
+        # The embedded worker's own result (worker named) goes in large: a power cut that undoes it
+        # was before its delivery (whose synced commit makes it durable) and took the worker down
+        # too, so the job reads RUNNING and is requeued when the bot starts. A result the bot applies
+        # from Redis (Celery, no worker named) is synced: its event is deleted once applied.
+        with self._write(large=result is not None and worker is not None) as db:
             now = time.time() if now is None else now  # taken under the write lock: timestamps follow commit order
             changed = db.execute(query, (state.value, data, error, now, job_id, *guard)).rowcount
             if changed:

@@ -54,6 +54,7 @@ class Job:
     primer_chords: str | None = None  # a sketch's own chords under the primer, as a lead sheet
     lyrics: str | None = None  # words to set to the continuation ("line / line"); None: no words
     melisma: bool = False  # a syllable may take two slurred notes
+    form: str | None = None  # the continuation's sections as asked for ("BA": new, then the sketch); None: drawn
     user_name: str = ""  # for display only
     guild_id: int | None = None  # the Discord server it was made in; None: a DM or the terminal
     parent: str | None = None  # "jobid:variation" this job extends, if any

@@ -80,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lyrics", default="", metavar="WORDS",
                         help='words to set, lines split by / (e.g. "walking down the street / every window dark")')
     parser.add_argument("--melisma", action="store_true", help="with --lyrics: a syllable may take two slurred notes")
+    parser.add_argument("--form", help="the continuation's sections, e.g. BA (B new, then the sketch, A) or B2A6 "
+                        "(a number: a section's bars); default: drawn by the form plan")
     parser.add_argument("--weights", type=Path, help="network weights (default: the shipped ones)")
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU threads for torch (default 1: sampling goes step by step, more threads gain "
@@ -133,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
 
     import torch  # about 1.5 s
 
+    from model.melody.form import parse_form
     from model.melody.network import DEFAULT_WEIGHTS
     from model.melody.sampling import (
         SamplingOptions,
@@ -150,6 +153,14 @@ def run(args: argparse.Namespace) -> int:
                               rhythm=words.rhythm if words else None)
     if args.max_rest is not None:
         options = replace(options, max_rest=args.max_rest)
+    if args.form:
+        if words:
+            raise UsageError("--form cannot be combined with --lyrics yet: the words decide where the notes go")
+        try:
+            parse_form(args.form, options.bars)
+        except ValueError as error:
+            raise UsageError(f"--form: {error}") from error
+        options = replace(options, form=args.form)
     try:
         options.check()
     except ValueError as error:

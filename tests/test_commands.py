@@ -42,6 +42,8 @@ from bot.settings import Settings
 from bot.storage import NUMBER_EMOJIS, BotStore
 from bot.storage.jobs import JobStore
 from model.defaults import DEFAULT_TOP_P
+from model.melody.form import bar_sets, jaccard
+from model.melody.sampling import prepare_primer
 from model.music.primer import NOTATION, parse_notes
 
 USER, OTHER, CHANNEL = 1001, 1002, 2001
@@ -51,6 +53,7 @@ MADE = {
     "flute": "!continue C4 E4 G4 bars=2 temp=0.7 sound=flute n=3",
     "reroll": "!continue C4 E4 G4 seed=5 bars=3 key=off n=2",
     "post": "!continue C4 E4 seed=42 n=4 bpm=96 bars=2",
+    "form": "!continue C4 E4 G4 A4 C5 B4 G4 E4 seed=3 bars=4 form=b2a2 n=2",
 }
 
 
@@ -67,8 +70,8 @@ def made(tmp_path_factory, tiny_weights) -> tuple[Path, dict[str, str]]:
             async with LocalQueue(settings, worker_env=QUEUE_WORKER_ENV) as queue:
                 handler = CommandHandler(settings, queue, votes, platform=DISCORD, rng=random.Random(7))
                 ids = {}
-                for name, line_ in MADE.items():
-                    (reply,) = await handler.handle_line(request(), line_)
+                for number, (name, line_) in enumerate(MADE.items()):  # a user may have 3 jobs waiting
+                    (reply,) = await handler.handle_line(request(user_id=USER if number < 3 else OTHER), line_)
                     assert reply.status_of is not None, reply.text
                     ids[name] = reply.status_of
                 seen = await collect(queue, lambda seen: {s.job.job_id for s in seen if s.state.finished} >= set(
@@ -495,6 +498,38 @@ async def test_result_reply_carries_every_file_and_the_settings(handler, queue, 
                      f"| topp={DEFAULT_TOP_P:g} | key=on | seed=42"]
     small = handler.result_reply(status, upload_limit=40)
     assert all(not f.name.endswith(".mp3") for f in small.files) and "MP3 previews are left out" in small.text
+
+
+async def test_a_form_is_made_and_shown(handler, queue, results):
+    status = await queue.get(results["form"])
+    sketch = bar_sets(prepare_primer(parse_notes("C4 E4 G4 A4 C5 B4 G4 E4")))
+    for variation in status.result.variations:  # the worker followed it: bars 3-4 bring the sketch back
+        bars = bar_sets(variation.events)
+        assert [jaccard(bars[4 + k], sketch[k]) >= 0.75 for k in range(2)] == [True, True]
+    assert "| seed=3 | form=B2A2" in handler.result_reply(status).text
+    text, again = await submit(handler, f"!again {status.job.job_id}")  # kept by a reroll, unless turned off
+    assert again.form == "B2A2" and "the form: bars 1-2 B (new), bars 3-4 A (your sketch's opening)" in text
+    _, plain = await submit(handler, f"!again {status.job.job_id} form=off")
+    assert plain.form is None
+
+
+@pytest.mark.parametrize(("line", "expected"), [
+    ("!continue C4 E4 form=B4A4B4A4", "I can't use that form: form \"B4A4B4A4\" needs exactly 16 bars, and the "
+                                     "continuation is 8: set bars= to match (bars=16)"),
+    ("!continue C4 E4 form=1x", "is not a form: write section letters, e.g. form=BA"),
+    ('!continue C4 E4 form=BA lyrics="hello there my friend"', "form= and lyrics= can't go together yet"),
+])
+async def test_a_form_that_cannot_be_made_is_refused(handler, queue, line, expected):
+    text = await say(handler, line)
+    assert expected in text
+    assert await waiting(queue) == []
+
+
+async def test_a_form_splits_the_bars_it_is_given(handler, queue):
+    text, job = await submit(handler, "!continue C4 E4 bars=16 form=ABAC")
+    assert job.form == "ABAC"
+    assert ("the form: bars 1-4 A (your sketch's opening), bars 5-8 B (new), bars 9-12 A (your sketch's opening), "
+            "bars 13-16 C (new)") in text
 
 
 def test_status_texts(handler):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from model.melody import sampling, stepping
-from model.melody.form import REST, WINDOW, bar_sets, load_form, material_ids
+from model.melody.form import REST, WINDOW, bar_sets, load_form, material_ids, parse_form, requested_plan
 from model.melody.sampling import SamplingOptions, continue_melodies, form_plans, jaccard, load_model, prepare_primer
 from model.music.events import NO_EVENT, NOTE_OFF, NUM_CLASSES, STEPS_PER_BAR, note_on
 from model.music.primer import parse_notes
@@ -110,3 +110,54 @@ def test_with_a_rhythm_plan_the_form_plan_is_off(monkeypatch):
     monkeypatch.setattr(sampling, "FORM_PLAN", False)
     continue_melodies(load_model(), [SONG], [SamplingOptions(bars=2, variations=2, candidates=1)])
     assert seen[-1] is None
+
+
+# -- a form the songwriter asks for (form=BA) ---------------------------------------------------------
+@pytest.mark.parametrize(("text", "bars", "sections"), [
+    ("BA", 8, [("B", 4), ("A", 4)]),
+    ("b2a6", 8, [("B", 2), ("A", 6)]),
+    ("ABC", 8, [("A", 3), ("B", 3), ("C", 2)]),  # the earlier sections take the bar left over
+    ("B2AB", 8, [("B", 2), ("A", 3), ("B", 3)]),
+])
+def test_a_requested_form_covers_the_bars(text, bars, sections):
+    assert parse_form(text, bars) == sections
+
+
+@pytest.mark.parametrize(("text", "bars", "expected"), [
+    ("B4A4B4A4", 8, "needs exactly 16 bars, and the continuation is 8"),
+    ("ABCDEFGHI", 8, "needs 9 bars or more"),
+    ("1A", 8, "is not a form"),
+    ("A-B", 8, "is not a form"),
+    ("B0A", 8, "0 bars"),
+])
+def test_a_form_that_cannot_be_made_says_why(text, bars, expected):
+    with pytest.raises(ValueError, match=expected):
+        parse_form(text, bars)
+    with pytest.raises(ValueError, match=expected):
+        SamplingOptions(bars=bars, form=text).check()
+
+
+def test_a_requested_plan_brings_back_the_sketch_and_each_returning_letter():
+    sketch = [NO_EVENT] * STEPS_PER_BAR + prepare_primer(parse_notes("C4 E4 G4 A4 C5 B4 G4 E4"))  # the first empty
+    assert len(sketch) == 3 * STEPS_PER_BAR
+    # sketch bars 1 and 2 sound; plan bar b is bar 3 + b of the sketch's grid
+    assert requested_plan("BA", sketch, 8, 8) == [0, 0, 0, 0, 6, 6, 8, 8]  # A: bars 1, 2, 1, 2
+    assert requested_plan("B2CB2C", sketch, 8, 8) == [0, 0, 0, 0, 4, 4, 4, 4]
+    # a sketch that ends inside a bar: the continuation's first bar is not planned, and A brings back
+    # the sketch's whole bars only (bar 1: the one it ends in holds the continuation's start)
+    assert requested_plan("AB", sketch[:-4], 7, 8) == [2, 3, 4, 0, 0, 0, 0]
+
+
+def test_the_sampler_follows_a_requested_form():
+    sketch = prepare_primer(parse_notes("E4:0.5 E4:0.5 F4:0.5 G4:0.5 G4:0.5 F4:0.5 E4:0.5 D4:0.5 "
+                                        "C4:0.5 C4:0.5 D4:0.5 E4:0.5 E4:0.75 D4:0.25 D4:1"))
+    opening = bar_sets(sketch)
+    [takes] = continue_melodies(load_model(), [sketch], [SamplingOptions(bars=8, variations=3, seed=4, form="B2B2A4")])
+    for take in takes:
+        bars = bar_sets(take)
+        assert all(jaccard(bars[4 + k], opening[k % 2]) >= 0.75 for k in range(4))  # the sketch comes back
+        assert [jaccard(bars[2 + k], bars[k]) >= 0.75 for k in range(2)] == [True, True]  # B again
+        assert not any(jaccard(bars[k], o) >= 0.75 for k in range(2) for o in opening)  # B is new
+    assert bar_sets(takes[0])[:2] != bar_sets(takes[1])[:2]  # the new bars differ between variations
+    [drawn] = continue_melodies(load_model(), [sketch], [SamplingOptions(bars=8, variations=3, seed=4)])
+    assert drawn != takes  # without a form, the form plan draws the sections

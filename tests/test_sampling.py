@@ -300,6 +300,8 @@ def test_cli_a_sketch_wins_over_typed_notes(typed, tiny_weights, tmp_path, capsy
         (["C4", "--weights", "{tmp}/notes.txt"], "error: cannot load weights from {tmp}/notes.txt"),
         (["C4", "--weights", "{tmp}/none.pt"], "error: no weights at {tmp}/none.pt; pass --weights PATH"),
         (["C4", "--style", "polka"], 'error: I have no style called "polka". Did you mean folk? Styles: pop'),
+        (["C4", "--form", "B4A4B4A4"], 'error: --form: form "B4A4B4A4" needs exactly 16 bars, and the continuation'),
+        (["C4", "--form", "BA", "--lyrics", "hello there"], "error: --form cannot be combined with --lyrics yet"),
     ],
 )
 def test_cli_mistakes_exit_2_with_one_line(args, message, tmp_path, tiny_weights, capsys):

@@ -21,6 +21,7 @@ from bot.commands import replies, usage
 from bot.commands.jam import JamCommands
 from bot.commands.jam_service import JamService
 from bot.commands.options import (
+    FORM_OFF,
     LYRICS_OFF,
     RANDOM_SEEDS,
     Options,
@@ -192,6 +193,7 @@ class CommandHandler:
             instrument=options.instrument or "piano",
             style=options.style or DEFAULT_STYLE,
             keep_key=options.keep_key if options.keep_key is not None else True,
+            form=None if options.form == FORM_OFF else options.form,
             user_name=request.user_name,
             guild_id=request.guild_id,
         )
@@ -282,6 +284,7 @@ class CommandHandler:
             instrument=options.instrument or parent.instrument,
             style=options.style or parent.style,
             keep_key=options.keep_key if options.keep_key is not None else parent.keep_key,
+            form=None if options.form == FORM_OFF else options.form or parent.form,
             user_name=request.user_name,
             guild_id=request.guild_id,
         )
@@ -302,6 +305,8 @@ class CommandHandler:
         problem = length_problem(job.bars, job.bpm)
         if problem:
             raise CommandError(problem[0].upper() + problem[1:] + ".")
+        if job.form:
+            remarks.append(_form_remark(job))
         try:
             status = await self.queue.submit(job)
         except QueueFull as error:
@@ -484,6 +489,27 @@ def _state_words(status: JobStatus) -> str:
         return f"queued, position {status.position}" if status.position else "queued"
     return {JobState.RUNNING: "generating now", JobState.DONE: "done", JobState.FAILED: "failed",
             JobState.CANCELLED: "cancelled"}[status.state]
+
+
+def _form_remark(job: Job) -> str:
+    """What the job's form asks for, bar by bar, or a CommandError saying why it cannot be made."""
+    from model.melody.form import SKETCH_LETTER, parse_form  # no torch there
+
+    if job.lyrics:
+        raise CommandError("form= and lyrics= can't go together yet: the words decide where the notes go. "
+                           "Leave one out.")
+    try:
+        sections = parse_form(job.form, job.bars)
+    except ValueError as error:
+        raise CommandError(f"I can't use that form: {error}.") from None
+    parts, bar, seen = [], 1, set()
+    for letter, length in sections:
+        span = f"bar {bar}" if length == 1 else f"bars {bar}-{bar + length - 1}"
+        what = "your sketch's opening" if letter == SKETCH_LETTER else "again" if letter in seen else "new"
+        parts.append(f"{span} {letter} ({what})")
+        seen.add(letter)
+        bar += length
+    return "the form: " + ", ".join(parts)
 
 
 def _duration(seconds: float) -> str:

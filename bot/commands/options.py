@@ -53,9 +53,11 @@ OPTIONS = (
     Option("style", "style", ("band",), "style=rock"),
     Option("lyrics", "lyrics", ("words", "lyric"), 'lyrics="walking down the empty street / every window dark"'),
     Option("melisma", "melisma", (), "melisma=on"),
+    Option("form", "form", ("sections", "structure"), "form=BA"),
 )
 LYRICS_OFF = "off"  # Options.lyrics for lyrics=off: no words (an !again or !extend of a job with words)
 CHORDS_OFF = "off"  # Options.chords for chords=off: no harmony at all
+FORM_OFF = "off"  # Options.form for form=off: the form plan draws the sections again (an !again or !extend)
 _OPTION_FIELDS = {alias: option.field for option in OPTIONS for alias in (option.name, *option.aliases)}
 _OPTION_TOKEN = re.compile(r"-{0,2}(?P<name>[A-Za-z][A-Za-z_-]*)(?P<sep>[=:])(?P<value>.*)", re.S)
 _SKETCH_OPTIONS = ("file", "midi", "sketch")  # terminal only: a local MIDI file as the primer
@@ -77,6 +79,7 @@ class Options:
     style: str | None = None  # a key of model.band.styles.STYLES
     lyrics: str | None = None  # words as typed (checked for script, emoji, length), or LYRICS_OFF
     melisma: bool | None = None
+    form: str | None = None  # the sections asked for (model.melody.form.parse_form checks it), or FORM_OFF
 
 
 @dataclass
@@ -221,6 +224,8 @@ def _option_value(canonical: str, name: str, text: str, settings: Settings):
             return resolve_style(text)
         except StyleError as error:
             raise CommandError(str(error).replace('"', "`")) from None
+    if canonical == "form":  # its bars are checked with the job's (handler._submit)
+        return FORM_OFF if text.lower() in FALSE_WORDS + ("none",) else text.upper()
     if canonical == "melisma":
         word = text.lower()
         if word in TRUE_WORDS + FALSE_WORDS:

@@ -130,6 +130,7 @@ def result_reply(status: JobStatus, prefix: str, platform: str, upload_limit: in
             f"topp={job.top_p:g}",
             f"key={'on' if job.keep_key else 'off'}",
             f"seed={job.seed}",
+            *([f"form={job.form}"] if job.form else []),
         ]),
         *chord_lines(job, result),
         f"{how_to_vote(job.job_id, count, prefix, platform)} `{prefix}extend {job.job_id}` continues the leader, "

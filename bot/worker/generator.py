@@ -151,6 +151,7 @@ class Generator:
             top_p=job.top_p,
             seed=job.seed,
             keep_key=job.keep_key,
+            form=job.form,
         )
         options.check()
         problem = length_problem(job.bars, job.bpm)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -173,3 +174,63 @@ def load_form(path: str | Path = FORM_WEIGHTS) -> FormModel | None:
     return FormModel(np.asarray(stored["option_weights"]), np.asarray(stored["new_weights"]),
                      np.asarray(stored["rest_weights"]), float(stored.get("new_shift", 0.0)),
                      float(stored.get("rest_shift", 0.0)))
+
+
+# -- a form the songwriter asks for (form=BA: something new, then the sketch's opening again) ------
+SKETCH_LETTER = "A"  # the sketch itself: a section named A brings the sketch's opening bars back
+FORM_PATTERN = re.compile(r"(?:[A-Za-z]\d*)+")
+
+
+def parse_form(text: str, bars: int) -> list[tuple[str, int]]:
+    """A requested form -> [(letter, bars of its section)], covering `bars`. Letters name sections
+    (upper and lower case alike); a number after a letter is its length in bars, and the letters
+    without one share the bars left as evenly as they can (the earlier ones a bar more):
+    "BA" over 8 bars is B 4, A 4; "B2A6" is B 2, A 6. Raises ValueError saying what is wrong."""
+    text = text.strip()
+    if not FORM_PATTERN.fullmatch(text):
+        raise ValueError(f'"{text}" is not a form: write section letters, e.g. form=BA or form=B2A2B4 '
+                         f"(a number after a letter is its bars; {SKETCH_LETTER} is your sketch)")
+    parts = [(m[1].upper(), int(m[2]) if m[2] else None) for m in re.finditer(r"([A-Za-z])(\d*)", text)]
+    if any(length == 0 for _, length in parts):
+        raise ValueError(f'form "{text}" gives a section 0 bars; each needs 1 or more')
+    fixed = sum(length for _, length in parts if length)
+    free = [i for i, (_, length) in enumerate(parts) if not length]
+    left = bars - fixed
+    if left < 0 or (free and left < len(free)) or (not free and left):
+        need = fixed + len(free)
+        raise ValueError(f'form "{text}" needs {"exactly " if not free else ""}{need}'
+                         f'{" bars or more" if free else " bars"}, and the continuation is {bars}: '
+                         f"set bars= to match{'' if free else f' (bars={fixed})'} or change the form")
+    for k, i in enumerate(free):
+        parts[i] = (parts[i][0], left // len(free) + (k < left % len(free)))
+    return parts
+
+
+def requested_plan(text: str, sketch: list[int], planned: int, bars: int) -> list[int]:
+    """The form plan (as FormModel.plan's) of a requested form over a continuation of `bars`
+    bars, of which the last `planned` are the whole bars a plan covers (one fewer when the sketch
+    ends inside a bar). sketch: events from a bar line. A section named SKETCH_LETTER brings the
+    sketch's whole bars back from its first bar with a note (cycling through them when it is
+    longer); another letter's first section is new, and each later one brings that first one
+    back, bar for bar (cycling through it when it is longer)."""
+    sections = parse_form(text, bars)
+    skipped = bars - planned  # continuation bars before the first planned one (0 or 1)
+    whole = len(sketch) // STEPS_PER_BAR
+    sounding = [m for m, notes in enumerate(bar_sets(sketch)[:whole]) if notes]
+    sources = list(range(sounding[0], whole)) if sounding else [0]
+    first_bar = -(-len(sketch) // STEPS_PER_BAR)  # the first planned bar, counted from the sketch's first
+    firsts: dict[str, tuple[int, int]] = {}  # letter -> (its first section's first bar, length)
+    plan, bar = [], 0  # bar: the continuation's bar, from 0
+    for letter, length in sections:
+        firsts.setdefault(letter, (bar, length))
+        start, first_length = firsts[letter]
+        for k in range(length):
+            if bar >= skipped:
+                if letter == SKETCH_LETTER:
+                    plan.append(first_bar + bar - skipped - sources[k % len(sources)])
+                elif start < bar - k:  # a section that returns
+                    plan.append(bar - (start + k % first_length))
+                else:
+                    plan.append(0)
+            bar += 1
+    return plan

@@ -34,7 +34,7 @@ from model.defaults import (
 )
 from model.melody import stepping
 from model.melody.critic import fake_logits
-from model.melody.form import REST, jaccard, load_form
+from model.melody.form import REST, jaccard, load_form, parse_form, requested_plan
 from model.melody.form import bar_sets as form_bar_sets
 from model.melody.network import CHORD_ROOT, NO_CHORD, MelodyNet, load_checkpoint
 from model.music.chords import chord_tone_share, chords_per_step
@@ -70,6 +70,9 @@ class SamplingOptions:
     # Per variation, what may happen at each continuation step (model.lyrics.rhythm step codes:
     # a lyric's rhythm plan); None: anything. With it, max_rest does not apply (the plan holds notes).
     rhythm: tuple[tuple[int, ...], ...] | None = None
+    # The continuation's sections, as the songwriter asks for them (model.melody.form.parse_form:
+    # "BA", "B2A2B4"; A is the sketch); None: the form plan draws them (the default).
+    form: str | None = None
 
     def check(self) -> None:
         """Raise ValueError naming the first option out of range."""
@@ -92,6 +95,10 @@ class SamplingOptions:
         if self.rhythm is not None and (len(self.rhythm) != self.variations
                                         or any(len(r) != self.bars * STEPS_PER_BAR for r in self.rhythm)):
             raise ValueError(f"rhythm must give {self.variations} plans of {self.bars * STEPS_PER_BAR} steps")
+        if self.form is not None:
+            if self.rhythm is not None:
+                raise ValueError("a form cannot be combined with lyrics yet: the words decide where notes go")
+            parse_form(self.form, self.bars)
 
 
 def allowed_events(primer: list[int], keep_key: bool, also: set[int] = frozenset()) -> torch.Tensor:
@@ -334,12 +341,16 @@ def form_plans(primer: list[int], bars: int, variations: int, seed: int) -> tupl
 
 
 def candidate_plans(primer: list[int], bars: int, variations: int, candidates: int,
-                    seed: int) -> tuple[int, list[list[list[int]]]]:
+                    seed: int, form: str | None = None) -> tuple[int, list[list[list[int]]]]:
     """As form_plans, per variation a plan per candidate: the variation's plan, but with
     FALLBACK_FROM candidates or more the last one draws its own, and the choice (its critic
     included) weighs the two plans' takes: the second is also the way out when every candidate
     of the first is a near-copy of another variation (a sketch whose bars the network repeats by
-    itself)."""
+    itself). With a requested form (model.melody.form.requested_plan), every candidate follows it."""
+    if form is not None:
+        first = -(-len(primer) // STEPS_PER_BAR)
+        plan = requested_plan(form, primer, (len(primer) + bars * STEPS_PER_BAR) // STEPS_PER_BAR - first, bars)
+        return first * STEPS_PER_BAR, [[plan] * candidates for _ in range(variations)]
     first, plans = form_plans(primer, bars, variations, seed)
     form = load_form() if FORM_PLAN else None
     if form is None or candidates < FALLBACK_FROM or not plans or not plans[0]:
@@ -455,7 +466,8 @@ def _copy_lags(primers: list[list[int]], bar_start: list[int], options: list[Sam
     for i, opt in enumerate(options):
         if opt.rhythm is None:
             sketch = primers[i][bar_start[i]:]
-            plans[i] = (len(sketch), *candidate_plans(sketch, opt.bars, opt.variations, opt.candidates, opt.seed))
+            plans[i] = (len(sketch), *candidate_plans(sketch, opt.bars, opt.variations, opt.candidates, opt.seed,
+                                                      opt.form))
     for r, (i, v, k) in enumerate(rows):
         if i not in plans:
             continue

@@ -18,7 +18,9 @@ before this one copying the bars before the source), how often the sketch repeat
 how common the source bar's material is, the lag itself; "new" and "rest" from the sketch's
 length, its empty bars, how repetitive it is and what the continuation has done so far (its new
 bars, its returning ones). The step sampler keeps a planned-new bar from copying a sketch bar
-(model.melody.fresh_bars). Pure Python and numpy: no torch, no dataset.
+(model.melody.fresh_bars). A songwriter may ask for the sections instead (`form=BA`: parse_form,
+requested_plan): A is the sketch, other letters new, a letter again brings its bars back. Pure
+Python and numpy: no torch, no dataset.
 """
 
 from __future__ import annotations

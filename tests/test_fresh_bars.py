@@ -85,7 +85,7 @@ def copied_bars(sketch: list[int], takes: list[list[int]], plans: list[list[int]
 
 def all_new(monkeypatch):
     """Every bar planned new, and the plans handed out."""
-    def plans(primer, bars, variations, candidates, seed):
+    def plans(primer, bars, variations, candidates, seed, form=None):
         first = -(-len(primer) // STEPS_PER_BAR)
         count = (len(primer) + bars * STEPS_PER_BAR) // STEPS_PER_BAR - first
         return first * STEPS_PER_BAR, [[[0] * count] * candidates for _ in range(variations)]

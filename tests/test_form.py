@@ -141,11 +141,11 @@ def test_a_requested_plan_brings_back_the_sketch_and_each_returning_letter():
     sketch = [NO_EVENT] * STEPS_PER_BAR + prepare_primer(parse_notes("C4 E4 G4 A4 C5 B4 G4 E4"))  # the first empty
     assert len(sketch) == 3 * STEPS_PER_BAR
     # sketch bars 1 and 2 sound; plan bar b is bar 3 + b of the sketch's grid
-    assert requested_plan("BA", sketch, 8, 8) == [0, 0, 0, 0, 6, 6, 8, 8]  # A: bars 1, 2, 1, 2
-    assert requested_plan("B2CB2C", sketch, 8, 8) == [0, 0, 0, 0, 4, 4, 4, 4]
+    assert requested_plan("BA", sketch, 8) == [0, 0, 0, 0, 6, 6, 8, 8]  # A: bars 1, 2, 1, 2
+    assert requested_plan("B2CB2C", sketch, 8) == [0, 0, 0, 0, 4, 4, 4, 4]
     # a sketch that ends inside a bar: the continuation's first bar is not planned, and A brings back
     # the sketch's whole bars only (bar 1: the one it ends in holds the continuation's start)
-    assert requested_plan("AB", sketch[:-4], 7, 8) == [2, 3, 4, 0, 0, 0, 0]
+    assert requested_plan("AB", sketch[:-4], 8) == [2, 3, 4, 0, 0, 0, 0]
 
 
 def test_the_sampler_follows_a_requested_form():

@@ -208,19 +208,19 @@ def parse_form(text: str, bars: int) -> list[tuple[str, int]]:
     return parts
 
 
-def requested_plan(text: str, sketch: list[int], planned: int, bars: int) -> list[int]:
+def requested_plan(text: str, sketch: list[int], bars: int) -> list[int]:
     """The form plan (as FormModel.plan's) of a requested form over a continuation of `bars`
-    bars, of which the last `planned` are the whole bars a plan covers (one fewer when the sketch
-    ends inside a bar). sketch: events from a bar line. A section named SKETCH_LETTER brings the
+    bars: its whole bars, from the first bar line after the sketch (one fewer bar when the sketch
+    ends inside one). sketch: events from a bar line. A section named SKETCH_LETTER brings the
     sketch's whole bars back from its first bar with a note (cycling through them when it is
     longer); another letter's first section is new, and each later one brings that first one
     back, bar for bar (cycling through it when it is longer)."""
     sections = parse_form(text, bars)
-    skipped = bars - planned  # continuation bars before the first planned one (0 or 1)
     whole = len(sketch) // STEPS_PER_BAR
+    first_bar = -(-len(sketch) // STEPS_PER_BAR)  # the first planned bar, counted from the sketch's first
+    skipped = first_bar - whole  # continuation bars before the first planned one (0 or 1)
     sounding = [m for m, notes in enumerate(bar_sets(sketch)[:whole]) if notes]
     sources = list(range(sounding[0], whole)) if sounding else [0]
-    first_bar = -(-len(sketch) // STEPS_PER_BAR)  # the first planned bar, counted from the sketch's first
     firsts: dict[str, tuple[int, int]] = {}  # letter -> (its first section's first bar, length)
     plan, bar = [], 0  # bar: the continuation's bar, from 0
     for letter, length in sections:

@@ -348,9 +348,8 @@ def candidate_plans(primer: list[int], bars: int, variations: int, candidates: i
     of the first is a near-copy of another variation (a sketch whose bars the network repeats by
     itself). With a requested form (model.melody.form.requested_plan), every candidate follows it."""
     if form is not None:
-        first = -(-len(primer) // STEPS_PER_BAR)
-        plan = requested_plan(form, primer, (len(primer) + bars * STEPS_PER_BAR) // STEPS_PER_BAR - first, bars)
-        return first * STEPS_PER_BAR, [[plan] * candidates for _ in range(variations)]
+        plan = requested_plan(form, primer, bars)
+        return -(-len(primer) // STEPS_PER_BAR) * STEPS_PER_BAR, [[plan] * candidates for _ in range(variations)]
     first, plans = form_plans(primer, bars, variations, seed)
     form = load_form() if FORM_PLAN else None
     if form is None or candidates < FALLBACK_FROM or not plans or not plans[0]:

@@ -253,6 +253,7 @@ async def test_continue_defaults(handler, queue):
     ("!continue C4 E4 form=B4A4B4A4", "I can't use that form: form \"B4A4B4A4\" needs exactly 16 bars, and the "
                                      "continuation is 8: set bars= to match (bars=16)"),
     ("!continue C4 E4 form=1x", "is not a form: write section letters, e.g. form=BA"),
+    ("!continue C4 E4 form=Z99", 'form "Z99" needs 99 bars, and a continuation has at most 32: shorten its sections'),
     ('!continue C4 E4 form=BA lyrics="hello there my friend"', "form= and lyrics= can't go together yet"),
 ])
 async def test_bad_notes_and_forms_say_what_is_allowed(handler, queue, line, expected):
@@ -312,6 +313,13 @@ async def test_terminal_takes_a_sketch_by_path(settings, queue, store, tmp_path)
         assert "From the sketch" in await say(handler, line_)
     assert [job.bpm for job in await waiting(queue)] == [100, 100, 100]
     assert f"There is no file at {tmp_path / 'nope.mid'}" in await say(handler, f"!continue file={tmp_path}/nope.mid")
+
+
+async def test_a_form_longer_than_this_bot_allows_says_its_limit(settings, queue, store):
+    handler = CommandHandler(dataclasses.replace(settings, max_bars=16), queue, store, platform=DISCORD)
+    text = await say(handler, "!continue C4 E4 form=A10B10")
+    assert 'form "A10B10" needs 20 bars, and a continuation has at most 16: shorten its sections' in text
+    assert await waiting(queue) == []
 
 
 # -- queue errors -----------------------------------------------------------------------------------

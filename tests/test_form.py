@@ -129,6 +129,10 @@ def test_a_requested_form_covers_the_bars(text, bars, sections):
     ("1A", 8, "is not a form"),
     ("A-B", 8, "is not a form"),
     ("B0A", 8, "0 bars"),
+    ("Z99", 8, "needs 99 bars, and a continuation has at most 32: shorten its sections"),  # not "bars=99"
+    ("A20B20", 8, "needs 40 bars, and a continuation has at most 32"),
+    ("A30BCD", 8, "needs 33 bars or more, and a continuation has at most 32"),
+    ("A24B", 8, "needs 25 bars or more, and the continuation is 8: set bars= to match"),  # 25-32 bars: a fit
 ])
 def test_a_form_that_cannot_be_made_says_why(text, bars, expected):
     with pytest.raises(ValueError, match=expected):

@@ -306,7 +306,7 @@ class CommandHandler:
         if problem:
             raise CommandError(problem[0].upper() + problem[1:] + ".")
         if job.form:
-            remarks.append(_form_remark(job))
+            remarks.append(_form_remark(job, self.settings.max_bars))
         try:
             status = await self.queue.submit(job)
         except QueueFull as error:
@@ -491,7 +491,7 @@ def _state_words(status: JobStatus) -> str:
             JobState.CANCELLED: "cancelled"}[status.state]
 
 
-def _form_remark(job: Job) -> str:
+def _form_remark(job: Job, most_bars: int) -> str:
     """What the job's form asks for, bar by bar, or a CommandError saying why it cannot be made."""
     from model.melody.form import SKETCH_LETTER, parse_form  # no torch there
 
@@ -499,7 +499,7 @@ def _form_remark(job: Job) -> str:
         raise CommandError("form= and lyrics= can't go together yet: the words decide where the notes go. "
                            "Leave one out.")
     try:
-        sections = parse_form(job.form, job.bars)
+        sections = parse_form(job.form, job.bars, most_bars)
     except ValueError as error:
         raise CommandError(f"I can't use that form: {error}.") from None
     parts, bar, seen = [], 1, set()

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from model.defaults import MAX_BARS
 from model.music.events import STEPS_PER_BAR, events_to_notes
 
 FORM_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "form.json"
@@ -183,11 +184,12 @@ SKETCH_LETTER = "A"  # the sketch itself: a section named A brings the sketch's 
 FORM_PATTERN = re.compile(r"(?:[A-Za-z]\d*)+")
 
 
-def parse_form(text: str, bars: int) -> list[tuple[str, int]]:
+def parse_form(text: str, bars: int, most_bars: int = MAX_BARS) -> list[tuple[str, int]]:
     """A requested form -> [(letter, bars of its section)], covering `bars`. Letters name sections
     (upper and lower case alike); a number after a letter is its length in bars, and the letters
     without one share the bars left as evenly as they can (the earlier ones a bar more):
-    "BA" over 8 bars is B 4, A 4; "B2A6" is B 2, A 6. Raises ValueError saying what is wrong."""
+    "BA" over 8 bars is B 4, A 4; "B2A6" is B 2, A 6. Raises ValueError saying what is wrong
+    (most_bars: the longest continuation the asker may have, which a form must fit)."""
     text = text.strip()
     if not FORM_PATTERN.fullmatch(text):
         raise ValueError(f'"{text}" is not a form: write section letters, e.g. form=BA or form=B2A2B4 '
@@ -200,6 +202,9 @@ def parse_form(text: str, bars: int) -> list[tuple[str, int]]:
     left = bars - fixed
     if left < 0 or (free and left < len(free)) or (not free and left):
         need = fixed + len(free)
+        if need > most_bars:
+            raise ValueError(f'form "{text}" needs {need} bars{" or more" if free else ""}, and a continuation '
+                             f"has at most {most_bars}: shorten its sections")
         raise ValueError(f'form "{text}" needs {"exactly " if not free else ""}{need}'
                          f'{" bars or more" if free else " bars"}, and the continuation is {bars}: '
                          f"set bars= to match{'' if free else f' (bars={fixed})'} or change the form")

@@ -58,6 +58,11 @@ def test_the_split_shows_stress_in_capitals():
     ("café", "ca-FE"),  # accents dropped for the look-up
     ("well-known", "WELL KNOWN"),  # hyphenated: two words
     ("21", "TWEN-ty ONE"),
+    # more syllables than pyphen's pieces: a vowel run sung as two, a final -sm, never a lone consonant
+    ("video", "VI-de-o"),  # was VI-d-eo
+    ("chaos", "CHA-os"),  # was CH-aos
+    ("prism", "PRIS-m"),  # was PR-ism
+    ("antidisestablishmentarianism", "an-ti-dis-es-tab-lish-men-TAR-i-an-is-m"),  # was lis-h-MEN: stress shown early
     ("1999", "NINE-TEEN NINE-ty NINE"),  # a year as sung
     ("3rd", "THIRD"),
     ("the", "the"),

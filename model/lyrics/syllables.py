@@ -374,7 +374,8 @@ def _guess_stresses(word: str) -> list[int]:
 
 def split_written(word: str, count: int) -> list[str]:
     """`word` cut into `count` written pieces: pyphen's points, thinned (the shortest pieces
-    merged) or completed (vowel-group points, then the longest piece halved) to the count."""
+    merged) or completed (between vowel groups, inside one, before a final -sm's m, then wherever
+    cuts the longest piece best) to the count."""
     if count <= 1:
         return [word]
     if count >= len(word):  # an acronym sung letter by letter ("tv"): a letter a syllable
@@ -389,13 +390,26 @@ def split_written(word: str, count: int) -> list[str]:
         bounds = [0] + points + [len(word)]
         sizes = [bounds[i + 2] - bounds[i] for i in range(len(points))]
         points.pop(sizes.index(min(sizes)))
+    # then inside a run of vowels the dictionary sings as two (vi-de-o, ma-ni-a, cha-os), then before
+    # the m of a final -sm (pris-m, is-m), and only then anywhere: never a lone consonant ("vi-d-eo")
+    inside = [start + k for start, end in groups for k in range(1, end - start)]
+    hummed = [len(word) - 1] if word.endswith("sm") else []
     while len(points) < count - 1:
         bounds = [0] + points + [len(word)]
-        candidates = [p for p in extra if 0 < p < len(word) and p not in points] or \
-            [p for p in range(1, len(word)) if p not in points]
+        kinds = ([p for p in extra if _both_voiced(word, bounds, p)],
+                 [p for p in inside if _both_voiced(word, bounds, p)], hummed)
+        candidates = next((c for c in ([p for p in kind if 0 < p < len(word) and p not in points] for kind in kinds)
+                           if c), None) or [p for p in range(1, len(word)) if p not in points]
         points = sorted(points + [max(candidates, key=lambda p: _split_quality(bounds, p))])
     bounds = [0] + points + [len(word)]
     return [word[bounds[i] : bounds[i + 1]] for i in range(len(bounds) - 1)]
+
+
+def _both_voiced(word: str, bounds: list[int], point: int) -> bool:
+    """Whether cutting at `point` leaves a vowel letter on each side of the piece it cuts."""
+    start = max(b for b in bounds if b < point)
+    end = min(b for b in bounds if b > point)
+    return any(c in _VOWELS for c in word[start:point]) and any(c in _VOWELS for c in word[point:end])
 
 
 def _split_quality(bounds: list[int], point: int) -> tuple[int, int]:

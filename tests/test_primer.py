@@ -199,6 +199,20 @@ def test_a_3_4_sketch_keeps_its_rhythm():
     assert primer.bpm == 160
 
 
+@pytest.mark.parametrize(("meter", "remark"), [
+    ((3, 4), "the sketch is in 3/4, but I write in 4/4 (bars of 4 beats), so the continuation will not keep its meter"),
+    ((6, 8), "the sketch is in 6/8, but I write in 4/4"),
+    ((5, 4), "the sketch is in 5/4, but I write in 4/4"),
+    ((4, 4), None),
+    ((2, 4), None),  # two of its bars are one of ours
+    ((2, 2), None),
+])
+def test_a_sketch_in_a_meter_the_grid_cannot_keep_says_so(meter, remark):
+    primer = primer_from_midi(make_midi([TrackSpec("Melody", TUNE)], time_signature=meter))
+    assert primer.meter == meter
+    assert primer.meter_remark == remark if remark is None else primer.meter_remark.startswith(remark)
+
+
 def test_a_long_sketch_keeps_its_last_bars():
     # 40 bars, bar b plays pitch 40 + b: every bar is recognisable.
     notes = [(16 * b + 4 * k, 16 * b + 4 * k + 4, 40 + b) for b in range(40) for k in range(4)]

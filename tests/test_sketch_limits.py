@@ -56,6 +56,14 @@ async def test_the_slowest_tempo_midi_can_encode_is_moved_into_range_and_said_so
     assert (await handler.queue.get(reply.status_of)).job.bpm == BPM_RANGE[1]
 
 
+async def test_a_waltz_sketch_is_answered_in_4_4_and_said_so(handler):
+    reply = await say(handler, "!continue bars=4", make_midi([TrackSpec("Melody", MELODY)], time_signature=(3, 4)))
+    assert reply.status_of is not None, reply.text
+    assert "Note: the sketch is in 3/4, but I write in 4/4 (bars of 4 beats)" in reply.text
+    plain = await say(handler, "!continue bars=4", make_midi([TrackSpec("Melody", MELODY)]), user_id=2)
+    assert "3/4" not in plain.text and "4/4" not in plain.text
+
+
 async def test_a_continuation_too_long_in_seconds_is_refused_with_what_fits(handler):
     slow = make_midi([TrackSpec("Melody", MELODY)], bpm=5)
     reply = await say(handler, "!continue bars=32", slow)

@@ -162,6 +162,8 @@ class CommandHandler:
             events, bpm = primer.events, primer.bpm
             if primer.tempo_remark and not parsed.options.bpm:
                 remarks.append(primer.tempo_remark)
+            if primer.meter_remark:
+                remarks.append(primer.meter_remark)
             source = f"the sketch {upload.filename} ({primer.notes} notes from {primer.source})"
             if primer.trimmed_bars:
                 remarks.append(f"the sketch is long, so I left out its first {bars_text(primer.trimmed_bars)}")

@@ -43,6 +43,7 @@ class MidiFile:
     tracks: list[Track]
     bpm: float  # the tempo in force at the first note (or the file's first tempo)
     markers: list[tuple[int, str]] = field(default_factory=list)  # (grid step, text) of marker and text events
+    meter: tuple[int, int] = (4, 4)  # the time signature in force at the first note (or the file's first)
 
 
 def read_midi(source: str | os.PathLike | bytes, max_bytes: int = MAX_SKETCH_BYTES) -> MidiFile:
@@ -76,7 +77,7 @@ def read_midi(source: str | os.PathLike | bytes, max_bytes: int = MAX_SKETCH_BYT
             notes.append(Note(start, end, note.pitch, note.velocity))
         notes.sort(key=lambda n: (n.start, -n.pitch))
         tracks.append(Track(instrument.name.strip(), int(instrument.program), bool(instrument.is_drum), notes))
-    return MidiFile(tracks, _bpm_at_first_note(pm), _markers(data, ticks_per_step))
+    return MidiFile(tracks, _bpm_at_first_note(pm), _markers(data, ticks_per_step), _meter_at_first_note(pm))
 
 
 def _markers(data: bytes, ticks_per_step: float) -> list[tuple[int, str]]:
@@ -122,6 +123,19 @@ def _bpm_at_first_note(pm: pretty_midi.PrettyMIDI) -> float:
         if time <= first + 1e-9:
             bpm = float(tempo)
     return round(bpm, 3)
+
+
+def _meter_at_first_note(pm: pretty_midi.PrettyMIDI) -> tuple[int, int]:
+    starts = [n.start for i in pm.instruments for n in i.notes]
+    first = min(starts) if starts else 0.0
+    changes = sorted(pm.time_signature_changes, key=lambda c: c.time)
+    if not changes:
+        return 4, 4  # MIDI's default
+    meter = changes[0]
+    for change in changes:
+        if change.time <= first + 1e-9:
+            meter = change
+    return meter.numerator, meter.denominator
 
 
 # The CHORDS track of a file written with chords: simply comped voicings, struck at every chord

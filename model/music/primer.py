@@ -93,6 +93,7 @@ class Primer:
     trimmed_bars: int = 0  # bars cut from the front of a long sketch
     chords: list | None = None  # a sketch's own chords under `events` (model.music.chords.Chord or None per step)
     file_bpm: float | None = None  # the sketch's tempo when outside BPM_RANGE (`bpm` is then the nearest end)
+    meter: tuple[int, int] = (4, 4)  # the sketch's time signature at its first note
 
     @property
     def tempo_remark(self) -> str | None:
@@ -101,6 +102,18 @@ class Primer:
             return None
         return (f"the sketch's tempo ({self.file_bpm:g} BPM) is outside {BPM_RANGE[0]:g}-{BPM_RANGE[1]:g} BPM, "
                 f"so I used {self.bpm:g} BPM (bpm= sets another)")
+
+
+    @property
+    def meter_remark(self) -> str | None:
+        """What to tell the songwriter about a sketch in a meter 4/4 bars do not fit (3/4, 6/8, 5/4):
+        the grid's bars are 4 beats (the network learned 4/4 pop), so the answer will not keep it.
+        Bars of 2 or 4 quarter notes (2/4, 2/2) fit."""
+        numerator, denominator = self.meter
+        if Fraction(4 * numerator, denominator) in (2, 4):
+            return None
+        return (f"the sketch is in {numerator}/{denominator}, but I write in 4/4 (bars of 4 beats), so the "
+                f"continuation will not keep its meter")
 
 
 # -- typed notes ---------------------------------------------------------------------------------
@@ -211,6 +224,7 @@ def primer_from_midi(source: bytes | str | os.PathLike, max_bars: int = DEFAULT_
         notes=len(kept),
         program=track.program,
         trimmed_bars=offset // STEPS_PER_BAR - notes[0].start // STEPS_PER_BAR,
+        meter=midi.meter,
     )
 
 

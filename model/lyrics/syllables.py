@@ -396,10 +396,13 @@ def split_written(word: str, count: int) -> list[str]:
     hummed = [len(word) - 1] if word.endswith("sm") else []
     while len(points) < count - 1:
         bounds = [0] + points + [len(word)]
-        kinds = ([p for p in extra if _both_voiced(word, bounds, p)],
-                 [p for p in inside if _both_voiced(word, bounds, p)], hummed)
-        candidates = next((c for c in ([p for p in kind if 0 < p < len(word) and p not in points] for kind in kinds)
-                           if c), None) or [p for p in range(1, len(word)) if p not in points]
+        for kind in ([p for p in extra if _both_voiced(word, bounds, p)],
+                     [p for p in inside if _both_voiced(word, bounds, p)], hummed):
+            candidates = [p for p in kind if 0 < p < len(word) and p not in points]
+            if candidates:
+                break
+        else:
+            candidates = [p for p in range(1, len(word)) if p not in points]
         points = sorted(points + [max(candidates, key=lambda p: _split_quality(bounds, p))])
     bounds = [0] + points + [len(word)]
     return [word[bounds[i] : bounds[i + 1]] for i in range(len(bounds) - 1)]

@@ -341,14 +341,15 @@ def form_plans(primer: list[int], bars: int, variations: int, seed: int) -> tupl
 
 
 def candidate_plans(primer: list[int], bars: int, variations: int, candidates: int,
-                    seed: int, form: str | None = None) -> tuple[int, list[list[list[int]]]]:
+                    seed: int, requested: str | None = None) -> tuple[int, list[list[list[int]]]]:
     """As form_plans, per variation a plan per candidate: the variation's plan, but with
     FALLBACK_FROM candidates or more the last one draws its own, and the choice (its critic
     included) weighs the two plans' takes: the second is also the way out when every candidate
     of the first is a near-copy of another variation (a sketch whose bars the network repeats by
-    itself). With a requested form (model.melody.form.requested_plan), every candidate follows it."""
-    if form is not None:
-        plan = requested_plan(form, primer, bars)
+    itself). With a requested form (`requested`, as form=BA: model.melody.form.requested_plan),
+    every candidate follows it."""
+    if requested is not None:
+        plan = requested_plan(requested, primer, bars)
         return -(-len(primer) // STEPS_PER_BAR) * STEPS_PER_BAR, [[plan] * candidates for _ in range(variations)]
     first, plans = form_plans(primer, bars, variations, seed)
     form = load_form() if FORM_PLAN else None

@@ -112,12 +112,16 @@ def _read_bytes(path: str | os.PathLike, max_bytes: int) -> bytes:
         raise MidiError(f"cannot read {path}: {error.strerror}") from error
 
 
+def _first_note_s(pm: pretty_midi.PrettyMIDI) -> float:
+    starts = [n.start for i in pm.instruments for n in i.notes]
+    return min(starts) if starts else 0.0
+
+
 def _bpm_at_first_note(pm: pretty_midi.PrettyMIDI) -> float:
     times, tempi = pm.get_tempo_changes()
     if len(tempi) == 0:
         return DEFAULT_BPM
-    starts = [n.start for i in pm.instruments for n in i.notes]
-    first = min(starts) if starts else 0.0
+    first = _first_note_s(pm)
     bpm = float(tempi[0])
     for time, tempo in zip(times, tempi):
         if time <= first + 1e-9:
@@ -126,8 +130,7 @@ def _bpm_at_first_note(pm: pretty_midi.PrettyMIDI) -> float:
 
 
 def _meter_at_first_note(pm: pretty_midi.PrettyMIDI) -> tuple[int, int]:
-    starts = [n.start for i in pm.instruments for n in i.notes]
-    first = min(starts) if starts else 0.0
+    first = _first_note_s(pm)
     changes = sorted(pm.time_signature_changes, key=lambda c: c.time)
     if not changes:
         return 4, 4  # MIDI's default

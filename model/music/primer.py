@@ -103,7 +103,6 @@ class Primer:
         return (f"the sketch's tempo ({self.file_bpm:g} BPM) is outside {BPM_RANGE[0]:g}-{BPM_RANGE[1]:g} BPM, "
                 f"so I used {self.bpm:g} BPM (bpm= sets another)")
 
-
     @property
     def meter_remark(self) -> str | None:
         """What to tell the songwriter about a sketch in a meter 4/4 bars do not fit (3/4, 6/8, 5/4):

@@ -79,7 +79,7 @@ def test_songs_start_at_their_annotated_downbeat(folder):
 def test_training_windows_and_primers_start_on_downbeats(folder):
     songs = {s.song_id: s for s in model.lab.data.load_songs(folder)[0]}
     rng = np.random.default_rng(0)
-    primer, target, mask, chords = sample_chord_batch([songs["001"], songs["002"]], 64, 16, 32, rng, max_shift=3)
+    primer, target, mask, chords, _ = sample_chord_batch([songs["001"], songs["002"]], 64, 16, 32, rng, max_shift=3)
     opening = primer[:, 0]  # every window opens on a bar's downbeat note, or the pickup's silent lead-in
     bar_notes = {note_on(60 + k + s) for k in range(BARS) for s in range(-3, 4)}
     assert all(e in bar_notes or e in (NO_EVENT, NOTE_OFF) for e in opening)  # the pickup ends on bar 1

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from model.melody.form import LABEL_UNKNOWN, bar_labels, bar_sets, plan_code
 from model.melody.network import CHORD_ROOT, NO_CHORD
 from model.music.events import (
     FIRST_NOTE_ON,
@@ -65,6 +66,28 @@ class Song:
         chords = None if self.chords is None else np.concatenate([np.full(lead, NO_CHORD, dtype=np.int64),
                                                                   self.chords])
         return events, chords
+
+    def plan_labels(self) -> list[int]:
+        """Per bar of aligned(), its form-plan label (model.melody.form.bar_labels), worked out once."""
+        if "_plan_labels" not in self.__dict__:
+            self.__dict__["_plan_labels"] = bar_labels(bar_sets(self.aligned()[0].tolist()))
+        return self.__dict__["_plan_labels"]
+
+
+def window_plan_codes(labels: list[int], start: int, primer_steps: int, target_steps: int) -> np.ndarray:
+    """The plan codes of a window's target steps (its primer from step `start` of the aligned
+    song): each whole bar's label and the next bar's, as a plan would tell them: nothing for a
+    bar the primer began, nor for the bar after the window."""
+    codes = np.zeros(target_steps, dtype=np.int64)
+    first = start + primer_steps
+    end = first + target_steps
+    known = lambda bar: bar < len(labels) and bar * STEPS_PER_BAR >= first and bar * STEPS_PER_BAR < end  # noqa: E731
+    for t in range(target_steps):
+        bar = (first + t) // STEPS_PER_BAR
+        label = labels[bar] if known(bar) else LABEL_UNKNOWN
+        following = labels[bar + 1] if known(bar + 1) else LABEL_UNKNOWN
+        codes[t] = plan_code(label, following)
+    return codes
 
 
 def chord_code(chord) -> int:
@@ -197,7 +220,7 @@ def sample_batch(
     Returns primer (B, P), target (B, T) and a mask (B, T) of real (not padded) target steps.
     Windows past a song's end are padded with PAD; padded targets are masked out of the loss.
     """
-    primer, target, mask, _ = sample_chord_batch(songs, batch_size, primer_steps, target_steps, rng, max_shift)
+    primer, target, mask, *_ = sample_chord_batch(songs, batch_size, primer_steps, target_steps, rng, max_shift)
     return primer, target, mask
 
 
@@ -211,14 +234,17 @@ def sample_chord_batch(
     chord_dropout: float = 0.0,
     extra: list[Song] = (),
     extra_share: float = 0.0,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """sample_batch and the windows' chord codes (B, P+T), transposed with the melody; a share
-    `chord_dropout` of the windows (and songs without chords) get NO_CHORD everywhere, so one
-    model learns both with and without chords. With `extra` songs, a share `extra_share` of the
-    windows is cut from them instead."""
+    plan_dropout: float | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """sample_batch, the windows' chord codes (B, P+T), transposed with the melody, and their
+    target steps' plan codes (B, T); a share `chord_dropout` of the windows (and songs without
+    chords) get NO_CHORD everywhere, so one model learns both with and without chords, and
+    likewise a share `plan_dropout` is told no plan (None: no window is). With `extra` songs, a
+    share `extra_share` of the windows is cut from them instead."""
     primer = np.full((batch_size, primer_steps), PAD, dtype=np.int64)
     target = np.full((batch_size, target_steps), PAD, dtype=np.int64)
     chords = np.full((batch_size, primer_steps + target_steps), NO_CHORD, dtype=np.int64)
+    plans = np.zeros((batch_size, target_steps), dtype=np.int64)
     for b in range(batch_size):
         pool = extra if extra and rng.random() < extra_share else songs
         song = pool[rng.integers(len(pool))]
@@ -236,7 +262,9 @@ def sample_chord_batch(
         if codes is not None and rng.random() >= chord_dropout:
             c = transpose_chords(codes[start : start + primer_steps + target_steps], shift)
             chords[b, primer_steps - len(p) : primer_steps - len(p) + len(c)] = c
-    return primer, target, target != PAD, chords
+        if plan_dropout is not None and rng.random() >= plan_dropout:
+            plans[b] = window_plan_codes(song.plan_labels(), start, primer_steps, target_steps)
+    return primer, target, target != PAD, chords, plans
 
 
 assert NUM_CLASSES == PAD  # PAD sits just past the predicted classes

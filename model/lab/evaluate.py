@@ -17,10 +17,12 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from model.lab.data import Song, load_songs, split
+from model.lab.data import Song, load_songs, split, window_plan_codes
+from model.melody.form import bar_labels, bar_sets
 from model.melody.network import DEFAULT_WEIGHTS, NO_CHORD, load_checkpoint
 from model.music.events import FIRST_NOTE_ON, PAD
 
@@ -30,10 +32,11 @@ FIRST_SCORED_STEP = PRIMER_STEPS + 1
 
 @torch.no_grad()
 def score(model, songs: list[Song], batch_size: int = 16, device: str = "cpu", chords: bool = False,
-          phase: bool = True) -> dict:
+          phase: bool = True, plan: bool = False) -> dict:
     """Total nll (nats) and note accuracy over the scored steps of all songs; with chords, a
     model with chord inputs is told each song's annotated chords; with phase, our network is
-    told where each song's bars begin (the baselines have no positions)."""
+    told where each song's bars begin (the baselines have no positions); with plan, a model with
+    plan inputs is told each bar's label as its song has it (what the labels are worth)."""
     model.eval()
     total_nll, steps, notes, notes_right = 0.0, 0, 0, 0
     ordered = sorted((s for s in songs if len(s.events) > FIRST_SCORED_STEP), key=lambda s: len(s.events))
@@ -46,6 +49,11 @@ def score(model, songs: list[Song], batch_size: int = 16, device: str = "cpu", c
             sequence[row, : len(song.events)] = torch.as_tensor(song.events)
             codes[row, : len(song.events)] = torch.as_tensor(song.chord_codes())
         extra = {"chords": codes.to(device)} if chords and _has_chord_inputs(model) else {}
+        if plan and getattr(getattr(model, "config", None), "plan", False):
+            extra["plan"] = torch.tensor(np.stack([np.pad(
+                window_plan_codes(bar_labels(bar_sets(s.events.tolist(), s.phase)), -s.phase, PRIMER_STEPS,
+                                  len(s.events) - PRIMER_STEPS), (0, longest - len(s.events))) for s in batch]),
+                device=device)  # fmt: skip
         if phase and getattr(model, "config", None) is not None:  # MelodyNet: bars begin at step `offset`
             extra["offset"] = torch.tensor([s.phase for s in batch], dtype=torch.long, device=device)
         logits = model(sequence[:, :PRIMER_STEPS].to(device), sequence[:, PRIMER_STEPS:].to(device), **extra).cpu()

@@ -13,7 +13,10 @@ keeps the best checkpoint; resumes from `--out` when a checkpoint is there. `--i
 other weights (a model without chord inputs gets them, initially silent). `--extra` adds another
 folder of songs (e.g. folk tunes from model/lab/folk.py) to the training windows only: a share
 `--extra-share` of the windows comes from it, and the held-out split stays the main folder's.
-`--export` writes the small float16 weights file the project ships.
+`--export` writes the small float16 weights file the project ships. `--plan` gives the decoder
+the form plan as an input (issue 23): each bar's label as its song has it (new, returning, rest:
+model.melody.form.bar_labels) and the next bar's, to all but a share `--plan-dropout` of the
+windows; the held-out split is then also scored told its songs' labels (`nll_plan`).
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ class TrainConfig:
     eval_every: int = 500  # steps between held-out scorings
     save_every: int = 100  # steps between resumable checkpoints
     chord_dropout: float = 0.4  # share of windows trained without chords
+    plan_dropout: float = 0.3  # share of windows told no form plan (models with plan inputs)
     extra_share: float = 0.0  # share of windows cut from the --extra folder's songs
     minutes: float = 0.0  # wall-clock budget (0: none); the schedule then follows the share of it used
     seed: int = 1234
@@ -87,6 +91,8 @@ def evaluate(model: MelodyNet, held_out, device: str) -> dict:
     if model.config.chords:
         with_chords = score(model, held_out, device=device, chords=True)
         result.update(nll_chords=with_chords["nll"], note_accuracy_chords=with_chords["note_accuracy"])
+    if model.config.plan:
+        result["nll_plan"] = score(model, held_out, device=device, plan=True)["nll"]
     return result
 
 
@@ -127,10 +133,10 @@ def train(folder: Path, out: Path, config: TrainConfig, net: NetworkConfig, devi
     for step in progress:
         model.train()
         primer_steps = int(rng.choice(config.primer_steps))
-        primer, target, mask, chords = (torch.as_tensor(a).to(device) for a in sample_chord_batch(
+        primer, target, mask, chords, plan = (torch.as_tensor(a).to(device) for a in sample_chord_batch(
             train_songs, config.batch_size, primer_steps, config.target_steps, rng, config.max_shift,
-            config.chord_dropout, extra_songs, config.extra_share))
-        logits = model(primer, target, chords=chords)
+            config.chord_dropout, extra_songs, config.extra_share, config.plan_dropout if net.plan else None))
+        logits = model(primer, target, chords=chords, plan=plan)
         loss = F.cross_entropy(logits[mask], target[mask].clamp(max=PAD - 1))
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, config, time_used())
@@ -184,6 +190,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--init", type=Path, help="start from these weights (ignored when resuming)")
     parser.add_argument("--extra", type=Path, help="another folder of songs, for training windows only")
     parser.add_argument("--no-chords", dest="chords", action="store_false", help="a model without chord inputs")
+    parser.add_argument("--plan", action="store_true", help="a model told each bar's form-plan label (issue 23)")
     for group in (TrainConfig, NetworkConfig):
         for f in fields(group):
             if f.type in ("int", "float"):

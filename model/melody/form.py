@@ -86,6 +86,30 @@ def material_ids(bars: list[set]) -> list[int]:
     return ids
 
 
+# What the network is told of the plan (issue 23, NetworkConfig.plan): per decoder step, its bar's
+# label and the next bar's, as one code (PLAN_CODES of them; 0: nothing told, the network alone).
+LABEL_UNKNOWN, LABEL_NEW, LABEL_RETURN, LABEL_REST = range(4)
+PLAN_CODES = 16
+
+
+def plan_code(label: int, next_label: int) -> int:
+    return 4 * label + next_label
+
+
+def bar_labels(bars: list[set]) -> list[int]:
+    """Per bar of a song (bar_sets), what a plan would have called it: LABEL_REST (no note starts),
+    LABEL_RETURN (it copies one of the WINDOW bars before it) or LABEL_NEW."""
+    labels = []
+    for i, bar in enumerate(bars):
+        if not bar:
+            labels.append(LABEL_REST)
+        elif any(copies(bars[j], bar) for j in range(max(0, i - WINDOW), i)):
+            labels.append(LABEL_RETURN)
+        else:
+            labels.append(LABEL_NEW)
+    return labels
+
+
 def repeat_shares(ids: list[int]) -> np.ndarray:
     """(WINDOW + 1,) per lag L, the share of the bars (both non-empty) whose material is that of the
     bar L before."""

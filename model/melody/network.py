@@ -19,6 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from model.defaults import DEFAULT_WEIGHTS  # noqa: F401 - loaded by default, re-exported
+from model.melody.form import PLAN_CODES
 from model.music.events import NUM_CLASSES, PAD, STEPS_PER_BAR, STEPS_PER_BEAT
 
 LOOKBACKS = (STEPS_PER_BAR, 2 * STEPS_PER_BAR)  # steps; events this far back are decoder inputs
@@ -40,6 +41,7 @@ class NetworkConfig:
     window: int = 4096  # steps of memory attention may look back over (256 bars: any song, any request)
     dropout: float = 0.2
     chords: bool = False  # decoder conditioned on the chord at each step (checkpoints before it: False)
+    plan: bool = False  # decoder told its bar's form-plan label and the next bar's (model.melody.form.plan_code)
 
 
 class MelodyNet(nn.Module):
@@ -49,13 +51,15 @@ class MelodyNet(nn.Module):
         self.event_embed = nn.Embedding(NUM_CLASSES + 1, c.embed)  # + PAD
         self.position_embed = nn.Embedding(STEPS_PER_BAR, c.embed)
         self.encoder = nn.LSTM(2 * c.embed, c.hidden, c.layers, batch_first=True, dropout=c.dropout)
-        decoder_input = (2 + len(LOOKBACKS) + c.chords) * c.embed
+        decoder_input = (2 + len(LOOKBACKS) + c.chords + c.plan) * c.embed
         if c.chords:
             self.chord_proj = nn.Linear(len(CHORD_AHEAD) * CHORD_INPUT, c.embed)
             # and straight to the output: a learned "chord tones are likelier" bias, zero at first
             self.chord_logits = nn.Linear(len(CHORD_AHEAD) * CHORD_INPUT, NUM_CLASSES)
             nn.init.zeros_(self.chord_logits.weight)
             nn.init.zeros_(self.chord_logits.bias)
+        if c.plan:
+            self.plan_embed = nn.Embedding(PLAN_CODES, c.embed)
         self.decoder = nn.LSTM(decoder_input, c.hidden, c.layers, batch_first=True, dropout=c.dropout)
         self.query = nn.Linear(c.hidden + c.embed, c.hidden)
         self.key = nn.Linear(c.hidden + c.embed, c.hidden)
@@ -78,9 +82,10 @@ class MelodyNet(nn.Module):
         x = torch.cat([self.event_embed(primer), self._positions(steps, offset)], -1)
         return self.encoder(self.drop(x))
 
-    def _decoder_inputs(self, sequence, targets, offset, chord_features=None) -> torch.Tensor:
+    def _decoder_inputs(self, sequence, targets, offset, chord_features=None, plan=None) -> torch.Tensor:
         """Inputs for predicting `sequence[:, t]` for each t in `targets` (absolute steps);
-        chord_features: _chord_inputs for these targets (models with chord inputs)."""
+        chord_features: _chord_inputs for these targets (models with chord inputs); plan: (B,
+        len(targets)) plan codes or None (nothing told; models with plan inputs)."""
         parts = [self.event_embed(sequence[:, targets - 1]), self._positions(targets, offset)]
         for lookback in LOOKBACKS:
             back = targets - lookback
@@ -89,6 +94,9 @@ class MelodyNet(nn.Module):
             parts.append(self.event_embed(events))
         if self.config.chords:
             parts.append(chord_features)
+        if self.config.plan:
+            plan = torch.zeros_like(sequence[:, targets]) if plan is None else plan
+            parts.append(self.plan_embed(plan))
         return self.drop(torch.cat(parts, -1))
 
     def _chord_inputs(self, chords, targets, batch, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -162,11 +170,12 @@ class MelodyNet(nn.Module):
 
     # -- teacher forcing -----------------------------------------------------------------------
     def forward(self, primer: torch.Tensor, target: torch.Tensor, offset: torch.Tensor | None = None,
-                chords: torch.Tensor | None = None) -> torch.Tensor:
+                chords: torch.Tensor | None = None, plan: torch.Tensor | None = None) -> torch.Tensor:
         """primer (B, P), target (B, T) -> logits (B, T, NUM_CLASSES) for each target step.
         offset (B,): the step where row b's first bar starts (its left padding); default 0.
         chords (B, P+T) chord codes per step of primer and target (None: no chords; a model
-        without chord inputs ignores them)."""
+        without chord inputs ignores them); plan (B, T) plan codes per target step (None: nothing
+        told; a model without plan inputs ignores them)."""
         p_len, t_len = primer.shape[1], target.shape[1]
         sequence = torch.cat([primer, target], 1)  # (B, P+T)
         device = primer.device
@@ -175,7 +184,7 @@ class MelodyNet(nn.Module):
         targets = torch.arange(p_len, p_len + t_len, device=device)
         chord_features, chord_bias = self._chord_inputs(chords, targets, len(primer), device) if self.config.chords \
             else (None, 0.0)
-        decoded, _ = self.decoder(self._decoder_inputs(sequence, targets, offset, chord_features), state)
+        decoded, _ = self.decoder(self._decoder_inputs(sequence, targets, offset, chord_features, plan), state)
         queries = self.query(torch.cat([decoded, self._positions(targets, offset)], -1))
 
         # Memory position m holds the state that has read events[..m]; its value carries events[m+1].

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from model.melody.bar_loops import BarLoop
+from model.melody.form import LABEL_NEW, LABEL_REST, LABEL_RETURN, LABEL_UNKNOWN, plan_code
 from model.melody.fresh_bars import FreshBar
 from model.melody.motifs import MotifEcho, lean
 from model.melody.network import LOOKBACKS, MelodyNet
@@ -128,6 +129,17 @@ def generate(
     return out if with_loglik else out[0]
 
 
+def plan_codes(copy_lag: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """(B, steps) copy_lag's plan, as the network is told it (model.melody.form.plan_code): per
+    step its bar's label and the next bar's (none after the last step)."""
+    labels = np.select([copy_lag > 0, copy_lag == REST_BAR, copy_lag == NEW_BAR], [LABEL_RETURN, LABEL_REST, LABEL_NEW],
+                       LABEL_UNKNOWN)  # fmt: skip
+    steps = labels.shape[1]
+    next_bar = np.arange(steps)[None, :] + STEPS_PER_BAR - positions  # the step where the next bar starts
+    following = np.take_along_axis(labels, np.minimum(next_bar, steps - 1), 1)
+    return plan_code(labels, np.where(next_bar < steps, following, LABEL_UNKNOWN))
+
+
 def _generate_sorted(model: MelodyNet, primer, temperature, top_p, allowed_events, offset, max_run, chords,
                      step_allowed, copy_lag, event_bias, end_bias, end_start, motif_bias, steps, seeds, pad,
                      chord_scale, with_loglik, repeat_cap=None, copy_bias=0.0, copy_free_runs=True,
@@ -223,13 +235,19 @@ def _generate_sorted(model: MelodyNet, primer, temperature, top_p, allowed_event
     # the events LOOKBACKS back (a step before the sequence reads the PAD column at its end), the
     # position in the bar. What the primer tells is filled in now; each sampled event is written
     # into the steps that will read it.
+    # A model with plan inputs reads its bar's plan label too (none: nothing told).
     backs = (1, *LOOKBACKS)
     event_rows = w.event_rows.tolist()
     columns = [[max(t - back, -1) for back in backs] for t in targets.tolist()]
-    bags = np.empty((steps, batch, len(backs) + 1), dtype=np.int64)
-    bags[:, :, :-1] = history[:, columns].transpose(1, 0, 2) + event_rows
-    bags[:, :, -1] = (positions + w.position_row).T.cpu().numpy()
-    bag_offsets = torch.arange(0, batch * (len(backs) + 1), len(backs) + 1, device=device)
+    width = len(backs) + 1 + (w.plan_row is not None)
+    bags = np.empty((steps, batch, width), dtype=np.int64)
+    bags[:, :, : len(backs)] = history[:, columns].transpose(1, 0, 2) + event_rows
+    bags[:, :, len(backs)] = (positions + w.position_row).T.cpu().numpy()
+    if w.plan_row is not None:
+        told = np.zeros((batch, steps), dtype=np.int64) if copy_lag is None else \
+            plan_codes(copy_lag.cpu().numpy(), positions.cpu().numpy())
+        bags[:, :, -1] = told.T + w.plan_row
+    bag_offsets = torch.arange(0, batch * width, width, device=device)
     heat = temperature[None, :].expand(steps, -1)  # (steps, B)
     end_any = [False] * steps
     if end_bias is not None:  # per step, which rows are in their last steps: their bias, sampled no hotter than 1
@@ -362,6 +380,7 @@ class StepWeights:
     event_rows: torch.Tensor  # (1 + len(LOOKBACKS),) where the previous event's and each lookback's rows start
     position_row: int  # where the position rows start
     chord_gates: torch.Tensor | None  # (E, 4H) layer 0's gates from the chord input (models with chords)
+    plan_row: int | None  # where the plan codes' rows start (models with plan inputs)
     recurrent: list  # per layer, (In, 4H): layer 0 its own state; later layers [input; own state]
     biases: list  # per layer (4H,): None for layer 0 (in gate_table)
     from_state: torch.Tensor  # (H, 4H): query, key, value and head hidden layer from the decoder output
@@ -382,6 +401,10 @@ class StepWeights:
         blocks = [events @ w_ih0[:, :e].T]  # the previous event
         blocks.append(positions @ w_ih0[:, e : 2 * e].T + decoder.bias_ih_l0 + decoder.bias_hh_l0)
         blocks += [events @ w_ih0[:, (2 + k) * e : (3 + k) * e].T for k in range(len(LOOKBACKS))]
+        chord_at = (2 + len(LOOKBACKS)) * e  # then the chord input, then the plan's
+        plan_at = chord_at + c.chords * e
+        if c.plan:
+            blocks.append(model.plan_embed.weight @ w_ih0[:, plan_at : plan_at + e].T)
         rows = len(events)
         event_rows = torch.tensor([0] + [rows * (1 + k) + len(positions) for k in range(len(LOOKBACKS))])
         layers = range(c.layers)
@@ -391,7 +414,8 @@ class StepWeights:
             gate_table=torch.cat(blocks).contiguous(),
             event_rows=event_rows.to(events.device),
             position_row=rows,
-            chord_gates=w_ih0[:, (2 + len(LOOKBACKS)) * e :].T.contiguous() if c.chords else None,
+            chord_gates=w_ih0[:, chord_at : chord_at + e].T.contiguous() if c.chords else None,
+            plan_row=rows * (1 + len(LOOKBACKS)) + len(positions) if c.plan else None,
             recurrent=[weights("weight_hh", 0).T.contiguous()]
             + [torch.cat([weights("weight_ih", k), weights("weight_hh", k)], 1).T.contiguous() for k in layers[1:]],
             biases=[None] + [weights("bias_ih", k) + weights("bias_hh", k) for k in layers[1:]],

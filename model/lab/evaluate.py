@@ -22,7 +22,6 @@ import torch
 import torch.nn.functional as F
 
 from model.lab.data import Song, load_songs, split, window_plan_codes
-from model.melody.form import bar_labels, bar_sets
 from model.melody.network import DEFAULT_WEIGHTS, NO_CHORD, load_checkpoint
 from model.music.events import FIRST_NOTE_ON, PAD
 
@@ -50,10 +49,9 @@ def score(model, songs: list[Song], batch_size: int = 16, device: str = "cpu", c
             codes[row, : len(song.events)] = torch.as_tensor(song.chord_codes())
         extra = {"chords": codes.to(device)} if chords and _has_chord_inputs(model) else {}
         if plan and getattr(getattr(model, "config", None), "plan", False):
-            extra["plan"] = torch.tensor(np.stack([np.pad(
-                window_plan_codes(bar_labels(bar_sets(s.events.tolist(), s.phase)), -s.phase, PRIMER_STEPS,
-                                  len(s.events) - PRIMER_STEPS), (0, longest - len(s.events))) for s in batch]),
-                device=device)  # fmt: skip
+            extra["plan"] = torch.tensor(np.stack([np.pad(  # aligned() starts at step downbeat_start()
+                window_plan_codes(s.plan_labels(), -s.downbeat_start(), PRIMER_STEPS, len(s.events) - PRIMER_STEPS),
+                (0, longest - len(s.events))) for s in batch]), device=device)  # fmt: skip
         if phase and getattr(model, "config", None) is not None:  # MelodyNet: bars begin at step `offset`
             extra["offset"] = torch.tensor([s.phase for s in batch], dtype=torch.long, device=device)
         logits = model(sequence[:, :PRIMER_STEPS].to(device), sequence[:, PRIMER_STEPS:].to(device), **extra).cpu()

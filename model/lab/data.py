@@ -81,7 +81,10 @@ def window_plan_codes(labels: list[int], start: int, primer_steps: int, target_s
     codes = np.zeros(target_steps, dtype=np.int64)
     first = start + primer_steps
     end = first + target_steps
-    known = lambda bar: bar < len(labels) and bar * STEPS_PER_BAR >= first and bar * STEPS_PER_BAR < end  # noqa: E731
+
+    def known(bar: int) -> bool:  # a bar of the song that begins inside the window
+        return bar < len(labels) and first <= bar * STEPS_PER_BAR < end
+
     for t in range(target_steps):
         bar = (first + t) // STEPS_PER_BAR
         label = labels[bar] if known(bar) else LABEL_UNKNOWN

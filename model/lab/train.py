@@ -71,7 +71,7 @@ def learning_rate(step: int, config: TrainConfig, time_used: float = 0.0) -> flo
 
 def warm_start(model: MelodyNet, path: Path) -> None:
     """Load the weights of `path` into model; decoder input columns the old model lacked (the
-    chord inputs, appended last) start at zero, so the model begins as the old one."""
+    chord inputs, then the plan's, appended last) start at zero, so the model begins as the old one."""
     old, _ = load_checkpoint(path)
     state = model.state_dict()
     for name, value in old.float().state_dict().items():

@@ -98,6 +98,7 @@ def test_repeated_bars_use_the_primer_and_earlier_bars():
 
 def test_the_score_prefers_some_re_use_likelihood_and_difference(monkeypatch):
     monkeypatch.setattr(sampling, "PHRASE_END_WEIGHT", 0.0)  # its own test below
+    monkeypatch.setattr(sampling, "SHORT_SKETCH_BARS", 0)  # the section-long weights; short sketches: below
     primer = BAR_A + BAR_B
     some_reuse = BAR_C + BAR_A + BAR_D + BAR_C  # 2 of 4 bars re-used
     none = BAR_C + BAR_D + bar("G4 B D G") + bar("A4 C E A")
@@ -112,6 +113,27 @@ def test_the_score_prefers_some_re_use_likelihood_and_difference(monkeypatch):
     assert choose(primer, [(one_reuse, -1.0), (none, much_likelier)], []) == none
     # A copy of an already chosen variation loses against something new of equal merit.
     assert choose(primer, [(one_reuse, -1.0), (none, -1.0 - 0.0)], [one_reuse]) == none
+
+
+def test_a_short_sketch_leans_harder_to_repeats(monkeypatch):
+    """Real continuations of 2-bar sketches re-use ~0.21 of their bars and the told network re-uses
+    fewer by itself: for a sketch under SHORT_SKETCH_BARS the choice gives re-use more weight, so a
+    less likely candidate that brings bars back wins there and loses after a section-long sketch."""
+    monkeypatch.setattr(sampling, "PHRASE_END_WEIGHT", 0.0)
+    short = BAR_A + BAR_B
+    long = short * (sampling.SHORT_SKETCH_BARS // 2)  # the same bars, as long as a section
+    some_reuse = BAR_C + BAR_A + BAR_D + BAR_C
+    none = BAR_C + BAR_D + bar("G4 B D G") + bar("A4 C E A")
+    assert repeated_bars(short, some_reuse) == repeated_bars(long, some_reuse) == (2, 4)
+    assert repeated_bars(long, none)[0] == 0
+
+    def gap(primer):  # what re-use is worth over none, likelihood alike
+        return choice_score(primer, some_reuse, -1.0, []) - choice_score(primer, none, -1.0, [])
+
+    assert gap(short) > gap(long) > 0
+    deficit = (gap(short) + gap(long)) / 2  # nats a step the re-using candidate is less likely by
+    assert choose(short, [(none, -1.0), (some_reuse, -1.0 - deficit)], []) == some_reuse
+    assert choose(long, [(none, -1.0), (some_reuse, -1.0 - deficit)], []) == none
 
 
 def test_the_most_candidates_for_a_short_request(tiny_model):

@@ -60,7 +60,8 @@ def shipped():
 
 
 def test_the_network_alone_gets_stuck_and_the_cap_stops_it(shipped, monkeypatch):
-    options = replace(OPTIONS, variations=12)  # the network told the plan gets stuck less: 1 take in 12 here
+    # 12 takes: the network told the plan gets stuck less often (a run past the cap in 6 of 8 seeds' 12)
+    options = replace(OPTIONS, variations=12, seed=0)
     with monkeypatch.context() as m:  # no cap: the network repeats E4 on and on
         m.setattr(sampling, "SAME_NOTE_CAPS", (1.0,))
         free = continue_melodies(shipped, [STUCK_PRIMER], [options])[0]

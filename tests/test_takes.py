@@ -68,8 +68,8 @@ def test_the_network_alone_gets_stuck_and_the_cap_stops_it(shipped, monkeypatch)
     assert max(longest_run(c) for c in free) > MAX_SAME_NOTES
     penalised = continue_melodies(shipped, [STUCK_PRIMER], [options])[0]
     assert max(longest_run(c) for c in penalised) <= MAX_SAME_NOTES  # the primer ends on one E4
-    # it plays on, not silent: the cap takes no notes away (a sparse take, 7 notes in 4 bars, is the
-    # network's own, capped or not)
+    # it plays on, not silent: the cap takes no notes away (a sparse take, 7 notes in 4 bars at seed 3,
+    # is the network's own, capped or not)
     counts, free_counts = ([len(events_to_notes(c)) for c in takes] for takes in (penalised, free))
     assert min(counts) >= 4 and sum(counts) >= 0.9 * sum(free_counts), (counts, free_counts)
 

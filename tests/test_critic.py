@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from model.lab.critic import export
+from model.lab.critic import add_round, export
 from model.melody import critic, sampling
 from model.melody.sampling import SamplingOptions, choose, continue_melodies
 from model.music.events import NO_EVENT, STEPS_PER_BAR, events_to_notes
@@ -39,6 +39,25 @@ def test_the_exported_trees_give_scikit_learns_log_odds():
     assert ((walked > 0) == clf.predict(x[:, heard]).astype(bool)).all()
     assert len(heard) == len(critic.FEATURE_NAMES) - len(critic.UNHEARD)
 
+
+
+def test_a_further_rounds_trees_add_to_the_critics_log_odds():
+    """model.lab.critic --round 2: the second round's trees are laid after the first's, and the
+    critic's log-odds are the two rounds' added up (the first round's judgement is kept)."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    rng = np.random.default_rng(1)
+    heard = [critic.FEATURE_NAMES.index(name) for name in critic.heard()]
+    x = rng.normal(size=(300, len(critic.FEATURE_NAMES)))
+    first = export(HistGradientBoostingClassifier(max_iter=10).fit(x[:, heard], x[:, 0] > 0))
+    second = export(HistGradientBoostingClassifier(max_iter=7).fit(x[:, heard], x[:, 1] * x[:, 2] > 0.3))
+    both = add_round(first, second)
+    assert both["rounds"] == 2 and len(both["trees"]) == 17
+    added = critic.Critic(first).logit(x) + critic.Critic(second).logit(x)
+    assert np.allclose(critic.Critic(both).logit(x), added)
+    assert not np.allclose(critic.Critic(both).logit(x), critic.Critic(first).logit(x))
+    with pytest.raises(ValueError, match="different features"):
+        add_round(first, {**second, "features": second["features"][1:]})
 
 def test_the_shipped_critic_hears_a_loop_as_generated():
     """The sketch's hook and answer coming back sounds like a song; one bar looped 8 times like the

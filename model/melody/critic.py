@@ -7,7 +7,9 @@ sketch's bars and motifs coming back. No sampler knob moved it. So the candidate
 (model.melody.sampling.choose) asks a critic: gradient-boosted trees over what a listener hears of
 (sketch, continuation), learned on the training songs' windows, real next bars against the
 sampler's own (python -m model.lab.critic POP909_FOLDER), shipped as
-model/weights/critic.json and walked here in numpy (no scikit-learn at run time).
+model/weights/critic.json and walked here in numpy (no scikit-learn at run time). It ships in two
+rounds (--round 2): the second round's trees learned real bars against the sampler with the first
+round in its choice, and their log-odds add to the first's (two-sample mean 0.648 -> 0.637).
 
 `features` is also what model.lab.c2st measures with: one home for what a listener hears.
 """

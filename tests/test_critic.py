@@ -52,12 +52,43 @@ def test_a_further_rounds_trees_add_to_the_critics_log_odds():
     first = export(HistGradientBoostingClassifier(max_iter=10).fit(x[:, heard], x[:, 0] > 0))
     second = export(HistGradientBoostingClassifier(max_iter=7).fit(x[:, heard], x[:, 1] * x[:, 2] > 0.3))
     both = add_round(first, second)
-    assert both["rounds"] == 2 and len(both["trees"]) == 17
+    assert both["rounds"] == 2 and both["round_trees"] == [10, 7] and len(both["trees"]) == 17
     added = critic.Critic(first).logit(x) + critic.Critic(second).logit(x)
     assert np.allclose(critic.Critic(both).logit(x), added)
     assert not np.allclose(critic.Critic(both).logit(x), critic.Critic(first).logit(x))
+    assert np.allclose(critic.Critic(both).logit(x, rounds=1), critic.Critic(first).logit(x))  # its first round alone
+    third = add_round(both, first)
+    assert third["rounds"] == 3 and np.allclose(critic.Critic(third).logit(x, rounds=2), added)
     with pytest.raises(ValueError, match="different features"):
         add_round(first, {**second, "features": second["features"][1:]})
+
+
+def _critic_whose_third_round_hates_dense_takes() -> critic.Critic:
+    """Two rounds that judge nothing (a leaf of 0), and a third: more than 6 notes a bar is generated."""
+    column = critic.heard().index("notes per bar")
+    silent = {"feature": [0], "threshold": [0.0], "left": [0], "right": [0], "leaf": [True], "value": [0.0]}
+    split = {"feature": [column, 0, 0], "threshold": [6.0, 0.0, 0.0], "left": [1, 0, 0], "right": [2, 0, 0],
+             "leaf": [False, True, True], "value": [0.0, -50.0, 50.0]}
+    return critic.Critic({"features": critic.heard(), "baseline": 0.0, "trees": [silent, silent, split],
+                          "round_trees": [1, 1, 1], "round_baselines": [0.0, 0.0, 0.0]})
+
+
+def test_a_short_sketch_is_chosen_for_by_the_critics_first_rounds(monkeypatch):
+    """The critic's later rounds learned from mostly long sketches; a sketch under
+    SHORT_SKETCH_BARS is judged by its first SHORT_SKETCH_CRITIC_ROUNDS only. Here only the third
+    round has an opinion (dense takes are generated), and the choice's other terms are silenced, so
+    without it the first candidate is kept (a tie)."""
+    monkeypatch.setattr(critic, "load_critic", lambda path=None: _critic_whose_third_round_hates_dense_takes())
+    for weight in ("STRUCTURE_WEIGHT", "SHORT_STRUCTURE_WEIGHT", "DENSITY_WEIGHT", "RANGE_WEIGHT", "PHRASE_END_WEIGHT"):
+        monkeypatch.setattr(sampling, weight, 0.0)
+    eighths = bar("C4:0.5 D:0.5 E:0.5 G:0.5 A:0.5 G:0.5 E:0.5 D:0.5")
+    dense, sparse = eighths * 8, bar("C4:1 E:1 G:1 E:1") * 8
+    candidates = [(dense, -1.0), (sparse, -1.0)]
+    assert sampling.SHORT_SKETCH_CRITIC_ROUNDS == 2
+    assert choose(eighths * 2, candidates, []) == dense  # 2 bars: the third round is not heard
+    assert choose(eighths * sampling.SHORT_SKETCH_BARS, candidates, []) == sparse  # 8 bars: it is
+    monkeypatch.setattr(sampling, "SHORT_SKETCH_CRITIC_ROUNDS", None)  # every round for every sketch
+    assert choose(eighths * 2, candidates, []) == sparse
 
 def test_the_shipped_critic_hears_a_loop_as_generated():
     """The sketch's hook and answer coming back sounds like a song; one bar looped 8 times like the

@@ -52,16 +52,20 @@ def export(clf) -> dict:
         trees.append({"feature": nodes["feature_idx"].tolist(), "threshold": nodes["num_threshold"].tolist(),
                       "left": nodes["left"].tolist(), "right": nodes["right"].tolist(),
                       "leaf": nodes["is_leaf"].astype(bool).tolist(), "value": nodes["value"].tolist()})
-    return {"features": critic.heard(), "baseline": float(np.ravel(clf._baseline_prediction)[0]),
-            "trees": trees, "rounds": 1}
+    baseline = float(np.ravel(clf._baseline_prediction)[0])
+    return {"features": critic.heard(), "baseline": baseline, "trees": trees, "rounds": 1,
+            "round_trees": [len(trees)], "round_baselines": [baseline]}
 
 
 def add_round(stored: dict, new: dict) -> dict:
     """A critic whose log-odds are stored's plus new's: their trees end to end, baselines added."""
     if stored["features"] != new["features"]:
         raise ValueError("the two critics hear different features")
+    rounds = {}
+    for key, whole in (("round_trees", lambda c: [len(c["trees"])]), ("round_baselines", lambda c: [c["baseline"]])):
+        rounds[key] = stored.get(key, whole(stored)) + new.get(key, whole(new))
     return {"features": stored["features"], "baseline": stored["baseline"] + new["baseline"],
-            "trees": stored["trees"] + new["trees"], "rounds": stored.get("rounds", 1) + new.get("rounds", 1)}
+            "trees": stored["trees"] + new["trees"], "rounds": len(rounds["round_trees"]), **rounds}
 
 
 def main(argv: list[str] | None = None) -> None:

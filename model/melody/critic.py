@@ -7,9 +7,10 @@ sketch's bars and motifs coming back. No sampler knob moved it. So the candidate
 (model.melody.sampling.choose) asks a critic: gradient-boosted trees over what a listener hears of
 (sketch, continuation), learned on the training songs' windows, real next bars against the
 sampler's own (python -m model.lab.critic POP909_FOLDER), shipped as
-model/weights/critic.json and walked here in numpy (no scikit-learn at run time). It ships in two
-rounds (--round 2): the second round's trees learned real bars against the sampler with the first
-round in its choice, and their log-odds add to the first's (two-sample mean 0.648 -> 0.637).
+model/weights/critic.json and walked here in numpy (no scikit-learn at run time). It ships in three
+rounds (--round 2, 3): each round's trees learned real bars against the sampler with the rounds
+before in its choice, and their log-odds add up (two-sample mean 0.648 -> 0.637 -> 0.632; the
+choice lets short sketches hear only the first two: model.melody.sampling.SHORT_SKETCH_CRITIC_ROUNDS).
 
 `features` is also what model.lab.c2st measures with: one home for what a listener hears.
 """
@@ -125,8 +126,12 @@ class Critic:
 
     def __init__(self, stored: dict):
         self.columns = np.array([FEATURE_NAMES.index(name) for name in stored["features"]])  # of features()
-        self.baseline = float(stored["baseline"])
         trees = stored["trees"]
+        # rounds (model.lab.critic --round): each one's trees and baseline, laid end to end
+        self.round_trees = list(stored.get("round_trees", [len(trees)]))
+        self.round_baselines = list(stored.get("round_baselines", [stored["baseline"]]))
+        if sum(self.round_trees) != len(trees) or len(self.round_baselines) != len(self.round_trees):
+            raise ValueError("the critic's rounds do not add up to its trees")
         self.roots = np.cumsum([0] + [len(t["leaf"]) for t in trees])[:-1]  # each tree's first node
         join = lambda key: np.concatenate([np.asarray(t[key]) for t in trees])  # noqa: E731
         self.feature, self.threshold = join("feature"), join("threshold")
@@ -134,15 +139,18 @@ class Critic:
         shift = np.concatenate([np.full(len(t["leaf"]), root) for t, root in zip(trees, self.roots)])
         self.left, self.right = join("left") + shift, join("right") + shift
 
-    def logit(self, rows) -> np.ndarray:
-        """(N,) log-odds that each row of features() (N, F) is generated rather than real."""
+    def logit(self, rows, rounds: int | None = None) -> np.ndarray:
+        """(N,) log-odds that each row of features() (N, F) is generated rather than real, by the
+        critic's first `rounds` rounds (None: all of them)."""
         rows = np.atleast_2d(np.asarray(rows, dtype=float))[:, self.columns]
-        node = np.broadcast_to(self.roots[:, None], (len(self.roots), len(rows))).copy()  # (trees, N)
+        rounds = len(self.round_trees) if rounds is None else rounds
+        roots = self.roots[: sum(self.round_trees[:rounds])]  # a tree's nodes lead only to its own
+        node = np.broadcast_to(roots[:, None], (len(roots), len(rows))).copy()  # (trees, N)
         which = np.arange(len(rows))[None, :]
         while not (done := self.leaf[node]).all():
             x = rows[which, self.feature[node]]
             node = np.where(done, node, np.where(x <= self.threshold[node], self.left[node], self.right[node]))
-        return self.baseline + self.value[node].sum(0)
+        return sum(self.round_baselines[:rounds]) + self.value[node].sum(0)
 
 
 @lru_cache(maxsize=2)
@@ -157,9 +165,10 @@ def load_critic(path: str | Path = CRITIC_WEIGHTS) -> Critic | None:
     return Critic(stored)
 
 
-def fake_logits(primer: list[int], continuations: list[list[int]]) -> np.ndarray:
+def fake_logits(primer: list[int], continuations: list[list[int]], rounds: int | None = None) -> np.ndarray:
     """Per continuation of `primer` (a sketch from a bar line), the critic's log-odds that it is
-    the network's, not a song's (zeros without a critic). Each pair is cut at the first bar line
+    the network's, not a song's (zeros without a critic), by its first `rounds` rounds (None: all).
+    Each pair is cut at the first bar line
     at or after the sketch's end (a sketch may end inside a bar), and the sketch kept to its last
     WINDOW bars before it: the way the critic learned them (model.lab.c2st's windows)."""
     critic = load_critic()
@@ -172,4 +181,4 @@ def fake_logits(primer: list[int], continuations: list[list[int]]) -> np.ndarray
     for continuation in continuations:
         whole = primer + list(continuation)
         rows.append(features(whole[first:cut], whole[cut:]))
-    return critic.logit(rows)
+    return critic.logit(rows, rounds)

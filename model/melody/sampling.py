@@ -497,6 +497,11 @@ STRUCTURE_WEIGHT = 12.0  # 3 before the critic; 8 with it; 12 with the lean to u
 # (real 0.214); section-long sketches keep the weight above (BENCHMARKS.md, issue 23, the told network).
 SHORT_SKETCH_BARS = 8
 SHORT_STRUCTURE_TARGET, SHORT_STRUCTURE_WEIGHT = 0.6, 20.0
+# The critic's rounds a sketch under SHORT_SKETCH_BARS hears (None: all). Its later rounds learned from
+# windows whose sketches are mostly long (one a song ends at bar 2): on 2-bar sketches its third round
+# cost the musical protocol's structure (0.174) and stuck takes with chords (0.051; BENCHMARKS.md, issue
+# 23, the critic's rounds).
+SHORT_SKETCH_CRITIC_ROUNDS = 2
 LIKELIHOOD_WEIGHT = 1.0  # per nat of mean log-likelihood per step
 SAMENESS_WEIGHT = 2.0  # against the (onset, pitch) Jaccard with an already chosen variation
 DENSITY_WEIGHT = 4.0  # against |log| of the ratio of notes per step, continuation to primer_note_rate
@@ -633,7 +638,8 @@ def choose(primer: list[int], candidates: list[tuple[list[int], float]], chosen:
     if len(candidates) == 1:
         return candidates[0][0]
     excess = [near_copy(events, chosen) for events, _ in candidates]
-    fakes = fake_logits(primer, [events for events, _ in candidates]) if CRITIC_WEIGHT else [0.0] * len(candidates)
+    rounds = SHORT_SKETCH_CRITIC_ROUNDS if len(primer) < SHORT_SKETCH_BARS * STEPS_PER_BAR else None
+    fakes = fake_logits(primer, [e for e, _ in candidates], rounds) if CRITIC_WEIGHT else [0.0] * len(candidates)
     scores = [choice_score(primer, events, loglik, chosen, chords, fake) if e == min(excess) else -math.inf
               for (events, loglik), e, fake in zip(candidates, excess, fakes)]
     return candidates[scores.index(max(scores))][0]

@@ -53,7 +53,7 @@ def export(clf) -> dict:
                       "left": nodes["left"].tolist(), "right": nodes["right"].tolist(),
                       "leaf": nodes["is_leaf"].astype(bool).tolist(), "value": nodes["value"].tolist()})
     baseline = float(np.ravel(clf._baseline_prediction)[0])
-    return {"features": critic.heard(), "baseline": baseline, "trees": trees, "rounds": 1,
+    return {"features": critic.heard(), "baseline": baseline, "trees": trees,
             "round_trees": [len(trees)], "round_baselines": [baseline]}
 
 
@@ -61,11 +61,10 @@ def add_round(stored: dict, new: dict) -> dict:
     """A critic whose log-odds are stored's plus new's: their trees end to end, baselines added."""
     if stored["features"] != new["features"]:
         raise ValueError("the two critics hear different features")
-    rounds = {}
-    for key, whole in (("round_trees", lambda c: [len(c["trees"])]), ("round_baselines", lambda c: [c["baseline"]])):
-        rounds[key] = stored.get(key, whole(stored)) + new.get(key, whole(new))
+    before, after = critic.Critic(stored), critic.Critic(new)  # each one's rounds (a file of one may not say)
     return {"features": stored["features"], "baseline": stored["baseline"] + new["baseline"],
-            "trees": stored["trees"] + new["trees"], "rounds": len(rounds["round_trees"]), **rounds}
+            "trees": stored["trees"] + new["trees"], "round_trees": before.round_trees + after.round_trees,
+            "round_baselines": before.round_baselines + after.round_baselines}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -85,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.out.resolve() != critic.CRITIC_WEIGHTS.resolve() or not args.out.is_file():
             parser.error(f"a further round samples with the shipped critic: --out must be {critic.CRITIC_WEIGHTS}")
         before = json.loads(args.out.read_text())
-        done = before.get("rounds", 1)
+        done = len(critic.load_critic(args.out).round_trees)
         if done != args.round - 1:
             parser.error(f"{args.out} holds {done} round(s): --round {done + 1} is next")
     with_critic = before is not None
@@ -113,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     this_round = clf.decision_function(held_x[:, heard])
     earlier = critic.Critic(before).logit(held_x) if before is not None else 0.0
     assert np.allclose(shipped.logit(held_x), this_round + earlier), "the exported trees disagree"
-    print(f"critic: round {stored['rounds']}, {len(stored['trees'])} trees, {args.out} "
+    print(f"critic: round {len(stored['round_trees'])}, {len(stored['trees'])} trees, {args.out} "
           f"{args.out.stat().st_size / 1024:.0f} KB; held-out ROC AUC of this round's trees "
           f"{roc_auc_score(held_y, this_round):.3f} ({len(held)} windows, real against the sampler "
           f"{'with' if with_critic else 'without'} the critic so far), {time.time() - started:.0f} s")

@@ -125,6 +125,7 @@ class Critic:
     trees are laid end to end and walked together, a level at a time."""
 
     def __init__(self, stored: dict):
+        heard()  # names FEATURE_NAMES
         self.columns = np.array([FEATURE_NAMES.index(name) for name in stored["features"]])  # of features()
         trees = stored["trees"]
         # rounds (model.lab.critic --round): each one's trees and baseline, laid end to end
@@ -168,9 +169,9 @@ def load_critic(path: str | Path = CRITIC_WEIGHTS) -> Critic | None:
 def fake_logits(primer: list[int], continuations: list[list[int]], rounds: int | None = None) -> np.ndarray:
     """Per continuation of `primer` (a sketch from a bar line), the critic's log-odds that it is
     the network's, not a song's (zeros without a critic), by its first `rounds` rounds (None: all).
-    Each pair is cut at the first bar line
-    at or after the sketch's end (a sketch may end inside a bar), and the sketch kept to its last
-    WINDOW bars before it: the way the critic learned them (model.lab.c2st's windows)."""
+    Each pair is cut at the first bar line at or after the sketch's end (a sketch may end inside a
+    bar), and the sketch kept to its last WINDOW bars before it: the way the critic learned them
+    (model.lab.c2st's windows)."""
     critic = load_critic()
     if critic is None or not continuations:
         return np.zeros(len(continuations))

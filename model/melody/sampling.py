@@ -502,6 +502,7 @@ SHORT_STRUCTURE_TARGET, SHORT_STRUCTURE_WEIGHT = 0.6, 20.0
 # cost the musical protocol's structure (0.174) and stuck takes with chords (0.051; BENCHMARKS.md, issue
 # 23, the critic's rounds).
 SHORT_SKETCH_CRITIC_ROUNDS = 2
+
 LIKELIHOOD_WEIGHT = 1.0  # per nat of mean log-likelihood per step
 SAMENESS_WEIGHT = 2.0  # against the (onset, pitch) Jaccard with an already chosen variation
 DENSITY_WEIGHT = 4.0  # against |log| of the ratio of notes per step, continuation to primer_note_rate
@@ -587,13 +588,18 @@ def ends_on_stable_note(primer: list[int], continuation: list[int], chords: list
     return last.pitch % 12 in stable
 
 
+def is_short_sketch(primer: list[int]) -> bool:
+    """Under SHORT_SKETCH_BARS: an idea rather than a section (its own structure weight, the critic's first rounds)."""
+    return len(primer) < SHORT_SKETCH_BARS * STEPS_PER_BAR
+
+
 def choice_score(primer: list[int], continuation: list[int], loglik: float, chosen: list[list[int]],
                  chords: list | None = None, fake: float = 0.0) -> float:
     """Higher is better: structure near STRUCTURE_TARGET, likely, unlike the chosen variations,
     with chords (per continuation step) their tones about as often as in real songs, and heard as
     a song's by the critic (fake: its log-odds of "generated", model.melody.critic.fake_logits)."""
     hits, bars = repeated_bars(primer, continuation)
-    short = len(primer) < SHORT_SKETCH_BARS * STEPS_PER_BAR
+    short = is_short_sketch(primer)
     weight, target = (SHORT_STRUCTURE_WEIGHT, SHORT_STRUCTURE_TARGET) if short else (STRUCTURE_WEIGHT, STRUCTURE_TARGET)
     score = -weight * abs(hits / max(bars, 1) - target) + LIKELIHOOD_WEIGHT * loglik
     mine = onset_pitches(continuation)
@@ -638,7 +644,7 @@ def choose(primer: list[int], candidates: list[tuple[list[int], float]], chosen:
     if len(candidates) == 1:
         return candidates[0][0]
     excess = [near_copy(events, chosen) for events, _ in candidates]
-    rounds = SHORT_SKETCH_CRITIC_ROUNDS if len(primer) < SHORT_SKETCH_BARS * STEPS_PER_BAR else None
+    rounds = SHORT_SKETCH_CRITIC_ROUNDS if is_short_sketch(primer) else None
     fakes = fake_logits(primer, [e for e, _ in candidates], rounds) if CRITIC_WEIGHT else [0.0] * len(candidates)
     scores = [choice_score(primer, events, loglik, chosen, chords, fake) if e == min(excess) else -math.inf
               for (events, loglik), e, fake in zip(candidates, excess, fakes)]

@@ -502,7 +502,6 @@ SHORT_STRUCTURE_TARGET, SHORT_STRUCTURE_WEIGHT = 0.6, 20.0
 # cost the musical protocol's structure (0.174) and stuck takes with chords (0.051; BENCHMARKS.md, issue
 # 23, the critic's rounds).
 SHORT_SKETCH_CRITIC_ROUNDS = 2
-
 LIKELIHOOD_WEIGHT = 1.0  # per nat of mean log-likelihood per step
 SAMENESS_WEIGHT = 2.0  # against the (onset, pitch) Jaccard with an already chosen variation
 DENSITY_WEIGHT = 4.0  # against |log| of the ratio of notes per step, continuation to primer_note_rate

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from midi_factory import TrackSpec, make_midi
@@ -470,11 +471,11 @@ def test_cli_bad_chord_exit_2_naming_it(tmp_path, tiny_weights, capsys):
 def test_nucleus_of_one_is_the_whole_distribution_without_sorting():
     from model.melody.stepping import nucleus
 
-    torch.manual_seed(0)
-    logits = torch.randn(3, NUM_CLASSES)
-    allowed = torch.rand(3, NUM_CLASSES) > 0.3
-    torch.testing.assert_close(nucleus(logits, None, allowed), nucleus(logits, torch.ones(3), allowed))
-    assert torch.isinf(nucleus(logits, torch.full((3,), 0.5), allowed)).sum() > torch.isinf(
+    rng = np.random.default_rng(0)
+    logits = rng.standard_normal((3, NUM_CLASSES)).astype(np.float32)
+    allowed = rng.random((3, NUM_CLASSES)) > 0.3
+    np.testing.assert_allclose(nucleus(logits, None, allowed), nucleus(logits, np.ones(3, np.float32), allowed))
+    assert np.isinf(nucleus(logits, np.full(3, 0.5, np.float32), allowed)).sum() > np.isinf(
         nucleus(logits, None, allowed)).sum()
 
 
@@ -485,13 +486,13 @@ def test_a_step_samples_from_the_nucleus_even_when_it_skips_sorting_it_out():
 
     from model.melody.stepping import NUCLEUS_MARGIN, _sample, gumbel_noise, nucleus
 
-    torch.manual_seed(1)
+    rng = np.random.default_rng(1)
     for top in (0.05, 0.5, 0.9, 0.98, 1.0):
         for spread in (0.5, 3.0, 8.0):  # flat to peaked: samples in the tail, on the edge, at the top
-            logits = torch.randn(64, NUM_CLASSES) * spread
-            allowed = torch.rand(64, NUM_CLASSES) > 0.2
-            noise = gumbel_noise(list(range(64)), 1)[:, 0]
-            top_p = torch.full((64,), top)
+            logits = (rng.standard_normal((64, NUM_CLASSES)) * spread).astype(np.float32)
+            allowed = rng.random((64, NUM_CLASSES)) > 0.2
+            noise = gumbel_noise(list(range(64)), 1)[:, 0].numpy()
+            top_p = np.full(64, top, dtype=np.float32)
             expected = (nucleus(logits, top_p, allowed) + noise).argmax(-1)
-            floor = [math.log(1 - p + NUCLEUS_MARGIN) for p in top_p.tolist()]
-            assert torch.equal(_sample(logits.clone(), top_p[:, None], floor, ~allowed, noise), expected)
+            floor = np.array([math.log(1 - p + NUCLEUS_MARGIN) for p in top_p.tolist()])
+            assert np.array_equal(_sample(logits.copy(), top_p[:, None], floor, ~allowed, noise), expected)

@@ -28,6 +28,9 @@ class BarLoop:
         self.history, self.positions, self.start = history, positions, start
         self.penalty = np.float32(penalty)
         self.looping = np.zeros(len(history), dtype=bool)
+        # per step, the rows at a bar line (lists, found once: most steps have none)
+        self.at_bar_line = [np.flatnonzero(column).tolist() for column in (positions == 0).T]
+        self.any_looping = False
 
     def _alike(self, row: int, t: int) -> bool:
         """Whether the bar ending before column t is a near-copy of the bar before it."""
@@ -43,9 +46,11 @@ class BarLoop:
     def penalties(self, s: int) -> tuple[np.ndarray, np.ndarray] | None:
         """Before sampling step s: (event per row, logit to add) or None when no row loops."""
         t = self.start + s
-        for row in np.flatnonzero(self.positions[:, s] == 0).tolist():  # rows at a bar line
-            self.looping[row] = self._alike(row, t)
-        if not self.looping.any():
+        if self.at_bar_line[s]:
+            for row in self.at_bar_line[s]:
+                self.looping[row] = self._alike(row, t)
+            self.any_looping = bool(self.looping.any())
+        if not self.any_looping:
             return None
         echo = self.history[:, t - STEPS_PER_BAR]
         hit = self.looping & is_note_on(echo)

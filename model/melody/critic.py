@@ -49,10 +49,21 @@ def _patterns(pitches: list[int]) -> set[tuple[int, int, int]]:
 FEATURE_NAMES: list[str] = []
 
 
+@lru_cache(maxsize=16)
+def _context(context: tuple[int, ...]) -> tuple:
+    """What features() reads of a context: the same for every candidate of one sketch, so worked
+    out once (its notes, their pitches, its key's pitch classes, its bars, its 4-note patterns)."""
+    before = events_to_notes(list(context))
+    old = [n.pitch for n in before] or [60]
+    key = frozenset(pc for pc, _ in Counter(p % 12 for p in old).most_common(7))
+    return before, old, key, bar_sets(list(context)), _patterns(old)
+
+
 def features(context: list[int], piece: list[int]) -> list[float]:
     """What a listener hears of a continuation `piece` of `context`, both starting at a bar line."""
-    notes, before = events_to_notes(piece), events_to_notes(context)
-    pitches, old = [n.pitch for n in notes], [n.pitch for n in before] or [60]
+    before, old, key, theirs, old_patterns = _context(tuple(context))
+    notes = events_to_notes(piece)
+    pitches = [n.pitch for n in notes]
     onsets = [n.start for n in notes]
     lengths = [n.end - n.start for n in notes]
     sounding = np.zeros(len(piece), bool)
@@ -63,13 +74,12 @@ def features(context: list[int], piece: list[int]) -> list[float]:
         run = 0 if s else run + 1
         longest_rest = max(longest_rest, run)
     rests = float((~sounding).mean()) if len(piece) else 0.0
-    key = {pc for pc, _ in Counter(p % 12 for p in old).most_common(7)}
     same = [a == b for a, b in zip(pitches, pitches[1:])]
     longest_same = run = 0
     for s in same:
         run = run + 1 if s else 0
         longest_same = max(longest_same, run)
-    mine, theirs = bar_sets(piece), bar_sets(context)
+    mine = bar_sets(piece)
     copies = [any(jaccard(b, c) >= 0.75 for c in theirs) for b in mine if b]
     reuses = [any(jaccard(b, c) >= 0.5 for c in theirs) for b in mine if b]
     self_copies = [any(jaccard(b, c) >= 0.75 for c in mine[:i]) for i, b in enumerate(mine) if b]
@@ -93,7 +103,7 @@ def features(context: list[int], piece: list[int]) -> list[float]:
         "bars copying context": np.mean(copies) if copies else 0.0,
         "bars re-using context": np.mean(reuses) if reuses else 0.0,
         "bars copying own": np.mean(self_copies) if self_copies else 0.0,
-        "context 4-note patterns": len(patterns & _patterns(old)) / max(len(patterns), 1),
+        "context 4-note patterns": len(patterns & old_patterns) / max(len(patterns), 1),
         "contour turns": turns,
         "last note length": lengths[-1] if lengths else 0.0,
     }

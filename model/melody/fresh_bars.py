@@ -36,6 +36,7 @@ class FreshBar:
         column in history; fresh (B, steps) bool: the steps of bars the plan calls new."""
         self.history, self.positions, self.start, self.fresh = history, positions, start, fresh
         self.penalty = np.float32(penalty)
+        self.any_fresh = fresh.any(0).tolist()  # per step: whether any row is in a new bar
         self.rows = np.arange(len(history))[:, None]
         first_line = start + (-positions[:, 0]) % STEPS_PER_BAR  # each row's first bar line after the sketch
         bars = min(WINDOW, max(int(first_line.max()) // STEPS_PER_BAR, 1))
@@ -50,7 +51,7 @@ class FreshBar:
 
     def penalties(self, s: int) -> np.ndarray | None:
         """Before sampling step s: (B, NUM_CLASSES) float32 logit to add, or None when no row is near a copy."""
-        if not self.fresh[:, s].any():
+        if not self.any_fresh[s]:
             return None
         self.matched[self.positions[:, s] == 0] = 0  # a bar line: every row starts matching afresh
         echo = self._echo(s)
@@ -64,7 +65,7 @@ class FreshBar:
 
     def update(self, s: int, events: np.ndarray) -> None:
         """After step s sampled `events` (B,); only a new bar's steps count (each starts at a bar line)."""
-        if not self.fresh[:, s].any():
+        if not self.any_fresh[s]:
             return
         echo = self._echo(s)
         note, echo_note = is_note_on(events), is_note_on(echo)

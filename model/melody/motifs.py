@@ -15,10 +15,10 @@ from __future__ import annotations
 from collections import defaultdict
 
 import numpy as np
-import torch
 
-from model.melody.same_note import host_tensor
 from model.music.events import FIRST_NOTE_ON, NUM_CLASSES, is_note_on
+
+NEG_INF = np.float32(-np.inf)  # float32, so that masking keeps the logits' dtype
 
 
 class MotifEcho:
@@ -40,6 +40,7 @@ class MotifEcho:
         self.now = np.zeros((len(primers), NUM_CLASSES), dtype=np.float32)
         for r in range(len(primers)):
             self._settle(r)
+        self._any = bool(self.now.any())
 
     def _settle(self, r: int) -> None:
         self.now[r] = 0.0
@@ -53,23 +54,29 @@ class MotifEcho:
 
     def update(self, events: np.ndarray) -> None:
         """After a step: each row's sampled event (B,)."""
-        for r in np.flatnonzero(is_note_on(events)).tolist():
+        played = np.flatnonzero(is_note_on(events)).tolist()
+        for r in played:
             self.last[r] = (self.last[r] + [int(events[r])])[-3:]
             self._settle(r)
+        if played:
+            self._any = bool(self.now.any())
 
     def any(self) -> bool:
-        return bool(self.now.any())
+        """Whether any row's bias is not zero now."""
+        return self._any
 
 
-def lean(logits: torch.Tensor, allowed: torch.Tensor, bias: np.ndarray) -> torch.Tensor:
+def lean(logits: np.ndarray, allowed: np.ndarray, bias: np.ndarray) -> np.ndarray:
     """logits (B, NUM_CLASSES) with bias (B, NUM_CLASSES: on NOTE_ONs only) added, the NOTE_ONs
     then shifted so that their allowed share of the probability stays what it was: the bias picks
-    among the notes, it does not make a note likelier than a rest or a held one."""
-    # The shift is log(sum over the allowed notes of p_i * e^bias_i), p the notes' own softmax:
-    # one softmax and a weighted sum cost 35% less than the two logsumexps of its definition.
-    notes = logits[:, FIRST_NOTE_ON:].masked_fill(~allowed[:, FIRST_NOTE_ON:], float("-inf"))
-    gain = host_tensor(np.exp(bias[:, FIRST_NOTE_ON:]), logits.device)
-    shift = (torch.softmax(notes, -1) * gain).sum(-1).log_().nan_to_num_(0.0, 0.0, 0.0)  # no note allowed: none
-    added = host_tensor(bias.copy(), logits.device)  # bias - shift on the notes, one add
+    among the notes, it does not make a note likelier than a rest or a held one. numpy arrays
+    (allowed: bool), float32 out."""
+    # The shift is log(sum over the allowed notes of p_i * e^bias_i), p the notes' own softmax.
+    notes = np.where(allowed[:, FIRST_NOTE_ON:], logits[:, FIRST_NOTE_ON:], NEG_INF)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        weights = np.exp(notes - notes.max(-1, keepdims=True))
+        shift = np.log((weights * np.exp(bias[:, FIRST_NOTE_ON:])).sum(-1) / weights.sum(-1))
+    shift[~np.isfinite(shift)] = 0.0  # no note allowed: none
+    added = bias.astype(np.float32)  # bias - shift on the notes, one add
     added[:, FIRST_NOTE_ON:] -= shift[:, None]
     return logits + added

@@ -31,14 +31,18 @@ class FreshPitches:
             if row not in rows:
                 rows[row] = _unplayed(list(row), bias)
         self.now = np.stack([rows[tuple(row)] for row in primers])  # a copy per row: each row plays its own
+        self._any = bool(self.now.any())
 
     def update(self, events: np.ndarray) -> None:
         """After a step: each row's sampled event (B,); a note played is no longer fresh."""
         rows = np.flatnonzero(is_note_on(events))
-        self.now[rows, events[rows]] = 0.0
+        if len(rows) and self._any:
+            self.now[rows, events[rows]] = 0.0
+            self._any = bool(self.now.any())
 
     def any(self) -> bool:
-        return bool(self.now.any())
+        """Whether any row's bias is not zero now."""
+        return self._any
 
 
 def _unplayed(row: list[int], bias: float) -> np.ndarray:

@@ -16,11 +16,6 @@ import torch
 from model.music.events import FIRST_NOTE_ON, NUM_CLASSES
 
 
-def host_tensor(values: np.ndarray, device) -> torch.Tensor:
-    """A numpy array of the step sampler's (a value per row) as a tensor on `device`."""
-    return torch.from_numpy(np.ascontiguousarray(values)).to(device)
-
-
 @dataclass
 class SameNoteRun:
     """Per row, the pitch the melody's last notes share and how many notes in a row have had it
@@ -28,17 +23,19 @@ class SameNoteRun:
     a next note of that pitch may get. Left alone, the network reinforces its own repetition:
     the more notes of one pitch in a row, the likelier one more, well past what real pop does
     (BENCHMARKS.md, issue 23: one take in ten, with chords one in four, sat on a pitch for 6+).
-    The run is kept in numpy arrays: the step sampler updates it once per step, and asks
-    `binds` first, so a step where no row is capped costs no tensor op."""
+    The run is kept in numpy arrays, as the step's logits are (the step sampler decides its rules
+    on the host): it updates the run once per step, and asks `binds` first, so a step where no row
+    is capped costs nothing."""
 
     last: np.ndarray  # (B,) int64: the last NOTE_ON event, -1 before any
     count: np.ndarray  # (B,) int64: notes in a row with that pitch
-    cap: torch.Tensor  # (K,) by count (capped at K - 1): the largest share of NOTE_ON probability it keeps
+    cap: np.ndarray  # (K,) float32 by count (capped at K - 1): the largest share of NOTE_ON probability it keeps
 
     def __post_init__(self):
         self.last, self.count = np.asarray(self.last, dtype=np.int64), np.asarray(self.count, dtype=np.int64)
-        self._caps = self.cap.cpu().numpy()  # float32, as the tensor
-        self._cap_logits = torch.log(self.cap) - torch.log1p(-self.cap)  # the logit share/(1 - share) of each cap
+        self.cap = self._caps = np.asarray(self.cap, dtype=np.float32)
+        with np.errstate(divide="ignore"):  # the logit share/(1 - share) of each cap: -inf for 0, inf for 1
+            self._cap_logits = np.log(self._caps) - np.log1p(-self._caps)
         self._note_on = np.zeros(NUM_CLASSES + 1, dtype=bool)  # by event (PAD too): is it a NOTE_ON
         self._note_on[FIRST_NOTE_ON:NUM_CLASSES] = True
         self._settle()
@@ -54,7 +51,7 @@ class SameNoteRun:
             last.append(notes[-1] if notes else -1)
             count.append(same)
         return cls(np.array(last, dtype=np.int64), np.array(count, dtype=np.int64),
-                   cap.to(device=primer.device, dtype=torch.float32))
+                   torch.as_tensor(cap, dtype=torch.float32).cpu().numpy())
 
     def _settle(self) -> None:
         """Per row, what limit reads: the cap for the run's length, and whether it can lower
@@ -67,24 +64,26 @@ class SameNoteRun:
         """Whether limit can lower anything in a row not spared ((B,) bool, or None)."""
         return bool((self._capped if spared is None else self._capped & ~spared).any())
 
-    def limit(self, logits: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    def limit(self, logits: np.ndarray, allowed: np.ndarray) -> np.ndarray:
         """Lower the logit of the run's pitch, where needed, until its share of the allowed
         NOTE_ONs' probability is at most the cap for the run's length (only ever lowered: a
         model that repeats less than that is left as it is, and when no row is lowered, the
-        logits come back as they are, the same tensor)."""
-        device = logits.device
-        column = host_tensor(np.maximum(self.last, 0)[:, None], device)
-        same = logits.gather(1, column)[:, 0]
-        note_ons = logits[:, FIRST_NOTE_ON:].masked_fill(~allowed[:, FIRST_NOTE_ON:], float("-inf"))
-        all_ons = note_ons.logsumexp(-1)
-        share = (same - all_ons).exp().clamp(max=1.0)
-        # decided on the host, in float32 as on the device; nan (no NOTE_ON allowed) is never above
-        lower = self._capped & (share.cpu().numpy() > self._cap_now)
-        if not lower.any():
-            return logits
-        others = all_ons + torch.log1p(-share)  # log of the other notes' probability mass
-        highest = self._cap_logits[host_tensor(self._index, device)] + others  # gives the run's pitch its cap
-        return logits.scatter(1, column, torch.where(host_tensor(lower, device), highest, same)[:, None])
+        logits come back as they are, the same array). logits (B, C) float32, allowed (B, C) bool."""
+        rows, column = np.arange(len(logits)), np.maximum(self.last, 0)
+        same = logits[rows, column]
+        note_ons = np.where(allowed[:, FIRST_NOTE_ON:], logits[:, FIRST_NOTE_ON:], -np.inf).astype(np.float32)
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            top = note_ons.max(-1)
+            all_ons = top + np.log(np.exp(note_ons - top[:, None]).sum(-1))
+            share = np.minimum(np.exp(same - all_ons), np.float32(1.0))
+            lower = self._capped & (share > self._cap_now)  # nan (no NOTE_ON allowed) is never above
+            if not lower.any():
+                return logits
+            others = all_ons + np.log1p(-share)  # log of the other notes' probability mass
+            highest = self._cap_logits[self._index] + others  # gives the run's pitch its cap
+        limited = logits.copy()
+        limited[rows[lower], column[lower]] = highest[lower]
+        return limited
 
     def update(self, events: np.ndarray | torch.Tensor) -> None:
         """After a step: each row's sampled event (B,)."""

@@ -9,11 +9,12 @@ model.melody.network; tests/test_sampling.py checks that the two agree.
 
 On a CPU a step of a small batch costs more in per-op overhead than in arithmetic, so the loop
 keeps its ops few: what does not depend on the samples is computed for all steps before it
-(step-major, step s reads row s), the rules besides the network (rests, copies, same notes, motifs) are
-decided per row on the host (numpy) and cost nothing on a step they leave alone, the log-likelihoods
-are scored once at the end, and the nucleus is sorted out only when a sample could lie outside
-it. Every op that remains sees the same values in the same shapes as before, so the samples
-stay the same bit for bit (benchmarks/sampler_identity.py).
+(step-major, step s reads row s), the network runs in torch and hands its logits to the host,
+where the rules besides the network (rests, copies, same notes, motifs) and the sample itself
+are numpy (a few hundred numbers a step: numpy's ops cost less than torch's dispatch) and cost
+nothing on a step they leave alone, the log-likelihoods are scored once at the end, and the
+nucleus is sorted out only for a row whose sample could lie outside it. A change here is checked
+against the samples before it (benchmarks/sampler_identity.py: every row the same).
 """
 
 from __future__ import annotations
@@ -30,10 +31,11 @@ from model.melody.fresh_bars import FreshBar
 from model.melody.motifs import MotifEcho, lean
 from model.melody.network import LOOKBACKS, MelodyNet
 from model.melody.pitch_variety import FreshPitches
-from model.melody.same_note import SameNoteRun, host_tensor
+from model.melody.same_note import SameNoteRun
 from model.music.events import FIRST_NOTE_ON, NO_EVENT, NOTE_OFF, NUM_CLASSES, PAD, STEPS_PER_BAR
 
 REST_BAR, NEW_BAR = -1, -2  # copy_lag's codes for a form plan's bars that bring nothing back
+CHORD_GATE_STEPS = STEPS_PER_BAR  # steps whose chord gates are worked out together (8 MB at 168 rows)
 
 
 @torch.no_grad()
@@ -149,7 +151,7 @@ def _generate_sorted(model: MelodyNet, primer, temperature, top_p, allowed_event
     device = primer.device
     # (first row, end row, padding) of each group of rows padded alike
     groups = [(pad.index(p), len(pad) - pad[::-1].index(p), p) for p in sorted(set(pad))]
-    noise = gumbel_noise(seeds, steps).to(device)  # (B, steps, C), drawn up front per row
+    noise = gumbel_noise(seeds, steps)  # (B, steps, C), drawn up front per row, kept on the host
     # the steps to sample, then one PAD column: where lookbacks from before the sequence read
     sequence = torch.cat([primer, torch.full((batch, steps + 1), PAD, dtype=primer.dtype, device=device)], 1)
     for start, end, skip in groups:  # padding reads as PAD, as the steps before a primer do to the lookbacks
@@ -208,20 +210,23 @@ def _generate_sorted(model: MelodyNet, primer, temperature, top_p, allowed_event
         copy_any, quiet_any = (copying > 0).any(0).tolist(), (copying == REST_BAR).any(0).tolist()
         copying, source_index = copying.cpu().numpy(), source_index.cpu().numpy()
     masks = _StepMasks(allowed_events)
-    nucleus_p = None if bool((top_p >= 1).all()) else top_p[:, None]  # top_p 1 everywhere: no sorting
+    nucleus_p = None if bool((top_p >= 1).all()) else top_p[:, None].float().cpu().numpy()  # 1 everywhere: no sorting
     nucleus_floor = np.log(1 - top_p.double().cpu().numpy() + NUCLEUS_MARGIN)
     w = StepWeights.cached(model)
     hidden, heads = model.config.hidden, model.config.heads
     # Everything a step reads that does not depend on what was sampled, step-major: step s reads row s.
-    noise = noise.transpose(0, 1).contiguous()  # (steps, B, C)
-    # the chords' input to layer 0's gates, worked out step by step: for all steps at once it was
-    # (steps, B, 4H), 67 MB at a burst's 168 rows, and twice that while it was made step-major
+    noise = noise.transpose(0, 1).contiguous().numpy()  # (steps, B, C)
+    # the chords' input to layer 0's gates, worked out CHORD_GATE_STEPS steps at a time: for all
+    # steps at once it was (steps, B, 4H), 67 MB at a burst's 168 rows, and twice that while it
+    # was made step-major; one step at a time, 128 small products a pass
     chord_steps = None if chord_features is None else chord_features.transpose(0, 1).contiguous()  # (steps, B, E)
     if chord_bias is not None:
         chord_bias = chord_bias.transpose(0, 1).contiguous()
-        chord_guide = None if chord_guide is None else chord_guide.transpose(0, 1).contiguous()
+        chord_guide = None if chord_guide is None else chord_guide.transpose(0, 1).contiguous().cpu().numpy()
     if step_allowed is not None:
-        step_allowed = step_allowed.transpose(0, 1).contiguous()
+        step_allowed = step_allowed.transpose(0, 1).contiguous().cpu().numpy()
+    if event_bias is not None:
+        event_bias = event_bias.float().cpu().numpy()
     targets = torch.arange(p_len, p_len + steps, device=device)
     positions = (targets[None, :] - offset[:, None]) % STEPS_PER_BAR  # (B, steps)
     loops = BarLoop(history, positions.cpu().numpy(), p_len, loop_penalty) if loop_penalty else None
@@ -256,9 +261,9 @@ def _generate_sorted(model: MelodyNet, primer, temperature, top_p, allowed_event
         end_index = end_index.clamp(0, end_bias.shape[1] - 1)
         end_any = end_inside.any(0).tolist()
         end_add = end_bias[torch.arange(batch, device=device)[:, None], end_index] * end_inside[..., None]
-        end_add = end_add.transpose(0, 1).contiguous()  # (steps, B, C)
+        end_add = end_add.transpose(0, 1).contiguous().float().cpu().numpy()  # (steps, B, C)
         heat = torch.where(end_inside.T, temperature.clamp(max=1.0), temperature)
-    divisor = heat[..., None].clamp(min=1e-3)  # (steps, B, 1)
+    divisor = heat[..., None].clamp(min=1e-3).float().cpu().numpy()  # (steps, B, 1)
     state = [list(state[0]), list(state[1])]  # per layer (B, H), replaced step by step
     # the network's own logits per step, for the log-likelihoods, scored once at the end
     model_logits = torch.empty(steps, batch, NUM_CLASSES, device=device) if with_loglik else None
@@ -269,9 +274,12 @@ def _generate_sorted(model: MelodyNet, primer, temperature, top_p, allowed_event
         rows = torch.from_numpy(bags[s]).view(-1).to(device)
         inputs = torch.embedding_bag(w.gate_table, rows, bag_offsets, False, 0, False, None, False, None)[0]
         if chord_steps is not None:
-            inputs += chord_steps[s] @ w.chord_gates
+            if s % CHORD_GATE_STEPS == 0:  # the next steps' chord gates, in one product
+                ahead = chord_steps[s : s + CHORD_GATE_STEPS]
+                chord_gates = (ahead.flatten(0, 1) @ w.chord_gates).view(len(ahead), batch, -1)
+            inputs += chord_gates[s % CHORD_GATE_STEPS]
         decoded = w.decoder_step(inputs, state)  # (B, H)
-        position_q, position_k = w.position_qk[position_rows[s]].split(hidden, 1)  # (B, H) each
+        position_q, position_k = w.position_qk.index_select(0, position_rows[s]).split(hidden, 1)  # (B, H) each
         projected = torch.addmm(w.state_bias, decoded, w.from_state)
         from_query, from_key, from_value, from_head = projected.split(hidden, 1)  # (B, H) views
         visible_from = max(1, filled - model.config.window)
@@ -292,9 +300,15 @@ def _generate_sorted(model: MelodyNet, primer, temperature, top_p, allowed_event
         else:
             logits = torch.addmm(w.out_bias, head, w.out_weight)  # (B, C)
             logits = torch.add(logits, chord_bias[s], out=None if model_logits is None else model_logits[s])
-            if chord_guide is not None:
-                logits = logits + chord_guide[s]
-        # what each row may do now, decided on the host; a rule that changes nothing costs nothing
+        # The rest of the step is decided on the host, in numpy: the network's logits (B, C) are a
+        # few hundred numbers, where a numpy op costs less than half a torch op's dispatch (the
+        # lean, the same-note cap and the sample took 25 ms of a default job's CPU in torch, 15 in
+        # numpy; the same samples: BENCHMARKS.md, issue 23 point 5). Never written in place: they
+        # may be model_logits' own row.
+        network = logits.cpu().numpy()
+        if chord_guide is not None:
+            network = network + chord_guide[s]
+        # what each row may do now; a rule that changes nothing costs nothing
         no_event = masks.no_event & (run < rest_limit)
         quiet = None
         copy_now = copying is not None and copy_any[s]
@@ -310,9 +324,9 @@ def _generate_sorted(model: MelodyNet, primer, temperature, top_p, allowed_event
         allowed_now, blocked_now = masks.pick(no_event, quiet, None if quiet is None else quiet & ~sounding)
         if step_allowed is not None:
             both = allowed_now & step_allowed[s]
-            allowed_now = torch.where(both.any(-1, keepdim=True), both, step_allowed[s])
+            allowed_now = np.where(both.any(-1, keepdims=True), both, step_allowed[s])
             blocked_now = ~allowed_now
-        scaled = logits / divisor[s]
+        scaled = network / divisor[s]
         if event_bias is not None:
             scaled += event_bias
         if end_any[s]:  # a phrase's end
@@ -323,12 +337,11 @@ def _generate_sorted(model: MelodyNet, primer, temperature, top_p, allowed_event
             scaled = lean(scaled, allowed_now, sum(leans))
         if loops is not None and (found := loops.penalties(s)) is not None:  # a third bar alike in a row
             echoed, penalty = found
-            scaled.scatter_add_(1, host_tensor(echoed[:, None], device), host_tensor(penalty[:, None], device))
+            scaled[everyone, echoed] += penalty
         if fresh is not None and (away := fresh.penalties(s)) is not None:  # a new bar turning into a copy
-            scaled += host_tensor(away, device)
+            scaled += away
         if copy_now:
-            scaled.scatter_add_(1, host_tensor(target[:, None], device),
-                                host_tensor(np.where(active, copy_bias, 0.0).astype(np.float32)[:, None], device))
+            scaled[everyone, target] += np.where(active, copy_bias, 0.0).astype(np.float32)
         if repeats is not None:
             kept = None
             if copy_now and copy_free_runs:  # a returning bar keeps its source's repeats, to the stop
@@ -336,10 +349,10 @@ def _generate_sorted(model: MelodyNet, primer, temperature, top_p, allowed_event
             if repeats.binds(kept):
                 limited = repeats.limit(scaled, allowed_now)
                 if kept is not None and kept.any():
-                    limited = torch.where(host_tensor(kept[:, None], device), scaled, limited)
+                    limited = np.where(kept[:, None], scaled, limited)
                 scaled = limited
-        sampled = _sample(scaled, nucleus_p, nucleus_floor, blocked_now, noise[s])
-        events = sampled.cpu().numpy()
+        events = _sample(scaled, nucleus_p, nucleus_floor, blocked_now, noise[s])
+        sampled = torch.from_numpy(events).to(device)
         history[:, t] = events
         rest = events == NO_EVENT
         run = (run + 1) * rest
@@ -361,7 +374,7 @@ def _generate_sorted(model: MelodyNet, primer, temperature, top_p, allowed_event
         torch.add(from_value.view(batch, heads, -1), w.value_event.index_select(0, sampled).view(batch, heads, -1),
                   out=values.select(2, filled))
         filled += 1
-    out = host_tensor(history[:, p_len : p_len + steps], device)
+    out = torch.from_numpy(np.ascontiguousarray(history[:, p_len : p_len + steps])).to(device)
     if model_logits is None:
         return out, torch.zeros(batch, steps, device=device)
     loglik = torch.log_softmax(model_logits, -1).gather(2, out.T[..., None])[..., 0].T.contiguous()  # (B, steps)
@@ -490,64 +503,80 @@ def gumbel_noise(seeds: list[int], steps: int) -> torch.Tensor:
     return torch.stack(rows)
 
 
-def nucleus(logits: torch.Tensor, top_p: torch.Tensor | None, allowed: torch.Tensor) -> torch.Tensor:
+def nucleus(logits: np.ndarray, top_p: np.ndarray | None, allowed: np.ndarray) -> np.ndarray:
     """Log-probabilities restricted to allowed events and, per row, to the smallest set of
     events whose probability reaches top_p (B,); everything else gets -inf. top_p None: the
-    whole distribution (as top_p 1, without sorting)."""
+    whole distribution (as top_p 1, without sorting). numpy arrays, (B, C) each."""
     blocked = ~allowed
-    logits = logits.masked_fill(blocked, float("-inf"))
-    log_probs = torch.log_softmax(logits, -1)
+    logits = np.where(blocked, -np.inf, logits).astype(np.float32)
+    log_probs = log_softmax(logits)
     if top_p is None:
         return log_probs
-    return log_probs.masked_fill_(_outside(logits, top_p[:, None]).logical_or_(blocked), float("-inf"))
+    return np.where(_outside(logits, top_p[:, None]) | blocked, -np.inf, log_probs).astype(np.float32)
 
 
-def _outside(logits: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Per row (the last axis), logits minus their log-sum-exp; a row of -inf only gives nan."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        shifted = logits - logits.max(-1, keepdims=True)
+        return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+
+
+def _outside(logits: np.ndarray, top_p: np.ndarray) -> np.ndarray:
     """(B, C) bool: the events outside each row's nucleus (logits masked already, top_p (B, 1))."""
-    probs = torch.softmax(logits, -1)
-    sorted_probs, order = probs.sort(-1, descending=True)
+    probs = np.exp(log_softmax(logits))
+    order = np.argsort(-probs, axis=-1, kind="stable")
+    sorted_probs = np.take_along_axis(probs, order, -1)
     outside_sorted = sorted_probs.cumsum(-1) - sorted_probs >= top_p  # keeps the top event
-    return torch.zeros_like(outside_sorted).scatter_(-1, order, outside_sorted)
+    outside = np.empty_like(outside_sorted)
+    np.put_along_axis(outside, order, outside_sorted, -1)
+    return outside
 
 
 NUCLEUS_MARGIN = 1e-3  # probability: far above float32 rounding of a softmax's sums (~1e-5)
 
 
-def _sample(logits: torch.Tensor, top_p: torch.Tensor | None, floor: np.ndarray, blocked: torch.Tensor,
-            noise: torch.Tensor) -> torch.Tensor:
+def _sample(logits: np.ndarray, top_p: np.ndarray | None, floor: np.ndarray, blocked: np.ndarray,
+            noise: np.ndarray) -> np.ndarray:
     """One step's Gumbel-max sample (B,) from nucleus(logits, top_p, ~blocked) + noise; logits
     (B, C) are overwritten, top_p is (B, 1) or None. Sorting out the nucleus is skipped when it
     cannot change the sample: where each row's sample has a log-probability above its floor,
     log(1 - top_p + NUCLEUS_MARGIN), all the other events hold less than top_p, so the sample is
     inside the nucleus, and taking out events it beat anyway leaves it the argmax (the first
-    index of the same maximum)."""
-    logits = logits.masked_fill_(blocked, float("-inf"))
-    log_probs = torch.log_softmax(logits, -1)
+    index of the same maximum). Only the rows where that does not hold are sorted out."""
+    np.putmask(logits, blocked, -np.inf)
+    log_probs = log_softmax(logits)
+    noisy = log_probs + noise
+    sampled = noisy.argmax(-1)
     if top_p is None:
-        return log_probs.add_(noise).argmax(-1)
-    sampled = (log_probs + noise).argmax(-1)
-    if (log_probs.gather(1, sampled[:, None]).view(-1).cpu().numpy() > floor).all():
-        return sampled  # nan (nothing allowed) is never above: it takes the long way, as before
-    outside = _outside(logits, top_p).logical_or_(blocked)
-    return log_probs.masked_fill_(outside, float("-inf")).add_(noise).argmax(-1)
+        return sampled
+    unsure = ~(log_probs[np.arange(len(sampled)), sampled] > floor)  # nan (nothing allowed) too
+    if unsure.any():  # those rows the long way, each on its own
+        rows = np.flatnonzero(unsure)
+        noisy = noisy[rows]
+        np.putmask(noisy, _outside(logits[rows], top_p[rows]) | blocked[rows], -np.inf)
+        sampled[rows] = noisy.argmax(-1)
+    return sampled
 
 
 class _StepMasks:
     """What each row may do at a step: allowed_events (B, C) and its variants by what a step's
     rules change: NO_EVENT allowed or not (bit 1), NOTE_ONs barred (bit 2: a rest bar), NOTE_OFF
-    barred (bit 4: a rest bar with nothing sounding). Each with its complement, `blocked`."""
+    barred (bit 4: a rest bar with nothing sounding). Each with its complement, `blocked`. numpy
+    arrays on the host, as the step's rules."""
 
     def __init__(self, allowed: torch.Tensor):
+        allowed = allowed.cpu().numpy().astype(bool)
         batch = len(allowed)
         self.allowed, self.blocked = allowed, ~allowed
-        self.no_event = allowed[:, NO_EVENT].cpu().numpy()  # (B,) what each row allows when no rule speaks
+        self.no_event = allowed[:, NO_EVENT].copy()  # (B,) what each row allows when no rule speaks
         self.first = np.arange(batch) * 8  # each row's variants start here
-        bits = torch.arange(8, device=allowed.device)
-        variants = allowed[:, None, :].repeat(1, 8, 1)  # (B, 8, C)
-        variants[:, :, NO_EVENT] = (bits & 1).bool()
-        variants[:, :, FIRST_NOTE_ON:] &= ~(bits & 2).bool()[None, :, None]
-        variants[:, :, NOTE_OFF] &= ~(bits & 4).bool()
-        self.variants = variants.view(batch * 8, -1)
+        bits = np.arange(8)
+        variants = np.repeat(allowed[:, None, :], 8, axis=1)  # (B, 8, C)
+        variants[:, :, NO_EVENT] = (bits & 1).astype(bool)
+        variants[:, :, FIRST_NOTE_ON:] &= ~(bits & 2).astype(bool)[None, :, None]
+        variants[:, :, NOTE_OFF] &= ~(bits & 4).astype(bool)
+        self.variants = variants.reshape(batch * 8, -1)
         self.blocked_variants = ~self.variants
 
     def pick(self, no_event: np.ndarray, no_note_on: np.ndarray | None, no_note_off: np.ndarray | None):
@@ -557,5 +586,4 @@ class _StepMasks:
         index = self.first + no_event
         if no_note_on is not None:
             index = index + 2 * no_note_on + 4 * no_note_off
-        index = host_tensor(index, self.allowed.device)
-        return self.variants.index_select(0, index), self.blocked_variants.index_select(0, index)
+        return self.variants[index], self.blocked_variants[index]

@@ -41,7 +41,7 @@ CREATE TABLE IF NOT EXISTS queue_jobs (
     user_id INTEGER NOT NULL,
     state TEXT NOT NULL,
     job TEXT NOT NULL,             -- Job.to_dict() as JSON
-    result TEXT,                   -- Result.to_dict() as JSON, when done
+    result TEXT,                   -- Result.stored()'s JSON (older rows: Result.to_dict()'s), when done
     error TEXT,                    -- user-facing reason, when failed
     worker TEXT,                   -- who runs it, while running
     attempts INTEGER NOT NULL DEFAULT 0,
@@ -49,7 +49,8 @@ CREATE TABLE IF NOT EXISTS queue_jobs (
     delivered INTEGER NOT NULL DEFAULT 0,   -- the bot answered
     created_at REAL NOT NULL,
     started_at REAL,
-    finished_at REAL
+    finished_at REAL,
+    previews BLOB                  -- the result's files end to end (Result.stored()); NULL once pruned
 );
 CREATE INDEX IF NOT EXISTS queue_jobs_state ON queue_jobs (state, seq);
 CREATE INDEX IF NOT EXISTS queue_jobs_user ON queue_jobs (user_id, state);
@@ -62,7 +63,7 @@ CREATE TABLE IF NOT EXISTS queue_events (
 );
 """
 
-_STATUS_COLUMNS = "seq, job, state, error, result"
+_STATUS_COLUMNS = "seq, job, state, error, result, previews"
 
 
 class Rejected(Exception):
@@ -82,6 +83,18 @@ class JobStore:
     def __init__(self, path: str | Path):
         self.db = connect(path)
         self.db.executescript(SCHEMA)  # each statement commits by itself; IF NOT EXISTS makes it idempotent
+        self._add_previews_column()
+
+    def _add_previews_column(self) -> None:
+        """A database made before the previews had a column of their own gets it (its older results
+        keep their files in the result's JSON, which Result.from_stored reads too)."""
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(queue_jobs)")}
+        if "previews" not in columns:
+            try:
+                self.db.execute("ALTER TABLE queue_jobs ADD COLUMN previews BLOB")
+            except sqlite3.OperationalError as error:  # another process added it meanwhile
+                if "duplicate column" not in str(error):
+                    raise
 
     def close(self) -> None:
         self.db.close()
@@ -174,14 +187,14 @@ class JobStore:
         ).fetchone()[0]
 
     def _status(self, row, with_result: bool = True) -> JobStatus:
-        seq, job, state, error, result = row
+        seq, job, state, error, result, previews = row
         state = JobState(state)
         return JobStatus(
             Job.from_dict(json.loads(job)),
             state,
             position=self._position(seq) if state == JobState.QUEUED else None,
             error=error if state == JobState.FAILED else None,
-            result=Result.from_dict(json.loads(result)) if with_result and result and state == JobState.DONE else None,
+            result=Result.from_stored(result, previews) if with_result and result and state == JobState.DONE else None,
         )
 
     def get(self, job_id: str) -> JobStatus | None:
@@ -193,7 +206,7 @@ class JobStore:
         """The user's unfinished jobs, in queue order."""
         with self._read() as db:
             rows = db.execute(
-                "SELECT seq, job, state, error, NULL FROM queue_jobs WHERE user_id = ? AND state IN (?, ?) "
+                "SELECT seq, job, state, error, NULL, NULL FROM queue_jobs WHERE user_id = ? AND state IN (?, ?) "
                 "ORDER BY seq",
                 (user_id, *UNFINISHED),
             ).fetchall()
@@ -264,12 +277,15 @@ class JobStore:
         ).fetchall()
         for job_id, data in rows:
             result = json.loads(data)
-            for variation in result["variations"]:
-                variation.update(midi="", mp3="")
-                variation.pop("png", None)  # jobs stored before 2026-12-04 had one (empty)
-            result.update(combined_png="", pruned=True)
+            if "file_sizes" not in result:  # stored with its files in the JSON
+                for variation in result["variations"]:
+                    variation.update(midi="", mp3="")
+                    variation.pop("png", None)  # jobs stored before 2026-12-04 had one (empty)
+                result.update(combined_png="")
+            result.update(pruned=True)
             with self._write() as db:
-                db.execute("UPDATE queue_jobs SET result = ? WHERE job_id = ?", (json.dumps(result), job_id))
+                db.execute("UPDATE queue_jobs SET result = ?, previews = NULL WHERE job_id = ?",
+                           (json.dumps(result), job_id))
         return len(rows)
 
     def counts(self) -> dict[str, int]:
@@ -347,8 +363,9 @@ class JobStore:
     ) -> bool:
         """DONE or FAILED, if the job is still unfinished (and, given `worker`, still held by that
         worker). False: someone else finished or cancelled it, or requeued it; the answer is dropped."""
-        data = json.dumps(result.to_dict()) if result is not None else None
-        query = "UPDATE queue_jobs SET state = ?, result = ?, error = ?, finished_at = ? WHERE job_id = ? AND "
+        data, previews = result.stored() if result is not None else (None, None)
+        query = ("UPDATE queue_jobs SET state = ?, result = ?, previews = ?, error = ?, finished_at = ? "
+                 "WHERE job_id = ? AND ")
         guard: tuple = UNFINISHED if worker is None else (JobState.RUNNING.value, worker)
         query += "state IN (?, ?)" if worker is None else "state = ? AND worker = ?"
         # The embedded worker's own result (worker named) goes in large: a power cut that undoes it
@@ -357,7 +374,7 @@ class JobStore:
         # from Redis (Celery, no worker named) is synced: its event is deleted once applied.
         with self._write(large=result is not None and worker is not None) as db:
             now = time.time() if now is None else now  # taken under the write lock: timestamps follow commit order
-            changed = db.execute(query, (state.value, data, error, now, job_id, *guard)).rowcount
+            changed = db.execute(query, (state.value, data, previews, error, now, job_id, *guard)).rowcount
             if changed:
                 self._log(job_id, state, now)
         return bool(changed)

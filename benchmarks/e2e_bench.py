@@ -75,8 +75,8 @@ class Bot:
 
     def __init__(self, data_dir: Path, weights: Path | None, log_level: str, threads: int | None = None,
                  checkout: Path | None = None):
-        """checkout: run the bot of another checkout of the project (its code first on
-        PYTHONPATH, its own shipped weights), e.g. today's main for a ratio."""
+        """checkout: the checkout of the project whose bot runs (its code first on PYTHONPATH, its
+        own shipped weights): this one, or another (e.g. today's main) for a ratio."""
         self.cwd = data_dir
         self.http_port = free_port()
         env = {k: v for k, v in os.environ.items() if k not in ("DISCORD_TOKEN", "MELODYBOT_DISCORD_TOKEN")}
@@ -313,7 +313,9 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = Path(tempfile.mkdtemp(prefix="melodybot-e2e-"))
     sketch = data_dir / "sketch.mid"
     make_sketch(sketch)
-    bot = Bot(data_dir, weights, args.log_level, args.threads)
+    # this checkout's code first on PYTHONPATH: without it the bot is whatever the venv has installed
+    # (an editable install of another checkout), not the tree the script was run from
+    bot = Bot(data_dir, weights, args.log_level, args.threads, checkout=ROOT)
     baseline = None
     if args.baseline:
         (data_dir / "baseline").mkdir()

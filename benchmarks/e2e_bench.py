@@ -73,8 +73,8 @@ class Answer:
 class Bot:
     """`python -m bot` in the terminal channel, its stdout read line by line by a thread."""
 
-    def __init__(self, data_dir: Path, weights: Path | None, log_level: str, threads: int | None = None,
-                 checkout: Path | None = None):
+    def __init__(self, data_dir: Path, checkout: Path, weights: Path | None, log_level: str,
+                 threads: int | None = None):
         """checkout: the checkout of the project whose bot runs (its code first on PYTHONPATH, its
         own shipped weights): this one, or another (e.g. today's main) for a ratio."""
         self.cwd = data_dir
@@ -89,8 +89,7 @@ class Bot:
         env.pop("MELODYBOT_REDIS_URL", None)  # the embedded default
         if weights is not None:
             env["MELODYBOT_WEIGHTS"] = str(weights)
-        if checkout is not None:
-            env["PYTHONPATH"] = str(checkout)
+        env["PYTHONPATH"] = str(checkout)
         if threads is not None:  # torch's CPU threads in the worker (0: one per core)
             env["MELODYBOT_WORKER_THREADS"] = str(threads)
         self.lines: queue.Queue[tuple[float, str | None]] = queue.Queue()
@@ -315,11 +314,11 @@ def main(argv: list[str] | None = None) -> int:
     make_sketch(sketch)
     # this checkout's code first on PYTHONPATH: without it the bot is whatever the venv has installed
     # (an editable install of another checkout), not the tree the script was run from
-    bot = Bot(data_dir, weights, args.log_level, args.threads, checkout=ROOT)
+    bot = Bot(data_dir, ROOT, weights, args.log_level, args.threads)
     baseline = None
     if args.baseline:
         (data_dir / "baseline").mkdir()
-        baseline = Bot(data_dir / "baseline", None, args.log_level, args.threads, checkout=args.baseline.resolve())
+        baseline = Bot(data_dir / "baseline", args.baseline.resolve(), None, args.log_level, args.threads)
         baseline.answer(baseline.send(FIRST_COMMAND), timeout=START_TIMEOUT_S)
     try:
         cold = bot.answer(bot.send(FIRST_COMMAND), timeout=START_TIMEOUT_S)
